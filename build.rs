@@ -1,0 +1,15 @@
+//! Compiles `proto/partlog/v1/partlog.proto` with the protoc binary shipped by
+//! `protoc-bin-vendored`, so a fresh machine needs no system protoc.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    std::env::set_var("PROTOC", protoc);
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("partlog_descriptor.bin"))
+        .compile_protos(&["proto/partlog/v1/partlog.proto"], &["proto"])?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

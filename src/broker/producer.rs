@@ -1,0 +1,350 @@
+//! Appending to one partition stream with pipelined confirms.
+//!
+//! A [`PartitionProducer`] owns a connection to the partition's leader and a
+//! writer task. Callers hand it batches with [`PartitionProducer::append`];
+//! the writer task takes every batch queued so far, numbers the records with
+//! consecutive publishing ids, packs them into frames no larger than the
+//! broker's frame size and sends them without waiting for earlier confirms.
+//! The connection's handler resolves each batch once the broker confirmed
+//! (or rejected) all of its records. Order within a partition is the order
+//! batches reach the queue, and within a batch the caller's order.
+//!
+//! Lifetime: created on first use of a partition, kept while its connection
+//! lives. When the connection breaks every unconfirmed record fails with
+//! UNAVAILABLE and [`PartitionProducer::is_closed`] turns true, so the owner
+//! replaces it on the next append.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rabbitmq_stream_client::types::{Message, MessageResult, ResponseCode, ResponseKind};
+use rabbitmq_stream_client::Client;
+use rabbitmq_stream_protocol::codec::Encoder;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{unavailable, Broker, Node};
+use crate::error::{Error, Result};
+use crate::record::NewRecord;
+
+const PUBLISHER_ID: u8 = 1;
+/// Batches waiting for the writer task; senders wait when it is full.
+const QUEUE_DEPTH: usize = 64;
+/// Publish frame: size, key, version, publisher id, message count.
+const PUBLISH_FRAME_HEADER: usize = 4 + 2 + 2 + 1 + 4;
+/// Per message in a publish frame: publishing id and length.
+const PUBLISH_MESSAGE_HEADER: usize = 8 + 4;
+
+/// The outcome of each record of one batch, in batch order.
+pub type BatchOutcome = Vec<Result<()>>;
+
+struct Append {
+    records: Vec<NewRecord>,
+    done: oneshot::Sender<BatchOutcome>,
+}
+
+pub struct PartitionProducer {
+    stream: String,
+    queue: mpsc::Sender<Append>,
+    closed: Arc<AtomicBool>,
+    client: Client,
+    writer: JoinHandle<()>,
+}
+
+impl PartitionProducer {
+    /// Connects to `leader` and declares a publisher on `stream`.
+    pub async fn open(broker: &Broker, stream: &str, leader: &Node) -> Result<Self> {
+        let client = broker.open_client(Some(leader), "partlog-producer").await?;
+        let confirms = Arc::new(Confirms::default());
+        let closed = Arc::new(AtomicBool::new(false));
+        client
+            .set_handler({
+                let confirms = confirms.clone();
+                let closed = closed.clone();
+                move |item| {
+                    let confirms = confirms.clone();
+                    let closed = closed.clone();
+                    async move {
+                        confirms.handle(item, &closed);
+                        Ok(())
+                    }
+                }
+            })
+            .await;
+        let response = broker
+            .within(
+                &format!("declaring a publisher on {stream:?}"),
+                client.declare_publisher(PUBLISHER_ID, None, stream),
+            )
+            .await?
+            .map_err(|e| unavailable(&format!("cannot declare a publisher on {stream:?}"), e))?;
+        match response.code() {
+            ResponseCode::Ok => {}
+            ResponseCode::StreamDoesNotExist => {
+                let _ = client.close().await;
+                return Err(Error::NotFound(format!(
+                    "partition stream {stream:?} does not exist"
+                )));
+            }
+            code => {
+                let _ = client.close().await;
+                return Err(Error::Unavailable(format!(
+                    "cannot publish to {stream:?} on {leader}: {code:?}"
+                )));
+            }
+        }
+        let (queue, batches) = mpsc::channel(QUEUE_DEPTH);
+        let writer = tokio::spawn(write_loop(
+            client.clone(),
+            batches,
+            confirms,
+            closed.clone(),
+            broker.config().max_frame_bytes as usize,
+        ));
+        Ok(PartitionProducer {
+            stream: stream.to_owned(),
+            queue,
+            closed,
+            client,
+            writer,
+        })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.queue.is_closed()
+    }
+
+    /// Queues `records` and resolves once the broker answered for each.
+    /// Dropping the returned future does not withdraw the records.
+    pub async fn append(&self, records: Vec<NewRecord>) -> BatchOutcome {
+        let count = records.len();
+        let (done, outcome) = oneshot::channel();
+        let lost = || {
+            (0..count)
+                .map(|_| {
+                    Err(Error::Unavailable(format!(
+                        "the connection publishing to {:?} closed before the broker confirmed",
+                        self.stream
+                    )))
+                })
+                .collect()
+        };
+        if self.queue.send(Append { records, done }).await.is_err() {
+            return lost();
+        }
+        outcome.await.unwrap_or_else(|_| lost())
+    }
+
+    /// Stops taking batches, waits for the writer to hand every queued
+    /// batch to the broker and for their confirms, then closes the
+    /// connection. Batches still unconfirmed fail with UNAVAILABLE.
+    pub async fn close(self) {
+        let PartitionProducer {
+            queue,
+            client,
+            writer,
+            closed,
+            ..
+        } = self;
+        drop(queue);
+        let _ = writer.await;
+        closed.store(true, Ordering::Release);
+        let _ = client.delete_publisher(PUBLISHER_ID).await;
+        let _ = client.close().await;
+    }
+}
+
+/// Takes batches off the queue, numbers and frames their records and sends
+/// them. Ends when the queue closes (after waiting for outstanding confirms)
+/// or the connection fails.
+async fn write_loop(
+    client: Client,
+    mut batches: mpsc::Receiver<Append>,
+    confirms: Arc<Confirms>,
+    closed: Arc<AtomicBool>,
+    max_frame_bytes: usize,
+) {
+    let mut next_id: u64 = 0;
+    let mut taken = Vec::new();
+    while batches.recv_many(&mut taken, QUEUE_DEPTH).await > 0 {
+        let mut frame: Vec<Message> = Vec::new();
+        let mut frame_bytes = PUBLISH_FRAME_HEADER;
+        for append in taken.drain(..) {
+            let first_id = next_id;
+            next_id += append.records.len() as u64;
+            confirms.register(first_id, append.records.len(), append.done);
+            for (i, record) in append.records.into_iter().enumerate() {
+                let message = record.into_message(first_id + i as u64);
+                let size = PUBLISH_MESSAGE_HEADER + message.encoded_size() as usize;
+                if !frame.is_empty() && frame_bytes + size > max_frame_bytes {
+                    if let Err(e) = client
+                        .publish(PUBLISHER_ID, std::mem::take(&mut frame), 1)
+                        .await
+                    {
+                        confirms.fail_all(&unavailable("publishing failed", e));
+                        closed.store(true, Ordering::Release);
+                        return;
+                    }
+                    frame_bytes = PUBLISH_FRAME_HEADER;
+                }
+                frame_bytes += size;
+                frame.push(message);
+            }
+        }
+        if !frame.is_empty() {
+            if let Err(e) = client.publish(PUBLISHER_ID, frame, 1).await {
+                confirms.fail_all(&unavailable("publishing failed", e));
+                closed.store(true, Ordering::Release);
+                return;
+            }
+        }
+    }
+    confirms.wait_idle().await;
+}
+
+/// Batches awaiting confirms, indexed by publishing id.
+#[derive(Default)]
+struct Confirms {
+    state: Mutex<ConfirmState>,
+    idle: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct ConfirmState {
+    /// Batch by its first publishing id.
+    batches: HashMap<u64, Pending>,
+    /// First publishing id of the batch holding each unconfirmed id.
+    owner: HashMap<u64, u64>,
+}
+
+struct Pending {
+    outcome: Vec<Option<Result<()>>>,
+    remaining: usize,
+    done: oneshot::Sender<BatchOutcome>,
+}
+
+impl Confirms {
+    fn register(&self, first_id: u64, count: usize, done: oneshot::Sender<BatchOutcome>) {
+        let mut state = self.state.lock().expect("confirm state poisoned");
+        for id in first_id..first_id + count as u64 {
+            state.owner.insert(id, first_id);
+        }
+        state.batches.insert(
+            first_id,
+            Pending {
+                outcome: vec![None; count],
+                remaining: count,
+                done,
+            },
+        );
+    }
+
+    fn handle(&self, item: MessageResult, closed: &AtomicBool) {
+        match item {
+            Some(Ok(response)) => match response.kind() {
+                ResponseKind::PublishConfirm(confirm) => {
+                    for id in confirm.publishing_ids {
+                        self.resolve(id, Ok(()));
+                    }
+                }
+                ResponseKind::PublishError(errors) => {
+                    for e in errors.publishing_errors {
+                        self.resolve(e.publishing_id, Err(publish_error(&e.error_code)));
+                    }
+                }
+                ResponseKind::MetadataUpdate(_) => {
+                    // The partition stream moved or was deleted: its records
+                    // in flight will not be confirmed on this connection.
+                    closed.store(true, Ordering::Release);
+                    self.fail_all(&Error::Unavailable(
+                        "the partition's leader changed or the stream was deleted".into(),
+                    ));
+                }
+                _ => {}
+            },
+            Some(Err(e)) => {
+                closed.store(true, Ordering::Release);
+                self.fail_all(&unavailable("the publishing connection failed", e));
+            }
+            None => {
+                closed.store(true, Ordering::Release);
+                self.fail_all(&Error::Unavailable(
+                    "the publishing connection closed before the broker confirmed".into(),
+                ));
+            }
+        }
+    }
+
+    fn resolve(&self, id: u64, result: Result<()>) {
+        let mut state = self.state.lock().expect("confirm state poisoned");
+        let Some(first_id) = state.owner.remove(&id) else {
+            return; // Already failed, e.g. after a metadata update.
+        };
+        let Some(pending) = state.batches.get_mut(&first_id) else {
+            return;
+        };
+        let slot = &mut pending.outcome[(id - first_id) as usize];
+        if slot.is_none() {
+            *slot = Some(result);
+            pending.remaining -= 1;
+        }
+        if pending.remaining == 0 {
+            let pending = state.batches.remove(&first_id).expect("present");
+            let _ = pending.done.send(
+                pending
+                    .outcome
+                    .into_iter()
+                    .map(|r| r.expect("resolved"))
+                    .collect(),
+            );
+        }
+        if state.batches.is_empty() {
+            self.idle.notify_waiters();
+        }
+    }
+
+    fn fail_all(&self, error: &Error) {
+        let mut state = self.state.lock().expect("confirm state poisoned");
+        state.owner.clear();
+        for (_, pending) in state.batches.drain() {
+            let outcome = pending
+                .outcome
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(error.clone())))
+                .collect();
+            let _ = pending.done.send(outcome);
+        }
+        self.idle.notify_waiters();
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self
+                .state
+                .lock()
+                .expect("confirm state poisoned")
+                .batches
+                .is_empty()
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+fn publish_error(code: &ResponseCode) -> Error {
+    match code {
+        ResponseCode::StreamDoesNotExist => {
+            Error::NotFound("the partition stream no longer exists".into())
+        }
+        ResponseCode::AccessRefused => {
+            Error::FailedPrecondition("the broker refused publishing to the partition".into())
+        }
+        code => Error::Unavailable(format!("the broker did not store the record: {code:?}")),
+    }
+}

@@ -1,0 +1,33 @@
+//! partlog turns a RabbitMQ stream cluster into a keyed, partitioned,
+//! ordered log served over gRPC (`partlog.v1.PartLog`).
+//!
+//! A partlog *stream* is a RabbitMQ super stream. Records are routed to its
+//! partitions by murmur3 of their key, exactly like RabbitMQ's native stream
+//! clients route, and stored as AMQP 1.0 messages that native clients read.
+//!
+//! # Layout
+//!
+//! The core knows nothing of gRPC; the server is a thin edge over it.
+//!
+//! - [`config`]: the TOML configuration with `PARTLOG_*` overrides.
+//! - [`error`]: the one error type of the core.
+//! - [`routing`]: key → partition (murmur3, seed 104729) and round-robin.
+//! - [`record`]: records and their AMQP 1.0 form on the broker.
+//! - [`validate`]: names, counts and limits checked before the broker is asked.
+//! - [`broker`]: the RabbitMQ adapter — administration, stream statistics,
+//!   per-partition producers with pipelined confirms, chunk readers.
+//! - [`log`]: [`log::PartitionedLog`], the core operations (create, describe,
+//!   delete, publish, read) on top of the adapter.
+//! - [`server`]: the gRPC services (partlog, health, reflection), the
+//!   error → status mapping and graceful shutdown.
+//! - [`proto`]: generated protobuf types.
+
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod log;
+pub mod proto;
+pub mod record;
+pub mod routing;
+pub mod server;
+pub mod validate;

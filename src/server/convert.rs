@@ -1,0 +1,168 @@
+//! Conversions between `partlog.v1` messages and the core's types, and the
+//! one place where core errors become gRPC statuses.
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+
+use crate::broker::StreamSettings;
+use crate::error::Error;
+use crate::log::{Appended, PartitionDescription, StreamDescription};
+use crate::proto;
+use crate::record::{NewRecord, StoredRecord};
+
+/// The status code of each core error kind.
+pub fn code(error: &Error) -> Code {
+    match error {
+        Error::InvalidArgument(_) => Code::InvalidArgument,
+        Error::NotFound(_) => Code::NotFound,
+        Error::AlreadyExists(_) => Code::AlreadyExists,
+        Error::FailedPrecondition(_) => Code::FailedPrecondition,
+        Error::ResourceExhausted(_) => Code::ResourceExhausted,
+        Error::Unavailable(_) => Code::Unavailable,
+        Error::Internal(_) => Code::Internal,
+        Error::Unimplemented(_) => Code::Unimplemented,
+    }
+}
+
+pub fn status(error: Error) -> Status {
+    Status::new(code(&error), error.message())
+}
+
+pub fn stream_settings(request: &proto::CreateStreamRequest) -> Result<StreamSettings, Error> {
+    let retention = request.retention.unwrap_or_default();
+    let max_age = retention
+        .max_age
+        .map(|d| {
+            duration(d).map_err(|why| Error::InvalidArgument(format!("retention.max_age {why}")))
+        })
+        .transpose()?;
+    let nonzero = |v: u64| (v > 0).then_some(v);
+    Ok(StreamSettings {
+        max_age,
+        max_bytes: nonzero(retention.max_bytes),
+        max_segment_bytes: nonzero(retention.max_segment_bytes),
+        replicas: request.replicas,
+    })
+}
+
+/// A protobuf duration as a non-negative `Duration`.
+pub fn duration(d: prost_types::Duration) -> Result<Duration, String> {
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        return Err(format!(
+            "must be a non-negative duration, got {}s {}ns",
+            d.seconds, d.nanos
+        ));
+    }
+    Ok(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+pub fn new_record(record: proto::PublishRecord) -> NewRecord {
+    NewRecord {
+        key: record.key,
+        value: record.value,
+        headers: record.headers.into_iter().collect(),
+    }
+}
+
+pub fn publish_result(appended: Appended) -> proto::PublishResult {
+    proto::PublishResult {
+        partition: appended.partition,
+        error: appended.result.err().map(|e| proto::RecordError {
+            code: code(&e) as i32,
+            message: e.message().to_owned(),
+        }),
+    }
+}
+
+pub fn record(record: StoredRecord) -> proto::Record {
+    proto::Record {
+        partition: record.partition,
+        offset: record.offset,
+        key: record.key,
+        value: record.value,
+        headers: record.headers.into_iter().collect(),
+        timestamp: Some(prost_types::Timestamp {
+            seconds: record.timestamp_ms.div_euclid(1000),
+            nanos: (record.timestamp_ms.rem_euclid(1000) * 1_000_000) as i32,
+        }),
+    }
+}
+
+pub fn stream_description(description: StreamDescription) -> proto::StreamDescription {
+    proto::StreamDescription {
+        stream: description.stream,
+        partitions: description
+            .partitions
+            .into_iter()
+            .map(partition_description)
+            .collect(),
+    }
+}
+
+fn partition_description(partition: PartitionDescription) -> proto::PartitionDescription {
+    proto::PartitionDescription {
+        index: partition.index,
+        partition_stream: partition.stream,
+        leader: partition.leader.to_string(),
+        replicas: partition.replicas.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_kind_has_its_own_code() {
+        let kinds = [
+            Error::InvalidArgument(String::new()),
+            Error::NotFound(String::new()),
+            Error::AlreadyExists(String::new()),
+            Error::FailedPrecondition(String::new()),
+            Error::ResourceExhausted(String::new()),
+            Error::Unavailable(String::new()),
+            Error::Internal(String::new()),
+            Error::Unimplemented(String::new()),
+        ];
+        let mut codes: Vec<i32> = kinds.iter().map(|e| code(e) as i32).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), kinds.len());
+    }
+
+    #[test]
+    fn durations_reject_negative_values() {
+        assert_eq!(
+            duration(prost_types::Duration {
+                seconds: 3,
+                nanos: 5
+            }),
+            Ok(Duration::new(3, 5))
+        );
+        assert!(duration(prost_types::Duration {
+            seconds: -1,
+            nanos: 0
+        })
+        .is_err());
+        assert!(duration(prost_types::Duration {
+            seconds: 0,
+            nanos: -1
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn timestamps_keep_milliseconds() {
+        let proto = record(StoredRecord {
+            partition: 0,
+            offset: 0,
+            key: String::new(),
+            value: Vec::new(),
+            headers: Default::default(),
+            timestamp_ms: 1_700_000_000_123,
+        });
+        let ts = proto.timestamp.unwrap();
+        assert_eq!((ts.seconds, ts.nanos), (1_700_000_000, 123_000_000));
+    }
+}

@@ -1,0 +1,303 @@
+//! The gRPC edge: `partlog.v1.PartLog`, `grpc.health.v1.Health` and server
+//! reflection on one listener.
+//!
+//! The service methods only translate between protobuf and the core
+//! ([`crate::log`]); [`convert`] holds the translations and the single
+//! mapping from core errors to status codes. [`run`] owns the process
+//! lifetime: it serves until the shutdown future resolves, then stops
+//! accepting calls, lets in-flight calls finish, flushes producers and
+//! closes broker connections, all within the configured shutdown timeout.
+
+pub mod convert;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::{Request, Response, Status, Streaming};
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::error::Error;
+use crate::log::{PartitionedLog, ReadRequest};
+use crate::proto;
+use crate::proto::part_log_server::{PartLog, PartLogServer};
+use convert::status;
+
+/// How often the broker's reachability is re-checked for health.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The `partlog.v1.PartLog` implementation over a shared core.
+pub struct PartLogService {
+    log: Arc<PartitionedLog>,
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn later(rpc: &str, issue: &str) -> Status {
+    Status::unimplemented(format!(
+        "{rpc} is part of partlog.v1 but not implemented in this version ({issue})"
+    ))
+}
+
+#[tonic::async_trait]
+impl PartLog for PartLogService {
+    async fn create_stream(
+        &self,
+        request: Request<proto::CreateStreamRequest>,
+    ) -> Result<Response<proto::CreateStreamResponse>, Status> {
+        let request = request.into_inner();
+        let settings = convert::stream_settings(&request).map_err(status)?;
+        let description = self
+            .log
+            .create_stream(&request.stream, request.partitions, &settings)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::CreateStreamResponse {
+            stream: Some(convert::stream_description(description)),
+        }))
+    }
+
+    async fn delete_stream(
+        &self,
+        request: Request<proto::DeleteStreamRequest>,
+    ) -> Result<Response<proto::DeleteStreamResponse>, Status> {
+        self.log
+            .delete_stream(&request.into_inner().stream)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::DeleteStreamResponse {}))
+    }
+
+    async fn describe_stream(
+        &self,
+        request: Request<proto::DescribeStreamRequest>,
+    ) -> Result<Response<proto::DescribeStreamResponse>, Status> {
+        let description = self
+            .log
+            .describe_stream(&request.into_inner().stream)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::DescribeStreamResponse {
+            stream: Some(convert::stream_description(description)),
+        }))
+    }
+
+    async fn publish(
+        &self,
+        request: Request<proto::PublishRequest>,
+    ) -> Result<Response<proto::PublishResponse>, Status> {
+        let request = request.into_inner();
+        let records = request
+            .records
+            .into_iter()
+            .map(convert::new_record)
+            .collect();
+        let appended = self
+            .log
+            .publish(&request.stream, records)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::PublishResponse {
+            results: appended.into_iter().map(convert::publish_result).collect(),
+        }))
+    }
+
+    type PublishStreamStream = ResponseStream<proto::PublishStreamResponse>;
+
+    async fn publish_stream(
+        &self,
+        _request: Request<Streaming<proto::PublishStreamRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        Err(later("PublishStream", "issue #4"))
+    }
+
+    async fn read(
+        &self,
+        request: Request<proto::ReadRequest>,
+    ) -> Result<Response<proto::ReadResponse>, Status> {
+        let request = request.into_inner();
+        let max_wait = request
+            .max_wait
+            .map(convert::duration)
+            .transpose()
+            .map_err(|why| Status::invalid_argument(format!("max_wait {why}")))?
+            .unwrap_or_default();
+        let from = request.offset;
+        let records = self
+            .log
+            .read(ReadRequest {
+                stream: request.stream,
+                partition: request.partition,
+                offset: from,
+                max_records: request.max_records,
+                max_wait,
+            })
+            .await
+            .map_err(status)?;
+        let next_offset = records.last().map_or(from, |r| r.offset + 1);
+        Ok(Response::new(proto::ReadResponse {
+            records: records.into_iter().map(convert::record).collect(),
+            next_offset,
+        }))
+    }
+
+    type SubscribeStream = ResponseStream<proto::SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        _request: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        Err(later("Subscribe", "issue #3"))
+    }
+
+    async fn commit(
+        &self,
+        _request: Request<proto::CommitRequest>,
+    ) -> Result<Response<proto::CommitResponse>, Status> {
+        Err(later("Commit", "issue #3"))
+    }
+
+    async fn reset_offsets(
+        &self,
+        _request: Request<proto::ResetOffsetsRequest>,
+    ) -> Result<Response<proto::ResetOffsetsResponse>, Status> {
+        Err(later("ResetOffsets", "issue #3"))
+    }
+
+    async fn get_offsets(
+        &self,
+        _request: Request<proto::GetOffsetsRequest>,
+    ) -> Result<Response<proto::GetOffsetsResponse>, Status> {
+        Err(later("GetOffsets", "issue #3"))
+    }
+
+    async fn list_groups(
+        &self,
+        _request: Request<proto::ListGroupsRequest>,
+    ) -> Result<Response<proto::ListGroupsResponse>, Status> {
+        Err(later("ListGroups", "issue #3"))
+    }
+}
+
+/// A failure that stops the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+    #[error("the broker cannot be used: {0}")]
+    Broker(Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Serves until `shutdown` resolves, then shuts down gracefully.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let addr = config.listen_addr()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServeError::Bind(config.server.listen.clone(), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| ServeError::Bind(addr.to_string(), e))?;
+
+    let broker = Broker::new(config.broker.clone(), config.request_timeout());
+    match broker.check().await {
+        Ok(()) => tracing::info!(broker = %broker.address(), "broker reachable"),
+        // Transient: serve anyway, NOT_SERVING until the broker answers.
+        Err(Error::Unavailable(why)) => tracing::warn!(%why, "broker not reachable yet"),
+        Err(e) => return Err(ServeError::Broker(e)),
+    }
+    let log = Arc::new(PartitionedLog::new(broker, config.limits.clone()));
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let health_task = tokio::spawn(report_health(log.clone(), reporter));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let max_message = config.max_grpc_message_bytes();
+    let service = PartLogServer::new(PartLogService { log: log.clone() })
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+
+    tracing::info!(%local, "partlog listening");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result.map_err(ServeError::from),
+        () = shutdown => tracing::info!("shutting down: no new calls, finishing in-flight ones"),
+    }
+    let _ = stop_tx.send(());
+    let timeout = config.shutdown_timeout();
+    let drained = tokio::time::timeout(timeout, async {
+        let served = server.await;
+        log.close().await;
+        served
+    })
+    .await;
+    health_task.abort();
+    match drained {
+        Ok(result) => {
+            tracing::info!("shutdown complete");
+            result.map_err(ServeError::from)
+        }
+        Err(_) => {
+            tracing::warn!(
+                ?timeout,
+                "shutdown timed out; unconfirmed publishes were failed"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Keeps the health status in step with the broker's reachability.
+async fn report_health(log: Arc<PartitionedLog>, reporter: HealthReporter) {
+    let mut last = None;
+    loop {
+        let status = if log.broker().is_reachable().await {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if last != Some(status) {
+            tracing::info!(?status, "health");
+            reporter.set_service_status("", status).await;
+            reporter
+                .set_service_status(
+                    <PartLogServer<PartLogService> as NamedService>::NAME,
+                    status,
+                )
+                .await;
+            last = Some(status);
+        }
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+    }
+}

@@ -1,0 +1,223 @@
+//! Request validation that needs no broker: names, counts and limits.
+//!
+//! Each check returns [`Error::InvalidArgument`] or
+//! [`Error::ResourceExhausted`] with a message naming the field at fault, so
+//! a client can fix its request without reading partlog's source.
+
+use crate::config::{Limits, MAX_PARTITIONS};
+use crate::error::{Error, Result};
+use crate::record::{NewRecord, KEY_PROPERTY};
+
+/// RabbitMQ's limit on queue and stream names, in bytes.
+const RABBITMQ_NAME_MAX_BYTES: usize = 255;
+
+/// Longest super stream name: its partitions are named `<name>-<index>` and
+/// must stay within RabbitMQ's limit for every index below [`MAX_PARTITIONS`].
+pub const STREAM_NAME_MAX_BYTES: usize =
+    RABBITMQ_NAME_MAX_BYTES - 1 - digits(MAX_PARTITIONS as usize - 1);
+
+const fn digits(mut n: usize) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+/// A super stream name RabbitMQ accepts for the exchange and every partition.
+pub fn stream_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidArgument(
+            "stream name must not be empty".into(),
+        ));
+    }
+    if name.len() > STREAM_NAME_MAX_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "stream name is {} bytes long; at most {STREAM_NAME_MAX_BYTES} bytes are allowed \
+             so that partition names \"<stream>-<index>\" fit RabbitMQ's 255-byte limit",
+            name.len()
+        )));
+    }
+    if name.starts_with("amq.") {
+        return Err(Error::InvalidArgument(format!(
+            "stream name {name:?} starts with \"amq.\", which RabbitMQ reserves"
+        )));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(Error::InvalidArgument(format!(
+            "stream name {name:?} contains the control character {c:?}"
+        )));
+    }
+    Ok(())
+}
+
+pub fn partition_count(partitions: u32) -> Result<()> {
+    if !(1..=MAX_PARTITIONS).contains(&partitions) {
+        return Err(Error::InvalidArgument(format!(
+            "partitions is {partitions}; a stream has 1 to {MAX_PARTITIONS} partitions"
+        )));
+    }
+    Ok(())
+}
+
+/// A Publish batch: its size against the limits, then every record.
+/// Nothing of an invalid batch is written.
+pub fn publish_batch(records: &[NewRecord], limits: &Limits) -> Result<()> {
+    if records.is_empty() {
+        return Err(Error::InvalidArgument(
+            "records is empty; a Publish carries at least one record".into(),
+        ));
+    }
+    if records.len() as u64 > limits.max_batch_records {
+        return Err(Error::ResourceExhausted(format!(
+            "the batch has {} records; at most {} are allowed per Publish \
+             (limits.max_batch_records)",
+            records.len(),
+            limits.max_batch_records
+        )));
+    }
+    let bytes: u64 = records.iter().map(NewRecord::size).sum();
+    if bytes > limits.max_batch_bytes {
+        return Err(Error::ResourceExhausted(format!(
+            "the batch holds {bytes} bytes of keys, values and headers; at most {} are allowed \
+             per Publish (limits.max_batch_bytes)",
+            limits.max_batch_bytes
+        )));
+    }
+    for (index, record) in records.iter().enumerate() {
+        publish_record(index, record, limits)?;
+    }
+    Ok(())
+}
+
+fn publish_record(index: usize, record: &NewRecord, limits: &Limits) -> Result<()> {
+    if record.value.len() as u64 > limits.max_value_bytes {
+        return Err(Error::InvalidArgument(format!(
+            "records[{index}].value is {} bytes; at most {} are allowed (limits.max_value_bytes)",
+            record.value.len(),
+            limits.max_value_bytes
+        )));
+    }
+    // Keys and headers share the frame headroom above the value limit.
+    let extras = record.size() - record.value.len() as u64;
+    if extras > MAX_KEY_AND_HEADER_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "records[{index}] has {extras} bytes of key and headers; at most \
+             {MAX_KEY_AND_HEADER_BYTES} are allowed"
+        )));
+    }
+    for name in record.headers.keys() {
+        if name.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "records[{index}].headers has an empty header name"
+            )));
+        }
+        if name == KEY_PROPERTY {
+            return Err(Error::InvalidArgument(format!(
+                "records[{index}].headers uses {KEY_PROPERTY:?}, which is reserved for the \
+                 record key; set the record's key field instead"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Keys and headers of one record together; well inside the frame headroom
+/// that the configuration keeps above `limits.max_value_bytes`.
+pub const MAX_KEY_AND_HEADER_BYTES: u64 = 32 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn record(key: &str, value_len: usize) -> NewRecord {
+        NewRecord {
+            key: key.into(),
+            value: vec![7; value_len],
+            headers: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn stream_names() {
+        assert!(stream_name("orders").is_ok());
+        assert!(stream_name("orders.eu-west_1").is_ok());
+        assert!(stream_name("заказы").is_ok());
+        assert!(stream_name(&"a".repeat(STREAM_NAME_MAX_BYTES)).is_ok());
+        for bad in ["", "amq.orders", "tab\there", "nul\0"] {
+            assert!(
+                matches!(stream_name(bad), Err(Error::InvalidArgument(_))),
+                "{bad:?}"
+            );
+        }
+        let long = "a".repeat(STREAM_NAME_MAX_BYTES + 1);
+        let err = stream_name(&long).unwrap_err();
+        assert!(err.message().contains("255"), "{err}");
+        // The longest partition name stays within RabbitMQ's limit.
+        let longest_partition = format!(
+            "{}-{}",
+            "a".repeat(STREAM_NAME_MAX_BYTES),
+            MAX_PARTITIONS - 1
+        );
+        assert_eq!(longest_partition.len(), RABBITMQ_NAME_MAX_BYTES);
+    }
+
+    #[test]
+    fn partition_counts() {
+        assert!(partition_count(1).is_ok());
+        assert!(partition_count(256).is_ok());
+        assert!(partition_count(0).is_err());
+        assert!(partition_count(257).is_err());
+    }
+
+    #[test]
+    fn batch_limits() {
+        let limits = Limits {
+            max_value_bytes: 10,
+            max_batch_records: 3,
+            max_batch_bytes: 25,
+            ..Limits::default()
+        };
+        assert!(publish_batch(&[record("a", 10), record("", 0)], &limits).is_ok());
+        assert!(matches!(
+            publish_batch(&[], &limits),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            publish_batch(&vec![record("", 1); 4], &limits),
+            Err(Error::ResourceExhausted(_))
+        ));
+        assert!(matches!(
+            publish_batch(&vec![record("", 9); 3], &limits),
+            Err(Error::ResourceExhausted(_))
+        ));
+        let err = publish_batch(&[record("", 1), record("", 11)], &limits).unwrap_err();
+        assert!(err.message().starts_with("records[1].value"), "{err}");
+    }
+
+    #[test]
+    fn header_rules() {
+        let limits = Limits::default();
+        let mut r = record("k", 1);
+        r.headers.insert(KEY_PROPERTY.into(), "x".into());
+        assert!(matches!(
+            publish_batch(&[r], &limits),
+            Err(Error::InvalidArgument(_))
+        ));
+        let mut r = record("k", 1);
+        r.headers.insert(String::new(), "x".into());
+        assert!(matches!(
+            publish_batch(&[r], &limits),
+            Err(Error::InvalidArgument(_))
+        ));
+        let mut r = record("k", 1);
+        r.headers
+            .insert("big".into(), "x".repeat(MAX_KEY_AND_HEADER_BYTES as usize));
+        assert!(matches!(
+            publish_batch(&[r], &limits),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}
