@@ -1,8 +1,12 @@
 //! Reading a partition stream chunk by chunk.
 //!
 //! A [`ChunkReader`] is one subscription on its own connection. The broker
-//! sends a chunk per credit, so the reader holds at most as many chunks as
-//! credits granted: a caller that stops asking stops the broker too.
+//! sends a chunk per credit, and the reader keeps exactly one credit
+//! outstanding: rabbitmq-stream-client hands every incoming frame to the
+//! handler on a freshly spawned task, so two chunks in flight at once could
+//! reach the reader out of order. One credit at a time keeps chunks in
+//! offset order and bounds what the reader buffers to a single chunk; a
+//! caller that stops asking stops the broker too.
 //! [`read_range`] builds the bounded `Read` on top of it, using the
 //! partition's committed chunk id (from `StreamStats`) to know where the log
 //! currently ends instead of waiting for a chunk that may never come.
@@ -87,15 +91,13 @@ pub struct ChunkReader {
 }
 
 impl ChunkReader {
-    /// Subscribes to `stream` on `node` from `start` with `credits` chunks
-    /// granted up front. `properties` are the subscription's properties
-    /// (consumer name, single active consumer, ...).
+    /// Subscribes to `stream` on `node` from `start`. `properties` are the
+    /// subscription's properties (consumer name, single active consumer, ...).
     pub async fn open(
         broker: &Broker,
         stream: &str,
         node: &Node,
         start: OffsetSpecification,
-        credits: u16,
         properties: HashMap<String, String>,
     ) -> Result<ChunkReader> {
         let client = broker.open_client(Some(node), "partlog-reader").await?;
@@ -130,7 +132,7 @@ impl ChunkReader {
         let response = broker
             .within(
                 &format!("subscribing to {stream:?}"),
-                client.subscribe(SUBSCRIPTION_ID, stream, start, credits, properties),
+                client.subscribe(SUBSCRIPTION_ID, stream, start, 1, properties),
             )
             .await?
             .map_err(|e| unavailable(&format!("cannot subscribe to {stream:?}"), e))?;
@@ -147,20 +149,18 @@ impl ChunkReader {
     }
 
     /// The next chunk, or `None` when none arrived before `deadline`.
+    /// Receiving a chunk asks the broker for the one after it.
     pub async fn next_chunk(&mut self, deadline: Instant) -> Result<Option<Chunk>> {
-        match tokio::time::timeout_at(deadline, self.chunks.recv()).await {
-            Err(_) => Ok(None),
-            Ok(Some(chunk)) => chunk.map(Some),
-            Ok(None) => Err(Error::Unavailable("the reading connection closed".into())),
-        }
-    }
-
-    /// Lets the broker send `credits` more chunks.
-    pub async fn grant(&self, credits: u16) -> Result<()> {
+        let chunk = match tokio::time::timeout_at(deadline, self.chunks.recv()).await {
+            Err(_) => return Ok(None),
+            Ok(Some(chunk)) => chunk?,
+            Ok(None) => return Err(Error::Unavailable("the reading connection closed".into())),
+        };
         self.client
-            .credit(SUBSCRIPTION_ID, credits)
+            .credit(SUBSCRIPTION_ID, 1)
             .await
-            .map_err(|e| unavailable("granting credit failed", e))
+            .map_err(|e| unavailable("granting credit failed", e))?;
+        Ok(Some(chunk))
     }
 
     /// Unsubscribes and closes the connection in the background: the caller
@@ -210,7 +210,6 @@ pub async fn read_range(
         stream,
         leader,
         OffsetSpecification::Offset(start),
-        2,
         HashMap::new(),
     )
     .await?;
@@ -266,6 +265,5 @@ async fn collect(
                 return Ok(records);
             }
         }
-        reader.grant(1).await?;
     }
 }

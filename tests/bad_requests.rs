@@ -1,0 +1,366 @@
+//! A table of bad requests over real gRPC, each with the status code it must
+//! get; the service stays healthy and usable afterwards.
+
+mod common;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use common::{create_stream, publish_ok, record, unique_stream, Partlog};
+use partlog::proto::part_log_client::PartLogClient;
+use partlog::proto::*;
+use tonic::transport::Channel;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+type Call = Pin<Box<dyn Future<Output = Result<(), tonic::Status>> + Send>>;
+
+fn create(c: &PartLogClient<Channel>, stream: &str, partitions: u32) -> Call {
+    create_with(
+        c,
+        CreateStreamRequest {
+            stream: stream.into(),
+            partitions,
+            ..Default::default()
+        },
+    )
+}
+
+fn create_with(c: &PartLogClient<Channel>, request: CreateStreamRequest) -> Call {
+    let mut c = c.clone();
+    Box::pin(async move { c.create_stream(request).await.map(drop) })
+}
+
+fn publish(c: &PartLogClient<Channel>, stream: &str, records: Vec<PublishRecord>) -> Call {
+    let mut c = c.clone();
+    let request = PublishRequest {
+        stream: stream.into(),
+        records,
+    };
+    Box::pin(async move { c.publish(request).await.map(drop) })
+}
+
+fn read(c: &PartLogClient<Channel>, request: ReadRequest) -> Call {
+    let mut c = c.clone();
+    Box::pin(async move { c.read(request).await.map(drop) })
+}
+
+fn read_at(stream: &str, partition: u32) -> ReadRequest {
+    ReadRequest {
+        stream: stream.into(),
+        partition,
+        offset: 0,
+        max_records: 10,
+        max_wait: None,
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_precise_status_codes() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("bad");
+    create_stream(&mut client, &stream, 3).await;
+    let missing = unique_stream("missing");
+    let c = &client;
+    let mib = 1024 * 1024;
+
+    let cases: Vec<(&str, Code, Call)> = vec![
+        (
+            "create: empty name",
+            Code::InvalidArgument,
+            create(c, "", 1),
+        ),
+        (
+            "create: reserved amq. prefix",
+            Code::InvalidArgument,
+            create(c, "amq.orders", 1),
+        ),
+        (
+            "create: control character",
+            Code::InvalidArgument,
+            create(c, "a\u{7}b", 1),
+        ),
+        (
+            "create: name too long",
+            Code::InvalidArgument,
+            create(c, &"n".repeat(252), 1),
+        ),
+        (
+            "create: zero partitions",
+            Code::InvalidArgument,
+            create(c, &unique_stream("z"), 0),
+        ),
+        (
+            "create: 257 partitions",
+            Code::InvalidArgument,
+            create(c, &unique_stream("z"), 257),
+        ),
+        (
+            "create: negative max_age",
+            Code::InvalidArgument,
+            create_with(
+                c,
+                CreateStreamRequest {
+                    stream: unique_stream("z"),
+                    partitions: 1,
+                    retention: Some(Retention {
+                        max_age: Some(prost_types::Duration {
+                            seconds: -5,
+                            nanos: 0,
+                        }),
+                        ..Default::default()
+                    }),
+                    replicas: None,
+                },
+            ),
+        ),
+        (
+            "create: sub-second max_age",
+            Code::InvalidArgument,
+            create_with(
+                c,
+                CreateStreamRequest {
+                    stream: unique_stream("z"),
+                    partitions: 1,
+                    retention: Some(Retention {
+                        max_age: Some(prost_types::Duration {
+                            seconds: 0,
+                            nanos: 5,
+                        }),
+                        ..Default::default()
+                    }),
+                    replicas: None,
+                },
+            ),
+        ),
+        (
+            "create: zero replicas",
+            Code::InvalidArgument,
+            create_with(
+                c,
+                CreateStreamRequest {
+                    stream: unique_stream("z"),
+                    partitions: 1,
+                    retention: None,
+                    replicas: Some(0),
+                },
+            ),
+        ),
+        ("create: exists", Code::AlreadyExists, create(c, &stream, 3)),
+        (
+            "create: exists, other partition count",
+            Code::AlreadyExists,
+            create(c, &stream, 5),
+        ),
+        ("describe: unknown", Code::NotFound, {
+            let mut c = c.clone();
+            let missing = missing.clone();
+            Box::pin(async move {
+                c.describe_stream(DescribeStreamRequest { stream: missing })
+                    .await
+                    .map(drop)
+            })
+        }),
+        ("describe: empty name", Code::InvalidArgument, {
+            let mut c = c.clone();
+            Box::pin(async move {
+                c.describe_stream(DescribeStreamRequest {
+                    stream: String::new(),
+                })
+                .await
+                .map(drop)
+            })
+        }),
+        ("delete: unknown", Code::NotFound, {
+            let mut c = c.clone();
+            let missing = missing.clone();
+            Box::pin(async move {
+                c.delete_stream(DeleteStreamRequest { stream: missing })
+                    .await
+                    .map(drop)
+            })
+        }),
+        (
+            "publish: unknown stream",
+            Code::NotFound,
+            publish(c, &missing, vec![record("k", "v")]),
+        ),
+        (
+            "publish: bad stream name",
+            Code::InvalidArgument,
+            publish(c, "amq.x", vec![record("k", "v")]),
+        ),
+        (
+            "publish: no records",
+            Code::InvalidArgument,
+            publish(c, &stream, vec![]),
+        ),
+        (
+            "publish: value over 1 MiB",
+            Code::InvalidArgument,
+            publish(
+                c,
+                &stream,
+                vec![record("k", "v"), record("k", vec![0u8; mib + 1])],
+            ),
+        ),
+        (
+            "publish: 10 001 records",
+            Code::ResourceExhausted,
+            publish(c, &stream, (0..10_001).map(|_| record("", "v")).collect()),
+        ),
+        (
+            "publish: batch over 16 MiB",
+            Code::ResourceExhausted,
+            publish(
+                c,
+                &stream,
+                (0..17).map(|_| record("", vec![1u8; mib])).collect(),
+            ),
+        ),
+        (
+            "publish: reserved header name",
+            Code::InvalidArgument,
+            publish(
+                c,
+                &stream,
+                vec![PublishRecord {
+                    key: "k".into(),
+                    value: b"v".to_vec(),
+                    headers: HashMap::from([("partlog.key".to_string(), "x".to_string())]),
+                }],
+            ),
+        ),
+        (
+            "publish: empty header name",
+            Code::InvalidArgument,
+            publish(
+                c,
+                &stream,
+                vec![PublishRecord {
+                    key: "k".into(),
+                    value: b"v".to_vec(),
+                    headers: HashMap::from([(String::new(), "x".to_string())]),
+                }],
+            ),
+        ),
+        (
+            "publish: oversized key",
+            Code::InvalidArgument,
+            publish(c, &stream, vec![record(&"k".repeat(40_000), "v")]),
+        ),
+        (
+            "read: partition out of range",
+            Code::InvalidArgument,
+            read(c, read_at(&stream, 3)),
+        ),
+        (
+            "read: huge partition",
+            Code::InvalidArgument,
+            read(c, read_at(&stream, u32::MAX)),
+        ),
+        (
+            "read: unknown stream",
+            Code::NotFound,
+            read(c, read_at(&missing, 0)),
+        ),
+        (
+            "read: empty stream name",
+            Code::InvalidArgument,
+            read(c, read_at("", 0)),
+        ),
+        (
+            "read: too many records",
+            Code::InvalidArgument,
+            read(
+                c,
+                ReadRequest {
+                    max_records: 10_001,
+                    ..read_at(&stream, 0)
+                },
+            ),
+        ),
+        (
+            "read: wait too long",
+            Code::InvalidArgument,
+            read(
+                c,
+                ReadRequest {
+                    max_wait: Some(prost_types::Duration {
+                        seconds: 61,
+                        nanos: 0,
+                    }),
+                    ..read_at(&stream, 0)
+                },
+            ),
+        ),
+        (
+            "read: negative wait",
+            Code::InvalidArgument,
+            read(
+                c,
+                ReadRequest {
+                    max_wait: Some(prost_types::Duration {
+                        seconds: -1,
+                        nanos: 0,
+                    }),
+                    ..read_at(&stream, 0)
+                },
+            ),
+        ),
+        ("subscribe: later issue", Code::Unimplemented, {
+            let mut c = c.clone();
+            let stream = stream.clone();
+            Box::pin(async move {
+                c.subscribe(SubscribeRequest {
+                    stream,
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+            })
+        }),
+        ("commit: later issue", Code::Unimplemented, {
+            let mut c = c.clone();
+            Box::pin(async move { c.commit(CommitRequest::default()).await.map(drop) })
+        }),
+        ("get offsets: later issue", Code::Unimplemented, {
+            let mut c = c.clone();
+            Box::pin(async move { c.get_offsets(GetOffsetsRequest::default()).await.map(drop) })
+        }),
+    ];
+
+    let mut failures = Vec::new();
+    for (name, expected, call) in cases {
+        match call.await {
+            Ok(()) => failures.push(format!("{name}: succeeded, expected {expected:?}")),
+            Err(status) if status.code() != expected => failures.push(format!(
+                "{name}: got {:?} ({}), expected {expected:?}",
+                status.code(),
+                status.message()
+            )),
+            Err(status) => assert!(
+                !status.message().is_empty(),
+                "{name}: the status carries a message"
+            ),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "wrong statuses:\n{}",
+        failures.join("\n")
+    );
+
+    // Still healthy and working; nothing of the rejected batches was written.
+    assert_eq!(server.health("").await, Some(ServingStatus::Serving));
+    publish_ok(&mut client, &stream, vec![record("after", "ok")]).await;
+    let mut total = 0;
+    for partition in 0..3 {
+        total += common::read_all(&mut client, &stream, partition)
+            .await
+            .len();
+    }
+    assert_eq!(total, 1, "only the final good record is stored");
+}

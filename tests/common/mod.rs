@@ -1,0 +1,248 @@
+//! Test harness: a real partlog process against the real broker.
+//!
+//! The broker is the one `scripts/rabbitmq.sh start` runs (or whatever
+//! `PARTLOG_BROKER_HOST`/`PARTLOG_BROKER_PORT` name). Nothing here skips
+//! when the broker is missing: partlog then never reports SERVING and the
+//! test fails with partlog's own log.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use partlog::proto::part_log_client::PartLogClient;
+use partlog::proto::{self, CreateStreamRequest, PublishRecord};
+use rabbitmq_stream_client::Environment;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn broker_host() -> String {
+    std::env::var("PARTLOG_BROKER_HOST").unwrap_or_else(|_| "localhost".into())
+}
+
+pub fn broker_port() -> u16 {
+    std::env::var("PARTLOG_BROKER_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5552)
+}
+
+/// A partlog server process, killed when dropped.
+pub struct Partlog {
+    child: Child,
+    pub addr: String,
+    log_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Partlog {
+    /// Starts partlog with extra `PARTLOG_*` settings and waits until its
+    /// health check says SERVING.
+    pub async fn start_with(settings: &[(&str, &str)]) -> Partlog {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log_path = dir.path().join("partlog.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_partlog"));
+        command
+            .arg("serve")
+            .env("PARTLOG_SERVER_LISTEN", &addr)
+            .env("PARTLOG_LOG", "info,partlog=debug")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (key, value) in settings {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("start partlog");
+        let mut server = Partlog {
+            child,
+            addr,
+            log_path,
+            _dir: dir,
+        };
+        server.wait_serving().await;
+        server
+    }
+
+    pub async fn start() -> Partlog {
+        Partlog::start_with(&[]).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    pub async fn client(&self) -> PartLogClient<Channel> {
+        PartLogClient::connect(self.url())
+            .await
+            .expect("connect to partlog")
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    pub async fn health(&self, service: &str) -> Option<ServingStatus> {
+        let channel = Channel::from_shared(self.url())
+            .ok()?
+            .connect()
+            .await
+            .ok()?;
+        let mut client = HealthClient::new(channel);
+        let response = client
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .ok()?;
+        ServingStatus::try_from(response.into_inner().status).ok()
+    }
+
+    async fn wait_serving(&mut self) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "partlog exited with {status} during start-up:\n{}",
+                    self.log()
+                );
+            }
+            if self.health("").await == Some(ServingStatus::Serving) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "partlog did not report SERVING within {STARTUP_TIMEOUT:?}; is the broker \
+                     running (scripts/rabbitmq.sh start)? partlog's log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        self.child.wait().expect("wait for partlog")
+    }
+}
+
+impl Drop for Partlog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A stream name no other test (or earlier run) uses.
+pub fn unique_stream(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+pub async fn create_stream(client: &mut PartLogClient<Channel>, stream: &str, partitions: u32) {
+    client
+        .create_stream(CreateStreamRequest {
+            stream: stream.into(),
+            partitions,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create {stream}: {e}"));
+}
+
+pub fn record(key: &str, value: impl Into<Vec<u8>>) -> PublishRecord {
+    PublishRecord {
+        key: key.into(),
+        value: value.into(),
+        headers: HashMap::new(),
+    }
+}
+
+/// Publishes and asserts every record was confirmed; returns partitions.
+pub async fn publish_ok(
+    client: &mut PartLogClient<Channel>,
+    stream: &str,
+    records: Vec<PublishRecord>,
+) -> Vec<u32> {
+    let count = records.len();
+    let results = client
+        .publish(proto::PublishRequest {
+            stream: stream.into(),
+            records,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("publish to {stream}: {e}"))
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), count);
+    results
+        .into_iter()
+        .map(|r| {
+            assert!(r.error.is_none(), "record not stored: {:?}", r.error);
+            r.partition
+        })
+        .collect()
+}
+
+/// Reads a whole partition from offset 0 through partlog.
+pub async fn read_all(
+    client: &mut PartLogClient<Channel>,
+    stream: &str,
+    partition: u32,
+) -> Vec<proto::Record> {
+    let mut records = Vec::new();
+    let mut offset = 0;
+    loop {
+        let response = client
+            .read(proto::ReadRequest {
+                stream: stream.into(),
+                partition,
+                offset,
+                max_records: 1000,
+                max_wait: None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("read {stream}/{partition}@{offset}: {e}"))
+            .into_inner();
+        if response.records.is_empty() {
+            return records;
+        }
+        offset = response.next_offset;
+        records.extend(response.records);
+    }
+}
+
+pub async fn native_environment() -> Environment {
+    Environment::builder()
+        .host(&broker_host())
+        .port(broker_port())
+        .build()
+        .await
+        .expect("native client connects to the broker")
+}

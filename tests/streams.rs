@@ -1,0 +1,114 @@
+//! CreateStream, DescribeStream and DeleteStream against the real broker.
+
+mod common;
+
+use common::{create_stream, unique_stream, Partlog};
+use partlog::proto::{CreateStreamRequest, DeleteStreamRequest, DescribeStreamRequest, Retention};
+use tonic::Code;
+
+#[tokio::test]
+async fn create_describe_delete() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("admin");
+
+    let created = client
+        .create_stream(CreateStreamRequest {
+            stream: stream.clone(),
+            partitions: 3,
+            retention: Some(Retention {
+                max_age: Some(prost_types::Duration {
+                    seconds: 3600,
+                    nanos: 0,
+                }),
+                max_bytes: 100 * 1024 * 1024,
+                max_segment_bytes: 10 * 1024 * 1024,
+            }),
+            replicas: None,
+        })
+        .await
+        .expect("create")
+        .into_inner()
+        .stream
+        .expect("description");
+    assert_eq!(created.stream, stream);
+
+    let described = client
+        .describe_stream(DescribeStreamRequest {
+            stream: stream.clone(),
+        })
+        .await
+        .expect("describe")
+        .into_inner()
+        .stream
+        .expect("description");
+    assert_eq!(described, created);
+    assert_eq!(described.partitions.len(), 3);
+    for (i, partition) in described.partitions.iter().enumerate() {
+        assert_eq!(partition.index, i as u32);
+        assert_eq!(partition.partition_stream, format!("{stream}-{i}"));
+        let (host, port) = partition.leader.rsplit_once(':').expect("host:port");
+        assert!(!host.is_empty());
+        port.parse::<u16>().expect("numeric port");
+    }
+
+    let again = client
+        .create_stream(CreateStreamRequest {
+            stream: stream.clone(),
+            partitions: 3,
+            ..Default::default()
+        })
+        .await
+        .expect_err("second create");
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+
+    client
+        .delete_stream(DeleteStreamRequest {
+            stream: stream.clone(),
+        })
+        .await
+        .expect("delete");
+
+    let gone = client
+        .describe_stream(DescribeStreamRequest {
+            stream: stream.clone(),
+        })
+        .await
+        .expect_err("describe after delete");
+    assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+
+    let gone = client
+        .delete_stream(DeleteStreamRequest { stream })
+        .await
+        .expect_err("second delete");
+    assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+}
+
+#[tokio::test]
+async fn a_deleted_stream_can_be_created_again_with_other_partitions() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("recreate");
+    create_stream(&mut client, &stream, 2).await;
+    common::publish_ok(&mut client, &stream, vec![common::record("k", "v1")]).await;
+    client
+        .delete_stream(DeleteStreamRequest {
+            stream: stream.clone(),
+        })
+        .await
+        .expect("delete");
+
+    create_stream(&mut client, &stream, 5).await;
+    let partitions: Vec<u32> = (0..50)
+        .map(|i| partlog::routing::partition_for_key(&format!("key-{i}"), 5))
+        .collect();
+    let records = (0..50)
+        .map(|i| common::record(&format!("key-{i}"), "v2"))
+        .collect();
+    let routed = common::publish_ok(&mut client, &stream, records).await;
+    assert_eq!(routed, partitions, "routing uses the new partition count");
+    client
+        .delete_stream(DeleteStreamRequest { stream })
+        .await
+        .expect("delete");
+}
