@@ -1,0 +1,64 @@
+# syntax=docker/dockerfile:1
+#
+# partlog container image.
+#
+#   docker build -t partlog .
+#   docker run --rm -p 50051:50051 -e PARTLOG_BROKER_HOST=... partlog
+#
+# docker-compose.yml builds this image and runs it next to a 3-node RabbitMQ
+# cluster: `docker compose up --build`.
+
+# ---------------------------------------------------------------------------
+# Build stage
+# ---------------------------------------------------------------------------
+FROM rust:1-bookworm AS builder
+
+# rust:1-bookworm already has gcc/make (aws-lc-sys, pulled in by rustls, is
+# compiled from C). protoc is not needed: build.rs uses protoc-bin-vendored.
+WORKDIR /src
+
+# Dependency layer: build all dependencies against placeholder sources, so that
+# editing src/ does not recompile them. Rebuilt only when the manifest, the
+# lock file, build.rs or the .proto files change.
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY proto ./proto
+RUN mkdir src \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs \
+    && cargo build --release --locked --bin partlog \
+    && rm -rf src
+
+# The real sources. Their mtimes may be older than the placeholder build's
+# outputs, so touch them: otherwise cargo could keep the placeholder binary.
+COPY . .
+RUN find src -name '*.rs' -exec touch {} + \
+    && cargo build --release --locked --bin partlog \
+    && install -D -m 0755 target/release/partlog /out/partlog
+
+# ---------------------------------------------------------------------------
+# Runtime stage
+# ---------------------------------------------------------------------------
+FROM debian:bookworm-slim
+
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 partlog \
+    && useradd --system --uid 10001 --gid partlog --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin partlog
+
+COPY --from=builder /out/partlog /usr/local/bin/partlog
+COPY config/partlog.toml /etc/partlog/partlog.toml
+
+# The file's default listen address is 127.0.0.1, unreachable from outside the
+# container; listen on all interfaces instead.
+ENV PARTLOG_SERVER_LISTEN=0.0.0.0:50051
+
+USER 10001:10001
+EXPOSE 50051
+
+# partlog runs as PID 1 and handles SIGTERM itself (graceful shutdown waits up
+# to server.shutdown_timeout_ms, 30 s by default: give `docker stop` -t 40).
+ENTRYPOINT ["partlog"]
+CMD ["serve", "--config", "/etc/partlog/partlog.toml"]

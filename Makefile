@@ -1,0 +1,38 @@
+# The two commands of the README:
+#   make run    local RabbitMQ (scripts/rabbitmq.sh) + partlog on 127.0.0.1:50051
+#   make test   local RabbitMQ + the whole test suite against it
+# Other targets are for development.
+
+CARGO ?= cargo
+CONFIG ?= config/partlog.toml
+
+.PHONY: run test broker broker-cluster broker-stop build lint fmt clean-broker
+
+run: broker
+	$(CARGO) build --release --locked --bin partlog
+	./target/release/partlog serve --config $(CONFIG)
+
+test: broker
+	$(CARGO) test --locked --all-targets
+
+broker:
+	scripts/rabbitmq.sh start
+
+broker-cluster:
+	scripts/rabbitmq.sh start-cluster
+
+broker-stop:
+	scripts/rabbitmq.sh stop
+
+build:
+	$(CARGO) build --locked --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean-broker:
+	scripts/rabbitmq.sh wipe
