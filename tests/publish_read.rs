@@ -225,3 +225,20 @@ async fn concurrent_publishers_keep_each_keys_order() {
         assert_eq!(values.len(), 50);
     }
 }
+
+#[tokio::test]
+async fn records_at_the_value_limit_are_stored_and_framed() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("large");
+    create_stream(&mut client, &stream, 1).await;
+    // Five 1 MiB values need several publish frames of at most 4 MiB.
+    let values: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1024 * 1024]).collect();
+    let records = values.iter().map(|v| record("big", v.clone())).collect();
+    publish_ok(&mut client, &stream, records).await;
+    let stored = read_all(&mut client, &stream, 0).await;
+    assert_eq!(stored.len(), 5);
+    for (r, v) in stored.iter().zip(&values) {
+        assert!(r.value == *v, "value at offset {} intact", r.offset);
+    }
+}

@@ -46,6 +46,19 @@ impl Partlog {
     /// Starts partlog with extra `PARTLOG_*` settings and waits until its
     /// health check says SERVING.
     pub async fn start_with(settings: &[(&str, &str)]) -> Partlog {
+        let mut server = Partlog::spawn_with(settings);
+        server.wait_for(Some(ServingStatus::Serving)).await;
+        server
+    }
+
+    /// Starts partlog and waits until it answers health checks at all.
+    pub async fn start_unready(settings: &[(&str, &str)]) -> Partlog {
+        let mut server = Partlog::spawn_with(settings);
+        server.wait_for(None).await;
+        server
+    }
+
+    fn spawn_with(settings: &[(&str, &str)]) -> Partlog {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let dir = tempfile::tempdir().expect("temp dir");
@@ -62,14 +75,12 @@ impl Partlog {
             command.env(key, value);
         }
         let child = command.spawn().expect("start partlog");
-        let mut server = Partlog {
+        Partlog {
             child,
             addr,
             log_path,
             _dir: dir,
-        };
-        server.wait_serving().await;
-        server
+        }
     }
 
     pub async fn start() -> Partlog {
@@ -112,7 +123,8 @@ impl Partlog {
         ServingStatus::try_from(response.into_inner().status).ok()
     }
 
-    async fn wait_serving(&mut self) {
+    /// Waits for health `wanted`, or for any answer when `None`.
+    async fn wait_for(&mut self, wanted: Option<ServingStatus>) {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -121,12 +133,13 @@ impl Partlog {
                     self.log()
                 );
             }
-            if self.health("").await == Some(ServingStatus::Serving) {
+            let status = self.health("").await;
+            if status.is_some() && (wanted.is_none() || status == wanted) {
                 return;
             }
             if Instant::now() > deadline {
                 panic!(
-                    "partlog did not report SERVING within {STARTUP_TIMEOUT:?}; is the broker \
+                    "partlog did not report {wanted:?} within {STARTUP_TIMEOUT:?}; is the broker \
                      running (scripts/rabbitmq.sh start)? partlog's log:\n{}",
                     self.log()
                 );
