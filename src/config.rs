@@ -28,6 +28,26 @@ pub struct Config {
     pub server: ServerConfig,
     pub broker: BrokerConfig,
     pub limits: Limits,
+    pub offsets: OffsetsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OffsetsConfig {
+    /// Directory of the sled offset store; one per partlog process.
+    pub data_dir: String,
+    /// Where a group starts in a partition it has never committed:
+    /// "first", "last" or "next".
+    pub fallback: String,
+}
+
+impl Default for OffsetsConfig {
+    fn default() -> Self {
+        OffsetsConfig {
+            data_dir: "data/offsets".into(),
+            fallback: "first".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +94,10 @@ pub struct Limits {
     pub max_read_records: u32,
     /// Longest wait a Read may ask for.
     pub max_read_wait_ms: u64,
+    /// Records buffered per subscriber when Subscribe names no window.
+    pub default_window: u32,
+    /// Largest window a subscriber may ask for.
+    pub max_window: u32,
 }
 
 impl Default for ServerConfig {
@@ -108,6 +132,8 @@ impl Default for Limits {
             max_batch_bytes: 16 * 1024 * 1024,
             max_read_records: 10_000,
             max_read_wait_ms: 60_000,
+            default_window: 1_000,
+            max_window: 10_000,
         }
     }
 }
@@ -157,6 +183,8 @@ impl Config {
             ("limits.max_batch_bytes", l.max_batch_bytes),
             ("limits.max_read_records", u64::from(l.max_read_records)),
             ("broker.request_timeout_ms", b.request_timeout_ms),
+            ("limits.default_window", u64::from(l.default_window)),
+            ("limits.max_window", u64::from(l.max_window)),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -173,6 +201,21 @@ impl Config {
                  stream.frame_max) or lower limits.max_value_bytes",
                 l.max_value_bytes, FRAME_OVERHEAD_BYTES, b.max_frame_bytes
             )));
+        }
+        if l.default_window > l.max_window {
+            return Err(ConfigError(format!(
+                "limits.default_window ({}) exceeds limits.max_window ({})",
+                l.default_window, l.max_window
+            )));
+        }
+        if !["first", "last", "next"].contains(&self.offsets.fallback.as_str()) {
+            return Err(ConfigError(format!(
+                "offsets.fallback = {:?}; use \"first\", \"last\" or \"next\"",
+                self.offsets.fallback
+            )));
+        }
+        if self.offsets.data_dir.is_empty() {
+            return Err(ConfigError("offsets.data_dir must not be empty".into()));
         }
         if l.max_value_bytes > l.max_batch_bytes {
             return Err(ConfigError(format!(
@@ -229,13 +272,17 @@ fn merge(into: &mut toml::Table, from: toml::Table, path: &Path) -> Result<(), C
 }
 
 /// Applies `PARTLOG_<SECTION>_<KEY>` variables, parsed as the type of the
-/// key's default. Variables naming no key are rejected.
+/// key's default. A variable that names a section but no key of it is
+/// rejected (a typo must not silently keep a default); other `PARTLOG_*`
+/// variables belong to other tools (the broker script, the test harness).
 fn apply_env(table: &mut toml::Table, env: &HashMap<String, String>) -> Result<(), ConfigError> {
     let mut known = Vec::new();
+    let mut sections = Vec::new();
     for (section, values) in table.iter_mut() {
         let toml::Value::Table(values) = values else {
             continue;
         };
+        sections.push(format!("{ENV_PREFIX}{section}_").to_uppercase());
         for (key, value) in values.iter_mut() {
             let var = format!("{ENV_PREFIX}{section}_{key}").to_uppercase();
             if let Some(raw) = env.get(&var) {
@@ -245,11 +292,10 @@ fn apply_env(table: &mut toml::Table, env: &HashMap<String, String>) -> Result<(
             known.push(var);
         }
     }
-    if let Some(unknown) = env
+    let unknown = env
         .keys()
-        .filter(|k| k.starts_with(ENV_PREFIX) && !known.contains(k))
-        .find(|k| !NON_CONFIG_VARS.contains(&k.as_str()))
-    {
+        .find(|var| sections.iter().any(|s| var.starts_with(s.as_str())) && !known.contains(var));
+    if let Some(unknown) = unknown {
         return Err(ConfigError(format!(
             "unknown variable {unknown}; known ones are {}",
             known.join(", ")
@@ -257,10 +303,6 @@ fn apply_env(table: &mut toml::Table, env: &HashMap<String, String>) -> Result<(
     }
     Ok(())
 }
-
-/// `PARTLOG_*` variables that other tools (scripts, tests) use and that are
-/// not configuration keys.
-const NON_CONFIG_VARS: &[&str] = &["PARTLOG_CONFIG", "PARTLOG_LOG", "PARTLOG_CACHE_DIR"];
 
 fn parse_like(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
     match default {
@@ -339,6 +381,9 @@ mod tests {
 
         let err = Config::load(None, &env(&[("PARTLOG_BROKER_HOTS", "x")])).unwrap_err();
         assert!(err.to_string().contains("PARTLOG_BROKER_HOTS"), "{err}");
+
+        // Variables outside the configuration's sections belong to other tools.
+        assert!(Config::load(None, &env(&[("PARTLOG_CACHE_DIR", "/tmp")])).is_ok());
     }
 
     #[test]

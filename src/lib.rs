@@ -26,6 +26,7 @@ pub mod broker;
 pub mod config;
 pub mod error;
 pub mod log;
+pub mod offsets;
 pub mod proto;
 pub mod record;
 pub mod routing;

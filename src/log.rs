@@ -306,11 +306,12 @@ impl StreamWriter {
     }
 
     async fn close(&self) {
-        for slot in &self.producers {
+        join_all(self.producers.iter().map(|slot| async move {
             let producer = slot.lock().await.take();
-            if let Some(producer) = producer.and_then(|p| Arc::try_unwrap(p).ok()) {
+            if let Some(producer) = producer {
                 producer.close().await;
             }
-        }
+        }))
+        .await;
     }
 }

@@ -346,6 +346,40 @@ impl Broker {
             .collect()
     }
 
+    /// The offset stored on the broker under `reference` for `stream`;
+    /// `None` when nothing was stored.
+    pub async fn query_offset(&self, reference: &str, stream: &str) -> Result<Option<u64>> {
+        let client = self.admin().await?;
+        let answer = self
+            .within(
+                &format!("querying the offset of {reference:?} on {stream:?}"),
+                client.query_offset(reference.to_owned(), stream),
+            )
+            .await?;
+        match answer {
+            Ok(offset) => Ok(Some(offset)),
+            Err(ClientError::RequestError(ResponseCode::OffsetNotFound)) => Ok(None),
+            Err(ClientError::RequestError(ResponseCode::StreamDoesNotExist)) => Err(
+                Error::NotFound(format!("partition stream {stream:?} does not exist")),
+            ),
+            Err(e) => {
+                self.admin.lock().await.take();
+                Err(unavailable("querying a stored offset failed", e))
+            }
+        }
+    }
+
+    /// Stores `offset` on the broker under `reference` for `stream`. The
+    /// command has no answer; it is written to the connection before this
+    /// returns.
+    pub async fn store_offset(&self, reference: &str, stream: &str, offset: u64) -> Result<()> {
+        self.with_admin(
+            &format!("storing the offset of {reference:?} on {stream:?}"),
+            |c| async move { c.store_offset(reference, stream, offset).await },
+        )
+        .await
+    }
+
     /// Closes the administrative connections.
     pub async fn close(&self) {
         if let Some(client) = self.admin.lock().await.take() {

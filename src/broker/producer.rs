@@ -46,10 +46,12 @@ struct Append {
 
 pub struct PartitionProducer {
     stream: String,
-    queue: mpsc::Sender<Append>,
+    /// Taken by [`PartitionProducer::close`]; the writer task ends once the
+    /// last sender is gone.
+    queue: Mutex<Option<mpsc::Sender<Append>>>,
     closed: Arc<AtomicBool>,
     client: Client,
-    writer: JoinHandle<()>,
+    writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl PartitionProducer {
@@ -104,15 +106,19 @@ impl PartitionProducer {
         ));
         Ok(PartitionProducer {
             stream: stream.to_owned(),
-            queue,
+            queue: Mutex::new(Some(queue)),
             closed,
             client,
-            writer,
+            writer: tokio::sync::Mutex::new(Some(writer)),
         })
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.queue.is_closed()
+        self.closed.load(Ordering::Acquire) || self.sender().is_none_or(|q| q.is_closed())
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<Append>> {
+        self.queue.lock().expect("queue lock poisoned").clone()
     }
 
     /// Queues `records` and resolves once the broker answered for each.
@@ -130,7 +136,10 @@ impl PartitionProducer {
                 })
                 .collect()
         };
-        if self.queue.send(Append { records, done }).await.is_err() {
+        let Some(queue) = self.sender() else {
+            return lost();
+        };
+        if queue.send(Append { records, done }).await.is_err() {
             return lost();
         }
         outcome.await.unwrap_or_else(|_| lost())
@@ -139,19 +148,15 @@ impl PartitionProducer {
     /// Stops taking batches, waits for the writer to hand every queued
     /// batch to the broker and for their confirms, then closes the
     /// connection. Batches still unconfirmed fail with UNAVAILABLE.
-    pub async fn close(self) {
-        let PartitionProducer {
-            queue,
-            client,
-            writer,
-            closed,
-            ..
-        } = self;
-        drop(queue);
+    pub async fn close(&self) {
+        self.queue.lock().expect("queue lock poisoned").take();
+        let Some(writer) = self.writer.lock().await.take() else {
+            return; // Closed before.
+        };
         let _ = writer.await;
-        closed.store(true, Ordering::Release);
-        let _ = client.delete_publisher(PUBLISHER_ID).await;
-        let _ = client.close().await;
+        self.closed.store(true, Ordering::Release);
+        let _ = self.client.delete_publisher(PUBLISHER_ID).await;
+        let _ = self.client.close().await;
     }
 }
 

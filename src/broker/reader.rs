@@ -84,10 +84,21 @@ fn chunk_timestamp(deliver: &DeliverCommand) -> i64 {
     i64::from_be_bytes(bytes)
 }
 
+/// What a subscription hears from the broker.
+pub enum ReaderEvent {
+    Chunk(Chunk),
+    /// Single active consumer: this subscription became active (it must
+    /// answer with [`ChunkReader::activate`]) or inactive.
+    ConsumerUpdate {
+        active: bool,
+        correlation_id: u32,
+    },
+}
+
 /// A subscription to one partition stream on its own connection.
 pub struct ChunkReader {
     client: Client,
-    chunks: mpsc::UnboundedReceiver<Result<Chunk>>,
+    events: mpsc::UnboundedReceiver<Result<ReaderEvent>>,
 }
 
 impl ChunkReader {
@@ -101,21 +112,30 @@ impl ChunkReader {
         properties: HashMap<String, String>,
     ) -> Result<ChunkReader> {
         let client = broker.open_client(Some(node), "partlog-reader").await?;
-        let (tx, chunks) = mpsc::unbounded_channel();
+        let (tx, events) = mpsc::unbounded_channel();
         client
             .set_handler(move |item: MessageResult| {
                 let tx = tx.clone();
                 async move {
                     match item {
-                        Some(Ok(response)) => {
-                            if let ResponseKind::Deliver(deliver) = response.kind_ref() {
-                                let _ = tx.send(Ok(Chunk::from_deliver(deliver)));
-                            } else if let ResponseKind::MetadataUpdate(_) = response.kind_ref() {
+                        Some(Ok(response)) => match response.kind_ref() {
+                            ResponseKind::Deliver(deliver) => {
+                                let _ =
+                                    tx.send(Ok(ReaderEvent::Chunk(Chunk::from_deliver(deliver))));
+                            }
+                            ResponseKind::ConsumerUpdate(update) => {
+                                let _ = tx.send(Ok(ReaderEvent::ConsumerUpdate {
+                                    active: update.is_active() == 1,
+                                    correlation_id: update.get_correlation_id(),
+                                }));
+                            }
+                            ResponseKind::MetadataUpdate(_) => {
                                 let _ = tx.send(Err(Error::Unavailable(
                                     "the partition's leader changed or it was deleted".into(),
                                 )));
                             }
-                        }
+                            _ => {}
+                        },
                         Some(Err(e)) => {
                             let _ = tx.send(Err(unavailable("the reading connection failed", e)));
                         }
@@ -145,22 +165,58 @@ impl ChunkReader {
                 code => Error::Unavailable(format!("cannot subscribe to {stream:?}: {code:?}")),
             });
         }
-        Ok(ChunkReader { client, chunks })
+        Ok(ChunkReader { client, events })
+    }
+
+    /// The next event, or `None` when none arrived before `deadline`.
+    /// Receiving a chunk asks the broker for the one after it.
+    pub async fn next_event(&mut self, deadline: Instant) -> Result<Option<ReaderEvent>> {
+        let event = match tokio::time::timeout_at(deadline, self.events.recv()).await {
+            Err(_) => return Ok(None),
+            Ok(Some(event)) => event?,
+            Ok(None) => return Err(Error::Unavailable("the reading connection closed".into())),
+        };
+        if let ReaderEvent::Chunk(_) = event {
+            self.client
+                .credit(SUBSCRIPTION_ID, 1)
+                .await
+                .map_err(|e| unavailable("granting credit failed", e))?;
+        }
+        Ok(Some(event))
     }
 
     /// The next chunk, or `None` when none arrived before `deadline`.
-    /// Receiving a chunk asks the broker for the one after it.
+    /// For subscriptions without single active consumer.
     pub async fn next_chunk(&mut self, deadline: Instant) -> Result<Option<Chunk>> {
-        let chunk = match tokio::time::timeout_at(deadline, self.chunks.recv()).await {
-            Err(_) => return Ok(None),
-            Ok(Some(chunk)) => chunk?,
-            Ok(None) => return Err(Error::Unavailable("the reading connection closed".into())),
-        };
-        self.client
-            .credit(SUBSCRIPTION_ID, 1)
+        loop {
+            match self.next_event(deadline).await? {
+                None => return Ok(None),
+                Some(ReaderEvent::Chunk(chunk)) => return Ok(Some(chunk)),
+                Some(ReaderEvent::ConsumerUpdate { .. }) => continue,
+            }
+        }
+    }
+
+    /// Answers a consumer update: where this now active (or, ignored by the
+    /// broker, inactive) consumer starts.
+    pub async fn answer_update(
+        &self,
+        correlation_id: u32,
+        start: OffsetSpecification,
+    ) -> Result<()> {
+        let response = self
+            .client
+            .consumer_update(correlation_id, start)
             .await
-            .map_err(|e| unavailable("granting credit failed", e))?;
-        Ok(Some(chunk))
+            .map_err(|e| unavailable("answering a consumer update failed", e))?;
+        if response.is_ok() {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!(
+                "the broker refused the consumer update answer: {:?}",
+                response.code()
+            )))
+        }
     }
 
     /// Unsubscribes and closes the connection in the background: the caller
@@ -171,6 +227,37 @@ impl ChunkReader {
             let _ = client.unsubscribe(SUBSCRIPTION_ID).await;
             let _ = client.close().await;
         });
+    }
+}
+
+/// First and last offset of a partition stream, `None` while it is empty.
+/// The last offset is exact: the broker reports only the id (first offset)
+/// of the last committed chunk, so that chunk is read to count its records.
+pub async fn partition_bounds(
+    broker: &Broker,
+    stream: &str,
+    leader: &Node,
+) -> Result<Option<(u64, u64)>> {
+    let stats = broker.stream_stats(stream).await?;
+    let (Some(first), Some(last_chunk)) = (stats.first_chunk_id, stats.committed_chunk_id) else {
+        return Ok(None);
+    };
+    let mut reader = ChunkReader::open(
+        broker,
+        stream,
+        leader,
+        OffsetSpecification::Offset(last_chunk),
+        HashMap::new(),
+    )
+    .await?;
+    let chunk = reader.next_chunk(Instant::now() + broker.timeout()).await;
+    reader.close();
+    match chunk? {
+        Some(chunk) => Ok(Some((first, chunk.last_offset()))),
+        None => Err(Error::Unavailable(format!(
+            "the broker did not deliver the last chunk of {stream:?} within {:?}",
+            broker.timeout()
+        ))),
     }
 }
 

@@ -1,0 +1,301 @@
+//! Committed offsets of consumer groups, durable in an embedded sled store.
+//!
+//! One [`OffsetStore`] per process, opened at start-up from
+//! `offsets.data_dir` and shared by every RPC. sled locks its directory, so
+//! two partlog processes cannot share one store; each instance has its own
+//! and the broker's offset tracking (mirrored by the caller) carries commits
+//! between instances.
+//!
+//! Key layout of the `committed` tree, chosen so that one prefix scan
+//! answers both "all partitions of a group" and "all groups of a stream":
+//!
+//! ```text
+//! key   = utf8(stream) 0x00 utf8(group) 0x00 partition (u32, big endian)
+//! value = offset of the last processed record (u64, big endian)
+//! ```
+//!
+//! Stream and group names never contain NUL (validation rejects control
+//! characters), so the separators are unambiguous.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+const COMMITTED_TREE: &str = "committed";
+
+pub struct OffsetStore {
+    db: sled::Db,
+    committed: sled::Tree,
+}
+
+/// What a commit did to one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub partition: u32,
+    /// The committed offset after the call.
+    pub offset: u64,
+    /// The requested offset was below the committed one and was ignored.
+    pub ignored_lower: bool,
+}
+
+/// Why the store cannot be opened; start-up stops with this message.
+#[derive(Debug, thiserror::Error)]
+#[error("offset store at {path}: {reason}")]
+pub struct OpenError {
+    path: String,
+    reason: String,
+}
+
+impl OffsetStore {
+    pub fn open(dir: &Path) -> std::result::Result<OffsetStore, OpenError> {
+        let fail = |reason: String| OpenError {
+            path: dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fail(format!("cannot create the directory: {e}")))?;
+        let db = sled::open(dir).map_err(|e| {
+            fail(match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    "the directory is locked by another process; is another partlog using the \
+                     same offsets.data_dir?"
+                        .to_string()
+                }
+                sled::Error::Io(io) if io.to_string().contains("lock") => format!(
+                    "the directory is locked by another process ({io}); is another partlog \
+                     using the same offsets.data_dir?"
+                ),
+                sled::Error::Corruption { .. } => format!(
+                    "the store is corrupt ({e}); restore it from a backup or move it away to \
+                     start from the offsets mirrored on the broker"
+                ),
+                other => other.to_string(),
+            })
+        })?;
+        let committed = db
+            .open_tree(COMMITTED_TREE)
+            .map_err(|e| fail(format!("cannot open the committed tree: {e}")))?;
+        Ok(OffsetStore { db, committed })
+    }
+
+    /// The committed offset of one partition.
+    pub fn get(&self, stream: &str, group: &str, partition: u32) -> Result<Option<u64>> {
+        Ok(self
+            .committed
+            .get(key(stream, group, partition))
+            .map_err(storage)?
+            .map(|v| decode_offset(&v)))
+    }
+
+    /// Committed offsets of every partition of a group.
+    pub fn group(&self, stream: &str, group: &str) -> Result<BTreeMap<u32, u64>> {
+        let prefix = group_prefix(stream, group);
+        self.committed
+            .scan_prefix(&prefix)
+            .map(|entry| {
+                let (k, v) = entry.map_err(storage)?;
+                let partition = u32::from_be_bytes(
+                    k[prefix.len()..]
+                        .try_into()
+                        .map_err(|_| Error::Internal("malformed offset store key".into()))?,
+                );
+                Ok((partition, decode_offset(&v)))
+            })
+            .collect()
+    }
+
+    /// Groups with a committed offset on `stream`, sorted.
+    pub fn groups(&self, stream: &str) -> Result<Vec<String>> {
+        let mut prefix = stream.as_bytes().to_vec();
+        prefix.push(0);
+        let mut groups = Vec::new();
+        for entry in self.committed.scan_prefix(&prefix) {
+            let (k, _) = entry.map_err(storage)?;
+            let rest = &k[prefix.len()..];
+            let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+            let group = String::from_utf8_lossy(&rest[..end]).into_owned();
+            if groups.last() != Some(&group) {
+                groups.push(group);
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Moves each partition's offset forward (never back) and makes the
+    /// result durable before returning.
+    pub async fn commit(
+        &self,
+        stream: &str,
+        group: &str,
+        offsets: &BTreeMap<u32, u64>,
+    ) -> Result<Vec<Committed>> {
+        let mut results = Vec::with_capacity(offsets.len());
+        for (&partition, &requested) in offsets {
+            let previous = self
+                .committed
+                .fetch_and_update(key(stream, group, partition), |old| {
+                    let current = old.map(decode_offset);
+                    let next = current.map_or(requested, |c| c.max(requested));
+                    Some(next.to_be_bytes().to_vec())
+                })
+                .map_err(storage)?
+                .map(|v| decode_offset(&v));
+            let ignored_lower = previous.is_some_and(|p| p > requested);
+            results.push(Committed {
+                partition,
+                offset: previous.map_or(requested, |p| p.max(requested)),
+                ignored_lower,
+            });
+        }
+        self.flush().await?;
+        Ok(results)
+    }
+
+    /// Sets offsets unconditionally (the admin reset), durably.
+    pub async fn reset(
+        &self,
+        stream: &str,
+        group: &str,
+        offsets: &BTreeMap<u32, u64>,
+    ) -> Result<Vec<Committed>> {
+        for (&partition, &offset) in offsets {
+            self.committed
+                .insert(key(stream, group, partition), &offset.to_be_bytes())
+                .map_err(storage)?;
+        }
+        self.flush().await?;
+        Ok(offsets
+            .iter()
+            .map(|(&partition, &offset)| Committed {
+                partition,
+                offset,
+                ignored_lower: false,
+            })
+            .collect())
+    }
+
+    /// Forgets a group's offset of one partition (reset to "no commit").
+    pub async fn remove(&self, stream: &str, group: &str, partition: u32) -> Result<()> {
+        self.committed
+            .remove(key(stream, group, partition))
+            .map_err(storage)?;
+        self.flush().await
+    }
+
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await.map_err(storage)?;
+        Ok(())
+    }
+}
+
+fn group_prefix(stream: &str, group: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(stream.len() + group.len() + 6);
+    k.extend_from_slice(stream.as_bytes());
+    k.push(0);
+    k.extend_from_slice(group.as_bytes());
+    k.push(0);
+    k
+}
+
+fn key(stream: &str, group: &str, partition: u32) -> Vec<u8> {
+    let mut k = group_prefix(stream, group);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+fn decode_offset(bytes: &[u8]) -> u64 {
+    bytes.try_into().map(u64::from_be_bytes).unwrap_or_default()
+}
+
+fn storage(e: sled::Error) -> Error {
+    Error::Internal(format!("offset store failure: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets(pairs: &[(u32, u64)]) -> BTreeMap<u32, u64> {
+        pairs.iter().copied().collect()
+    }
+
+    #[tokio::test]
+    async fn commits_are_monotonic_and_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = OffsetStore::open(dir.path()).unwrap();
+            let first = store
+                .commit("s", "g", &offsets(&[(0, 10), (2, 5)]))
+                .await
+                .unwrap();
+            assert!(first.iter().all(|c| !c.ignored_lower));
+            let second = store
+                .commit("s", "g", &offsets(&[(0, 7), (2, 9)]))
+                .await
+                .unwrap();
+            assert_eq!(
+                second,
+                vec![
+                    Committed {
+                        partition: 0,
+                        offset: 10,
+                        ignored_lower: true
+                    },
+                    Committed {
+                        partition: 2,
+                        offset: 9,
+                        ignored_lower: false
+                    },
+                ]
+            );
+        }
+        let reopened = OffsetStore::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.group("s", "g").unwrap(),
+            offsets(&[(0, 10), (2, 9)])
+        );
+        assert_eq!(reopened.get("s", "g", 2).unwrap(), Some(9));
+        assert_eq!(reopened.get("s", "g", 1).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn reset_moves_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OffsetStore::open(dir.path()).unwrap();
+        store.commit("s", "g", &offsets(&[(0, 10)])).await.unwrap();
+        store.reset("s", "g", &offsets(&[(0, 3)])).await.unwrap();
+        assert_eq!(store.get("s", "g", 0).unwrap(), Some(3));
+        store.remove("s", "g", 0).await.unwrap();
+        assert_eq!(store.get("s", "g", 0).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn groups_and_streams_do_not_mix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OffsetStore::open(dir.path()).unwrap();
+        store
+            .commit("s", "a", &offsets(&[(0, 1), (1, 1)]))
+            .await
+            .unwrap();
+        store.commit("s", "b", &offsets(&[(0, 2)])).await.unwrap();
+        store.commit("s-1", "a", &offsets(&[(0, 3)])).await.unwrap();
+        store.commit("s", "a-b", &offsets(&[(0, 4)])).await.unwrap();
+        assert_eq!(store.groups("s").unwrap(), vec!["a", "a-b", "b"]);
+        assert_eq!(store.groups("s-1").unwrap(), vec!["a"]);
+        assert_eq!(store.group("s", "a").unwrap(), offsets(&[(0, 1), (1, 1)]));
+        assert_eq!(store.group("s", "a-b").unwrap(), offsets(&[(0, 4)]));
+    }
+
+    #[test]
+    fn an_unusable_directory_fails_with_its_path() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let err = OffsetStore::open(&file.path().join("sub"))
+            .err()
+            .expect("not a directory");
+        assert!(
+            err.to_string().contains(&file.path().display().to_string()),
+            "{err}"
+        );
+    }
+}
