@@ -31,4 +31,5 @@ pub mod proto;
 pub mod record;
 pub mod routing;
 pub mod server;
+pub mod subscription;
 pub mod validate;

@@ -15,7 +15,9 @@
 //! ```
 //!
 //! Stream and group names never contain NUL (validation rejects control
-//! characters), so the separators are unambiguous.
+//! characters), so the separators are unambiguous. The value `u64::MAX`
+//! marks a reset to the start of the partition, which the broker's offset
+//! store cannot express (its offsets name the last processed record).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,6 +25,32 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 const COMMITTED_TREE: &str = "committed";
+const RESET_TO_START: u64 = u64::MAX;
+
+/// A group's position in one partition as this store knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// Offset of the last processed record.
+    Committed(u64),
+    /// Reset to read from the partition's start; nothing committed since.
+    ResetToStart,
+}
+
+impl Local {
+    fn decode(bytes: &[u8]) -> Local {
+        match decode_offset(bytes) {
+            RESET_TO_START => Local::ResetToStart,
+            offset => Local::Committed(offset),
+        }
+    }
+
+    pub fn committed(self) -> Option<u64> {
+        match self {
+            Local::Committed(offset) => Some(offset),
+            Local::ResetToStart => None,
+        }
+    }
+}
 
 pub struct OffsetStore {
     db: sled::Db,
@@ -79,17 +107,17 @@ impl OffsetStore {
         Ok(OffsetStore { db, committed })
     }
 
-    /// The committed offset of one partition.
-    pub fn get(&self, stream: &str, group: &str, partition: u32) -> Result<Option<u64>> {
+    /// The group's position in one partition.
+    pub fn get(&self, stream: &str, group: &str, partition: u32) -> Result<Option<Local>> {
         Ok(self
             .committed
             .get(key(stream, group, partition))
             .map_err(storage)?
-            .map(|v| decode_offset(&v)))
+            .map(|v| Local::decode(&v)))
     }
 
-    /// Committed offsets of every partition of a group.
-    pub fn group(&self, stream: &str, group: &str) -> Result<BTreeMap<u32, u64>> {
+    /// Positions of every partition of a group.
+    pub fn group(&self, stream: &str, group: &str) -> Result<BTreeMap<u32, Local>> {
         let prefix = group_prefix(stream, group);
         self.committed
             .scan_prefix(&prefix)
@@ -100,7 +128,7 @@ impl OffsetStore {
                         .try_into()
                         .map_err(|_| Error::Internal("malformed offset store key".into()))?,
                 );
-                Ok((partition, decode_offset(&v)))
+                Ok((partition, Local::decode(&v)))
             })
             .collect()
     }
@@ -135,12 +163,12 @@ impl OffsetStore {
             let previous = self
                 .committed
                 .fetch_and_update(key(stream, group, partition), |old| {
-                    let current = old.map(decode_offset);
+                    let current = old.and_then(|v| Local::decode(v).committed());
                     let next = current.map_or(requested, |c| c.max(requested));
                     Some(next.to_be_bytes().to_vec())
                 })
                 .map_err(storage)?
-                .map(|v| decode_offset(&v));
+                .and_then(|v| Local::decode(&v).committed());
             let ignored_lower = previous.is_some_and(|p| p > requested);
             results.push(Committed {
                 partition,
@@ -152,34 +180,20 @@ impl OffsetStore {
         Ok(results)
     }
 
-    /// Sets offsets unconditionally (the admin reset), durably.
+    /// Sets positions unconditionally (the admin reset), durably: an offset
+    /// as the last processed record, `None` as "from the partition's start".
     pub async fn reset(
         &self,
         stream: &str,
         group: &str,
-        offsets: &BTreeMap<u32, u64>,
-    ) -> Result<Vec<Committed>> {
-        for (&partition, &offset) in offsets {
+        positions: &BTreeMap<u32, Option<u64>>,
+    ) -> Result<()> {
+        for (&partition, &position) in positions {
+            let value = position.unwrap_or(RESET_TO_START);
             self.committed
-                .insert(key(stream, group, partition), &offset.to_be_bytes())
+                .insert(key(stream, group, partition), &value.to_be_bytes())
                 .map_err(storage)?;
         }
-        self.flush().await?;
-        Ok(offsets
-            .iter()
-            .map(|(&partition, &offset)| Committed {
-                partition,
-                offset,
-                ignored_lower: false,
-            })
-            .collect())
-    }
-
-    /// Forgets a group's offset of one partition (reset to "no commit").
-    pub async fn remove(&self, stream: &str, group: &str, partition: u32) -> Result<()> {
-        self.committed
-            .remove(key(stream, group, partition))
-            .map_err(storage)?;
         self.flush().await
     }
 
@@ -253,21 +267,40 @@ mod tests {
         let reopened = OffsetStore::open(dir.path()).unwrap();
         assert_eq!(
             reopened.group("s", "g").unwrap(),
-            offsets(&[(0, 10), (2, 9)])
+            BTreeMap::from([(0, Local::Committed(10)), (2, Local::Committed(9))])
         );
-        assert_eq!(reopened.get("s", "g", 2).unwrap(), Some(9));
+        assert_eq!(
+            reopened.get("s", "g", 2).unwrap(),
+            Some(Local::Committed(9))
+        );
         assert_eq!(reopened.get("s", "g", 1).unwrap(), None);
     }
 
     #[tokio::test]
-    async fn reset_moves_backwards() {
+    async fn reset_moves_backwards_and_to_the_start() {
         let dir = tempfile::tempdir().unwrap();
         let store = OffsetStore::open(dir.path()).unwrap();
-        store.commit("s", "g", &offsets(&[(0, 10)])).await.unwrap();
-        store.reset("s", "g", &offsets(&[(0, 3)])).await.unwrap();
-        assert_eq!(store.get("s", "g", 0).unwrap(), Some(3));
-        store.remove("s", "g", 0).await.unwrap();
-        assert_eq!(store.get("s", "g", 0).unwrap(), None);
+        store
+            .commit("s", "g", &offsets(&[(0, 10), (1, 10)]))
+            .await
+            .unwrap();
+        store
+            .reset("s", "g", &BTreeMap::from([(0, Some(3)), (1, None)]))
+            .await
+            .unwrap();
+        assert_eq!(store.get("s", "g", 0).unwrap(), Some(Local::Committed(3)));
+        assert_eq!(store.get("s", "g", 1).unwrap(), Some(Local::ResetToStart));
+        // A commit after a reset to the start is taken as is.
+        let after = store.commit("s", "g", &offsets(&[(1, 2)])).await.unwrap();
+        assert_eq!(
+            after[0],
+            Committed {
+                partition: 1,
+                offset: 2,
+                ignored_lower: false
+            }
+        );
+        assert_eq!(store.get("s", "g", 1).unwrap(), Some(Local::Committed(2)));
     }
 
     #[tokio::test]
@@ -283,8 +316,11 @@ mod tests {
         store.commit("s", "a-b", &offsets(&[(0, 4)])).await.unwrap();
         assert_eq!(store.groups("s").unwrap(), vec!["a", "a-b", "b"]);
         assert_eq!(store.groups("s-1").unwrap(), vec!["a"]);
-        assert_eq!(store.group("s", "a").unwrap(), offsets(&[(0, 1), (1, 1)]));
-        assert_eq!(store.group("s", "a-b").unwrap(), offsets(&[(0, 4)]));
+        assert_eq!(store.group("s", "a").unwrap().len(), 2);
+        assert_eq!(
+            store.group("s", "a-b").unwrap(),
+            BTreeMap::from([(0, Local::Committed(4))])
+        );
     }
 
     #[test]

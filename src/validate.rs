@@ -52,6 +52,52 @@ pub fn stream_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Longest group name: RabbitMQ's limit on consumer and offset references.
+pub const GROUP_NAME_MAX_BYTES: usize = 255;
+
+/// A consumer group name, used by the broker as the single active consumer
+/// name and the offset reference.
+pub fn group_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidArgument("group must not be empty".into()));
+    }
+    if name.len() > GROUP_NAME_MAX_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "group is {} bytes long; at most {GROUP_NAME_MAX_BYTES} bytes are allowed",
+            name.len()
+        )));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(Error::InvalidArgument(format!(
+            "group {name:?} contains the control character {c:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Partition indexes named by a request: each within the stream, none
+/// twice. An empty list means all partitions.
+pub fn partition_selection(selected: &[u32], count: usize, stream: &str) -> Result<Vec<u32>> {
+    if selected.is_empty() {
+        return Ok((0..count as u32).collect());
+    }
+    let mut seen = vec![false; count];
+    for &p in selected {
+        let Some(slot) = seen.get_mut(p as usize) else {
+            return Err(Error::InvalidArgument(format!(
+                "partition {p} is out of range: stream {stream:?} has partitions 0..={}",
+                count - 1
+            )));
+        };
+        if std::mem::replace(slot, true) {
+            return Err(Error::InvalidArgument(format!(
+                "partition {p} is named twice"
+            )));
+        }
+    }
+    Ok(selected.to_vec())
+}
+
 pub fn partition_count(partitions: u32) -> Result<()> {
     if !(1..=MAX_PARTITIONS).contains(&partitions) {
         return Err(Error::InvalidArgument(format!(
@@ -162,6 +208,23 @@ mod tests {
             MAX_PARTITIONS - 1
         );
         assert_eq!(longest_partition.len(), RABBITMQ_NAME_MAX_BYTES);
+    }
+
+    #[test]
+    fn group_names() {
+        assert!(group_name("billing").is_ok());
+        assert!(group_name(&"g".repeat(GROUP_NAME_MAX_BYTES)).is_ok());
+        assert!(group_name("").is_err());
+        assert!(group_name(&"g".repeat(GROUP_NAME_MAX_BYTES + 1)).is_err());
+        assert!(group_name("a\nb").is_err());
+    }
+
+    #[test]
+    fn partition_selections() {
+        assert_eq!(partition_selection(&[], 3, "s").unwrap(), vec![0, 1, 2]);
+        assert_eq!(partition_selection(&[2, 0], 3, "s").unwrap(), vec![2, 0]);
+        assert!(partition_selection(&[3], 3, "s").is_err());
+        assert!(partition_selection(&[1, 1], 3, "s").is_err());
     }
 
     #[test]

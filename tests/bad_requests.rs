@@ -9,6 +9,7 @@ use std::pin::Pin;
 
 use common::{create_stream, publish_ok, record, unique_stream, Partlog};
 use partlog::proto::part_log_client::PartLogClient;
+use partlog::proto::start_position::{self, Position};
 use partlog::proto::*;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -44,6 +45,34 @@ fn publish(c: &PartLogClient<Channel>, stream: &str, records: Vec<PublishRecord>
 fn read(c: &PartLogClient<Channel>, request: ReadRequest) -> Call {
     let mut c = c.clone();
     Box::pin(async move { c.read(request).await.map(drop) })
+}
+
+fn subscribe(c: &PartLogClient<Channel>, request: SubscribeRequest) -> Call {
+    let mut c = c.clone();
+    Box::pin(async move { c.subscribe(request).await.map(drop) })
+}
+
+fn subscribe_to(stream: &str) -> SubscribeRequest {
+    SubscribeRequest {
+        stream: stream.into(),
+        ..Default::default()
+    }
+}
+
+fn committed() -> Option<StartPosition> {
+    Some(StartPosition {
+        position: Some(Position::Committed(start_position::Committed {})),
+    })
+}
+
+fn commit(c: &PartLogClient<Channel>, request: CommitRequest) -> Call {
+    let mut c = c.clone();
+    Box::pin(async move { c.commit(request).await.map(drop) })
+}
+
+fn reset(c: &PartLogClient<Channel>, request: ResetOffsetsRequest) -> Call {
+    let mut c = c.clone();
+    Box::pin(async move { c.reset_offsets(request).await.map(drop) })
 }
 
 fn read_at(stream: &str, partition: u32) -> ReadRequest {
@@ -310,25 +339,193 @@ async fn bad_requests_get_precise_status_codes() {
                 },
             ),
         ),
-        ("subscribe: later issue", Code::Unimplemented, {
+        (
+            "subscribe: COMMITTED without a group",
+            Code::InvalidArgument,
+            subscribe(
+                c,
+                SubscribeRequest {
+                    start: committed(),
+                    ..subscribe_to(&stream)
+                },
+            ),
+        ),
+        (
+            "subscribe: unknown stream",
+            Code::NotFound,
+            subscribe(c, subscribe_to(&missing)),
+        ),
+        (
+            "subscribe: partition out of range",
+            Code::InvalidArgument,
+            subscribe(
+                c,
+                SubscribeRequest {
+                    partitions: vec![0, 3],
+                    ..subscribe_to(&stream)
+                },
+            ),
+        ),
+        (
+            "subscribe: partition twice",
+            Code::InvalidArgument,
+            subscribe(
+                c,
+                SubscribeRequest {
+                    partitions: vec![1, 1],
+                    ..subscribe_to(&stream)
+                },
+            ),
+        ),
+        (
+            "subscribe: window too large",
+            Code::InvalidArgument,
+            subscribe(
+                c,
+                SubscribeRequest {
+                    window: 10_001,
+                    ..subscribe_to(&stream)
+                },
+            ),
+        ),
+        (
+            "subscribe: control character in group",
+            Code::InvalidArgument,
+            subscribe(
+                c,
+                SubscribeRequest {
+                    group: "g\u{0}".into(),
+                    ..subscribe_to(&stream)
+                },
+            ),
+        ),
+        (
+            "subscribe: start without a position",
+            Code::InvalidArgument,
+            subscribe(
+                c,
+                SubscribeRequest {
+                    start: Some(StartPosition { position: None }),
+                    ..subscribe_to(&stream)
+                },
+            ),
+        ),
+        (
+            "commit: no offsets",
+            Code::InvalidArgument,
+            commit(
+                c,
+                CommitRequest {
+                    group: "g".into(),
+                    stream: stream.clone(),
+                    offsets: HashMap::new(),
+                },
+            ),
+        ),
+        (
+            "commit: empty group",
+            Code::InvalidArgument,
+            commit(
+                c,
+                CommitRequest {
+                    group: String::new(),
+                    stream: stream.clone(),
+                    offsets: HashMap::from([(0, 1)]),
+                },
+            ),
+        ),
+        (
+            "commit: partition out of range",
+            Code::InvalidArgument,
+            commit(
+                c,
+                CommitRequest {
+                    group: "g".into(),
+                    stream: stream.clone(),
+                    offsets: HashMap::from([(3, 1)]),
+                },
+            ),
+        ),
+        (
+            "commit: unknown stream",
+            Code::NotFound,
+            commit(
+                c,
+                CommitRequest {
+                    group: "g".into(),
+                    stream: missing.clone(),
+                    offsets: HashMap::from([(0, 1)]),
+                },
+            ),
+        ),
+        ("get offsets: unknown stream", Code::NotFound, {
             let mut c = c.clone();
-            let stream = stream.clone();
+            let missing = missing.clone();
             Box::pin(async move {
-                c.subscribe(SubscribeRequest {
-                    stream,
-                    ..Default::default()
+                c.get_offsets(GetOffsetsRequest {
+                    group: "g".into(),
+                    stream: missing,
                 })
                 .await
                 .map(drop)
             })
         }),
-        ("commit: later issue", Code::Unimplemented, {
+        ("get offsets: empty group", Code::InvalidArgument, {
             let mut c = c.clone();
-            Box::pin(async move { c.commit(CommitRequest::default()).await.map(drop) })
+            let stream = stream.clone();
+            Box::pin(async move {
+                c.get_offsets(GetOffsetsRequest {
+                    group: String::new(),
+                    stream,
+                })
+                .await
+                .map(drop)
+            })
         }),
-        ("get offsets: later issue", Code::Unimplemented, {
+        (
+            "reset: to NEXT",
+            Code::InvalidArgument,
+            reset(
+                c,
+                ResetOffsetsRequest {
+                    group: "g".into(),
+                    stream: stream.clone(),
+                    partitions: vec![],
+                    to: Some(StartPosition {
+                        position: Some(Position::Next(start_position::Next {})),
+                    }),
+                },
+            ),
+        ),
+        (
+            "reset: no target",
+            Code::InvalidArgument,
+            reset(
+                c,
+                ResetOffsetsRequest {
+                    group: "g".into(),
+                    stream: stream.clone(),
+                    partitions: vec![],
+                    to: None,
+                },
+            ),
+        ),
+        ("list groups: unknown stream", Code::NotFound, {
             let mut c = c.clone();
-            Box::pin(async move { c.get_offsets(GetOffsetsRequest::default()).await.map(drop) })
+            let missing = missing.clone();
+            Box::pin(async move {
+                c.list_groups(ListGroupsRequest { stream: missing })
+                    .await
+                    .map(drop)
+            })
+        }),
+        ("publish stream: later issue", Code::Unimplemented, {
+            let mut c = c.clone();
+            Box::pin(async move {
+                c.publish_stream(tokio_stream::iter(Vec::<PublishStreamRequest>::new()))
+                    .await
+                    .map(drop)
+            })
         }),
     ];
 

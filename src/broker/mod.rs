@@ -2,8 +2,8 @@
 //! terms and errors.
 //!
 //! [`Broker`] owns one long-lived administrative connection (super stream
-//! create/delete, partition and metadata queries) and one
-//! [`stats::StatsConnection`]; both are reopened on the next call after a
+//! create/delete, metadata, offsets) and one [`raw::RawConnection`]
+//! (statistics, partitions); both are reopened on the next call after a
 //! failure. Producers and readers get their own connections to the node that
 //! leads their partition (see [`producer`] and [`reader`]).
 //!
@@ -12,8 +12,8 @@
 //! helpers panic on broker errors.
 
 pub mod producer;
+pub mod raw;
 pub mod reader;
-pub mod stats;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
-use stats::{Credentials, StatsConnection, StreamStats};
+use raw::{Credentials, RawConnection, StreamStats};
 
 /// Retention and placement of a new super stream's partitions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,7 +83,7 @@ pub struct Broker {
     config: BrokerConfig,
     timeout: Duration,
     admin: Mutex<Option<Client>>,
-    stats: Mutex<Option<StatsConnection>>,
+    raw: Mutex<Option<RawConnection>>,
 }
 
 impl Broker {
@@ -94,7 +94,7 @@ impl Broker {
             config,
             timeout,
             admin: Mutex::new(None),
-            stats: Mutex::new(None),
+            raw: Mutex::new(None),
         }
     }
 
@@ -125,8 +125,8 @@ impl Broker {
     }
 
     async fn check_frame_size(&self) -> Result<()> {
-        let mut stats = self.stats.lock().await;
-        let conn = self.stats_connection(&mut stats).await?;
+        let mut raw = self.raw.lock().await;
+        let conn = self.raw_connection(&mut raw).await?;
         let broker_max = conn.broker_frame_max();
         if broker_max != 0 && broker_max < self.config.max_frame_bytes {
             return Err(Error::FailedPrecondition(format!(
@@ -210,10 +210,10 @@ impl Broker {
         }
     }
 
-    async fn stats_connection<'a>(
+    async fn raw_connection<'a>(
         &self,
-        slot: &'a mut Option<StatsConnection>,
-    ) -> Result<&'a mut StatsConnection> {
+        slot: &'a mut Option<RawConnection>,
+    ) -> Result<&'a mut RawConnection> {
         if slot.is_none() {
             let credentials = Credentials {
                 host: self.config.host.clone(),
@@ -222,26 +222,33 @@ impl Broker {
                 password: self.config.password.clone(),
                 vhost: self.config.vhost.clone(),
             };
-            *slot = Some(StatsConnection::open(&credentials, self.timeout).await?);
+            *slot = Some(RawConnection::open(&credentials, self.timeout).await?);
         }
         Ok(slot.as_mut().expect("just filled"))
     }
 
-    /// First and last committed chunk of a partition stream.
-    pub async fn stream_stats(&self, stream: &str) -> Result<StreamStats> {
-        let mut slot = self.stats.lock().await;
-        let conn = self.stats_connection(&mut slot).await?;
-        let result = self
-            .within(
-                &format!("reading statistics of {stream:?}"),
-                conn.stream_stats(stream),
-            )
-            .await
-            .and_then(|r| r);
+    /// Runs one query on the raw connection, reopening it first if needed
+    /// and dropping it after a transport failure.
+    async fn raw_query<T>(
+        &self,
+        what: &str,
+        query: impl AsyncFnOnce(&mut RawConnection) -> Result<T>,
+    ) -> Result<T> {
+        let mut slot = self.raw.lock().await;
+        let conn = self.raw_connection(&mut slot).await?;
+        let result = self.within(what, query(conn)).await.and_then(|r| r);
         if matches!(result, Err(Error::Unavailable(_) | Error::Internal(_))) {
             slot.take();
         }
         result
+    }
+
+    /// First and last committed chunk of a partition stream.
+    pub async fn stream_stats(&self, stream: &str) -> Result<StreamStats> {
+        self.raw_query(&format!("reading statistics of {stream:?}"), async |c| {
+            c.stream_stats(stream).await
+        })
+        .await
     }
 
     /// Creates a super stream with `partitions` partitions named
@@ -304,15 +311,10 @@ impl Broker {
 
     /// The partition streams of a super stream in routing order.
     pub async fn partitions(&self, name: &str) -> Result<Vec<String>> {
-        let response = self
-            .with_admin(&format!("listing partitions of {name:?}"), |c| async move {
-                c.partitions(name.to_owned()).await
-            })
-            .await?;
-        if !response.is_ok() || response.streams.is_empty() {
-            return Err(Error::NotFound(format!("stream {name:?} does not exist")));
-        }
-        Ok(response.streams)
+        self.raw_query(&format!("listing partitions of {name:?}"), async |c| {
+            c.partitions(name).await
+        })
+        .await
     }
 
     /// Leader and replicas of each stream, in the order given.
@@ -385,7 +387,7 @@ impl Broker {
         if let Some(client) = self.admin.lock().await.take() {
             let _ = client.close().await;
         }
-        self.stats.lock().await.take();
+        self.raw.lock().await.take();
     }
 }
 

@@ -14,7 +14,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rabbitmq_stream_client::types::{Message, MessageResult, OffsetSpecification, ResponseKind};
+use rabbitmq_stream_client::types::{
+    Message, MessageResult, OffsetSpecification, ResponseCode, ResponseKind,
+};
 use rabbitmq_stream_client::Client;
 use rabbitmq_stream_protocol::codec::Encoder;
 use rabbitmq_stream_protocol::commands::deliver::DeliverCommand;
@@ -24,8 +26,6 @@ use tokio::time::Instant;
 use super::{unavailable, Broker, Node};
 use crate::error::{Error, Result};
 use crate::record::StoredRecord;
-
-const SUBSCRIPTION_ID: u8 = 1;
 
 /// One chunk as delivered: consecutive records from `first_offset`.
 pub struct Chunk {
@@ -88,17 +88,26 @@ fn chunk_timestamp(deliver: &DeliverCommand) -> i64 {
 pub enum ReaderEvent {
     Chunk(Chunk),
     /// Single active consumer: this subscription became active (it must
-    /// answer with [`ChunkReader::activate`]) or inactive.
+    /// answer with [`ChunkReader::answer_update`]) or inactive.
     ConsumerUpdate {
         active: bool,
         correlation_id: u32,
     },
 }
 
-/// A subscription to one partition stream on its own connection.
+/// Events as the connection handler forwards them, tagged with the
+/// subscription id of deliveries (0 for events of the connection).
+type Tagged = (u8, Result<ReaderEvent>);
+
+/// A subscription to one partition stream on its own connection. It can be
+/// moved ([`ChunkReader::resubscribe`]); deliveries still in flight for an
+/// earlier subscription are dropped.
 pub struct ChunkReader {
     client: Client,
-    events: mpsc::UnboundedReceiver<Result<ReaderEvent>>,
+    stream: String,
+    subscription: u8,
+    events: mpsc::UnboundedReceiver<Tagged>,
+    timeout: Duration,
 }
 
 impl ChunkReader {
@@ -112,77 +121,111 @@ impl ChunkReader {
         properties: HashMap<String, String>,
     ) -> Result<ChunkReader> {
         let client = broker.open_client(Some(node), "partlog-reader").await?;
-        let (tx, events) = mpsc::unbounded_channel();
+        let (tx, events) = mpsc::unbounded_channel::<Tagged>();
         client
             .set_handler(move |item: MessageResult| {
                 let tx = tx.clone();
                 async move {
-                    match item {
+                    let tagged = match item {
                         Some(Ok(response)) => match response.kind_ref() {
-                            ResponseKind::Deliver(deliver) => {
-                                let _ =
-                                    tx.send(Ok(ReaderEvent::Chunk(Chunk::from_deliver(deliver))));
-                            }
-                            ResponseKind::ConsumerUpdate(update) => {
-                                let _ = tx.send(Ok(ReaderEvent::ConsumerUpdate {
+                            ResponseKind::Deliver(deliver) => (
+                                deliver.subscription_id,
+                                Ok(ReaderEvent::Chunk(Chunk::from_deliver(deliver))),
+                            ),
+                            ResponseKind::ConsumerUpdate(update) => (
+                                0,
+                                Ok(ReaderEvent::ConsumerUpdate {
                                     active: update.is_active() == 1,
                                     correlation_id: update.get_correlation_id(),
-                                }));
-                            }
-                            ResponseKind::MetadataUpdate(_) => {
-                                let _ = tx.send(Err(Error::Unavailable(
+                                }),
+                            ),
+                            ResponseKind::MetadataUpdate(_) => (
+                                0,
+                                Err(Error::Unavailable(
                                     "the partition's leader changed or it was deleted".into(),
-                                )));
-                            }
-                            _ => {}
+                                )),
+                            ),
+                            _ => return Ok(()),
                         },
-                        Some(Err(e)) => {
-                            let _ = tx.send(Err(unavailable("the reading connection failed", e)));
-                        }
-                        None => {
-                            let _ = tx.send(Err(Error::Unavailable(
-                                "the reading connection closed".into(),
-                            )));
-                        }
-                    }
+                        Some(Err(e)) => (0, Err(unavailable("the reading connection failed", e))),
+                        None => (
+                            0,
+                            Err(Error::Unavailable("the reading connection closed".into())),
+                        ),
+                    };
+                    let _ = tx.send(tagged);
                     Ok(())
                 }
             })
             .await;
-        let response = broker
-            .within(
-                &format!("subscribing to {stream:?}"),
-                client.subscribe(SUBSCRIPTION_ID, stream, start, 1, properties),
-            )
-            .await?
-            .map_err(|e| unavailable(&format!("cannot subscribe to {stream:?}"), e))?;
-        if !response.is_ok() {
-            let _ = client.close().await;
-            return Err(match response.code() {
-                rabbitmq_stream_client::types::ResponseCode::StreamDoesNotExist => {
-                    Error::NotFound(format!("partition stream {stream:?} does not exist"))
-                }
-                code => Error::Unavailable(format!("cannot subscribe to {stream:?}: {code:?}")),
-            });
+        let mut reader = ChunkReader {
+            client,
+            stream: stream.to_owned(),
+            subscription: 0,
+            events,
+            timeout: broker.timeout(),
+        };
+        if let Err(e) = reader.subscribe(start, properties).await {
+            reader.close();
+            return Err(e);
         }
-        Ok(ChunkReader { client, events })
+        Ok(reader)
+    }
+
+    async fn subscribe(
+        &mut self,
+        start: OffsetSpecification,
+        properties: HashMap<String, String>,
+    ) -> Result<()> {
+        self.subscription = self.subscription.wrapping_add(1).max(1);
+        let stream = &self.stream;
+        let response = tokio::time::timeout(
+            self.timeout,
+            self.client
+                .subscribe(self.subscription, stream, start, 1, properties),
+        )
+        .await
+        .map_err(|_| Error::Unavailable(format!("subscribing to {stream:?} timed out")))?
+        .map_err(|e| unavailable(&format!("cannot subscribe to {stream:?}"), e))?;
+        match response.code() {
+            ResponseCode::Ok => Ok(()),
+            ResponseCode::StreamDoesNotExist => Err(Error::NotFound(format!(
+                "partition stream {stream:?} does not exist"
+            ))),
+            code => Err(Error::Unavailable(format!(
+                "cannot subscribe to {stream:?}: {code:?}"
+            ))),
+        }
+    }
+
+    /// Moves the reader to `start` on the same connection.
+    pub async fn resubscribe(&mut self, start: OffsetSpecification) -> Result<()> {
+        let previous = self.subscription;
+        let _ = tokio::time::timeout(self.timeout, self.client.unsubscribe(previous)).await;
+        self.subscribe(start, HashMap::new()).await
     }
 
     /// The next event, or `None` when none arrived before `deadline`.
     /// Receiving a chunk asks the broker for the one after it.
     pub async fn next_event(&mut self, deadline: Instant) -> Result<Option<ReaderEvent>> {
-        let event = match tokio::time::timeout_at(deadline, self.events.recv()).await {
-            Err(_) => return Ok(None),
-            Ok(Some(event)) => event?,
-            Ok(None) => return Err(Error::Unavailable("the reading connection closed".into())),
-        };
-        if let ReaderEvent::Chunk(_) = event {
-            self.client
-                .credit(SUBSCRIPTION_ID, 1)
-                .await
-                .map_err(|e| unavailable("granting credit failed", e))?;
+        loop {
+            let (tag, event) = match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => return Ok(None),
+                Ok(Some(tagged)) => tagged,
+                Ok(None) => return Err(Error::Unavailable("the reading connection closed".into())),
+            };
+            let event = event?;
+            if let ReaderEvent::Chunk(_) = event {
+                if tag != self.subscription {
+                    continue; // In flight for a subscription since replaced.
+                }
+                self.client
+                    .credit(self.subscription, 1)
+                    .await
+                    .map_err(|e| unavailable("granting credit failed", e))?;
+            }
+            return Ok(Some(event));
         }
-        Ok(Some(event))
     }
 
     /// The next chunk, or `None` when none arrived before `deadline`.
@@ -199,66 +242,117 @@ impl ChunkReader {
 
     /// Answers a consumer update: where this now active (or, ignored by the
     /// broker, inactive) consumer starts.
-    pub async fn answer_update(
-        &self,
-        correlation_id: u32,
-        start: OffsetSpecification,
-    ) -> Result<()> {
-        let response = self
-            .client
-            .consumer_update(correlation_id, start)
-            .await
-            .map_err(|e| unavailable("answering a consumer update failed", e))?;
-        if response.is_ok() {
-            Ok(())
-        } else {
-            Err(Error::Unavailable(format!(
-                "the broker refused the consumer update answer: {:?}",
-                response.code()
-            )))
-        }
+    ///
+    /// The answer is a response to the broker's request, so the broker
+    /// sends nothing back; the client library nevertheless waits for a reply
+    /// to it. The answer is therefore sent from a task of its own, which
+    /// gives up waiting after the broker timeout.
+    pub fn answer_update(&self, correlation_id: u32, start: OffsetSpecification) {
+        let client = self.client.clone();
+        let timeout = self.timeout;
+        tokio::spawn(async move {
+            let _ =
+                tokio::time::timeout(timeout, client.consumer_update(correlation_id, start)).await;
+        });
     }
 
     /// Unsubscribes and closes the connection in the background: the caller
     /// has what it needs and should not wait for the broker's goodbye.
     pub fn close(self) {
-        let client = self.client;
+        let (client, subscription) = (self.client, self.subscription);
         tokio::spawn(async move {
-            let _ = client.unsubscribe(SUBSCRIPTION_ID).await;
+            let _ = client.unsubscribe(subscription).await;
             let _ = client.close().await;
         });
     }
 }
 
-/// First and last offset of a partition stream, `None` while it is empty.
-/// The last offset is exact: the broker reports only the id (first offset)
-/// of the last committed chunk, so that chunk is read to count its records.
+/// What a partition stream holds right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// First retained offset.
+    pub first: u64,
+    /// Offset of the last record.
+    pub last: u64,
+    /// When the chunk holding `last` was stored, ms since the Unix epoch.
+    pub last_timestamp_ms: i64,
+}
+
+/// The last record chunk of a partition, read by a reader positioned at
+/// `Last`; `None` when the partition holds no records.
+///
+/// The broker's statistics cannot answer this: offset tracking (stored
+/// consumer offsets) writes chunks of its own into the stream, which take
+/// offsets but are never delivered, so the last chunk id may name one of
+/// them. A subscription at `Last` attaches to the last chunk of records.
+async fn last_chunk(
+    broker: &Broker,
+    reader: &mut ChunkReader,
+    stream: &str,
+) -> Result<Option<Chunk>> {
+    let stats = broker.stream_stats(stream).await?;
+    if stats.committed_chunk_id.is_none() {
+        return Ok(None);
+    }
+    let chunk = reader.next_chunk(Instant::now() + broker.timeout()).await?;
+    if chunk.is_none() {
+        // Chunks but no records: only offset tracking was written.
+        tracing::debug!(
+            stream,
+            "no record chunk arrived; the stream holds only offset tracking"
+        );
+    }
+    Ok(chunk)
+}
+
+/// The bounds of a partition stream, `None` while it holds no records.
 pub async fn partition_bounds(
     broker: &Broker,
     stream: &str,
     leader: &Node,
-) -> Result<Option<(u64, u64)>> {
-    let stats = broker.stream_stats(stream).await?;
-    let (Some(first), Some(last_chunk)) = (stats.first_chunk_id, stats.committed_chunk_id) else {
-        return Ok(None);
-    };
+) -> Result<Option<Bounds>> {
     let mut reader = ChunkReader::open(
         broker,
         stream,
         leader,
-        OffsetSpecification::Offset(last_chunk),
+        OffsetSpecification::Last,
         HashMap::new(),
     )
     .await?;
+    let last = last_chunk(broker, &mut reader, stream).await;
+    reader.close();
+    let Some(last) = last? else {
+        return Ok(None);
+    };
+    let first = broker
+        .stream_stats(stream)
+        .await?
+        .first_chunk_id
+        .unwrap_or(0);
+    Ok(Some(Bounds {
+        first: first.min(last.first_offset),
+        last: last.last_offset(),
+        last_timestamp_ms: last.timestamp_ms,
+    }))
+}
+
+/// The first chunk a subscription at `start` receives, which the caller
+/// knows exists.
+pub async fn first_chunk_at(
+    broker: &Broker,
+    stream: &str,
+    leader: &Node,
+    start: OffsetSpecification,
+) -> Result<Chunk> {
+    let mut reader = ChunkReader::open(broker, stream, leader, start, HashMap::new()).await?;
     let chunk = reader.next_chunk(Instant::now() + broker.timeout()).await;
     reader.close();
-    match chunk? {
-        Some(chunk) => Ok(Some((first, chunk.last_offset()))),
-        None => Err(Error::Unavailable(format!(
-            "the broker did not deliver the last chunk of {stream:?} within {:?}",
+    chunk?.ok_or_else(|| {
+        Error::Unavailable(format!(
+            "the broker did not deliver a chunk of {stream:?} within {:?}",
             broker.timeout()
-        ))),
-    }
+        ))
+    })
 }
 
 /// What a bounded read asks for.
@@ -273,70 +367,77 @@ pub struct ReadRange {
 /// Reads up to `range.max_records` records of `stream` from `range.from`.
 /// Returns at once when the log holds nothing at or after `from`, unless
 /// `max_wait` asks to wait for the first new record.
+///
+/// One connection: the reader first attaches at `Last` to learn where the
+/// records end; if `from` lies before that chunk it moves to `from`. A
+/// reader left at `Last` goes on to deliver new chunks, which serves waiting.
 pub async fn read_range(
     broker: &Broker,
     stream: &str,
     leader: &Node,
     range: ReadRange,
 ) -> Result<Vec<StoredRecord>> {
-    let stats = broker.stream_stats(stream).await?;
-    // Where the log ends now: having read the chunk at `end`, nothing more
-    // is available without waiting.
-    let end = stats.committed_chunk_id;
-    if end.is_none() && range.max_wait.is_zero() {
-        return Ok(Vec::new());
-    }
-    // Starting at most at the last chunk lets its delivery tell whether
-    // `from` lies inside it or beyond the end.
-    let start = match end {
-        Some(end) => range.from.min(end),
-        None => range.from,
-    };
     let mut reader = ChunkReader::open(
         broker,
         stream,
         leader,
-        OffsetSpecification::Offset(start),
+        OffsetSpecification::Last,
         HashMap::new(),
     )
     .await?;
-    let result = collect(&mut reader, broker.timeout(), end, range).await;
+    let result = read_with(broker, &mut reader, stream, range).await;
     reader.close();
     result
 }
 
-async fn collect(
+async fn read_with(
+    broker: &Broker,
     reader: &mut ChunkReader,
-    chunk_timeout: Duration,
-    end: Option<u64>,
+    stream: &str,
     range: ReadRange,
 ) -> Result<Vec<StoredRecord>> {
+    let mut pending = None;
+    let mut tail = None;
+    if let Some(last) = last_chunk(broker, reader, stream).await? {
+        tail = Some(last.last_offset());
+        if range.from < last.first_offset {
+            reader
+                .resubscribe(OffsetSpecification::Offset(range.from))
+                .await?;
+        } else {
+            pending = Some(last);
+        }
+    }
+    let mut reached_tail = tail.is_none();
     let mut records = Vec::new();
-    let mut at_end = end.is_none();
+    let chunk_timeout = broker.timeout();
     let wait_deadline = Instant::now() + range.max_wait;
     loop {
-        // Before the end, a chunk is due promptly; after it, only new
-        // records would come, and only a waiting read waits for them.
-        let deadline = if at_end {
-            if !records.is_empty() || range.max_wait.is_zero() {
-                return Ok(records);
+        let chunk = match pending.take() {
+            Some(chunk) => chunk,
+            None => {
+                // Before the tail a chunk is due promptly; after it, only
+                // new records would come, and only a waiting read waits.
+                let deadline = if reached_tail {
+                    if !records.is_empty() || range.max_wait.is_zero() {
+                        return Ok(records);
+                    }
+                    wait_deadline
+                } else {
+                    Instant::now() + chunk_timeout
+                };
+                match reader.next_chunk(deadline).await? {
+                    Some(chunk) => chunk,
+                    None if reached_tail => return Ok(records),
+                    None => {
+                        return Err(Error::Unavailable(format!(
+                            "the broker sent no records for {chunk_timeout:?} although the \
+                             partition holds more"
+                        )))
+                    }
+                }
             }
-            wait_deadline
-        } else {
-            Instant::now() + chunk_timeout
         };
-        let Some(chunk) = reader.next_chunk(deadline).await? else {
-            if at_end {
-                return Ok(records);
-            }
-            return Err(Error::Unavailable(format!(
-                "the broker sent no data for {chunk_timeout:?} although the partition holds more"
-            )));
-        };
-        if end.is_some_and(|end| chunk.first_offset >= end) {
-            at_end = true;
-        }
-        let timestamp_ms = chunk.timestamp_ms;
         for (i, message) in chunk.messages.iter().enumerate() {
             let offset = chunk.first_offset + i as u64;
             if offset < range.from {
@@ -346,11 +447,14 @@ async fn collect(
                 message,
                 range.partition,
                 offset,
-                timestamp_ms,
+                chunk.timestamp_ms,
             ));
             if records.len() == range.max_records {
                 return Ok(records);
             }
+        }
+        if tail.is_some_and(|t| chunk.last_offset() >= t) {
+            reached_tail = true;
         }
     }
 }

@@ -7,9 +7,14 @@ use tonic::{Code, Status};
 
 use crate::broker::StreamSettings;
 use crate::error::Error;
-use crate::log::{Appended, PartitionDescription, StreamDescription};
+use crate::log::{
+    Appended, OffsetSource, PartitionDescription, PartitionOffsets, StreamDescription,
+};
+use crate::offsets::Committed;
 use crate::proto;
+use crate::proto::start_position::Position;
 use crate::record::{NewRecord, StoredRecord};
+use crate::subscription::{AssignmentState, StartPosition, SubscriptionEvent};
 
 /// The status code of each core error kind.
 pub fn code(error: &Error) -> Code {
@@ -86,6 +91,90 @@ pub fn record(record: StoredRecord) -> proto::Record {
             seconds: record.timestamp_ms.div_euclid(1000),
             nanos: (record.timestamp_ms.rem_euclid(1000) * 1_000_000) as i32,
         }),
+    }
+}
+
+/// A start position; `field` names it in errors.
+pub fn start_position(position: proto::StartPosition, field: &str) -> Result<StartPosition, Error> {
+    Ok(match position.position {
+        None => {
+            return Err(Error::InvalidArgument(format!(
+                "{field} names no position; set committed, first, last, next, offset or timestamp"
+            )))
+        }
+        Some(Position::Committed(_)) => StartPosition::Committed,
+        Some(Position::First(_)) => StartPosition::First,
+        Some(Position::Last(_)) => StartPosition::Last,
+        Some(Position::Next(_)) => StartPosition::Next,
+        Some(Position::Offset(offset)) => StartPosition::Offset(offset),
+        Some(Position::Timestamp(ts)) => {
+            if !(0..1_000_000_000).contains(&ts.nanos) {
+                return Err(Error::InvalidArgument(format!(
+                    "{field}.timestamp has nanos {} outside 0..1e9",
+                    ts.nanos
+                )));
+            }
+            let ms = ts
+                .seconds
+                .checked_mul(1000)
+                .and_then(|ms| ms.checked_add(i64::from(ts.nanos / 1_000_000)))
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!("{field}.timestamp is out of range"))
+                })?;
+            StartPosition::Timestamp(ms)
+        }
+    })
+}
+
+pub fn subscription_event(event: SubscriptionEvent) -> proto::SubscribeResponse {
+    use proto::subscribe_response::Event;
+    let event = match event {
+        SubscriptionEvent::Record(r) => Event::Record(record(r)),
+        SubscriptionEvent::Assignment {
+            partition,
+            state,
+            next_offset,
+        } => Event::Assignment(proto::Assignment {
+            partition,
+            state: match state {
+                AssignmentState::Active => proto::AssignmentState::Active,
+                AssignmentState::Inactive => proto::AssignmentState::Inactive,
+            } as i32,
+            next_offset,
+        }),
+    };
+    proto::SubscribeResponse { event: Some(event) }
+}
+
+pub fn commit_result(committed: Committed) -> proto::CommitResult {
+    proto::CommitResult {
+        partition: committed.partition,
+        committed: Some(committed.offset),
+        ignored_lower: committed.ignored_lower,
+    }
+}
+
+pub fn reset_result((partition, committed): (u32, Option<u64>)) -> proto::CommitResult {
+    proto::CommitResult {
+        partition,
+        committed,
+        ignored_lower: false,
+    }
+}
+
+pub fn partition_offsets(row: PartitionOffsets) -> proto::PartitionOffsets {
+    proto::PartitionOffsets {
+        partition: row.partition,
+        committed: row.committed.offset,
+        committed_source: match row.committed.source {
+            None => proto::OffsetSource::Unspecified,
+            Some(OffsetSource::Local) => proto::OffsetSource::Local,
+            Some(OffsetSource::Broker) => proto::OffsetSource::Broker,
+        } as i32,
+        first: row.first,
+        tail: row.tail,
+        lag: row.lag,
+        active_member: row.active_member.unwrap_or_default(),
     }
 }
 

@@ -27,9 +27,12 @@ use crate::broker::Broker;
 use crate::config::Config;
 use crate::error::Error;
 use crate::log::{PartitionedLog, ReadRequest};
+use crate::offsets::OffsetStore;
 use crate::proto;
 use crate::proto::part_log_server::{PartLog, PartLogServer};
+use crate::subscription::Fallback;
 use convert::status;
+use std::path::Path;
 
 /// How often the broker's reachability is re-checked for health.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -153,37 +156,95 @@ impl PartLog for PartLogService {
 
     async fn subscribe(
         &self,
-        _request: Request<proto::SubscribeRequest>,
+        request: Request<proto::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        Err(later("Subscribe", "issue #3"))
+        let request = request.into_inner();
+        let start = request
+            .start
+            .map(|s| convert::start_position(s, "start"))
+            .transpose()
+            .map_err(status)?;
+        let group = Some(request.group.as_str()).filter(|g| !g.is_empty());
+        let subscription = self
+            .log
+            .subscribe(
+                &request.stream,
+                group,
+                &request.partitions,
+                start,
+                request.window,
+            )
+            .await
+            .map_err(status)?;
+        let events = tokio_stream::wrappers::ReceiverStream::new(subscription.into_receiver());
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+            events,
+            |event| event.map(convert::subscription_event).map_err(status),
+        ))))
     }
 
     async fn commit(
         &self,
-        _request: Request<proto::CommitRequest>,
+        request: Request<proto::CommitRequest>,
     ) -> Result<Response<proto::CommitResponse>, Status> {
-        Err(later("Commit", "issue #3"))
+        let request = request.into_inner();
+        let offsets = request.offsets.into_iter().collect();
+        let results = self
+            .log
+            .commit(&request.stream, &request.group, &offsets)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::CommitResponse {
+            results: results.into_iter().map(convert::commit_result).collect(),
+        }))
     }
 
     async fn reset_offsets(
         &self,
-        _request: Request<proto::ResetOffsetsRequest>,
+        request: Request<proto::ResetOffsetsRequest>,
     ) -> Result<Response<proto::ResetOffsetsResponse>, Status> {
-        Err(later("ResetOffsets", "issue #3"))
+        let request = request.into_inner();
+        let to = request
+            .to
+            .ok_or_else(|| {
+                Status::invalid_argument("to is required: FIRST, LAST, an offset or a timestamp")
+            })
+            .and_then(|to| convert::start_position(to, "to").map_err(status))?;
+        let results = self
+            .log
+            .reset_offsets(&request.stream, &request.group, &request.partitions, to)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::ResetOffsetsResponse {
+            results: results.into_iter().map(convert::reset_result).collect(),
+        }))
     }
 
     async fn get_offsets(
         &self,
-        _request: Request<proto::GetOffsetsRequest>,
+        request: Request<proto::GetOffsetsRequest>,
     ) -> Result<Response<proto::GetOffsetsResponse>, Status> {
-        Err(later("GetOffsets", "issue #3"))
+        let request = request.into_inner();
+        let rows = self
+            .log
+            .get_offsets(&request.stream, &request.group)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::GetOffsetsResponse {
+            partitions: rows.into_iter().map(convert::partition_offsets).collect(),
+        }))
     }
 
     async fn list_groups(
         &self,
-        _request: Request<proto::ListGroupsRequest>,
+        request: Request<proto::ListGroupsRequest>,
     ) -> Result<Response<proto::ListGroupsResponse>, Status> {
-        Err(later("ListGroups", "issue #3"))
+        let groups = self
+            .log
+            .list_groups(&request.into_inner().stream)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::ListGroupsResponse { groups }))
     }
 }
 
@@ -200,6 +261,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Offsets(#[from] crate::offsets::OpenError),
 }
 
 /// Serves until `shutdown` resolves, then shuts down gracefully.
@@ -222,7 +285,16 @@ pub async fn run(
         Err(Error::Unavailable(why)) => tracing::warn!(%why, "broker not reachable yet"),
         Err(e) => return Err(ServeError::Broker(e)),
     }
-    let log = Arc::new(PartitionedLog::new(broker, config.limits.clone()));
+    let store = OffsetStore::open(Path::new(&config.offsets.data_dir))?;
+    let fallback = Fallback::parse(&config.offsets.fallback)
+        .expect("the configuration validated offsets.fallback");
+    let log = Arc::new(PartitionedLog::new(
+        broker,
+        config.limits.clone(),
+        store,
+        fallback,
+        local.to_string(),
+    ));
 
     let (reporter, health) = tonic_health::server::health_reporter();
     let health_task = tokio::spawn(report_health(log.clone(), reporter));

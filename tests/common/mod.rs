@@ -68,6 +68,7 @@ impl Partlog {
         command
             .arg("serve")
             .env("PARTLOG_SERVER_LISTEN", &addr)
+            .env("PARTLOG_OFFSETS_DATA_DIR", dir.path().join("offsets"))
             .env("PARTLOG_LOG", "info,partlog=debug")
             .stdout(Stdio::null())
             .stderr(log);
@@ -146,6 +147,27 @@ impl Partlog {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// kill -9: no shutdown, no flushing.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill partlog");
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the partlog process in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("process status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS line")
     }
 
     /// Sends SIGTERM and waits for the exit status.

@@ -1,12 +1,16 @@
-//! The stream protocol's `StreamStats` command, which rabbitmq-stream-client
-//! 0.11 does not offer.
+//! A minimal stream-protocol connection for the queries that
+//! rabbitmq-stream-client 0.11 lacks or mishandles.
 //!
-//! A [`StatsConnection`] is a minimal stream-protocol connection that speaks
-//! just enough of the protocol (peer properties, SASL PLAIN, tune, open) to
-//! send `StreamStats` requests. It also learns the broker's `frame_max` from
-//! the tune exchange, which the client library keeps to itself. Heartbeats
-//! are tuned off: the connection is idle between requests and is reopened by
-//! its owner after any error.
+//! A [`RawConnection`] speaks just enough of the protocol (peer properties,
+//! SASL PLAIN, tune, open) to send:
+//! - `StreamStats`, which the client library does not offer;
+//! - `PartitionsQuery`, whose response the client library's decoder can
+//!   panic on (inside its connection task, silently killing the
+//!   connection).
+//!
+//! It also learns the broker's `frame_max` from the tune exchange, which the
+//! client library keeps to itself. Heartbeats are tuned off: the connection
+//! is idle between requests and is reopened by its owner after any error.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,6 +26,7 @@ const SASL_AUTHENTICATE: u16 = 0x0013;
 const TUNE: u16 = 0x0014;
 const OPEN: u16 = 0x0015;
 const HEARTBEAT: u16 = 0x0017;
+const PARTITIONS: u16 = 0x0019;
 const STREAM_STATS: u16 = 0x001c;
 const RESPONSE: u16 = 0x8000;
 
@@ -55,13 +60,13 @@ pub struct Credentials {
     pub vhost: String,
 }
 
-pub struct StatsConnection {
+pub struct RawConnection {
     io: BufReader<TcpStream>,
     next_correlation: u32,
     broker_frame_max: u32,
 }
 
-impl StatsConnection {
+impl RawConnection {
     pub async fn open(credentials: &Credentials, timeout: Duration) -> Result<Self> {
         tokio::time::timeout(timeout, Self::handshake(credentials))
             .await
@@ -84,7 +89,7 @@ impl StatsConnection {
             Error::Unavailable(format!("cannot connect to the broker at {address}: {e}"))
         })?;
         tcp.set_nodelay(true).ok();
-        let mut conn = StatsConnection {
+        let mut conn = RawConnection {
             io: BufReader::new(tcp),
             next_correlation: 1,
             broker_frame_max: 0,
@@ -93,7 +98,7 @@ impl StatsConnection {
         let mut body = Vec::new();
         put_u32(&mut body, 1);
         put_string(&mut body, "connection_name")?;
-        put_string(&mut body, "partlog-stats")?;
+        put_string(&mut body, "partlog-queries")?;
         conn.call(PEER_PROPERTIES, &body, |code| {
             unexpected(PEER_PROPERTIES, code)
         })
@@ -164,11 +169,37 @@ impl StatsConnection {
             let value = reader.i64()?;
             stats.insert(key, value);
         }
+        tracing::debug!(stream, ?stats, "stream stats");
         let chunk = |name: &str| stats.get(name).and_then(|v| u64::try_from(*v).ok());
         Ok(StreamStats {
             first_chunk_id: chunk("first_chunk_id"),
             committed_chunk_id: chunk("committed_chunk_id"),
         })
+    }
+
+    /// The partition streams of a super stream in the broker's order.
+    pub async fn partitions(&mut self, super_stream: &str) -> Result<Vec<String>> {
+        let mut body = Vec::new();
+        put_string(&mut body, super_stream)?;
+        let payload = self
+            .call(PARTITIONS, &body, |code| match code {
+                CODE_STREAM_DOES_NOT_EXIST => {
+                    Error::NotFound(format!("stream {super_stream:?} does not exist"))
+                }
+                code => unexpected(PARTITIONS, code),
+            })
+            .await?;
+        let mut reader = Reader(&payload);
+        let count = reader.u32()?;
+        let partitions = (0..count)
+            .map(|_| reader.string())
+            .collect::<Result<Vec<_>>>()?;
+        if partitions.is_empty() {
+            return Err(Error::NotFound(format!(
+                "stream {super_stream:?} does not exist"
+            )));
+        }
+        Ok(partitions)
     }
 
     /// Sends a request and returns the response body after its code, or the
