@@ -14,10 +14,14 @@
 //! - [`routing`]: key → partition (murmur3, seed 104729) and round-robin.
 //! - [`record`]: records and their AMQP 1.0 form on the broker.
 //! - [`validate`]: names, counts and limits checked before the broker is asked.
-//! - [`broker`]: the RabbitMQ adapter — administration, stream statistics,
-//!   per-partition producers with pipelined confirms, chunk readers.
-//! - [`log`]: [`log::PartitionedLog`], the core operations (create, describe,
-//!   delete, publish, read) on top of the adapter.
+//! - [`broker`]: the RabbitMQ adapter — administration, raw queries (stream
+//!   statistics, partitions), per-partition producers with pipelined
+//!   confirms, chunk readers.
+//! - [`offsets`]: the sled store of consumer groups' committed offsets.
+//! - [`subscription`]: tailing partitions, alone or as a single active
+//!   consumer of a group.
+//! - [`log`]: [`log::PartitionedLog`], the core operations (streams,
+//!   publish, read, subscribe, commit, offsets) on top of the adapter.
 //! - [`server`]: the gRPC services (partlog, health, reflection), the
 //!   error → status mapping and graceful shutdown.
 //! - [`proto`]: generated protobuf types.

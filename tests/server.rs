@@ -177,3 +177,28 @@ async fn sigterm_during_publishing_loses_no_acknowledged_record() {
         lost.first()
     );
 }
+
+#[tokio::test]
+async fn a_second_process_on_the_same_offset_store_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("offsets");
+    let data_dir = data_dir.to_str().unwrap();
+    let _first = Partlog::start_with(&[("PARTLOG_OFFSETS_DATA_DIR", data_dir)]).await;
+    let (status, log) = Partlog::run_to_exit(&[("PARTLOG_OFFSETS_DATA_DIR", data_dir)]);
+    assert!(!status.success());
+    assert!(log.contains(data_dir), "names the directory: {log}");
+    assert!(log.contains("locked"), "says why: {log}");
+}
+
+#[tokio::test]
+async fn a_corrupt_offset_store_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("offsets");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::fs::write(data_dir.join("conf"), b"not a sled configuration").unwrap();
+    std::fs::write(data_dir.join("db"), vec![0xffu8; 4096]).unwrap();
+    let data_dir = data_dir.to_str().unwrap();
+    let (status, log) = Partlog::run_to_exit(&[("PARTLOG_OFFSETS_DATA_DIR", data_dir)]);
+    assert!(!status.success());
+    assert!(log.contains(data_dir), "names the directory: {log}");
+}

@@ -84,6 +84,24 @@ impl Partlog {
         }
     }
 
+    /// Runs partlog expecting it to stop by itself (a start-up failure);
+    /// returns its exit status and log.
+    pub fn run_to_exit(settings: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+        let mut server = Partlog::spawn_with(settings);
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return (status, server.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "partlog kept running:\n{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub async fn start() -> Partlog {
         Partlog::start_with(&[]).await
     }
