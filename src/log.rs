@@ -22,7 +22,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use tokio::sync::Mutex;
 
-use crate::broker::producer::PartitionProducer;
+use crate::broker::producer::{PartitionProducer, Stored, Submitted};
 use crate::broker::reader::{first_chunk_at, partition_bounds, read_range, ReadRange};
 use crate::broker::{Broker, Node, StreamSettings};
 use crate::config::Limits;
@@ -53,7 +53,8 @@ pub struct PartitionDescription {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
     pub partition: u32,
-    pub result: Result<()>,
+    pub sequence: Option<u64>,
+    pub result: Result<Stored>,
 }
 
 /// A bounded read of one partition.
@@ -115,11 +116,57 @@ pub struct PartitionedLog {
     next_member: AtomicU64,
 }
 
+/// A batch queued on its partitions' producers; see
+/// [`PartitionedLog::submit`].
+pub struct SubmittedBatch {
+    stream: String,
+    writer: Arc<StreamWriter>,
+    /// Partition and sequence of each record, in request order.
+    routed: Vec<(u32, Option<u64>)>,
+    /// Request indexes of each partition's records and their submission.
+    parts: Vec<(Vec<usize>, Result<Submitted>)>,
+}
+
+impl SubmittedBatch {
+    /// Each record's outcome, in request order, once the broker answered.
+    pub async fn outcome(self, log: &PartitionedLog) -> Vec<Appended> {
+        let answers = self.parts.into_iter().map(|(indexes, part)| async move {
+            let outcome = match part {
+                Ok(submitted) => submitted.outcome().await,
+                Err(e) => vec![Err(e); indexes.len()],
+            };
+            (indexes, outcome)
+        });
+        let mut results: Vec<Option<Result<Stored>>> = vec![None; self.routed.len()];
+        let mut stream_gone = false;
+        for (indexes, outcome) in join_all(answers).await {
+            for (index, result) in indexes.into_iter().zip(outcome) {
+                stream_gone |= matches!(result, Err(Error::NotFound(_)));
+                results[index] = Some(result);
+            }
+        }
+        if stream_gone {
+            log.forget(&self.stream, &self.writer).await;
+        }
+        self.routed
+            .into_iter()
+            .zip(results)
+            .map(|((partition, sequence), result)| Appended {
+                partition,
+                sequence,
+                result: result.expect("every record belongs to one partition"),
+            })
+            .collect()
+    }
+}
+
 /// Publishing state of one stream.
 struct StreamWriter {
     partitions: Vec<String>,
     round_robin: RoundRobin,
     producers: Vec<Mutex<Option<Arc<PartitionProducer>>>>,
+    /// Deduplicating producers by (client producer id, partition).
+    named: Mutex<HashMap<(String, usize), Arc<PartitionProducer>>>,
 }
 
 impl PartitionedLog {
@@ -206,9 +253,32 @@ impl PartitionedLog {
 
     /// Appends `records`, answering for each in request order once the
     /// broker confirmed or refused it. An invalid batch writes nothing.
-    pub async fn publish(&self, stream: &str, records: Vec<NewRecord>) -> Result<Vec<Appended>> {
+    /// With a `producer_id`, records go through that producer's
+    /// deduplicating publishers and a sequence stored before is reported as
+    /// a duplicate instead of being written again.
+    pub async fn publish(
+        &self,
+        stream: &str,
+        producer_id: Option<&str>,
+        records: Vec<NewRecord>,
+    ) -> Result<Vec<Appended>> {
+        let submitted = self.submit(stream, producer_id, records).await?;
+        Ok(submitted.outcome(self).await)
+    }
+
+    /// The first half of [`PartitionedLog::publish`]: validates, routes and
+    /// queues the records on their partitions' producers. Batches submitted
+    /// one after the other are written in that order, whenever their
+    /// outcomes are awaited.
+    pub async fn submit(
+        &self,
+        stream: &str,
+        producer_id: Option<&str>,
+        records: Vec<NewRecord>,
+    ) -> Result<SubmittedBatch> {
         validate::stream_name(stream)?;
         validate::publish_batch(&records, &self.limits)?;
+        validate::producer_sequences(producer_id, &records)?;
         let writer = self.writer(stream).await?;
         let count = writer.partitions.len() as u32;
 
@@ -222,45 +292,29 @@ impl PartitionedLog {
             } else {
                 partition_for_key(&record.key, count)
             };
-            routed.push(partition);
+            routed.push((partition, record.sequence));
             let group = &mut groups[partition as usize];
             group.0.push(index);
             group.1.push(record);
         }
 
-        let appends = groups
-            .into_iter()
-            .enumerate()
-            .filter(|(_, (indexes, _))| !indexes.is_empty())
-            .map(|(partition, (indexes, records))| {
-                let writer = writer.clone();
-                async move {
-                    let outcome = match writer.producer(self, partition).await {
-                        Ok(producer) => producer.append(records).await,
-                        Err(e) => vec![Err(e); indexes.len()],
-                    };
-                    (indexes, outcome)
-                }
-            });
-        let mut results: Vec<Option<Result<()>>> = vec![None; routed.len()];
-        let mut stream_gone = false;
-        for (indexes, outcome) in join_all(appends).await {
-            for (index, result) in indexes.into_iter().zip(outcome) {
-                stream_gone |= matches!(result, Err(Error::NotFound(_)));
-                results[index] = Some(result);
+        let mut parts = Vec::new();
+        for (partition, (indexes, records)) in groups.into_iter().enumerate() {
+            if indexes.is_empty() {
+                continue;
             }
+            let part = match writer.producer(self, partition, producer_id).await {
+                Ok(producer) => Ok(producer.submit(records).await),
+                Err(e) => Err(e),
+            };
+            parts.push((indexes, part));
         }
-        if stream_gone {
-            self.forget(stream, &writer).await;
-        }
-        Ok(routed
-            .into_iter()
-            .zip(results)
-            .map(|(partition, result)| Appended {
-                partition,
-                result: result.expect("every record belongs to one group"),
-            })
-            .collect())
+        Ok(SubmittedBatch {
+            stream: stream.to_owned(),
+            writer,
+            routed,
+            parts,
+        })
     }
 
     pub async fn read(&self, request: ReadRequest) -> Result<Vec<StoredRecord>> {
@@ -624,6 +678,7 @@ impl PartitionedLog {
                 producers: partitions.iter().map(|_| Mutex::new(None)).collect(),
                 partitions,
                 round_robin: RoundRobin::default(),
+                named: Mutex::new(HashMap::new()),
             })
         });
         Ok(writer.clone())
@@ -640,35 +695,56 @@ impl PartitionedLog {
 }
 
 impl StreamWriter {
-    /// The partition's producer, opened (again) when missing or broken.
+    /// The partition's producer (the named one of `producer_id`), opened
+    /// (again) when missing or broken.
     async fn producer(
         &self,
         log: &PartitionedLog,
         partition: usize,
+        producer_id: Option<&str>,
     ) -> Result<Arc<PartitionProducer>> {
-        let mut slot = self.producers[partition].lock().await;
-        if let Some(producer) = slot.as_ref().filter(|p| !p.is_closed()) {
+        let Some(producer_id) = producer_id else {
+            let mut slot = self.producers[partition].lock().await;
+            if let Some(producer) = slot.as_ref().filter(|p| !p.is_closed()) {
+                return Ok(producer.clone());
+            }
+            let producer = Arc::new(self.open(log, partition, None).await?);
+            *slot = Some(producer.clone());
+            return Ok(producer);
+        };
+        // Held while opening: a second producer under the same name would
+        // take over the broker's publisher and race this one.
+        let mut named = self.named.lock().await;
+        let key = (producer_id.to_owned(), partition);
+        if let Some(producer) = named.get(&key).filter(|p| !p.is_closed()) {
             return Ok(producer.clone());
         }
+        let producer = Arc::new(self.open(log, partition, Some(producer_id)).await?);
+        named.insert(key, producer.clone());
+        Ok(producer)
+    }
+
+    async fn open(
+        &self,
+        log: &PartitionedLog,
+        partition: usize,
+        name: Option<&str>,
+    ) -> Result<PartitionProducer> {
         let stream = &self.partitions[partition];
         let placement = log
             .broker
             .placements(std::slice::from_ref(stream))
             .await?
             .remove(0);
-        let producer =
-            Arc::new(PartitionProducer::open(&log.broker, stream, &placement.leader).await?);
-        *slot = Some(producer.clone());
-        Ok(producer)
+        PartitionProducer::open(&log.broker, stream, &placement.leader, name).await
     }
 
     async fn close(&self) {
-        join_all(self.producers.iter().map(|slot| async move {
-            let producer = slot.lock().await.take();
-            if let Some(producer) = producer {
-                producer.close().await;
-            }
-        }))
-        .await;
+        let mut producers: Vec<Arc<PartitionProducer>> =
+            self.named.lock().await.drain().map(|(_, p)| p).collect();
+        for slot in &self.producers {
+            producers.extend(slot.lock().await.take());
+        }
+        join_all(producers.iter().map(|p| p.close())).await;
     }
 }

@@ -27,6 +27,8 @@ pub struct NewRecord {
     pub key: String,
     pub value: Vec<u8>,
     pub headers: BTreeMap<String, String>,
+    /// The producer's sequence number, for idempotent publishing.
+    pub sequence: Option<u64>,
 }
 
 impl NewRecord {
@@ -150,6 +152,7 @@ mod tests {
                 ("trace-id".to_string(), "abc".to_string()),
                 ("ünïcode".to_string(), "✓".to_string()),
             ]),
+            sequence: None,
         };
         let stored =
             StoredRecord::from_message(&over_the_wire(&record.clone().into_message(0)), 2, 7, 1234);
@@ -198,6 +201,7 @@ mod tests {
             key: "ab".into(),
             value: vec![0; 10],
             headers: BTreeMap::from([("h".to_string(), "xyz".to_string())]),
+            sequence: None,
         };
         assert_eq!(record.size(), 2 + 10 + 1 + 3);
     }

@@ -107,6 +107,54 @@ pub fn partition_count(partitions: u32) -> Result<()> {
     Ok(())
 }
 
+/// Longest producer id; it names the broker's deduplicating publishers,
+/// whose references RabbitMQ limits to 255 bytes.
+pub const PRODUCER_ID_MAX_BYTES: usize = 200;
+
+/// A producer id and the sequences of its records: at least 1, strictly
+/// increasing; or no sequences at all without a producer id.
+pub fn producer_sequences(producer_id: Option<&str>, records: &[NewRecord]) -> Result<()> {
+    let Some(producer_id) = producer_id else {
+        return match records.iter().position(|r| r.sequence.is_some()) {
+            Some(index) => Err(Error::InvalidArgument(format!(
+                "records[{index}].sequence is set but producer_id is empty; sequences belong \
+                 to a producer"
+            ))),
+            None => Ok(()),
+        };
+    };
+    if producer_id.len() > PRODUCER_ID_MAX_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "producer_id is {} bytes long; at most {PRODUCER_ID_MAX_BYTES} are allowed",
+            producer_id.len()
+        )));
+    }
+    if let Some(c) = producer_id.chars().find(|c| c.is_control()) {
+        return Err(Error::InvalidArgument(format!(
+            "producer_id {producer_id:?} contains the control character {c:?}"
+        )));
+    }
+    let mut previous = 0;
+    for (index, record) in records.iter().enumerate() {
+        match record.sequence {
+            None => {
+                return Err(Error::InvalidArgument(format!(
+                    "records[{index}].sequence is missing; with a producer_id every record \
+                     carries a sequence of at least 1"
+                )))
+            }
+            Some(sequence) if sequence <= previous => {
+                return Err(Error::InvalidArgument(format!(
+                    "records[{index}].sequence is {sequence}, not above the previous record's \
+                     {previous}; a producer's sequences strictly increase"
+                )))
+            }
+            Some(sequence) => previous = sequence,
+        }
+    }
+    Ok(())
+}
+
 /// A Publish batch: its size against the limits, then every record.
 /// Nothing of an invalid batch is written.
 pub fn publish_batch(records: &[NewRecord], limits: &Limits) -> Result<()> {
@@ -183,7 +231,42 @@ mod tests {
             key: key.into(),
             value: vec![7; value_len],
             headers: BTreeMap::new(),
+            sequence: None,
         }
+    }
+
+    fn sequenced(sequences: &[Option<u64>]) -> Vec<NewRecord> {
+        sequences
+            .iter()
+            .map(|s| NewRecord {
+                sequence: *s,
+                ..record("k", 1)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn producer_sequences_rules() {
+        assert!(producer_sequences(None, &sequenced(&[None, None])).is_ok());
+        assert!(producer_sequences(Some("p"), &sequenced(&[Some(1), Some(5)])).is_ok());
+        for (producer, sequences) in [
+            (None, vec![Some(1)]),
+            (Some("p"), vec![Some(1), None]),
+            (Some("p"), vec![Some(0)]),
+            (Some("p"), vec![Some(3), Some(3)]),
+            (Some("p"), vec![Some(3), Some(2)]),
+            (Some("p\n"), vec![Some(1)]),
+        ] {
+            assert!(
+                matches!(
+                    producer_sequences(producer, &sequenced(&sequences)),
+                    Err(Error::InvalidArgument(_))
+                ),
+                "{producer:?} {sequences:?}"
+            );
+        }
+        let long = "p".repeat(PRODUCER_ID_MAX_BYTES + 1);
+        assert!(producer_sequences(Some(&long), &sequenced(&[Some(1)])).is_err());
     }
 
     #[test]

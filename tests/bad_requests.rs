@@ -38,6 +38,22 @@ fn publish(c: &PartLogClient<Channel>, stream: &str, records: Vec<PublishRecord>
     let request = PublishRequest {
         stream: stream.into(),
         records,
+        ..Default::default()
+    };
+    Box::pin(async move { c.publish(request).await.map(drop) })
+}
+
+fn publish_as(
+    c: &PartLogClient<Channel>,
+    stream: &str,
+    producer_id: &str,
+    records: Vec<PublishRecord>,
+) -> Call {
+    let mut c = c.clone();
+    let request = PublishRequest {
+        stream: stream.into(),
+        records,
+        producer_id: producer_id.into(),
     };
     Box::pin(async move { c.publish(request).await.map(drop) })
 }
@@ -259,6 +275,7 @@ async fn bad_requests_get_precise_status_codes() {
                     key: "k".into(),
                     value: b"v".to_vec(),
                     headers: HashMap::from([("partlog.key".to_string(), "x".to_string())]),
+                    ..Default::default()
                 }],
             ),
         ),
@@ -272,6 +289,7 @@ async fn bad_requests_get_precise_status_codes() {
                     key: "k".into(),
                     value: b"v".to_vec(),
                     headers: HashMap::from([(String::new(), "x".to_string())]),
+                    ..Default::default()
                 }],
             ),
         ),
@@ -519,14 +537,55 @@ async fn bad_requests_get_precise_status_codes() {
                     .map(drop)
             })
         }),
-        ("publish stream: later issue", Code::Unimplemented, {
-            let mut c = c.clone();
-            Box::pin(async move {
-                c.publish_stream(tokio_stream::iter(Vec::<PublishStreamRequest>::new()))
-                    .await
-                    .map(drop)
-            })
-        }),
+        (
+            "publish: sequence without producer",
+            Code::InvalidArgument,
+            publish(
+                c,
+                &stream,
+                vec![PublishRecord {
+                    sequence: 1,
+                    ..record("k", "v")
+                }],
+            ),
+        ),
+        (
+            "publish: producer without sequences",
+            Code::InvalidArgument,
+            publish_as(c, &stream, "p", vec![record("k", "v")]),
+        ),
+        (
+            "publish: decreasing sequences",
+            Code::InvalidArgument,
+            publish_as(
+                c,
+                &stream,
+                "p",
+                vec![
+                    PublishRecord {
+                        sequence: 2,
+                        ..record("k", "v")
+                    },
+                    PublishRecord {
+                        sequence: 1,
+                        ..record("k", "v")
+                    },
+                ],
+            ),
+        ),
+        (
+            "publish: producer id too long",
+            Code::InvalidArgument,
+            publish_as(
+                c,
+                &stream,
+                &"p".repeat(201),
+                vec![PublishRecord {
+                    sequence: 1,
+                    ..record("k", "v")
+                }],
+            ),
+        ),
     ];
 
     let mut failures = Vec::new();

@@ -56,6 +56,7 @@ async fn routing_agrees(partitions: u32) {
                 key: k.clone(),
                 value: b"partlog".to_vec(),
                 headers: HashMap::new(),
+                ..Default::default()
             })
             .collect();
         publish_ok(&mut client, &stream, records).await;
@@ -160,6 +161,7 @@ async fn native_consumer_reads_partlog_records() {
             key: "order-42".into(),
             value: b"{\"total\": 12}".to_vec(),
             headers: HashMap::from([("content-type".to_string(), "application/json".to_string())]),
+            ..Default::default()
         }],
     )
     .await[0];

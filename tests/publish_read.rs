@@ -34,6 +34,7 @@ async fn every_record_comes_back_once_in_per_key_order() {
                         ("seq".to_string(), seq.to_string()),
                         ("ünïcode".to_string(), "✓".to_string()),
                     ]),
+                    ..Default::default()
                 }
             })
             .collect();

@@ -87,6 +87,7 @@ async fn unreachable_broker_means_not_serving_and_unavailable() {
         .publish(PublishRequest {
             stream: "never".into(),
             records: vec![record("k", "v")],
+            ..Default::default()
         })
         .await
         .expect_err("no broker");
@@ -119,6 +120,7 @@ async fn sigterm_during_publishing_loses_no_acknowledged_record() {
                     .publish(PublishRequest {
                         stream: stream.clone(),
                         records,
+                        ..Default::default()
                     })
                     .await
                 else {

@@ -9,6 +9,13 @@
 //! (or rejected) all of its records. Order within a partition is the order
 //! batches reach the queue, and within a batch the caller's order.
 //!
+//! A *named* producer (one per partition and client producer id) uses the
+//! records' sequences as publishing ids and RabbitMQ's deduplication: the
+//! broker keeps the last sequence stored under the name and drops anything
+//! not above it. The producer learns that sequence when it opens and keeps
+//! it current, so it reports such records as duplicates without sending
+//! them.
+//!
 //! Lifetime: created on first use of a partition, kept while its connection
 //! lives. When the connection breaks every unconfirmed record fails with
 //! UNAVAILABLE and [`PartitionProducer::is_closed`] turns true, so the owner
@@ -36,8 +43,48 @@ const PUBLISH_FRAME_HEADER: usize = 4 + 2 + 2 + 1 + 4;
 /// Per message in a publish frame: publishing id and length.
 const PUBLISH_MESSAGE_HEADER: usize = 8 + 4;
 
+/// What happened to a record the broker answered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Written,
+    /// Its sequence was stored before; this copy was not written.
+    Duplicate,
+}
+
 /// The outcome of each record of one batch, in batch order.
-pub type BatchOutcome = Vec<Result<()>>;
+pub type BatchOutcome = Vec<Result<Stored>>;
+
+/// A batch handed to a producer, awaiting the broker's answers. Dropping it
+/// does not withdraw the records.
+pub struct Submitted {
+    outcome: Option<oneshot::Receiver<BatchOutcome>>,
+    count: usize,
+    stream: String,
+}
+
+impl Submitted {
+    pub async fn outcome(self) -> BatchOutcome {
+        let answered = match self.outcome {
+            Some(outcome) => outcome.await.ok(),
+            None => None,
+        };
+        answered.unwrap_or_else(|| {
+            let lost = Error::Unavailable(format!(
+                "the connection publishing to {:?} closed before the broker confirmed",
+                self.stream
+            ));
+            vec![Err(lost); self.count]
+        })
+    }
+}
+
+/// How a producer numbers what it publishes.
+enum Numbering {
+    /// Consecutive ids of its own, starting at 0.
+    Counter(u64),
+    /// The records' sequences; the last one the broker stored.
+    Sequences(u64),
+}
 
 struct Append {
     records: Vec<NewRecord>,
@@ -55,8 +102,14 @@ pub struct PartitionProducer {
 }
 
 impl PartitionProducer {
-    /// Connects to `leader` and declares a publisher on `stream`.
-    pub async fn open(broker: &Broker, stream: &str, leader: &Node) -> Result<Self> {
+    /// Connects to `leader` and declares a publisher on `stream`, named
+    /// (deduplicating) when `name` is given.
+    pub async fn open(
+        broker: &Broker,
+        stream: &str,
+        leader: &Node,
+        name: Option<&str>,
+    ) -> Result<Self> {
         let client = broker.open_client(Some(leader), "partlog-producer").await?;
         let confirms = Arc::new(Confirms::default());
         let closed = Arc::new(AtomicBool::new(false));
@@ -77,7 +130,7 @@ impl PartitionProducer {
         let response = broker
             .within(
                 &format!("declaring a publisher on {stream:?}"),
-                client.declare_publisher(PUBLISHER_ID, None, stream),
+                client.declare_publisher(PUBLISHER_ID, name.map(str::to_owned), stream),
             )
             .await?
             .map_err(|e| unavailable(&format!("cannot declare a publisher on {stream:?}"), e))?;
@@ -96,12 +149,26 @@ impl PartitionProducer {
                 )));
             }
         }
+        let numbering = match name {
+            None => Numbering::Counter(0),
+            Some(name) => {
+                let stored = broker
+                    .within(
+                        &format!("querying the last sequence of {name:?} on {stream:?}"),
+                        client.query_publisher_sequence(name, stream),
+                    )
+                    .await?
+                    .map_err(|e| unavailable("querying a producer's sequence failed", e))?;
+                Numbering::Sequences(stored)
+            }
+        };
         let (queue, batches) = mpsc::channel(QUEUE_DEPTH);
         let writer = tokio::spawn(write_loop(
             client.clone(),
             batches,
             confirms,
             closed.clone(),
+            numbering,
             broker.config().max_frame_bytes as usize,
         ));
         Ok(PartitionProducer {
@@ -121,30 +188,23 @@ impl PartitionProducer {
         self.queue.lock().expect("queue lock poisoned").clone()
     }
 
-    /// Queues `records` and resolves once the broker answered for each.
-    /// Dropping the returned future does not withdraw the records.
-    pub async fn append(&self, records: Vec<NewRecord>) -> BatchOutcome {
+    /// Queues `records` behind every batch submitted before; the returned
+    /// [`Submitted`] resolves once the broker answered for each record.
+    /// Submitting in order and awaiting the answers later is what lets a
+    /// caller pipeline batches without reordering them.
+    pub async fn submit(&self, records: Vec<NewRecord>) -> Submitted {
         let count = records.len();
         let (done, outcome) = oneshot::channel();
-        let lost = || {
-            (0..count)
-                .map(|_| {
-                    Err(Error::Unavailable(format!(
-                        "the connection publishing to {:?} closed before the broker confirmed",
-                        self.stream
-                    )))
-                })
-                .collect()
+        let queued = match self.sender() {
+            Some(queue) => queue.send(Append { records, done }).await.is_ok(),
+            None => false,
         };
-        let Some(queue) = self.sender() else {
-            return lost();
-        };
-        if queue.send(Append { records, done }).await.is_err() {
-            return lost();
+        Submitted {
+            outcome: queued.then_some(outcome),
+            count,
+            stream: self.stream.clone(),
         }
-        outcome.await.unwrap_or_else(|_| lost())
     }
-
     /// Stops taking batches, waits for the writer to hand every queued
     /// batch to the broker and for their confirms, then closes the
     /// connection. Batches still unconfirmed fail with UNAVAILABLE.
@@ -168,19 +228,36 @@ async fn write_loop(
     mut batches: mpsc::Receiver<Append>,
     confirms: Arc<Confirms>,
     closed: Arc<AtomicBool>,
+    mut numbering: Numbering,
     max_frame_bytes: usize,
 ) {
-    let mut next_id: u64 = 0;
+    let mut next_batch: u64 = 0;
     let mut taken = Vec::new();
     while batches.recv_many(&mut taken, QUEUE_DEPTH).await > 0 {
         let mut frame: Vec<Message> = Vec::new();
         let mut frame_bytes = PUBLISH_FRAME_HEADER;
         for append in taken.drain(..) {
-            let first_id = next_id;
-            next_id += append.records.len() as u64;
-            confirms.register(first_id, append.records.len(), append.done);
-            for (i, record) in append.records.into_iter().enumerate() {
-                let message = record.into_message(first_id + i as u64);
+            let batch = next_batch;
+            next_batch += 1;
+            confirms.register(batch, append.records.len(), append.done);
+            for (index, record) in append.records.into_iter().enumerate() {
+                let id = match &mut numbering {
+                    Numbering::Counter(next) => {
+                        *next += 1;
+                        *next - 1
+                    }
+                    Numbering::Sequences(last) => {
+                        let sequence = record.sequence.unwrap_or(0);
+                        if sequence <= *last {
+                            confirms.settle(batch, index, Ok(Stored::Duplicate));
+                            continue;
+                        }
+                        *last = sequence;
+                        sequence
+                    }
+                };
+                confirms.expect(id, batch, index);
+                let message = record.into_message(id);
                 let size = PUBLISH_MESSAGE_HEADER + message.encoded_size() as usize;
                 if !frame.is_empty() && frame_bytes + size > max_frame_bytes {
                     if let Err(e) = client
@@ -208,7 +285,7 @@ async fn write_loop(
     confirms.wait_idle().await;
 }
 
-/// Batches awaiting confirms, indexed by publishing id.
+/// Batches awaiting the broker's answers.
 #[derive(Default)]
 struct Confirms {
     state: Mutex<ConfirmState>,
@@ -217,26 +294,22 @@ struct Confirms {
 
 #[derive(Default)]
 struct ConfirmState {
-    /// Batch by its first publishing id.
     batches: HashMap<u64, Pending>,
-    /// First publishing id of the batch holding each unconfirmed id.
-    owner: HashMap<u64, u64>,
+    /// Batch and position of each publishing id awaiting its confirm.
+    owner: HashMap<u64, (u64, usize)>,
 }
 
 struct Pending {
-    outcome: Vec<Option<Result<()>>>,
+    outcome: Vec<Option<Result<Stored>>>,
     remaining: usize,
     done: oneshot::Sender<BatchOutcome>,
 }
 
 impl Confirms {
-    fn register(&self, first_id: u64, count: usize, done: oneshot::Sender<BatchOutcome>) {
+    fn register(&self, batch: u64, count: usize, done: oneshot::Sender<BatchOutcome>) {
         let mut state = self.state.lock().expect("confirm state poisoned");
-        for id in first_id..first_id + count as u64 {
-            state.owner.insert(id, first_id);
-        }
         state.batches.insert(
-            first_id,
+            batch,
             Pending {
                 outcome: vec![None; count],
                 remaining: count,
@@ -245,12 +318,18 @@ impl Confirms {
         );
     }
 
+    /// A record of `batch` was sent as publishing id `id`.
+    fn expect(&self, id: u64, batch: u64, index: usize) {
+        let mut state = self.state.lock().expect("confirm state poisoned");
+        state.owner.insert(id, (batch, index));
+    }
+
     fn handle(&self, item: MessageResult, closed: &AtomicBool) {
         match item {
             Some(Ok(response)) => match response.kind() {
                 ResponseKind::PublishConfirm(confirm) => {
                     for id in confirm.publishing_ids {
-                        self.resolve(id, Ok(()));
+                        self.resolve(id, Ok(Stored::Written));
                     }
                 }
                 ResponseKind::PublishError(errors) => {
@@ -281,26 +360,38 @@ impl Confirms {
         }
     }
 
-    fn resolve(&self, id: u64, result: Result<()>) {
+    fn resolve(&self, id: u64, result: Result<Stored>) {
+        let owner = self
+            .state
+            .lock()
+            .expect("confirm state poisoned")
+            .owner
+            .remove(&id);
+        // Unknown ids were failed already, e.g. after a metadata update.
+        if let Some((batch, index)) = owner {
+            self.settle(batch, index, result);
+        }
+    }
+
+    /// Records the outcome of one record and completes its batch when it
+    /// was the last one outstanding.
+    fn settle(&self, batch: u64, index: usize, result: Result<Stored>) {
         let mut state = self.state.lock().expect("confirm state poisoned");
-        let Some(first_id) = state.owner.remove(&id) else {
-            return; // Already failed, e.g. after a metadata update.
-        };
-        let Some(pending) = state.batches.get_mut(&first_id) else {
+        let Some(pending) = state.batches.get_mut(&batch) else {
             return;
         };
-        let slot = &mut pending.outcome[(id - first_id) as usize];
+        let slot = &mut pending.outcome[index];
         if slot.is_none() {
             *slot = Some(result);
             pending.remaining -= 1;
         }
         if pending.remaining == 0 {
-            let pending = state.batches.remove(&first_id).expect("present");
+            let pending = state.batches.remove(&batch).expect("present");
             let _ = pending.done.send(
                 pending
                     .outcome
                     .into_iter()
-                    .map(|r| r.expect("resolved"))
+                    .map(|r| r.expect("settled"))
                     .collect(),
             );
         }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tonic::{Code, Status};
 
+use crate::broker::producer::Stored;
 use crate::broker::StreamSettings;
 use crate::error::Error;
 use crate::log::{
@@ -67,16 +68,26 @@ pub fn new_record(record: proto::PublishRecord) -> NewRecord {
         key: record.key,
         value: record.value,
         headers: record.headers.into_iter().collect(),
+        sequence: (record.sequence > 0).then_some(record.sequence),
     }
 }
 
 pub fn publish_result(appended: Appended) -> proto::PublishResult {
+    let (duplicate, error) = match appended.result {
+        Ok(stored) => (stored == Stored::Duplicate, None),
+        Err(e) => (
+            false,
+            Some(proto::RecordError {
+                code: code(&e) as i32,
+                message: e.message().to_owned(),
+            }),
+        ),
+    };
     proto::PublishResult {
         partition: appended.partition,
-        error: appended.result.err().map(|e| proto::RecordError {
-            code: code(&e) as i32,
-            message: e.message().to_owned(),
-        }),
+        error,
+        duplicate,
+        sequence: appended.sequence.unwrap_or(0),
     }
 }
 

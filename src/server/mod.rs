@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
@@ -26,7 +26,7 @@ use tonic_health::ServingStatus;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::error::Error;
-use crate::log::{PartitionedLog, ReadRequest};
+use crate::log::{PartitionedLog, ReadRequest, SubmittedBatch};
 use crate::offsets::OffsetStore;
 use crate::proto;
 use crate::proto::part_log_server::{PartLog, PartLogServer};
@@ -43,12 +43,6 @@ pub struct PartLogService {
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-fn later(rpc: &str, issue: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is part of partlog.v1 but not implemented in this version ({issue})"
-    ))
-}
 
 #[tonic::async_trait]
 impl PartLog for PartLogService {
@@ -98,18 +92,16 @@ impl PartLog for PartLogService {
         request: Request<proto::PublishRequest>,
     ) -> Result<Response<proto::PublishResponse>, Status> {
         let request = request.into_inner();
-        let records = request
-            .records
-            .into_iter()
-            .map(convert::new_record)
-            .collect();
-        let appended = self
-            .log
-            .publish(&request.stream, records)
-            .await
-            .map_err(status)?;
+        let submitted = submit(
+            &self.log,
+            request.stream,
+            request.producer_id,
+            request.records,
+        )
+        .await?;
+        let results = submitted.outcome(&self.log).await;
         Ok(Response::new(proto::PublishResponse {
-            results: appended.into_iter().map(convert::publish_result).collect(),
+            results: results.into_iter().map(convert::publish_result).collect(),
         }))
     }
 
@@ -117,9 +109,40 @@ impl PartLog for PartLogService {
 
     async fn publish_stream(
         &self,
-        _request: Request<Streaming<proto::PublishStreamRequest>>,
+        request: Request<Streaming<proto::PublishStreamRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        Err(later("PublishStream", "issue #4"))
+        let batches = request.into_inner();
+        let log = self.log.clone();
+        // Batches are queued on the producers one after the other, in the
+        // order they arrive, and their confirms awaited concurrently, up to
+        // PUBLISH_STREAM_PIPELINE at once; answers keep the batches' order.
+        let answers = batches
+            .then(move |batch| {
+                let log = log.clone();
+                async move {
+                    let submitted = match batch {
+                        Ok(b) => submit(&log, b.stream, b.producer_id, b.records).await,
+                        Err(status) => Err(status),
+                    };
+                    (log, submitted)
+                }
+            })
+            .map(|(log, submitted)| async move {
+                let results = submitted?.outcome(&log).await;
+                Ok(proto::PublishStreamResponse {
+                    results: results.into_iter().map(convert::publish_result).collect(),
+                })
+            })
+            .buffered(PUBLISH_STREAM_PIPELINE);
+        // The first failed batch ends the call with its status.
+        let answers = answers.scan(false, |failed, answer: Result<_, Status>| {
+            let item = (!*failed).then(|| {
+                *failed = answer.is_err();
+                answer
+            });
+            futures::future::ready(item)
+        });
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn read(
@@ -246,6 +269,23 @@ impl PartLog for PartLogService {
             .map_err(status)?;
         Ok(Response::new(proto::ListGroupsResponse { groups }))
     }
+}
+
+/// Batches of one PublishStream call in flight at once.
+const PUBLISH_STREAM_PIPELINE: usize = 32;
+
+/// Publish and PublishStream share this: validates and queues a batch.
+async fn submit(
+    log: &PartitionedLog,
+    stream: String,
+    producer_id: String,
+    records: Vec<proto::PublishRecord>,
+) -> Result<SubmittedBatch, Status> {
+    let records = records.into_iter().map(convert::new_record).collect();
+    let producer_id = Some(producer_id.as_str()).filter(|p| !p.is_empty());
+    log.submit(&stream, producer_id, records)
+        .await
+        .map_err(status)
 }
 
 /// A failure that stops the server.

@@ -234,6 +234,7 @@ pub fn record(key: &str, value: impl Into<Vec<u8>>) -> PublishRecord {
         key: key.into(),
         value: value.into(),
         headers: HashMap::new(),
+        ..Default::default()
     }
 }
 
@@ -248,6 +249,7 @@ pub async fn publish_ok(
         .publish(proto::PublishRequest {
             stream: stream.into(),
             records,
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|e| panic!("publish to {stream}: {e}"))

@@ -1,0 +1,255 @@
+//! Idempotent publishing with producer ids and sequences, and pipelined
+//! PublishStream, against the real broker.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{create_stream, read_all, unique_stream, Partlog};
+use partlog::proto::part_log_client::PartLogClient;
+use partlog::proto::{PublishRecord, PublishRequest, PublishResult, PublishStreamRequest};
+use tonic::transport::Channel;
+
+/// Records with sequences `range`, keyed over 10 keys, valued by sequence.
+fn sequenced(range: std::ops::RangeInclusive<u64>) -> Vec<PublishRecord> {
+    range
+        .map(|seq| PublishRecord {
+            key: format!("key-{}", seq % 10),
+            value: seq.to_string().into_bytes(),
+            sequence: seq,
+            ..Default::default()
+        })
+        .collect()
+}
+
+async fn publish(
+    client: &mut PartLogClient<Channel>,
+    stream: &str,
+    producer: &str,
+    records: Vec<PublishRecord>,
+) -> Result<Vec<PublishResult>, tonic::Status> {
+    client
+        .publish(PublishRequest {
+            stream: stream.into(),
+            records,
+            producer_id: producer.into(),
+        })
+        .await
+        .map(|r| r.into_inner().results)
+}
+
+/// Every sequence stored exactly once and, per key, in sequence order.
+async fn assert_exactly_once(
+    client: &mut PartLogClient<Channel>,
+    stream: &str,
+    partitions: u32,
+    expected: std::ops::RangeInclusive<u64>,
+) {
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    let mut per_key: HashMap<String, Vec<u64>> = HashMap::new();
+    for partition in 0..partitions {
+        for r in read_all(client, stream, partition).await {
+            let seq: u64 = String::from_utf8(r.value).unwrap().parse().unwrap();
+            *seen.entry(seq).or_default() += 1;
+            per_key.entry(r.key).or_default().push(seq);
+        }
+    }
+    let duplicated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        duplicated.is_empty(),
+        "stored more than once: {duplicated:?}"
+    );
+    let missing: Vec<u64> = expected.clone().filter(|s| !seen.contains_key(s)).collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    assert_eq!(seen.len() as u64, expected.end() - expected.start() + 1);
+    for (key, seqs) in per_key {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "order of {key}: {seqs:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn retried_sequences_are_stored_once_and_reported_as_duplicates() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("idem");
+    create_stream(&mut client, &stream, 3).await;
+
+    let first = publish(&mut client, &stream, "orders-writer", sequenced(1..=50))
+        .await
+        .unwrap();
+    assert!(first.iter().all(|r| r.error.is_none() && !r.duplicate));
+    assert_eq!(
+        first.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+        (1..=50).collect::<Vec<_>>()
+    );
+
+    let again = publish(&mut client, &stream, "orders-writer", sequenced(1..=50))
+        .await
+        .unwrap();
+    assert!(
+        again.iter().all(|r| r.error.is_none() && r.duplicate),
+        "a full retry is all duplicates"
+    );
+
+    let overlap = publish(&mut client, &stream, "orders-writer", sequenced(41..=60))
+        .await
+        .unwrap();
+    for r in &overlap {
+        assert!(r.error.is_none());
+        assert_eq!(r.duplicate, r.sequence <= 50, "sequence {}", r.sequence);
+    }
+
+    // Another producer id has sequences of its own.
+    let other = publish(&mut client, &stream, "audit-writer", sequenced(1..=5))
+        .await
+        .unwrap();
+    assert!(other.iter().all(|r| !r.duplicate));
+
+    // A retry through another partlog instance is recognised too: the
+    // broker keeps the producer's last sequence per partition.
+    let second = Partlog::start().await;
+    let mut elsewhere = second.client().await;
+    let retried = publish(&mut elsewhere, &stream, "orders-writer", sequenced(55..=70))
+        .await
+        .unwrap();
+    for r in &retried {
+        assert_eq!(r.duplicate, r.sequence <= 60, "sequence {}", r.sequence);
+    }
+
+    let mut total = HashMap::new();
+    for partition in 0..3 {
+        for r in read_all(&mut client, &stream, partition).await {
+            *total.entry(r.value).or_insert(0) += 1;
+        }
+    }
+    // 1..=70 from orders-writer, 1..=5 from audit-writer (same values).
+    assert_eq!(total.values().sum::<i32>(), 75);
+}
+
+#[tokio::test]
+async fn kill_9_during_publishing_then_retry_stores_each_sequence_once() {
+    let mut server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("crash");
+    create_stream(&mut client, &stream, 3).await;
+
+    const BATCH: u64 = 100;
+    let batch = |b: u64| sequenced(b * BATCH + 1..=(b + 1) * BATCH);
+    let mut acknowledged_batches = 0;
+    for b in 0..5 {
+        publish(&mut client, &stream, "crashy", batch(b))
+            .await
+            .unwrap();
+        acknowledged_batches = b + 1;
+    }
+    // Batches in flight when partlog dies, pipelined on one PublishStream
+    // (one writer per producer id): their fate is unknown to the client,
+    // which retries them.
+    let inflight: Vec<PublishStreamRequest> = (acknowledged_batches..acknowledged_batches + 4)
+        .map(|b| PublishStreamRequest {
+            stream: stream.clone(),
+            records: batch(b),
+            producer_id: "crashy".into(),
+        })
+        .collect();
+    let mut pipelined = client.clone();
+    let inflight = tokio::spawn(async move {
+        let Ok(answers) = pipelined.publish_stream(tokio_stream::iter(inflight)).await else {
+            return;
+        };
+        let mut answers = answers.into_inner();
+        while let Ok(Some(_)) = answers.message().await {}
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    server.kill();
+    inflight.await.unwrap();
+
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    for b in acknowledged_batches..acknowledged_batches + 6 {
+        let results = publish(&mut client, &stream, "crashy", batch(b))
+            .await
+            .unwrap();
+        assert!(results.iter().all(|r| r.error.is_none()));
+    }
+    assert_exactly_once(
+        &mut client,
+        &stream,
+        3,
+        1..=(acknowledged_batches + 6) * BATCH,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn publish_stream_pipelines_batches_and_answers_in_order() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("pipelined");
+    create_stream(&mut client, &stream, 3).await;
+
+    let batches: Vec<PublishStreamRequest> = (0..40u64)
+        .map(|b| PublishStreamRequest {
+            stream: stream.clone(),
+            records: sequenced(b * 25 + 1..=(b + 1) * 25),
+            producer_id: "pipe".into(),
+        })
+        .collect();
+    // The second half repeats the first: all duplicates.
+    let repeated: Vec<PublishStreamRequest> = batches[..20].to_vec();
+    let all: Vec<PublishStreamRequest> = batches.into_iter().chain(repeated).collect();
+    let mut answers = client
+        .publish_stream(tokio_stream::iter(all))
+        .await
+        .expect("publish stream")
+        .into_inner();
+    let mut n = 0u64;
+    while let Some(answer) = answers.message().await.expect("answer") {
+        let sequences: Vec<u64> = answer.results.iter().map(|r| r.sequence).collect();
+        let b = n % 40;
+        assert_eq!(
+            sequences,
+            (b * 25 + 1..=(b + 1) * 25).collect::<Vec<_>>(),
+            "answer {n} in order"
+        );
+        assert!(answer
+            .results
+            .iter()
+            .all(|r| r.error.is_none() && r.duplicate == (n >= 40)));
+        n += 1;
+    }
+    assert_eq!(n, 60);
+    assert_exactly_once(&mut client, &stream, 3, 1..=1000).await;
+}
+
+#[tokio::test]
+async fn publish_stream_ends_with_the_status_of_a_bad_batch() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("pipebad");
+    create_stream(&mut client, &stream, 1).await;
+    let good = PublishStreamRequest {
+        stream: stream.clone(),
+        records: sequenced(1..=3),
+        producer_id: "p".into(),
+    };
+    let bad = PublishStreamRequest {
+        stream: stream.clone(),
+        records: sequenced(4..=5).into_iter().rev().collect(),
+        producer_id: "p".into(),
+    };
+    let mut answers = client
+        .publish_stream(tokio_stream::iter(vec![good, bad]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answers.message().await.unwrap().is_some());
+    let err = answers
+        .message()
+        .await
+        .expect_err("the bad batch fails the call");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+}
