@@ -88,6 +88,9 @@ pub enum SubscriptionEvent {
 pub enum AssignmentState {
     Active,
     Inactive,
+    /// Reading resumed after a lost broker connection, after the last
+    /// delivered record.
+    Reattached,
 }
 
 /// A validated subscription request.
@@ -159,9 +162,45 @@ pub(crate) fn start(
 /// subscriber is still there.
 const IDLE_CHECK: Duration = Duration::from_secs(3600);
 
+/// Reconnection backoff after a broken broker connection: doubling from
+/// the first delay up to the cap, for as long as the subscriber stays.
+const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(100);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// What a partition task knows across reconnections.
+#[derive(Default)]
+struct Progress {
+    /// Offset of the last record handed to the subscriber.
+    delivered: Option<u64>,
+    /// The connection broke; the next attachment is a re-attachment.
+    reattaching: bool,
+}
+
 impl PartitionTask {
+    /// Reads until the subscriber leaves. A broken broker connection is
+    /// re-established with capped exponential backoff and reading resumes
+    /// after the last delivered record; other errors end the subscription.
     async fn run(self) {
-        let result = self.read().await;
+        let mut progress = Progress::default();
+        let mut delay = RECONNECT_FIRST_DELAY;
+        let result = loop {
+            match self.read(&mut progress).await {
+                Err(Error::Unavailable(why)) if !self.events.is_closed() => {
+                    tracing::warn!(
+                        stream = %self.stream, partition = self.partition, %why,
+                        "subscription lost its broker connection; reconnecting in {delay:?}"
+                    );
+                    self.set_active_member(false);
+                    progress.reattaching = true;
+                    tokio::select! {
+                        () = self.events.closed() => break Ok(()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+                }
+                other => break other,
+            }
+        };
         self.set_active_member(false);
         if let Err(e) = result {
             // The subscriber may be gone already; then nobody listens.
@@ -169,7 +208,7 @@ impl PartitionTask {
         }
     }
 
-    async fn read(&self) -> Result<()> {
+    async fn read(&self, progress: &mut Progress) -> Result<()> {
         let placement = self
             .log
             .broker()
@@ -187,7 +226,10 @@ impl PartitionTask {
                     ("super-stream".to_string(), self.stream.clone()),
                 ]),
             ),
-            None => (self.explicit_spec(), HashMap::new()),
+            None => match progress.delivered {
+                Some(last) => (OffsetSpecification::Offset(last + 1), HashMap::new()),
+                None => (self.explicit_spec(), HashMap::new()),
+            },
         };
         let mut reader = ChunkReader::open(
             self.log.broker(),
@@ -197,21 +239,24 @@ impl PartitionTask {
             properties,
         )
         .await?;
-        let result = self.pump(&mut reader).await;
+        let result = self.pump(&mut reader, progress).await;
         reader.close();
         result
     }
 
     /// Moves records from the broker to the subscriber until the subscriber
     /// leaves or the connection fails.
-    async fn pump(&self, reader: &mut ChunkReader) -> Result<()> {
+    async fn pump(&self, reader: &mut ChunkReader, progress: &mut Progress) -> Result<()> {
         // Offsets below this were delivered already or lie before the start.
         let mut next_offset = 0;
         let mut active = self.group.is_none();
         if active {
-            next_offset = self.explicit_offset().unwrap_or(0);
-            let assigned = self.assignment(AssignmentState::Active, self.explicit_offset());
-            if !self.send(assigned).await {
+            let start = match progress.delivered {
+                Some(last) => Some(last + 1),
+                None => self.explicit_offset(),
+            };
+            next_offset = start.unwrap_or(0);
+            if !self.attached(start, progress).await {
                 return Ok(());
             }
         }
@@ -243,25 +288,23 @@ impl PartitionTask {
                             return Ok(());
                         }
                         next_offset = offset + 1;
+                        progress.delivered = Some(offset);
                     }
                 }
                 Some(ReaderEvent::ConsumerUpdate {
                     active: true,
                     correlation_id,
                 }) => {
-                    let (spec, start) = self.activation_start().await?;
+                    let (spec, start) = self.activation_start(progress).await?;
+                    reader.answer_update(correlation_id, spec);
                     tracing::debug!(
                         stream = %self.stream, partition = self.partition, member = %self.member,
                         ?start, "active"
                     );
-                    reader.answer_update(correlation_id, spec);
                     active = true;
                     next_offset = start.unwrap_or(0);
                     self.set_active_member(true);
-                    if !self
-                        .send(self.assignment(AssignmentState::Active, start))
-                        .await
-                    {
+                    if !self.attached(start, progress).await {
                         return Ok(());
                     }
                 }
@@ -287,17 +330,40 @@ impl PartitionTask {
         }
     }
 
+    /// Tells the subscriber that reading (re)starts at `start`: ACTIVE the
+    /// first time, REATTACHED after a lost connection. False when the
+    /// subscriber is gone.
+    async fn attached(&self, start: Option<u64>, progress: &mut Progress) -> bool {
+        let state = if std::mem::take(&mut progress.reattaching) {
+            AssignmentState::Reattached
+        } else {
+            AssignmentState::Active
+        };
+        self.send(self.assignment(state, start)).await
+    }
+
     /// Where an activated group member starts, and that offset if known.
-    async fn activation_start(&self) -> Result<(OffsetSpecification, Option<u64>)> {
+    /// After a lost connection it goes on after the last record it
+    /// delivered, unless the group has committed beyond that meanwhile.
+    async fn activation_start(
+        &self,
+        progress: &Progress,
+    ) -> Result<(OffsetSpecification, Option<u64>)> {
         let group = self.group.as_deref().expect("only groups are activated");
-        if self.start != StartPosition::Committed {
+        let resume = progress.delivered.filter(|_| progress.reattaching);
+        if self.start != StartPosition::Committed && resume.is_none() {
             return Ok((self.explicit_spec(), self.explicit_offset()));
         }
         let committed = self
             .log
             .committed(&self.stream, group, self.partition, &self.partition_stream)
-            .await?;
-        Ok(match committed.offset {
+            .await?
+            .offset;
+        let last_done = match (committed, resume) {
+            (Some(c), Some(d)) => Some(c.max(d)),
+            (c, d) => c.or(d),
+        };
+        Ok(match last_done {
             Some(offset) => (OffsetSpecification::Offset(offset + 1), Some(offset + 1)),
             None => (self.log.fallback().spec(), None),
         })

@@ -150,6 +150,7 @@ pub fn subscription_event(event: SubscriptionEvent) -> proto::SubscribeResponse 
             state: match state {
                 AssignmentState::Active => proto::AssignmentState::Active,
                 AssignmentState::Inactive => proto::AssignmentState::Inactive,
+                AssignmentState::Reattached => proto::AssignmentState::Reattached,
             } as i32,
             next_offset,
         }),

@@ -1,0 +1,209 @@
+//! A broker restart in the middle of publishing and subscribing: partlog
+//! recovers unaided, loses no acknowledged record, duplicates none, keeps
+//! per-key order and tells the subscriber it re-attached.
+//!
+//! This binary restarts the broker that `scripts/rabbitmq.sh` runs, so it
+//! holds this one test: cargo runs test binaries one after the other.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{create_stream, unique_stream, Partlog};
+use partlog::proto::start_position::{First, Position};
+use partlog::proto::subscribe_response::Event;
+use partlog::proto::{
+    AssignmentState, PublishRecord, PublishRequest, StartPosition, SubscribeRequest,
+};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+fn broker_script(command: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq.sh");
+    let status = Command::new(script)
+        .arg(command)
+        .status()
+        .expect("run the broker script");
+    assert!(status.success(), "scripts/rabbitmq.sh {command} failed");
+}
+
+fn stream_port_answers() -> bool {
+    std::net::TcpStream::connect((common::broker_host(), common::broker_port())).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partlog_recovers_from_a_broker_restart() {
+    let server = Partlog::start_with(&[("PARTLOG_BROKER_REQUEST_TIMEOUT_MS", "3000")]).await;
+    let mut client = server.client().await;
+    let stream = unique_stream("restart");
+    create_stream(&mut client, &stream, 3).await;
+
+    // Subscriber: every record it sees, and whether it was re-attached.
+    let received = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
+    let reattached = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut events = client
+        .subscribe(SubscribeRequest {
+            stream: stream.clone(),
+            start: Some(StartPosition {
+                position: Some(Position::First(First {})),
+            }),
+            window: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let subscriber = {
+        let (received, reattached) = (received.clone(), reattached.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = events.message().await {
+                match message.event.expect("event") {
+                    Event::Record(r) => {
+                        let seq = String::from_utf8(r.value).unwrap().parse().unwrap();
+                        received.lock().unwrap().push((r.key, seq));
+                    }
+                    Event::Assignment(a) if a.state() == AssignmentState::Reattached => {
+                        reattached.lock().unwrap().insert(a.partition);
+                    }
+                    Event::Assignment(_) => {}
+                }
+            }
+            panic!("the subscription ended");
+        })
+    };
+
+    // Publisher: batches with a producer id, each retried until answered.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let publisher = {
+        let (mut client, stream, stop, acknowledged) = (
+            client.clone(),
+            stream.clone(),
+            stop.clone(),
+            acknowledged.clone(),
+        );
+        tokio::spawn(async move {
+            let mut next = 1u64;
+            let mut failures = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let records: Vec<PublishRecord> = (next..next + 20)
+                    .map(|seq| PublishRecord {
+                        key: format!("key-{}", seq % 7),
+                        value: seq.to_string().into_bytes(),
+                        sequence: seq,
+                        ..Default::default()
+                    })
+                    .collect();
+                let answer = client
+                    .publish(PublishRequest {
+                        stream: stream.clone(),
+                        records,
+                        producer_id: "restart-writer".into(),
+                    })
+                    .await;
+                match answer {
+                    Ok(r) if r.get_ref().results.iter().all(|r| r.error.is_none()) => {
+                        acknowledged.lock().unwrap().extend(next..next + 20);
+                        next += 20;
+                    }
+                    _ => {
+                        failures += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            failures
+        })
+    };
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker_script("stop");
+    assert!(
+        !stream_port_answers(),
+        "the broker is not one scripts/rabbitmq.sh manages"
+    );
+    let mut saw_not_serving = false;
+    for _ in 0..50 {
+        if server.health("").await == Some(ServingStatus::NotServing) {
+            saw_not_serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        saw_not_serving,
+        "health turns NOT_SERVING while the broker is down"
+    );
+    broker_script("start");
+    let mut serving = false;
+    for _ in 0..300 {
+        if server.health("").await == Some(ServingStatus::Serving) {
+            serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        serving,
+        "health is SERVING again after the restart:\n{}",
+        server.log()
+    );
+    // Keep publishing a little after the restart, then stop.
+    let before = acknowledged.lock().unwrap().len();
+    for _ in 0..300 {
+        if acknowledged.lock().unwrap().len() > before + 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let failures = publisher.await.unwrap();
+    let acknowledged: Vec<u64> = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() > before,
+        "publishing resumed:\n{}",
+        server.log()
+    );
+    assert!(failures > 0, "the outage was visible to the publisher");
+
+    // Every acknowledged record reaches the subscriber exactly once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got: BTreeSet<u64> = received.lock().unwrap().iter().map(|(_, s)| *s).collect();
+        if acknowledged.iter().all(|s| got.contains(s)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "records missing at the subscriber:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let received = received.lock().unwrap().clone();
+    let mut counts: HashMap<u64, usize> = HashMap::new();
+    let mut per_key: HashMap<String, Vec<u64>> = HashMap::new();
+    for (key, seq) in &received {
+        *counts.entry(*seq).or_default() += 1;
+        per_key.entry(key.clone()).or_default().push(*seq);
+    }
+    let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicated.is_empty(), "delivered twice: {duplicated:?}");
+    for (key, seqs) in per_key {
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "order of {key}");
+    }
+    assert_eq!(
+        reattached.lock().unwrap().len(),
+        3,
+        "every partition told the subscriber it re-attached"
+    );
+    subscriber.abort();
+    println!(
+        "broker restart: {} acknowledged, {} delivered, 0 lost, 0 duplicated, {failures} failed attempts",
+        acknowledged.len(),
+        received.len()
+    );
+}
