@@ -6,7 +6,7 @@
 CARGO ?= cargo
 CONFIG ?= config/partlog.toml
 
-.PHONY: run test broker broker-cluster broker-stop build lint fmt clean-broker
+.PHONY: run test test-cluster soak broker broker-cluster broker-stop build lint fmt clean-broker
 
 run: broker
 	$(CARGO) build --release --locked --bin partlog
@@ -14,6 +14,14 @@ run: broker
 
 test: broker
 	$(CARGO) test --locked --all-targets
+
+# Cluster behaviour on three local nodes (leader failover); CI runs it too.
+test-cluster: broker-cluster
+	$(CARGO) test --locked --features cluster-tests --test cluster -- --nocapture
+
+# 60 s of load with a broker restart in the middle; prints the counts.
+soak: broker
+	$(CARGO) test --locked --release --features soak --test soak -- --nocapture
 
 broker:
 	scripts/rabbitmq.sh start
@@ -29,7 +37,7 @@ build:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -265,7 +265,9 @@ pub async fn publish_ok(
         .collect()
 }
 
-/// Reads a whole partition from offset 0 through partlog.
+/// Reads a whole partition from offset 0 through partlog, retrying
+/// UNAVAILABLE for up to 30 s as a client should (e.g. while a cluster
+/// elects a new partition leader).
 pub async fn read_all(
     client: &mut PartLogClient<Channel>,
     stream: &str,
@@ -273,18 +275,23 @@ pub async fn read_all(
 ) -> Vec<proto::Record> {
     let mut records = Vec::new();
     let mut offset = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let response = client
-            .read(proto::ReadRequest {
-                stream: stream.into(),
-                partition,
-                offset,
-                max_records: 1000,
-                max_wait: None,
-            })
-            .await
-            .unwrap_or_else(|e| panic!("read {stream}/{partition}@{offset}: {e}"))
-            .into_inner();
+        let request = proto::ReadRequest {
+            stream: stream.into(),
+            partition,
+            offset,
+            max_records: 1000,
+            max_wait: None,
+        };
+        let response = match client.read(request).await {
+            Ok(response) => response.into_inner(),
+            Err(e) if e.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(e) => panic!("read {stream}/{partition}@{offset}: {e}"),
+        };
         if response.records.is_empty() {
             return records;
         }

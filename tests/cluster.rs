@@ -1,0 +1,220 @@
+//! Cluster behaviour on the three-node local cluster
+//! (`scripts/rabbitmq.sh start-cluster`, run by `make test-cluster`):
+//! partitions with three replicas; stopping the node that leads a
+//! partition lets publishing to it resume within 15 s without losing an
+//! acknowledged record, and a group's single active consumer carries on.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{read_all, unique_stream, Partlog};
+use partlog::proto::subscribe_response::Event;
+use partlog::proto::{CreateStreamRequest, PublishRecord, PublishRequest, SubscribeRequest};
+use partlog::routing::partition_for_key;
+
+/// The cluster node that serves a stream port.
+fn node_of(address: &str) -> &'static str {
+    match address.rsplit_once(':').map(|(_, port)| port) {
+        Some("5552") => "partlog1@localhost",
+        Some("5553") => "partlog2@localhost",
+        Some("5554") => "partlog3@localhost",
+        _ => panic!("{address} is not a node of scripts/rabbitmq.sh start-cluster"),
+    }
+}
+
+fn rabbitmqctl(node: &str, command: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq.sh");
+    let status = Command::new(script)
+        .args(["exec", "rabbitmqctl", command])
+        .env("PARTLOG_NODE", node)
+        .status()
+        .expect("run the broker script");
+    assert!(status.success(), "rabbitmqctl {command} on {node} failed");
+}
+
+/// Starts the node's broker again even when the test fails.
+struct Restart(&'static str);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        rabbitmqctl(self.0, "start_app");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_partition_leader_loses_no_acknowledged_record() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("cluster");
+    let description = client
+        .create_stream(CreateStreamRequest {
+            stream: stream.clone(),
+            partitions: 3,
+            replicas: Some(3),
+            ..Default::default()
+        })
+        .await
+        .expect("create with 3 replicas")
+        .into_inner()
+        .stream
+        .unwrap();
+    for p in &description.partitions {
+        assert_eq!(p.replicas.len(), 2, "leader plus two replicas: {p:?}");
+    }
+    // A partition led by a node other than the one partlog administers
+    // through (broker.port 5552).
+    let victim = description
+        .partitions
+        .iter()
+        .find(|p| !p.leader.ends_with(":5552"))
+        .expect("leaders are spread over the nodes");
+    let partition = victim.index;
+    let leader = node_of(&victim.leader);
+    let keys: Vec<String> = (0..1000)
+        .map(|i| format!("key-{i}"))
+        .filter(|k| partition_for_key(k, 3) == partition)
+        .take(5)
+        .collect();
+
+    // A group member reading everything.
+    let received = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let mut events = client
+        .subscribe(SubscribeRequest {
+            stream: stream.clone(),
+            group: "cluster-readers".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let reader = {
+        let received = received.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = events.message().await {
+                if let Some(Event::Record(r)) = message.event {
+                    received
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8(r.value).unwrap().parse().unwrap());
+                }
+            }
+        })
+    };
+
+    // An idempotent publisher to the victim partition, retrying each batch.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(Mutex::new(Vec::<(Instant, u64)>::new()));
+    let publisher = {
+        let (mut client, stream, stop, acknowledged) = (
+            client.clone(),
+            stream.clone(),
+            stop.clone(),
+            acknowledged.clone(),
+        );
+        tokio::spawn(async move {
+            let mut next = 1u64;
+            while !stop.load(Ordering::Relaxed) {
+                let records: Vec<PublishRecord> = (next..next + 10)
+                    .map(|seq| PublishRecord {
+                        key: keys[seq as usize % keys.len()].clone(),
+                        value: seq.to_string().into_bytes(),
+                        sequence: seq,
+                        ..Default::default()
+                    })
+                    .collect();
+                let answer = client
+                    .publish(PublishRequest {
+                        stream: stream.clone(),
+                        records,
+                        producer_id: "cluster-writer".into(),
+                    })
+                    .await;
+                match answer {
+                    Ok(r) if r.get_ref().results.iter().all(|r| r.error.is_none()) => {
+                        let now = Instant::now();
+                        acknowledged
+                            .lock()
+                            .unwrap()
+                            .extend((next..next + 10).map(|s| (now, s)));
+                        next += 10;
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        })
+    };
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rabbitmqctl(leader, "stop_app");
+    // From here the partition has no leader until the cluster elects one.
+    let stopped_at = Instant::now();
+    let _restart = Restart(leader);
+    // Publishing to the partition must resume within 15 s.
+    let resumed = loop {
+        let first_after = acknowledged
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, _)| *t)
+            .find(|t| *t > stopped_at);
+        if let Some(t) = first_after {
+            break t - stopped_at;
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(30),
+            "publishing did not resume:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        resumed <= Duration::from_secs(15),
+        "publishing resumed only after {resumed:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    publisher.await.unwrap();
+
+    let acknowledged: BTreeSet<u64> = acknowledged
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, s)| *s)
+        .collect();
+    let mut stored: HashMap<u64, usize> = HashMap::new();
+    for r in read_all(&mut client, &stream, partition).await {
+        *stored
+            .entry(String::from_utf8(r.value).unwrap().parse().unwrap())
+            .or_default() += 1;
+    }
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|s| !stored.contains_key(s))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    assert!(stored.values().all(|n| *n == 1), "stored twice");
+
+    // The group's reader carries on across the failover.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !acknowledged
+        .iter()
+        .all(|s| received.lock().unwrap().contains(s))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the group reader missed records:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    reader.abort();
+    println!(
+        "leader {leader} stopped: publishing resumed after {resumed:?}; {} acknowledged, 0 lost",
+        acknowledged.len()
+    );
+}

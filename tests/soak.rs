@@ -1,0 +1,187 @@
+//! Soak (`make soak`, not part of `make test`): 100 idempotent publishers
+//! and 10 members of one consumer group for 60 s on loopback, with a broker
+//! restart in the middle. Afterwards every acknowledged record is stored
+//! exactly once, in per-key order, and reached the group; the counts are
+//! printed.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{create_stream, read_all, unique_stream, Partlog};
+use partlog::proto::subscribe_response::Event;
+use partlog::proto::{CommitRequest, PublishRecord, PublishRequest, SubscribeRequest};
+
+const PUBLISHERS: u64 = 100;
+const MEMBERS: usize = 10;
+const PARTITIONS: u32 = 10;
+const RUN: Duration = Duration::from_secs(60);
+
+fn broker_script(command: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq.sh");
+    let status = Command::new(script)
+        .arg(command)
+        .status()
+        .expect("run the broker script");
+    assert!(status.success(), "scripts/rabbitmq.sh {command} failed");
+}
+
+/// A record's identity in its value: publisher and sequence.
+fn value(publisher: u64, seq: u64) -> Vec<u8> {
+    format!("{publisher}:{seq}").into_bytes()
+}
+
+fn parse(value: &[u8]) -> (u64, u64) {
+    let text = std::str::from_utf8(value).unwrap();
+    let (p, s) = text.split_once(':').unwrap();
+    (p.parse().unwrap(), s.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn soak_with_a_broker_restart() {
+    let server = Partlog::start_with(&[("PARTLOG_BROKER_REQUEST_TIMEOUT_MS", "3000")]).await;
+    let mut client = server.client().await;
+    let stream = unique_stream("soak");
+    create_stream(&mut client, &stream, PARTITIONS).await;
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let delivered = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
+    let mut members = Vec::new();
+    for _ in 0..MEMBERS {
+        let mut client = server.client().await;
+        let (stream, delivered) = (stream.clone(), delivered.clone());
+        let mut events = client
+            .subscribe(SubscribeRequest {
+                stream: stream.clone(),
+                group: "soak-group".into(),
+                window: 500,
+                ..Default::default()
+            })
+            .await
+            .expect("subscribe")
+            .into_inner();
+        members.push(tokio::spawn(async move {
+            let mut uncommitted = HashMap::new();
+            while let Ok(Some(message)) = events.message().await {
+                let Some(Event::Record(r)) = message.event else {
+                    continue;
+                };
+                delivered.lock().unwrap().push(parse(&r.value));
+                uncommitted.insert(r.partition, r.offset);
+                if uncommitted.len() >= 5 {
+                    let offsets = std::mem::take(&mut uncommitted);
+                    let _ = client
+                        .commit(CommitRequest {
+                            group: "soak-group".into(),
+                            stream: stream.clone(),
+                            offsets,
+                        })
+                        .await;
+                }
+            }
+        }));
+    }
+
+    let acknowledged = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
+    let attempts_failed = Arc::new(Mutex::new(0u64));
+    let mut publishers = Vec::new();
+    for publisher in 0..PUBLISHERS {
+        let (mut client, stream, stop) = (server.client().await, stream.clone(), stop.clone());
+        let (acknowledged, failed) = (acknowledged.clone(), attempts_failed.clone());
+        publishers.push(tokio::spawn(async move {
+            let mut next = 1u64;
+            while !stop.load(Ordering::Relaxed) {
+                let records: Vec<PublishRecord> = (next..next + 10)
+                    .map(|seq| PublishRecord {
+                        key: format!("p{publisher}-k{}", seq % 3),
+                        value: value(publisher, seq),
+                        sequence: seq,
+                        ..Default::default()
+                    })
+                    .collect();
+                let answer = client
+                    .publish(PublishRequest {
+                        stream: stream.clone(),
+                        records,
+                        producer_id: format!("soak-{publisher}"),
+                    })
+                    .await;
+                match answer {
+                    Ok(r) if r.get_ref().results.iter().all(|r| r.error.is_none()) => {
+                        acknowledged
+                            .lock()
+                            .unwrap()
+                            .extend((next..next + 10).map(|s| (publisher, s)));
+                        next += 10;
+                    }
+                    _ => {
+                        *failed.lock().unwrap() += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        }));
+    }
+
+    let started = Instant::now();
+    tokio::time::sleep(RUN / 2).await;
+    broker_script("stop");
+    broker_script("start");
+    tokio::time::sleep(RUN.saturating_sub(started.elapsed())).await;
+    stop.store(true, Ordering::Relaxed);
+    for p in publishers {
+        p.await.unwrap();
+    }
+    let acknowledged: HashSet<(u64, u64)> = acknowledged.lock().unwrap().iter().copied().collect();
+
+    // Stored exactly once, per-key order intact.
+    let mut stored: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut per_key: HashMap<String, Vec<u64>> = HashMap::new();
+    for partition in 0..PARTITIONS {
+        for r in read_all(&mut client, &stream, partition).await {
+            let id = parse(&r.value);
+            *stored.entry(id).or_default() += 1;
+            per_key.entry(r.key).or_default().push(id.1);
+        }
+    }
+    let lost = acknowledged
+        .iter()
+        .filter(|id| !stored.contains_key(id))
+        .count();
+    let duplicated = stored.values().filter(|n| **n > 1).count();
+    let out_of_order = per_key
+        .values()
+        .filter(|seqs| !seqs.windows(2).all(|w| w[0] < w[1]))
+        .count();
+
+    // The group received everything acknowledged (at least once).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let missed = loop {
+        let got: HashSet<(u64, u64)> = delivered.lock().unwrap().iter().copied().collect();
+        let missed = acknowledged.iter().filter(|id| !got.contains(id)).count();
+        if missed == 0 || Instant::now() > deadline {
+            break missed;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let deliveries = delivered.lock().unwrap().len();
+    for m in members {
+        m.abort();
+    }
+    println!(
+        "soak: {} s, {PUBLISHERS} publishers, {MEMBERS} group members, broker restarted once\n\
+         acknowledged {}, stored {}, lost {lost}, duplicated {duplicated}, keys out of order \
+         {out_of_order}, failed attempts (retried) {}, group deliveries {deliveries} \
+         (redelivered {}), not delivered {missed}",
+        RUN.as_secs(),
+        acknowledged.len(),
+        stored.len(),
+        *attempts_failed.lock().unwrap(),
+        deliveries.saturating_sub(stored.len()),
+    );
+    assert_eq!((lost, duplicated, out_of_order, missed), (0, 0, 0, 0));
+}
