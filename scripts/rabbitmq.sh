@@ -548,6 +548,16 @@ cmd_start_cluster() {
   say "logs: $ROOT$DATA/partlog{1,2,3}/log/"
 }
 
+# restart: stops and starts again what runs now, the cluster or the single node (for tests
+# that take the broker away and bring it back).
+cmd_restart() {
+  init_paths
+  local cluster=
+  root_ok && node_alive "${CLUSTER[0]}" && cluster=1
+  cmd_stop
+  if [[ -n $cluster ]]; then cmd_start_cluster; else cmd_start; fi
+}
+
 cmd_stop() {
   init_paths
   [[ -d $ROOT ]] || { say "nothing to stop (no partlog RabbitMQ installed in $ROOT)"; return 0; }
@@ -639,6 +649,7 @@ cmd_exec() {
 
 case ${1:-} in
   start) cmd_start ;;
+  restart) cmd_restart ;;
   start-cluster) cmd_start_cluster ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
