@@ -266,6 +266,14 @@ start_node() {
   local n=$1 out=$ROOT$DATA/$1/log/start.out
   write_node_files "$n"
   server_env "$n"
+  # Every stream client connection is a file descriptor: RabbitMQ wants far more than the usual
+  # soft limit of 1024 (its production guidance is 65536 and up). rabbitmq-server switches to
+  # the rabbitmq user through su, whose pam_limits applies the root's limits.d.
+  local nofile
+  nofile=$(ulimit -Hn)
+  [[ $nofile == unlimited ]] && nofile=65536
+  printf 'rabbitmq soft nofile %s\nrabbitmq hard nofile %s\n' "$nofile" "$nofile" \
+    >"$ROOT/etc/security/limits.d/partlog-rabbitmq.conf"
   if ! in_root "${SERVER_ENV[@]}" rabbitmq-server -detached >"$out" 2>&1; then
     fail_start "$n" "rabbitmq-server -detached failed for $n@localhost"
   fi

@@ -114,6 +114,8 @@ pub struct PartitionedLog {
     /// (stream, group, partition) → member active on this instance.
     active: std::sync::Mutex<HashMap<(String, String, u32), String>>,
     next_member: AtomicU64,
+    /// Set once by [`PartitionedLog::begin_shutdown`]; ends subscriptions.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 /// A batch queued on its partitions' producers; see
@@ -186,6 +188,7 @@ impl PartitionedLog {
             writers: Mutex::new(HashMap::new()),
             active: std::sync::Mutex::new(HashMap::new()),
             next_member: AtomicU64::new(1),
+            shutdown: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -652,6 +655,19 @@ impl PartitionedLog {
         let named: Vec<u32> = named.copied().collect();
         validate::partition_selection(&named, partitions.len(), stream)?;
         Ok(partitions)
+    }
+
+    /// Ends every subscription (their calls complete normally) so that a
+    /// graceful shutdown does not wait for subscribers to leave.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once shutdown began.
+    pub(crate) async fn shutting_down(&self) {
+        let mut shutdown = self.shutdown.subscribe();
+        // The sender lives as long as self, so waiting cannot fail.
+        let _ = shutdown.wait_for(|down| *down).await;
     }
 
     /// Closes every producer after its queued records were confirmed, then

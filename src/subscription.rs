@@ -15,8 +15,9 @@
 //! plus two chunks per partition.
 //!
 //! Lifetime: the subscription ends when the receiver is dropped (the client
-//! went away): every task notices, unsubscribes and closes its connection,
-//! and the broker hands its partitions to the group's next member.
+//! went away) or partlog shuts down: every task notices, unsubscribes and
+//! closes its connection, and the broker hands its partitions to the
+//! group's next member.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -193,7 +194,7 @@ impl PartitionTask {
                     self.set_active_member(false);
                     progress.reattaching = true;
                     tokio::select! {
-                        () = self.events.closed() => break Ok(()),
+                        () = self.ended() => break Ok(()),
                         () = tokio::time::sleep(delay) => {}
                     }
                     delay = (delay * 2).min(RECONNECT_MAX_DELAY);
@@ -262,7 +263,7 @@ impl PartitionTask {
         }
         loop {
             let event = tokio::select! {
-                () = self.events.closed() => return Ok(()),
+                () = self.ended() => return Ok(()),
                 event = reader.next_event(Instant::now() + IDLE_CHECK) => event?,
             };
             match event {
@@ -403,9 +404,20 @@ impl PartitionTask {
         }
     }
 
-    /// False when the subscriber is gone.
+    /// False when the subscriber is gone or partlog shuts down.
     async fn send(&self, event: SubscriptionEvent) -> bool {
-        self.events.send(Ok(event)).await.is_ok()
+        tokio::select! {
+            sent = self.events.send(Ok(event)) => sent.is_ok(),
+            () = self.log.shutting_down() => false,
+        }
+    }
+
+    /// Resolves when the subscriber left or partlog shuts down.
+    async fn ended(&self) {
+        tokio::select! {
+            () = self.events.closed() => {}
+            () = self.log.shutting_down() => {}
+        }
     }
 }
 

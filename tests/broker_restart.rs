@@ -10,16 +10,13 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{create_stream, unique_stream, Partlog};
+use common::{create_stream, unique_stream, IdempotentPublisher, Partlog};
 use partlog::proto::start_position::{First, Position};
 use partlog::proto::subscribe_response::Event;
-use partlog::proto::{
-    AssignmentState, PublishRecord, PublishRequest, StartPosition, SubscribeRequest,
-};
+use partlog::proto::{AssignmentState, StartPosition, SubscribeRequest};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 fn broker_script(command: &str) {
@@ -72,49 +69,10 @@ async fn partlog_recovers_from_a_broker_restart() {
         })
     };
 
-    // Publisher: batches with a producer id, each retried until answered.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acknowledged = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let publisher = {
-        let (mut client, stream, stop, acknowledged) = (
-            client.clone(),
-            stream.clone(),
-            stop.clone(),
-            acknowledged.clone(),
-        );
-        tokio::spawn(async move {
-            let mut next = 1u64;
-            let mut failures = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let records: Vec<PublishRecord> = (next..next + 20)
-                    .map(|seq| PublishRecord {
-                        key: format!("key-{}", seq % 7),
-                        value: seq.to_string().into_bytes(),
-                        sequence: seq,
-                        ..Default::default()
-                    })
-                    .collect();
-                let answer = client
-                    .publish(PublishRequest {
-                        stream: stream.clone(),
-                        records,
-                        producer_id: "restart-writer".into(),
-                    })
-                    .await;
-                match answer {
-                    Ok(r) if r.get_ref().results.iter().all(|r| r.error.is_none()) => {
-                        acknowledged.lock().unwrap().extend(next..next + 20);
-                        next += 20;
-                    }
-                    _ => {
-                        failures += 1;
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
-            }
-            failures
-        })
-    };
+    let publisher =
+        IdempotentPublisher::spawn(client.clone(), &stream, "restart-writer", 20, |seq| {
+            (format!("key-{}", seq % 7), seq.to_string().into_bytes())
+        });
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let restart = tokio::task::spawn_blocking(|| broker_script("restart"));
@@ -145,16 +103,15 @@ async fn partlog_recovers_from_a_broker_restart() {
         server.log()
     );
     // Keep publishing a little after the restart, then stop.
-    let before = acknowledged.lock().unwrap().len();
+    let before = publisher.acknowledged().len();
     for _ in 0..300 {
-        if acknowledged.lock().unwrap().len() > before + 100 {
+        if publisher.acknowledged().len() > before + 100 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let failures = publisher.await.unwrap();
-    let acknowledged: Vec<u64> = acknowledged.lock().unwrap().clone();
+    let acknowledged: Vec<u64> = publisher.acknowledged().iter().map(|(_, s)| *s).collect();
+    let failures = publisher.stop().await;
     assert!(
         acknowledged.len() > before,
         "publishing resumed:\n{}",

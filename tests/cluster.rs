@@ -8,13 +8,12 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{read_all, unique_stream, Partlog};
+use common::{read_all, unique_stream, IdempotentPublisher, Partlog};
 use partlog::proto::subscribe_response::Event;
-use partlog::proto::{CreateStreamRequest, PublishRecord, PublishRequest, SubscribeRequest};
+use partlog::proto::{CreateStreamRequest, SubscribeRequest};
 use partlog::routing::partition_for_key;
 
 /// The cluster node that serves a stream port.
@@ -106,48 +105,14 @@ async fn stopping_a_partition_leader_loses_no_acknowledged_record() {
         })
     };
 
-    // An idempotent publisher to the victim partition, retrying each batch.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acknowledged = Arc::new(Mutex::new(Vec::<(Instant, u64)>::new()));
-    let publisher = {
-        let (mut client, stream, stop, acknowledged) = (
-            client.clone(),
-            stream.clone(),
-            stop.clone(),
-            acknowledged.clone(),
-        );
-        tokio::spawn(async move {
-            let mut next = 1u64;
-            while !stop.load(Ordering::Relaxed) {
-                let records: Vec<PublishRecord> = (next..next + 10)
-                    .map(|seq| PublishRecord {
-                        key: keys[seq as usize % keys.len()].clone(),
-                        value: seq.to_string().into_bytes(),
-                        sequence: seq,
-                        ..Default::default()
-                    })
-                    .collect();
-                let answer = client
-                    .publish(PublishRequest {
-                        stream: stream.clone(),
-                        records,
-                        producer_id: "cluster-writer".into(),
-                    })
-                    .await;
-                match answer {
-                    Ok(r) if r.get_ref().results.iter().all(|r| r.error.is_none()) => {
-                        let now = Instant::now();
-                        acknowledged
-                            .lock()
-                            .unwrap()
-                            .extend((next..next + 10).map(|s| (now, s)));
-                        next += 10;
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        })
-    };
+    // An idempotent publisher to the victim partition.
+    let publisher =
+        IdempotentPublisher::spawn(client.clone(), &stream, "cluster-writer", 10, move |seq| {
+            (
+                keys[seq as usize % keys.len()].clone(),
+                seq.to_string().into_bytes(),
+            )
+        });
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     rabbitmqctl(leader, "stop_app");
@@ -156,9 +121,8 @@ async fn stopping_a_partition_leader_loses_no_acknowledged_record() {
     let _restart = Restart(leader);
     // Publishing to the partition must resume within 15 s.
     let resumed = loop {
-        let first_after = acknowledged
-            .lock()
-            .unwrap()
+        let first_after = publisher
+            .acknowledged()
             .iter()
             .map(|(t, _)| *t)
             .find(|t| *t > stopped_at);
@@ -177,15 +141,8 @@ async fn stopping_a_partition_leader_loses_no_acknowledged_record() {
         "publishing resumed only after {resumed:?}"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    publisher.await.unwrap();
-
-    let acknowledged: BTreeSet<u64> = acknowledged
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, s)| *s)
-        .collect();
+    let acknowledged: BTreeSet<u64> = publisher.acknowledged().iter().map(|(_, s)| *s).collect();
+    publisher.stop().await;
     let mut stored: HashMap<u64, usize> = HashMap::new();
     for r in read_all(&mut client, &stream, partition).await {
         *stored

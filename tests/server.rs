@@ -204,3 +204,33 @@ async fn a_corrupt_offset_store_fails_clearly() {
     assert!(!status.success());
     assert!(log.contains(data_dir), "names the directory: {log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_subscriptions_instead_of_waiting_for_them() {
+    let mut server = Partlog::start_with(&[("PARTLOG_SERVER_SHUTDOWN_TIMEOUT_MS", "20000")]).await;
+    let mut client = server.client().await;
+    let stream = unique_stream("shutsub");
+    create_stream(&mut client, &stream, 2).await;
+    let mut events = client
+        .subscribe(partlog::proto::SubscribeRequest {
+            stream: stream.clone(),
+            group: "g".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    // Both partitions are active for the only member.
+    for _ in 0..2 {
+        events.message().await.expect("assignment").expect("open");
+    }
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    let log = server.log();
+    assert!(log.contains("shutdown complete"), "{log}");
+    assert!(!log.contains("timed out"), "{log}");
+    assert!(
+        !matches!(events.message().await, Ok(Some(_))),
+        "the subscription ended"
+    );
+}

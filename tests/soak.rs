@@ -1,6 +1,6 @@
 //! Soak (`make soak`, not part of `make test`): 100 idempotent publishers
 //! and 10 members of one consumer group for 60 s on loopback, with a broker
-//! restart in the middle. Afterwards every acknowledged record is stored
+//! (application) restart in the middle. Afterwards every acknowledged record is stored
 //! exactly once, in per-key order, and reached the group; the counts are
 //! printed.
 
@@ -8,13 +8,12 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{create_stream, read_all, unique_stream, Partlog};
+use common::{create_stream, read_all, unique_stream, IdempotentPublisher, Partlog};
 use partlog::proto::subscribe_response::Event;
-use partlog::proto::{CommitRequest, PublishRecord, PublishRequest, SubscribeRequest};
+use partlog::proto::{CommitRequest, SubscribeRequest};
 
 const PUBLISHERS: u64 = 100;
 const MEMBERS: usize = 10;
@@ -47,7 +46,6 @@ async fn soak_with_a_broker_restart() {
     let mut client = server.client().await;
     let stream = unique_stream("soak");
     create_stream(&mut client, &stream, PARTITIONS).await;
-    let stop = Arc::new(AtomicBool::new(false));
 
     let delivered = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
     let mut members = Vec::new();
@@ -86,45 +84,15 @@ async fn soak_with_a_broker_restart() {
         }));
     }
 
-    let acknowledged = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
-    let attempts_failed = Arc::new(Mutex::new(0u64));
     let mut publishers = Vec::new();
     for publisher in 0..PUBLISHERS {
-        let (mut client, stream, stop) = (server.client().await, stream.clone(), stop.clone());
-        let (acknowledged, failed) = (acknowledged.clone(), attempts_failed.clone());
-        publishers.push(tokio::spawn(async move {
-            let mut next = 1u64;
-            while !stop.load(Ordering::Relaxed) {
-                let records: Vec<PublishRecord> = (next..next + 10)
-                    .map(|seq| PublishRecord {
-                        key: format!("p{publisher}-k{}", seq % 3),
-                        value: value(publisher, seq),
-                        sequence: seq,
-                        ..Default::default()
-                    })
-                    .collect();
-                let answer = client
-                    .publish(PublishRequest {
-                        stream: stream.clone(),
-                        records,
-                        producer_id: format!("soak-{publisher}"),
-                    })
-                    .await;
-                match answer {
-                    Ok(r) if r.get_ref().results.iter().all(|r| r.error.is_none()) => {
-                        acknowledged
-                            .lock()
-                            .unwrap()
-                            .extend((next..next + 10).map(|s| (publisher, s)));
-                        next += 10;
-                    }
-                    _ => {
-                        *failed.lock().unwrap() += 1;
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
-            }
-        }));
+        publishers.push(IdempotentPublisher::spawn(
+            server.client().await,
+            &stream,
+            &format!("soak-{publisher}"),
+            10,
+            move |seq| (format!("p{publisher}-k{}", seq % 3), value(publisher, seq)),
+        ));
     }
 
     let started = Instant::now();
@@ -133,11 +101,12 @@ async fn soak_with_a_broker_restart() {
         .await
         .unwrap();
     tokio::time::sleep(RUN.saturating_sub(started.elapsed())).await;
-    stop.store(true, Ordering::Relaxed);
-    for p in publishers {
-        p.await.unwrap();
+    let mut acknowledged = HashSet::new();
+    let mut failed_attempts = 0;
+    for (publisher, p) in (0..).zip(publishers) {
+        acknowledged.extend(p.acknowledged().iter().map(|(_, s)| (publisher, *s)));
+        failed_attempts += p.stop().await;
     }
-    let acknowledged: HashSet<(u64, u64)> = acknowledged.lock().unwrap().iter().copied().collect();
 
     // Stored exactly once, per-key order intact.
     let mut stored: HashMap<(u64, u64), usize> = HashMap::new();
@@ -181,7 +150,7 @@ async fn soak_with_a_broker_restart() {
         RUN.as_secs(),
         acknowledged.len(),
         stored.len(),
-        *attempts_failed.lock().unwrap(),
+        failed_attempts,
         deliveries.saturating_sub(stored.len()),
     );
     assert_eq!((lost, duplicated, out_of_order, missed), (0, 0, 0, 0));

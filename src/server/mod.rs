@@ -367,6 +367,7 @@ pub async fn run(
         () = shutdown => tracing::info!("shutting down: no new calls, finishing in-flight ones"),
     }
     let _ = stop_tx.send(());
+    log.begin_shutdown();
     let timeout = config.shutdown_timeout();
     let drained = tokio::time::timeout(timeout, async {
         let served = server.await;

@@ -308,3 +308,83 @@ pub async fn native_environment() -> Environment {
         .await
         .expect("native client connects to the broker")
 }
+
+/// A client writing batches with a producer id and sequences 1, 2, ...,
+/// retrying each batch until every record of it is acknowledged, until
+/// stopped: the idempotent publisher the failure tests run against partlog.
+pub struct IdempotentPublisher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acknowledged: std::sync::Arc<std::sync::Mutex<Vec<(Instant, u64)>>>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl IdempotentPublisher {
+    /// `record(sequence)` gives each record's key and value.
+    pub fn spawn(
+        mut client: PartLogClient<Channel>,
+        stream: &str,
+        producer_id: &str,
+        batch: u64,
+        record: impl Fn(u64) -> (String, Vec<u8>) + Send + 'static,
+    ) -> IdempotentPublisher {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stream, producer_id) = (stream.to_owned(), producer_id.to_owned());
+        let task = tokio::spawn({
+            let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
+            async move {
+                let (mut next, mut failed_attempts) = (1u64, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    let records = (next..next + batch)
+                        .map(|sequence| {
+                            let (key, value) = record(sequence);
+                            PublishRecord {
+                                key,
+                                value,
+                                sequence,
+                                ..Default::default()
+                            }
+                        })
+                        .collect();
+                    let request = proto::PublishRequest {
+                        stream: stream.clone(),
+                        records,
+                        producer_id: producer_id.clone(),
+                    };
+                    match client.publish(request).await {
+                        Ok(r) if r.get_ref().results.iter().all(|r| r.error.is_none()) => {
+                            let now = Instant::now();
+                            acknowledged
+                                .lock()
+                                .unwrap()
+                                .extend((next..next + batch).map(|s| (now, s)));
+                            next += batch;
+                        }
+                        _ => {
+                            failed_attempts += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                failed_attempts
+            }
+        });
+        IdempotentPublisher {
+            stop,
+            acknowledged,
+            task,
+        }
+    }
+
+    /// Acknowledged sequences with the time each was acknowledged.
+    pub fn acknowledged(&self) -> Vec<(Instant, u64)> {
+        self.acknowledged.lock().unwrap().clone()
+    }
+
+    /// Stops after the batch in flight; returns the failed attempts.
+    pub async fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("publisher task")
+    }
+}
