@@ -75,9 +75,12 @@ pub struct BrokerConfig {
     /// Stream protocol heartbeat; a dead connection is noticed after about
     /// twice this.
     pub heartbeat_secs: u32,
-    /// How long a broker operation (connect, create, metadata, confirm) may
-    /// take before it fails with UNAVAILABLE.
+    /// How long a broker operation (connect, create, metadata) may take
+    /// before it fails with UNAVAILABLE.
     pub request_timeout_ms: u64,
+    /// How long published records may wait for the broker's confirms before
+    /// they fail with UNAVAILABLE (stored or not: retry idempotently).
+    pub confirm_timeout_ms: u64,
 }
 
 /// Request limits; a request over a limit fails before anything is written.
@@ -120,6 +123,7 @@ impl Default for BrokerConfig {
             max_frame_bytes: 4 * 1024 * 1024,
             heartbeat_secs: 60,
             request_timeout_ms: 10_000,
+            confirm_timeout_ms: 30_000,
         }
     }
 }
@@ -183,6 +187,7 @@ impl Config {
             ("limits.max_batch_bytes", l.max_batch_bytes),
             ("limits.max_read_records", u64::from(l.max_read_records)),
             ("broker.request_timeout_ms", b.request_timeout_ms),
+            ("broker.confirm_timeout_ms", b.confirm_timeout_ms),
             ("limits.default_window", u64::from(l.default_window)),
             ("limits.max_window", u64::from(l.max_window)),
         ];

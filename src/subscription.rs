@@ -159,9 +159,9 @@ pub(crate) fn start(
     Subscription { events: receiver }
 }
 
-/// How long a task waits for the broker before it looks again whether the
-/// subscriber is still there.
-const IDLE_CHECK: Duration = Duration::from_secs(3600);
+/// How long a task waits for the broker before it looks again whether its
+/// connection is still open.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
 
 /// Reconnection backoff after a broken broker connection: doubling from
 /// the first delay up to the cap, for as long as the subscriber stays.
@@ -267,6 +267,9 @@ impl PartitionTask {
                 event = reader.next_event(Instant::now() + IDLE_CHECK) => event?,
             };
             match event {
+                None if reader.is_closed() => {
+                    return Err(Error::Unavailable("the reading connection closed".into()))
+                }
                 None => continue,
                 Some(ReaderEvent::Chunk(chunk)) => {
                     if !active {

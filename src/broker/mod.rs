@@ -119,6 +119,11 @@ impl Broker {
         self.timeout
     }
 
+    /// How long published records may wait for their confirms.
+    pub fn confirm_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.confirm_timeout_ms)
+    }
+
     /// True when the administrative connection is open or can be reopened.
     pub async fn is_reachable(&self) -> bool {
         self.admin().await.is_ok()

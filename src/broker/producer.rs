@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rabbitmq_stream_client::types::{Message, MessageResult, ResponseCode, ResponseKind};
 use rabbitmq_stream_client::Client;
@@ -60,17 +61,31 @@ pub struct Submitted {
     outcome: Option<oneshot::Receiver<BatchOutcome>>,
     count: usize,
     stream: String,
+    /// The producer's: a broker that stops confirming retires it.
+    closed: Arc<AtomicBool>,
+    confirm_timeout: Duration,
 }
 
 impl Submitted {
+    /// Each record's outcome. Records the broker has not answered for
+    /// within the confirm timeout fail with UNAVAILABLE — they may or may
+    /// not be stored — and the producer is retired, since a connection that
+    /// stopped confirming may be dead without having said so.
     pub async fn outcome(self) -> BatchOutcome {
         let answered = match self.outcome {
-            Some(outcome) => outcome.await.ok(),
-            None => None,
+            Some(outcome) => match tokio::time::timeout(self.confirm_timeout, outcome).await {
+                Ok(answer) => answer.map_err(|_| "the connection closed"),
+                Err(_) => {
+                    self.closed.store(true, Ordering::Release);
+                    Err("no confirm came within broker.confirm_timeout_ms")
+                }
+            },
+            None => Err("the connection closed"),
         };
-        answered.unwrap_or_else(|| {
+        answered.unwrap_or_else(|why| {
             let lost = Error::Unavailable(format!(
-                "the connection publishing to {:?} closed before the broker confirmed",
+                "publishing to {:?} failed: {why}; the records may or may not be stored, \
+                 retry them (with a producer id and the same sequences to store them once)",
                 self.stream
             ));
             vec![Err(lost); self.count]
@@ -99,6 +114,7 @@ pub struct PartitionProducer {
     closed: Arc<AtomicBool>,
     client: Client,
     writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    confirm_timeout: Duration,
 }
 
 impl PartitionProducer {
@@ -177,11 +193,14 @@ impl PartitionProducer {
             closed,
             client,
             writer: tokio::sync::Mutex::new(Some(writer)),
+            confirm_timeout: broker.confirm_timeout(),
         })
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.sender().is_none_or(|q| q.is_closed())
+        self.closed.load(Ordering::Acquire)
+            || self.client.is_closed()
+            || self.sender().is_none_or(|q| q.is_closed())
     }
 
     fn sender(&self) -> Option<mpsc::Sender<Append>> {
@@ -203,6 +222,8 @@ impl PartitionProducer {
             outcome: queued.then_some(outcome),
             count,
             stream: self.stream.clone(),
+            closed: self.closed.clone(),
+            confirm_timeout: self.confirm_timeout,
         }
     }
     /// Stops taking batches, waits for the writer to hand every queued

@@ -256,6 +256,12 @@ impl ChunkReader {
         });
     }
 
+    /// True once the client library closed the connection, which it may
+    /// do (after missed heartbeats) without telling the handler.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
     /// Unsubscribes and closes the connection in the background: the caller
     /// has what it needs and should not wait for the broker's goodbye.
     pub fn close(self) {
