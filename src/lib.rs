@@ -20,8 +20,9 @@
 //! - [`offsets`]: the sled store of consumer groups' committed offsets.
 //! - [`subscription`]: tailing partitions, alone or as a single active
 //!   consumer of a group.
-//! - [`log`]: [`log::PartitionedLog`], the core operations (streams,
-//!   publish, read, subscribe, commit, offsets) on top of the adapter.
+//! - [`log`]: [`log::PartitionedLog`], the core operations on top of the
+//!   adapter — streams and reads, the write path (`log::publish`), consumer
+//!   groups (`log::groups`).
 //! - [`server`]: the gRPC services (partlog, health, reflection), the
 //!   error → status mapping and graceful shutdown.
 //! - [`proto`]: generated protobuf types.

@@ -75,13 +75,16 @@ async fn soak_with_a_broker_restart() {
                 processed += 1;
                 if processed % 50 == 0 {
                     let offsets = std::mem::take(&mut uncommitted);
-                    let _ = client
+                    let committed = client
                         .commit(CommitRequest {
                             group: "soak-group".into(),
                             stream: stream.clone(),
                             offsets,
                         })
                         .await;
+                    if let Err(e) = committed {
+                        eprintln!("soak: a member's commit failed: {e}");
+                    }
                 }
             }
         }));
@@ -156,5 +159,18 @@ async fn soak_with_a_broker_restart() {
         failed_attempts,
         deliveries.saturating_sub(stored.len()),
     );
+    if missed > 0 {
+        let log = server.log();
+        let mut warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .filter(|l| !l.contains("Heartbeat task stopped") && !l.contains("Stream closed"))
+            .collect();
+        warnings.dedup();
+        eprintln!(
+            "partlog's warnings:\n{}",
+            warnings[warnings.len().saturating_sub(40)..].join("\n")
+        );
+    }
     assert_eq!((lost, duplicated, out_of_order, missed), (0, 0, 0, 0));
 }

@@ -1,7 +1,7 @@
 //! Appending to one partition stream with pipelined confirms.
 //!
 //! A [`PartitionProducer`] owns a connection to the partition's leader and a
-//! writer task. Callers hand it batches with [`PartitionProducer::append`];
+//! writer task. Callers hand it batches with [`PartitionProducer::submit`];
 //! the writer task takes every batch queued so far, numbers the records with
 //! consecutive publishing ids, packs them into frames no larger than the
 //! broker's frame size and sends them without waiting for earlier confirms.
