@@ -197,8 +197,15 @@ impl OffsetStore {
         self.flush().await
     }
 
+    /// Writes everything to disk (fsync). sled's blocking flush runs on
+    /// the blocking pool: sled 0.34's `flush_async` deadlocks when called
+    /// concurrently (sled issue #1308), which stalled commits in the soak.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await.map_err(storage)?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| Error::Internal(format!("offset store flush task failed: {e}")))?
+            .map_err(storage)?;
         Ok(())
     }
 }
