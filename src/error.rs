@@ -23,8 +23,6 @@ pub enum Error {
     Unavailable(String),
     /// A bug or an unexpected broker answer.
     Internal(String),
-    /// The operation belongs to a later version of partlog.
-    Unimplemented(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -38,8 +36,7 @@ impl Error {
             | Error::FailedPrecondition(m)
             | Error::ResourceExhausted(m)
             | Error::Unavailable(m)
-            | Error::Internal(m)
-            | Error::Unimplemented(m) => m,
+            | Error::Internal(m) => m,
         }
     }
 }

@@ -187,6 +187,10 @@ impl PartitionTask {
         let result = loop {
             match self.read(&mut progress).await {
                 Err(Error::Unavailable(why)) if !self.events.is_closed() => {
+                    if !progress.reattaching {
+                        // Attached since the last failure: back off anew.
+                        delay = RECONNECT_FIRST_DELAY;
+                    }
                     tracing::warn!(
                         stream = %self.stream, partition = self.partition, %why,
                         "subscription lost its broker connection; reconnecting in {delay:?}"
@@ -205,7 +209,10 @@ impl PartitionTask {
         self.set_active_member(false);
         if let Err(e) = result {
             // The subscriber may be gone already; then nobody listens.
-            let _ = self.events.send(Err(e)).await;
+            tokio::select! {
+                _ = self.events.send(Err(e)) => {}
+                () = self.ended() => {}
+            }
         }
     }
 

@@ -27,7 +27,6 @@ pub fn code(error: &Error) -> Code {
         Error::ResourceExhausted(_) => Code::ResourceExhausted,
         Error::Unavailable(_) => Code::Unavailable,
         Error::Internal(_) => Code::Internal,
-        Error::Unimplemented(_) => Code::Unimplemented,
     }
 }
 
@@ -224,7 +223,6 @@ mod tests {
             Error::ResourceExhausted(String::new()),
             Error::Unavailable(String::new()),
             Error::Internal(String::new()),
-            Error::Unimplemented(String::new()),
         ];
         let mut codes: Vec<i32> = kinds.iter().map(|e| code(e) as i32).collect();
         codes.sort();

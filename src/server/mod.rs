@@ -11,6 +11,7 @@
 pub mod convert;
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +33,6 @@ use crate::proto;
 use crate::proto::part_log_server::{PartLog, PartLogServer};
 use crate::subscription::Fallback;
 use convert::status;
-use std::path::Path;
 
 /// How often the broker's reachability is re-checked for health.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
