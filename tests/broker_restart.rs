@@ -9,24 +9,14 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{create_stream, unique_stream, IdempotentPublisher, Partlog};
+use common::{broker_script, create_stream, unique_stream, IdempotentPublisher, Partlog};
 use partlog::proto::start_position::{First, Position};
 use partlog::proto::subscribe_response::Event;
 use partlog::proto::{AssignmentState, StartPosition, SubscribeRequest};
 use tonic_health::pb::health_check_response::ServingStatus;
-
-fn broker_script(command: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq.sh");
-    let status = Command::new(script)
-        .arg(command)
-        .status()
-        .expect("run the broker script");
-    assert!(status.success(), "scripts/rabbitmq.sh {command} failed");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partlog_recovers_from_a_broker_restart() {
@@ -75,7 +65,7 @@ async fn partlog_recovers_from_a_broker_restart() {
         });
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let restart = tokio::task::spawn_blocking(|| broker_script("restart"));
+    let restart = tokio::task::spawn_blocking(|| broker_script(&["restart"], None));
     let mut saw_not_serving = false;
     for _ in 0..600 {
         if server.health("").await == Some(ServingStatus::NotServing) {

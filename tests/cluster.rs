@@ -7,11 +7,10 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{read_all, unique_stream, IdempotentPublisher, Partlog};
+use common::{broker_script, read_all, unique_stream, IdempotentPublisher, Partlog};
 use partlog::proto::subscribe_response::Event;
 use partlog::proto::{CreateStreamRequest, SubscribeRequest};
 use partlog::routing::partition_for_key;
@@ -27,13 +26,7 @@ fn node_of(address: &str) -> &'static str {
 }
 
 fn rabbitmqctl(node: &str, command: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq.sh");
-    let status = Command::new(script)
-        .args(["exec", "rabbitmqctl", command])
-        .env("PARTLOG_NODE", node)
-        .status()
-        .expect("run the broker script");
-    assert!(status.success(), "rabbitmqctl {command} on {node} failed");
+    broker_script(&["exec", "rabbitmqctl", command], Some(node));
 }
 
 /// Starts the node's broker again even when the test fails.

@@ -7,12 +7,11 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{create_stream, read_all, unique_stream, IdempotentPublisher, Partlog};
+use common::{broker_script, create_stream, read_all, unique_stream, IdempotentPublisher, Partlog};
 use partlog::proto::subscribe_response::Event;
 use partlog::proto::{CommitRequest, SubscribeRequest};
 
@@ -20,15 +19,6 @@ const PUBLISHERS: u64 = 100;
 const MEMBERS: usize = 10;
 const PARTITIONS: u32 = 10;
 const RUN: Duration = Duration::from_secs(60);
-
-fn broker_script(command: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq.sh");
-    let status = Command::new(script)
-        .arg(command)
-        .status()
-        .expect("run the broker script");
-    assert!(status.success(), "scripts/rabbitmq.sh {command} failed");
-}
 
 /// A record's identity in its value: publisher and sequence.
 fn value(publisher: u64, seq: u64) -> Vec<u8> {
@@ -106,7 +96,7 @@ async fn soak_with_a_broker_restart() {
 
     let started = Instant::now();
     tokio::time::sleep(RUN / 2).await;
-    tokio::task::spawn_blocking(|| broker_script("restart"))
+    tokio::task::spawn_blocking(|| broker_script(&["restart"], None))
         .await
         .unwrap();
     tokio::time::sleep(RUN.saturating_sub(started.elapsed())).await;

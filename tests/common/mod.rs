@@ -388,3 +388,16 @@ impl IdempotentPublisher {
         self.task.await.expect("publisher task")
     }
 }
+
+/// Runs `scripts/rabbitmq.sh ARGS` (with `PARTLOG_NODE` = `node` when
+/// given) and asserts it succeeded: how failure tests take the broker away.
+pub fn broker_script(args: &[&str], node: Option<&str>) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq.sh");
+    let mut command = Command::new(script);
+    command.args(args);
+    if let Some(node) = node {
+        command.env("PARTLOG_NODE", node);
+    }
+    let status = command.status().expect("run the broker script");
+    assert!(status.success(), "scripts/rabbitmq.sh {args:?} failed");
+}
