@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rabbitmq_stream_client::types::{Message, MessageResult, ResponseCode, ResponseKind};
 use rabbitmq_stream_client::Client;
@@ -115,6 +115,7 @@ pub struct PartitionProducer {
     client: Client,
     writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     confirm_timeout: Duration,
+    last_used: Mutex<Instant>,
 }
 
 impl PartitionProducer {
@@ -194,7 +195,16 @@ impl PartitionProducer {
             client,
             writer: tokio::sync::Mutex::new(Some(writer)),
             confirm_timeout: broker.confirm_timeout(),
+            last_used: Mutex::new(Instant::now()),
         })
+    }
+
+    /// Time since the last batch was submitted (or since opening).
+    pub fn idle_for(&self) -> Duration {
+        self.last_used
+            .lock()
+            .expect("last use lock poisoned")
+            .elapsed()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -212,6 +222,7 @@ impl PartitionProducer {
     /// Submitting in order and awaiting the answers later is what lets a
     /// caller pipeline batches without reordering them.
     pub async fn submit(&self, records: Vec<NewRecord>) -> Submitted {
+        *self.last_used.lock().expect("last use lock poisoned") = Instant::now();
         let count = records.len();
         let (done, outcome) = oneshot::channel();
         let queued = match self.sender() {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::join_all;
 use tokio::sync::Mutex;
@@ -21,6 +22,10 @@ pub struct Appended {
     pub sequence: Option<u64>,
     pub result: Result<Stored>,
 }
+
+/// A named (producer id) producer unused this long is closed when the next
+/// one opens.
+const NAMED_PRODUCER_IDLE: Duration = Duration::from_secs(300);
 
 /// A batch queued on its partitions' producers; see
 /// [`PartitionedLog::submit`].
@@ -195,6 +200,17 @@ impl StreamWriter {
         let key = (producer_id.to_owned(), partition);
         if let Some(producer) = named.get(&key).filter(|p| !p.is_closed()) {
             return Ok(producer.clone());
+        }
+        // Each named producer holds a broker connection: before adding one,
+        // retire those idle for long (a later call with their id opens a
+        // new one, which learns the stored sequence from the broker).
+        let idle: Vec<_> = named
+            .iter()
+            .filter(|(_, p)| p.is_closed() || p.idle_for() > NAMED_PRODUCER_IDLE)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for retired in idle.into_iter().filter_map(|k| named.remove(&k)) {
+            tokio::spawn(async move { retired.close().await });
         }
         let producer = Arc::new(self.open(log, partition, Some(producer_id)).await?);
         named.insert(key, producer.clone());
