@@ -46,7 +46,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 partlog \
     && useradd --system --uid 10001 --gid partlog --no-create-home \
-        --home-dir /nonexistent --shell /usr/sbin/nologin partlog
+        --home-dir /nonexistent --shell /usr/sbin/nologin partlog \
+    && install -d -o partlog -g partlog /var/lib/partlog
 
 COPY --from=builder /out/partlog /usr/local/bin/partlog
 COPY config/partlog.toml /etc/partlog/partlog.toml
@@ -54,6 +55,9 @@ COPY config/partlog.toml /etc/partlog/partlog.toml
 # The file's default listen address is 127.0.0.1, unreachable from outside the
 # container; listen on all interfaces instead.
 ENV PARTLOG_SERVER_LISTEN=0.0.0.0:50051
+# The offset store (sled) of consumer groups; keep it on a volume.
+ENV PARTLOG_OFFSETS_DATA_DIR=/var/lib/partlog/offsets
+VOLUME /var/lib/partlog
 
 USER 10001:10001
 EXPOSE 50051
