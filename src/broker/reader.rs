@@ -284,39 +284,19 @@ pub struct Bounds {
     pub last_timestamp_ms: i64,
 }
 
-/// The last record chunk of a partition, read by a reader positioned at
-/// `Last`; `None` when the partition holds no records.
+/// A reader positioned at `Last` and the last record chunk it delivered;
+/// `None` when the partition holds no records. The reader goes on to
+/// deliver new chunks.
 ///
 /// The broker's statistics cannot answer this: offset tracking (stored
 /// consumer offsets) writes chunks of its own into the stream, which take
 /// offsets but are never delivered, so the last chunk id may name one of
 /// them. A subscription at `Last` attaches to the last chunk of records.
-async fn last_chunk(
-    broker: &Broker,
-    reader: &mut ChunkReader,
-    stream: &str,
-) -> Result<Option<Chunk>> {
-    let stats = broker.stream_stats(stream).await?;
-    if stats.committed_chunk_id.is_none() {
-        return Ok(None);
-    }
-    let chunk = reader.next_chunk(Instant::now() + broker.timeout()).await?;
-    if chunk.is_none() {
-        // Chunks but no records: only offset tracking was written.
-        tracing::debug!(
-            stream,
-            "no record chunk arrived; the stream holds only offset tracking"
-        );
-    }
-    Ok(chunk)
-}
-
-/// The bounds of a partition stream, `None` while it holds no records.
-pub async fn partition_bounds(
+async fn at_last_chunk(
     broker: &Broker,
     stream: &str,
     leader: &Node,
-) -> Result<Option<Bounds>> {
+) -> Result<(ChunkReader, Option<Chunk>)> {
     let mut reader = ChunkReader::open(
         broker,
         stream,
@@ -325,9 +305,44 @@ pub async fn partition_bounds(
         HashMap::new(),
     )
     .await?;
-    let last = last_chunk(broker, &mut reader, stream).await;
+    let last = async {
+        if broker
+            .stream_stats(stream)
+            .await?
+            .committed_chunk_id
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let chunk = reader.next_chunk(Instant::now() + broker.timeout()).await?;
+        if chunk.is_none() {
+            // Chunks but no records: only offset tracking was written.
+            tracing::debug!(
+                stream,
+                "no record chunk arrived; the stream holds only offset tracking"
+            );
+        }
+        Ok(chunk)
+    }
+    .await;
+    match last {
+        Ok(last) => Ok((reader, last)),
+        Err(e) => {
+            reader.close();
+            Err(e)
+        }
+    }
+}
+
+/// The bounds of a partition stream, `None` while it holds no records.
+pub async fn partition_bounds(
+    broker: &Broker,
+    stream: &str,
+    leader: &Node,
+) -> Result<Option<Bounds>> {
+    let (reader, last) = at_last_chunk(broker, stream, leader).await?;
     reader.close();
-    let Some(last) = last? else {
+    let Some(last) = last else {
         return Ok(None);
     };
     let first = broker
@@ -383,28 +398,22 @@ pub async fn read_range(
     leader: &Node,
     range: ReadRange,
 ) -> Result<Vec<StoredRecord>> {
-    let mut reader = ChunkReader::open(
-        broker,
-        stream,
-        leader,
-        OffsetSpecification::Last,
-        HashMap::new(),
-    )
-    .await?;
-    let result = read_with(broker, &mut reader, stream, range).await;
+    let (mut reader, last) = at_last_chunk(broker, stream, leader).await?;
+    let result = read_with(broker, &mut reader, last, range).await;
     reader.close();
     result
 }
 
+/// Reads `range` with a reader at `Last` that delivered `last`.
 async fn read_with(
     broker: &Broker,
     reader: &mut ChunkReader,
-    stream: &str,
+    last: Option<Chunk>,
     range: ReadRange,
 ) -> Result<Vec<StoredRecord>> {
     let mut pending = None;
     let mut tail = None;
-    if let Some(last) = last_chunk(broker, reader, stream).await? {
+    if let Some(last) = last {
         tail = Some(last.last_offset());
         if range.from < last.first_offset {
             reader
