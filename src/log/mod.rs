@@ -72,6 +72,9 @@ pub struct ReadRequest {
 /// Default number of records a Read returns when the request names none.
 pub const DEFAULT_READ_RECORDS: u32 = 100;
 
+/// How often CreateStream looks whether the new partitions run.
+const MEMBER_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Identity of the process in member names, e.g. `127.0.0.1:50051`.
 pub type InstanceName = String;
 
@@ -139,7 +142,34 @@ impl PartitionedLog {
         self.broker
             .create_super_stream(stream, partitions, settings)
             .await?;
-        self.describe_stream(stream).await
+        self.await_members(stream, settings.replicas).await
+    }
+
+    /// The new stream's description once every partition has a leader and
+    /// the `replicas` asked for (the broker starts them asynchronously after
+    /// answering the create), or as it is when the request timeout is up.
+    async fn await_members(
+        &self,
+        stream: &str,
+        replicas: Option<u32>,
+    ) -> Result<StreamDescription> {
+        let followers = replicas.map_or(0, |n| n as usize - 1);
+        let deadline = tokio::time::Instant::now() + self.broker.timeout();
+        loop {
+            let described = self.describe_stream(stream).await;
+            let running = matches!(&described, Ok(d)
+                if d.partitions.iter().all(|p| p.replicas.len() >= followers));
+            if running || tokio::time::Instant::now() >= deadline {
+                return described.map_err(|e| match e {
+                    Error::Unavailable(why) => Error::Unavailable(format!(
+                        "stream {stream:?} was created but its partitions do not run yet \
+                         ({why}); DescribeStream shows when they do"
+                    )),
+                    other => other,
+                });
+            }
+            tokio::time::sleep(MEMBER_POLL_INTERVAL).await;
+        }
     }
 
     pub async fn delete_stream(&self, stream: &str) -> Result<()> {
