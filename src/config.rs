@@ -66,6 +66,10 @@ pub struct BrokerConfig {
     pub host: String,
     /// Stream protocol port of that node.
     pub port: u16,
+    /// More nodes of the same cluster, "host:port", to administer through
+    /// when `host:port` does not answer (in this order). Nodes the
+    /// cluster's metadata names are added as partlog learns them.
+    pub other_nodes: Vec<String>,
     pub user: String,
     pub password: String,
     pub vhost: String,
@@ -81,6 +85,34 @@ pub struct BrokerConfig {
     /// How long published records may wait for the broker's confirms before
     /// they fail with UNAVAILABLE (stored or not: retry idempotently).
     pub confirm_timeout_ms: u64,
+}
+
+impl BrokerConfig {
+    /// Every configured node as (host, port): `host:port` first, then
+    /// `other_nodes` (entries that do not parse are left out; validation
+    /// rejects them).
+    pub fn nodes(&self) -> Vec<(String, u16)> {
+        std::iter::once((self.host.clone(), self.port))
+            .chain(self.other_nodes.iter().filter_map(|n| parse_node(n).ok()))
+            .collect()
+    }
+}
+
+/// "host:port" → (host, port).
+fn parse_node(node: &str) -> Result<(String, u16), String> {
+    let (host, port) = node
+        .rsplit_once(':')
+        .ok_or("is not host:port (e.g. rabbit-2:5552)")?;
+    if host.is_empty() {
+        return Err("has no host (expected host:port, e.g. rabbit-2:5552)".into());
+    }
+    let port = port
+        .parse()
+        .map_err(|_| format!("has no valid port ({port:?}; expected 1-65535)"))?;
+    if port == 0 {
+        return Err("has port 0 (expected 1-65535)".into());
+    }
+    Ok((host.to_owned(), port))
 }
 
 /// Request limits; a request over a limit fails before anything is written.
@@ -117,6 +149,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             host: "localhost".into(),
             port: 5552,
+            other_nodes: Vec::new(),
             user: "guest".into(),
             password: "guest".into(),
             vhost: "/".into(),
@@ -198,6 +231,10 @@ impl Config {
         }
         if b.host.is_empty() {
             return Err(ConfigError("broker.host must not be empty".into()));
+        }
+        for node in &b.other_nodes {
+            parse_node(node)
+                .map_err(|why| ConfigError(format!("broker.other_nodes: {node:?} {why}")))?;
         }
         if l.max_value_bytes + FRAME_OVERHEAD_BYTES > u64::from(b.max_frame_bytes) {
             return Err(ConfigError(format!(
@@ -321,6 +358,14 @@ fn parse_like(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
             .parse::<bool>()
             .map(toml::Value::Boolean)
             .map_err(|e| format!("expected true or false: {e}")),
+        // Lists come as comma-separated values.
+        toml::Value::Array(_) => Ok(toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| toml::Value::String(item.to_owned()))
+                .collect(),
+        )),
         _ => Ok(toml::Value::String(raw.to_owned())),
     }
 }
@@ -408,6 +453,41 @@ mod tests {
             err.to_string().contains("limits.max_batch_records"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn other_nodes_come_from_a_list_or_a_comma_separated_variable() {
+        let f = file("[broker]\nother_nodes = [\"rabbit-2:5552\", \"10.0.0.3:5553\"]\n");
+        let config = Config::load(Some(f.path()), &env(&[])).unwrap();
+        assert_eq!(
+            config.broker.nodes(),
+            [
+                ("localhost".to_owned(), 5552),
+                ("rabbit-2".to_owned(), 5552),
+                ("10.0.0.3".to_owned(), 5553)
+            ]
+        );
+
+        let config = Config::load(
+            Some(f.path()),
+            &env(&[("PARTLOG_BROKER_OTHER_NODES", " b:1 ,c:2,")]),
+        )
+        .unwrap();
+        assert_eq!(config.broker.other_nodes, ["b:1", "c:2"]);
+
+        for bad in [
+            "rabbit-2",
+            ":5552",
+            "rabbit-2:",
+            "rabbit-2:0",
+            "rabbit-2:99999",
+        ] {
+            let err = Config::load(None, &env(&[("PARTLOG_BROKER_OTHER_NODES", bad)])).unwrap_err();
+            assert!(
+                err.to_string().contains("broker.other_nodes"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Cluster behaviour on the three-node local cluster
 //! (`scripts/rabbitmq.sh start-cluster`, run by `make test-cluster`):
 //! partitions with three replicas; stopping the node that leads a
-//! partition lets publishing to it resume within 15 s without losing an
-//! acknowledged record, and a group's single active consumer carries on.
+//! partition — and that partlog administers through — lets publishing to it
+//! resume within 15 s without losing an acknowledged record, and a group's
+//! single active consumer carries on.
 
 mod common;
 
@@ -14,6 +15,9 @@ use common::{broker_script, read_all, unique_stream, IdempotentPublisher, Partlo
 use partlog::proto::subscribe_response::Event;
 use partlog::proto::{CreateStreamRequest, SubscribeRequest};
 use partlog::routing::partition_for_key;
+
+/// Stream ports of the cluster's nodes.
+const NODE_PORTS: [&str; 3] = ["5552", "5553", "5554"];
 
 /// The cluster node that serves a stream port.
 fn node_of(address: &str) -> &'static str {
@@ -38,12 +42,33 @@ impl Drop for Restart {
     }
 }
 
+/// The two tests stop cluster nodes; they must not overlap.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// partlog is told about every node: it fails over to another one at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopping_a_partition_leader_loses_no_acknowledged_record() {
-    let server = Partlog::start().await;
-    let mut client = server.client().await;
+async fn leader_stop_with_other_nodes_configured() {
+    leader_stop_loses_no_acknowledged_record(true).await;
+}
+
+/// partlog is told only about the node that will stop; it learned the
+/// others from the partitions' metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_stop_with_nodes_learned_from_metadata() {
+    leader_stop_loses_no_acknowledged_record(false).await;
+}
+
+/// Stops the node that leads a partition *and* is the node partlog
+/// administers through (whatever node the broker chose as leader), while
+/// an idempotent publisher writes to that partition and a group member
+/// reads everything.
+async fn leader_stop_loses_no_acknowledged_record(configure_other_nodes: bool) {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let stream = unique_stream("cluster");
-    let description = client
+    let description = Partlog::start()
+        .await
+        .client()
+        .await
         .create_stream(CreateStreamRequest {
             stream: stream.clone(),
             partitions: 3,
@@ -58,13 +83,20 @@ async fn stopping_a_partition_leader_loses_no_acknowledged_record() {
     for p in &description.partitions {
         assert_eq!(p.replicas.len(), 2, "leader plus two replicas: {p:?}");
     }
-    // A partition led by a node other than the one partlog administers
-    // through (broker.port 5552).
-    let victim = description
-        .partitions
+    let victim = &description.partitions[0];
+    let (_, victim_port) = victim.leader.rsplit_once(':').unwrap();
+    let others = NODE_PORTS
         .iter()
-        .find(|p| !p.leader.ends_with(":5552"))
-        .expect("leaders are spread over the nodes");
+        .filter(|port| **port != victim_port)
+        .map(|port| format!("localhost:{port}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut settings = vec![("PARTLOG_BROKER_PORT", victim_port)];
+    if configure_other_nodes {
+        settings.push(("PARTLOG_BROKER_OTHER_NODES", &others));
+    }
+    let server = Partlog::start_with(&settings).await;
+    let mut client = server.client().await;
     let partition = victim.index;
     let leader = node_of(&victim.leader);
     let keys: Vec<String> = (0..1000)
@@ -164,7 +196,8 @@ async fn stopping_a_partition_leader_loses_no_acknowledged_record() {
     }
     reader.abort();
     println!(
-        "leader {leader} stopped: publishing resumed after {resumed:?}; {} acknowledged, 0 lost",
+        "leader {leader} stopped (other nodes configured: {configure_other_nodes}): publishing \
+         resumed after {resumed:?}; {} acknowledged, 0 lost",
         acknowledged.len()
     );
 }

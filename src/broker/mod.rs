@@ -4,7 +4,9 @@
 //! [`Broker`] owns one long-lived administrative connection (super stream
 //! create/delete, metadata, offsets) and one [`raw::RawConnection`]
 //! (statistics, partitions); both are reopened on the next call after a
-//! failure. Producers and readers get their own connections to the node that
+//! failure, on the first node that answers: the configured nodes, then the
+//! ones the cluster's metadata named, starting with the node that answered
+//! last. Producers and readers get their own connections to the node that
 //! leads their partition (see [`producer`] and [`reader`]).
 //!
 //! The rabbitmq-stream-client's `Environment` helpers are deliberately not
@@ -78,21 +80,62 @@ pub struct PartitionPlacement {
     pub replicas: Vec<Node>,
 }
 
+/// The nodes partlog may administer through, in the order it tries them.
+#[derive(Debug)]
+struct KnownNodes {
+    /// Configured nodes first, then the ones metadata named.
+    nodes: Vec<Node>,
+    /// Index of the node that answered last; tried first.
+    preferred: usize,
+}
+
+impl KnownNodes {
+    /// Every node, the preferred one first.
+    fn in_order(&self) -> Vec<Node> {
+        let (before, after) = self.nodes.split_at(self.preferred);
+        after.iter().chain(before).cloned().collect()
+    }
+
+    fn prefer(&mut self, node: &Node) {
+        if let Some(index) = self.nodes.iter().position(|n| n == node) {
+            self.preferred = index;
+        }
+    }
+
+    fn learn(&mut self, nodes: impl IntoIterator<Item = Node>) {
+        for node in nodes {
+            if !self.nodes.contains(&node) {
+                self.nodes.push(node);
+            }
+        }
+    }
+}
+
 /// Handle to the RabbitMQ cluster; one per process, shared by all calls.
 pub struct Broker {
     config: BrokerConfig,
     timeout: Duration,
+    known: std::sync::Mutex<KnownNodes>,
     admin: Mutex<Option<Client>>,
     raw: Mutex<Option<RawConnection>>,
 }
 
 impl Broker {
     /// A handle that connects on first use; every operation fails with
-    /// UNAVAILABLE while the broker cannot be reached.
+    /// UNAVAILABLE while no node of the cluster can be reached.
     pub fn new(config: BrokerConfig, timeout: Duration) -> Broker {
+        let nodes = config
+            .nodes()
+            .into_iter()
+            .map(|(host, port)| Node { host, port })
+            .collect();
         Broker {
             config,
             timeout,
+            known: std::sync::Mutex::new(KnownNodes {
+                nodes,
+                preferred: 0,
+            }),
             admin: Mutex::new(None),
             raw: Mutex::new(None),
         }
@@ -106,9 +149,37 @@ impl Broker {
         self.admin().await.map(drop)
     }
 
-    /// The configured node, host:port.
-    pub fn address(&self) -> String {
-        format!("{}:{}", self.config.host, self.config.port)
+    /// The node partlog administers through (the one that answered last).
+    pub fn admin_node(&self) -> Node {
+        let known = self.known();
+        known.nodes[known.preferred].clone()
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, KnownNodes> {
+        // The list stays consistent even if a holder panicked.
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Connects with `connect` to the first known node that answers. Only
+    /// UNAVAILABLE moves on to the next node; other errors (credentials,
+    /// virtual host) would be the same everywhere.
+    async fn connect_any<T, Fut>(&self, connect: impl Fn(Node) -> Fut) -> Result<T>
+    where
+        Fut: Future<Output = Result<T>>,
+    {
+        let candidates = self.known().in_order();
+        let mut failures = Vec::new();
+        for node in candidates {
+            match connect(node.clone()).await {
+                Ok(connection) => {
+                    self.known().prefer(&node);
+                    return Ok(connection);
+                }
+                Err(Error::Unavailable(why)) => failures.push(why),
+                Err(other) => return Err(other),
+            }
+        }
+        Err(Error::Unavailable(failures.join("; ")))
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -144,15 +215,10 @@ impl Broker {
         Ok(())
     }
 
-    /// Options for a connection to `node`, or to the configured node.
-    pub(crate) fn client_options(&self, node: Option<&Node>, name: &str) -> ClientOptions {
-        let (host, port) = match node {
-            Some(node) => (node.host.as_str(), node.port),
-            None => (self.config.host.as_str(), self.config.port),
-        };
+    fn client_options(&self, node: &Node, name: &str) -> ClientOptions {
         ClientOptions::builder()
-            .host(host)
-            .port(port)
+            .host(&node.host)
+            .port(node.port)
             .user(&self.config.user)
             .password(&self.config.password)
             .v_host(&self.config.vhost)
@@ -163,12 +229,11 @@ impl Broker {
     }
 
     /// Opens a client connection to `node` within the broker timeout.
-    pub(crate) async fn open_client(&self, node: Option<&Node>, name: &str) -> Result<Client> {
+    pub(crate) async fn open_client(&self, node: &Node, name: &str) -> Result<Client> {
         let options = self.client_options(node, name);
-        let target = node.map_or_else(|| self.address(), Node::to_string);
-        self.within(&format!("connecting to {target}"), Client::connect(options))
+        self.within(&format!("connecting to {node}"), Client::connect(options))
             .await?
-            .map_err(|e| unavailable(&format!("cannot connect to the broker at {target}"), e))
+            .map_err(|e| unavailable(&format!("cannot connect to the broker at {node}"), e))
     }
 
     /// Runs a broker request with the configured timeout.
@@ -186,7 +251,9 @@ impl Broker {
         if let Some(client) = admin.as_ref().filter(|c| !c.is_closed()) {
             return Ok(client.clone());
         }
-        let client = self.open_client(None, "partlog-admin").await?;
+        let client = self
+            .connect_any(async |node| self.open_client(&node, "partlog-admin").await)
+            .await?;
         *admin = Some(client.clone());
         Ok(client)
     }
@@ -220,14 +287,19 @@ impl Broker {
         slot: &'a mut Option<RawConnection>,
     ) -> Result<&'a mut RawConnection> {
         if slot.is_none() {
-            let credentials = Credentials {
-                host: self.config.host.clone(),
-                port: self.config.port,
-                user: self.config.user.clone(),
-                password: self.config.password.clone(),
-                vhost: self.config.vhost.clone(),
-            };
-            *slot = Some(RawConnection::open(&credentials, self.timeout).await?);
+            let connection = self
+                .connect_any(async |node| {
+                    let credentials = Credentials {
+                        host: node.host,
+                        port: node.port,
+                        user: self.config.user.clone(),
+                        password: self.config.password.clone(),
+                        vhost: self.config.vhost.clone(),
+                    };
+                    RawConnection::open(&credentials, self.timeout).await
+                })
+                .await?;
+            *slot = Some(connection);
         }
         Ok(slot.as_mut().expect("just filled"))
     }
@@ -322,13 +394,21 @@ impl Broker {
         .await
     }
 
-    /// Leader and replicas of each stream, in the order given.
+    /// Leader and replicas of each stream, in the order given. The nodes
+    /// named are remembered as ones to administer through.
     pub async fn placements(&self, streams: &[String]) -> Result<Vec<PartitionPlacement>> {
         let mut metadata = self
             .with_admin("reading stream metadata", |c| async move {
                 c.metadata(streams.to_vec()).await
             })
             .await?;
+        self.known().learn(
+            metadata
+                .values()
+                .filter(|meta| meta.response_code == ResponseCode::Ok)
+                .flat_map(|meta| std::iter::once(&meta.leader).chain(&meta.replicas))
+                .map(node),
+        );
         streams
             .iter()
             .map(|stream| {
@@ -407,4 +487,35 @@ fn node(broker: &rabbitmq_stream_client::types::Broker) -> Node {
 /// from partlog's point of view.
 pub(crate) fn unavailable(context: &str, error: impl std::fmt::Display) -> Error {
     Error::Unavailable(format!("{context}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(port: u16) -> Node {
+        Node {
+            host: "localhost".into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn known_nodes_try_the_last_good_one_first_and_learn_new_ones_once() {
+        let mut known = KnownNodes {
+            nodes: vec![at(1), at(2)],
+            preferred: 0,
+        };
+        assert_eq!(known.in_order(), [at(1), at(2)]);
+
+        known.learn([at(2), at(3), at(3)]);
+        assert_eq!(known.in_order(), [at(1), at(2), at(3)]);
+
+        known.prefer(&at(2));
+        assert_eq!(known.in_order(), [at(2), at(3), at(1)]);
+
+        // A node that was never known changes nothing.
+        known.prefer(&at(9));
+        assert_eq!(known.in_order(), [at(2), at(3), at(1)]);
+    }
 }

@@ -127,7 +127,7 @@ impl PartitionProducer {
         leader: &Node,
         name: Option<&str>,
     ) -> Result<Self> {
-        let client = broker.open_client(Some(leader), "partlog-producer").await?;
+        let client = broker.open_client(leader, "partlog-producer").await?;
         let confirms = Arc::new(Confirms::default());
         let closed = Arc::new(AtomicBool::new(false));
         client

@@ -120,7 +120,7 @@ impl ChunkReader {
         start: OffsetSpecification,
         properties: HashMap<String, String>,
     ) -> Result<ChunkReader> {
-        let client = broker.open_client(Some(node), "partlog-reader").await?;
+        let client = broker.open_client(node, "partlog-reader").await?;
         let (tx, events) = mpsc::unbounded_channel::<Tagged>();
         client
             .set_handler(move |item: MessageResult| {

@@ -320,7 +320,7 @@ pub async fn run(
 
     let broker = Broker::new(config.broker.clone(), config.request_timeout());
     match broker.check().await {
-        Ok(()) => tracing::info!(broker = %broker.address(), "broker reachable"),
+        Ok(()) => tracing::info!(broker = %broker.admin_node(), "broker reachable"),
         // Transient: serve anyway, NOT_SERVING until the broker answers.
         Err(Error::Unavailable(why)) => tracing::warn!(%why, "broker not reachable yet"),
         Err(e) => return Err(ServeError::Broker(e)),
