@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::broker::reader::{ChunkReader, ReaderEvent};
+use crate::broker::Backoff;
 use crate::error::{Error, Result};
 use crate::log::PartitionedLog;
 use crate::record::StoredRecord;
@@ -163,11 +164,6 @@ pub(crate) fn start(
 /// connection is still open.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 
-/// Reconnection backoff after a broken broker connection: doubling from
-/// the first delay up to the cap, for as long as the subscriber stays.
-const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(100);
-const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
-
 /// What a partition task knows across reconnections.
 #[derive(Default)]
 struct Progress {
@@ -183,14 +179,16 @@ impl PartitionTask {
     /// after the last delivered record; other errors end the subscription.
     async fn run(self) {
         let mut progress = Progress::default();
-        let mut delay = RECONNECT_FIRST_DELAY;
+        // Retries for as long as the subscriber stays.
+        let mut backoff = Backoff::default();
         let result = loop {
             match self.read(&mut progress).await {
                 Err(Error::Unavailable(why)) if !self.events.is_closed() => {
                     if !progress.reattaching {
                         // Attached since the last failure: back off anew.
-                        delay = RECONNECT_FIRST_DELAY;
+                        backoff.reset();
                     }
+                    let delay = backoff.next_delay();
                     tracing::warn!(
                         stream = %self.stream, partition = self.partition, %why,
                         "subscription lost its broker connection; reconnecting in {delay:?}"
@@ -201,7 +199,6 @@ impl PartitionTask {
                         () = self.ended() => break Ok(()),
                         () = tokio::time::sleep(delay) => {}
                     }
-                    delay = (delay * 2).min(RECONNECT_MAX_DELAY);
                 }
                 other => break other,
             }

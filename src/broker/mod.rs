@@ -13,6 +13,7 @@
 //! used: they open a fresh connection per call and its super stream metadata
 //! helpers panic on broker errors.
 
+mod backoff;
 pub mod producer;
 pub mod raw;
 pub mod reader;
@@ -28,6 +29,7 @@ use tokio::sync::Mutex;
 
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
+pub use backoff::Backoff;
 use raw::{Credentials, RawConnection, StreamStats};
 
 /// Retention and placement of a new super stream's partitions.

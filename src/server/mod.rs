@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-use crate::broker::Broker;
+use crate::broker::{Backoff, Broker};
 use crate::config::Config;
 use crate::error::Error;
 use crate::log::{PartitionedLog, ReadRequest, SubmittedBatch};
@@ -34,7 +34,7 @@ use crate::proto::part_log_server::{PartLog, PartLogServer};
 use crate::subscription::Fallback;
 use convert::status;
 
-/// How often the broker's reachability is re-checked for health.
+/// How often health looks whether the broker still answers.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The `partlog.v1.PartLog` implementation over a shared core.
@@ -391,11 +391,15 @@ pub async fn run(
     }
 }
 
-/// Keeps the health status in step with the broker's reachability.
+/// Keeps the health status in step with the broker's reachability: looks
+/// every [`HEALTH_INTERVAL`] while the broker answers, and reconnects with
+/// capped exponential backoff while it does not.
 async fn report_health(log: Arc<PartitionedLog>, reporter: HealthReporter) {
     let mut last = None;
+    let mut backoff = Backoff::default();
     loop {
-        let status = if log.broker().is_reachable().await {
+        let reachable = log.broker().is_reachable().await;
+        let status = if reachable {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
@@ -411,6 +415,12 @@ async fn report_health(log: Arc<PartitionedLog>, reporter: HealthReporter) {
                 .await;
             last = Some(status);
         }
-        tokio::time::sleep(HEALTH_INTERVAL).await;
+        let pause = if reachable {
+            backoff.reset();
+            HEALTH_INTERVAL
+        } else {
+            backoff.next_delay()
+        };
+        tokio::time::sleep(pause).await;
     }
 }
