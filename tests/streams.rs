@@ -112,3 +112,28 @@ async fn a_deleted_stream_can_be_created_again_with_other_partitions() {
         .await
         .expect("delete");
 }
+
+/// Metadata answers carry strings, and a long-lived broker connection's
+/// read buffer eventually splits one across two reads; rabbitmq-stream-client
+/// 0.11 panics on that (in practice after about 8 KiB of answers, ~75
+/// DescribeStream calls here) and its connection dies silently. partlog's
+/// own metadata query must keep answering.
+#[tokio::test]
+async fn metadata_keeps_answering_on_a_long_lived_connection() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("meta");
+    create_stream(&mut client, &stream, 7).await;
+    for call in 0..500 {
+        let described = client
+            .describe_stream(DescribeStreamRequest {
+                stream: stream.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("DescribeStream call {call}: {e}"))
+            .into_inner()
+            .stream
+            .unwrap();
+        assert_eq!(described.partitions.len(), 7);
+    }
+}

@@ -2,8 +2,8 @@
 //! terms and errors.
 //!
 //! [`Broker`] owns one long-lived administrative connection (super stream
-//! create/delete, metadata, offsets) and one [`raw::RawConnection`]
-//! (statistics, partitions); both are reopened on the next call after a
+//! create/delete, offsets) and one [`raw::RawConnection`] (metadata,
+//! partitions, statistics); both are reopened on the next call after a
 //! failure, on the first node that answers: the configured nodes, then the
 //! ones the cluster's metadata named, starting with the node that answered
 //! last. Producers and readers get their own connections to the node that
@@ -399,40 +399,18 @@ impl Broker {
     /// Leader and replicas of each stream, in the order given. The nodes
     /// named are remembered as ones to administer through.
     pub async fn placements(&self, streams: &[String]) -> Result<Vec<PartitionPlacement>> {
-        let mut metadata = self
-            .with_admin("reading stream metadata", |c| async move {
-                c.metadata(streams.to_vec()).await
+        let placements = self
+            .raw_query("reading stream metadata", async |c| {
+                c.placements(streams).await
             })
             .await?;
         self.known().learn(
-            metadata
-                .values()
-                .filter(|meta| meta.response_code == ResponseCode::Ok)
-                .flat_map(|meta| std::iter::once(&meta.leader).chain(&meta.replicas))
-                .map(node),
+            placements
+                .iter()
+                .flat_map(|p| std::iter::once(&p.leader).chain(&p.replicas))
+                .cloned(),
         );
-        streams
-            .iter()
-            .map(|stream| {
-                let meta = metadata.remove(stream).ok_or_else(|| {
-                    Error::Unavailable(format!(
-                        "partition stream {stream:?} has no leader at the moment"
-                    ))
-                })?;
-                match meta.response_code {
-                    ResponseCode::Ok => Ok(PartitionPlacement {
-                        leader: node(&meta.leader),
-                        replicas: meta.replicas.iter().map(node).collect(),
-                    }),
-                    ResponseCode::StreamDoesNotExist => Err(Error::NotFound(format!(
-                        "partition stream {stream:?} does not exist"
-                    ))),
-                    code => Err(Error::Unavailable(format!(
-                        "partition stream {stream:?} is not available: {code:?}"
-                    ))),
-                }
-            })
-            .collect()
+        Ok(placements)
     }
 
     /// The offset stored on the broker under `reference` for `stream`;
@@ -475,13 +453,6 @@ impl Broker {
             let _ = client.close().await;
         }
         self.raw.lock().await.take();
-    }
-}
-
-fn node(broker: &rabbitmq_stream_client::types::Broker) -> Node {
-    Node {
-        host: broker.host.clone(),
-        port: u16::try_from(broker.port).unwrap_or(u16::MAX),
     }
 }
 

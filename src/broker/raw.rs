@@ -4,9 +4,11 @@
 //! A [`RawConnection`] speaks just enough of the protocol (peer properties,
 //! SASL PLAIN, tune, open) to send:
 //! - `StreamStats`, which the client library does not offer;
-//! - `PartitionsQuery`, whose response the client library's decoder can
-//!   panic on (inside its connection task, silently killing the
-//!   connection).
+//! - `PartitionsQuery` and `Metadata`, whose responses carry strings: the
+//!   client library's decoder reads a string that straddles two TCP reads
+//!   with an unchecked `split_at` and panics inside its connection task,
+//!   silently killing the connection. On a long-lived connection that asks
+//!   often, it is a matter of time (in practice about 8 KiB of responses).
 //!
 //! It also learns the broker's `frame_max` from the tune exchange, which the
 //! client library keeps to itself. Heartbeats are tuned off: the connection
@@ -18,6 +20,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use super::{Node, PartitionPlacement};
 use crate::error::{Error, Result};
 
 const PEER_PROPERTIES: u16 = 0x0011;
@@ -26,6 +29,7 @@ const SASL_AUTHENTICATE: u16 = 0x0013;
 const TUNE: u16 = 0x0014;
 const OPEN: u16 = 0x0015;
 const HEARTBEAT: u16 = 0x0017;
+const METADATA: u16 = 0x000f;
 const PARTITIONS: u16 = 0x0019;
 const STREAM_STATS: u16 = 0x001c;
 const RESPONSE: u16 = 0x8000;
@@ -202,6 +206,17 @@ impl RawConnection {
         Ok(partitions)
     }
 
+    /// Leader and replicas of each stream, in the order given.
+    pub async fn placements(&mut self, streams: &[String]) -> Result<Vec<PartitionPlacement>> {
+        let mut body = Vec::new();
+        put_u32(&mut body, streams.len() as u32);
+        for stream in streams {
+            put_string(&mut body, stream)?;
+        }
+        let payload = self.request(METADATA, &body).await?;
+        decode_placements(&payload, streams)
+    }
+
     /// Sends a request and returns the response body after its code, or the
     /// error `on_code` makes of a code other than OK.
     async fn call(
@@ -210,6 +225,17 @@ impl RawConnection {
         body: &[u8],
         on_code: impl FnOnce(u16) -> Error,
     ) -> Result<Vec<u8>> {
+        let payload = self.request(key, body).await?;
+        let mut reader = Reader(&payload);
+        match reader.u16()? {
+            CODE_OK => Ok(reader.0.to_vec()),
+            code => Err(on_code(code)),
+        }
+    }
+
+    /// Sends a request and returns the response body after its correlation
+    /// id.
+    async fn request(&mut self, key: u16, body: &[u8]) -> Result<Vec<u8>> {
         let correlation = self.next_correlation;
         self.next_correlation = self.next_correlation.wrapping_add(1);
         let mut payload = Vec::with_capacity(body.len() + 4);
@@ -230,10 +256,7 @@ impl RawConnection {
             if reader.u32()? != correlation {
                 return Err(Error::Internal("response correlation id mismatch".into()));
             }
-            return match reader.u16()? {
-                CODE_OK => Ok(reader.0.to_vec()),
-                code => Err(on_code(code)),
-            };
+            return Ok(reader.0.to_vec());
         }
     }
 
@@ -258,6 +281,58 @@ impl RawConnection {
         let key = u16::from_be_bytes([frame[0], frame[1]]);
         Ok((key, frame.split_off(4)))
     }
+}
+
+/// A metadata response body (after the correlation id): brokers, then each
+/// stream's code, leader and replicas by broker reference.
+fn decode_placements(payload: &[u8], streams: &[String]) -> Result<Vec<PartitionPlacement>> {
+    let mut reader = Reader(payload);
+    let mut nodes = HashMap::new();
+    for _ in 0..reader.u32()? {
+        let reference = reader.u16()?;
+        let host = reader.string()?;
+        let port = u16::try_from(reader.u32()?)
+            .map_err(|_| Error::Internal("the broker advertised a port above 65535".into()))?;
+        nodes.insert(reference, Node { host, port });
+    }
+    let mut answers = HashMap::new();
+    for _ in 0..reader.u32()? {
+        let stream = reader.string()?;
+        let code = reader.u16()?;
+        let leader = reader.u16()?;
+        let replicas = (0..reader.u32()?)
+            .map(|_| reader.u16())
+            .collect::<Result<Vec<_>>>()?;
+        let placement = match (code, nodes.get(&leader)) {
+            (CODE_OK, Some(leader)) => Ok(PartitionPlacement {
+                leader: leader.clone(),
+                replicas: replicas
+                    .iter()
+                    .filter_map(|r| nodes.get(r).cloned())
+                    .collect(),
+            }),
+            (CODE_STREAM_DOES_NOT_EXIST, _) => Err(Error::NotFound(format!(
+                "partition stream {stream:?} does not exist"
+            ))),
+            (CODE_OK | CODE_STREAM_NOT_AVAILABLE, _) => Err(Error::Unavailable(format!(
+                "partition stream {stream:?} has no leader at the moment"
+            ))),
+            (code, _) => Err(Error::Unavailable(format!(
+                "partition stream {stream:?} is not available (code {code:#04x})"
+            ))),
+        };
+        answers.insert(stream, placement);
+    }
+    streams
+        .iter()
+        .map(|stream| {
+            answers.remove(stream).unwrap_or_else(|| {
+                Err(Error::Internal(format!(
+                    "the broker's metadata answer left out stream {stream:?}"
+                )))
+            })
+        })
+        .collect()
 }
 
 fn unexpected(key: u16, code: u16) -> Error {
@@ -342,5 +417,44 @@ mod tests {
             r.u16().is_err(),
             "reading past the end is an error, not a panic"
         );
+    }
+
+    #[test]
+    fn metadata_names_leader_and_replicas_by_reference_and_keeps_the_asked_order() {
+        let mut body = Vec::new();
+        put_u32(&mut body, 2);
+        for (reference, port) in [(0u16, 5552u32), (1, 5553)] {
+            body.extend_from_slice(&reference.to_be_bytes());
+            put_string(&mut body, "rabbit").unwrap();
+            put_u32(&mut body, port);
+        }
+        put_u32(&mut body, 3);
+        for (stream, code, leader, replicas) in [
+            ("s-1", CODE_OK, 1u16, vec![0u16]),
+            ("s-0", CODE_OK, 0, vec![1]),
+            ("gone", CODE_STREAM_DOES_NOT_EXIST, u16::MAX, vec![]),
+        ] {
+            put_string(&mut body, stream).unwrap();
+            body.extend_from_slice(&code.to_be_bytes());
+            body.extend_from_slice(&leader.to_be_bytes());
+            put_u32(&mut body, replicas.len() as u32);
+            for r in replicas {
+                body.extend_from_slice(&r.to_be_bytes());
+            }
+        }
+        let at = |port| Node {
+            host: "rabbit".into(),
+            port,
+        };
+        let streams = ["s-0".to_string(), "s-1".to_string()];
+        let placements = decode_placements(&body, &streams).unwrap();
+        assert_eq!(placements[0].leader, at(5552));
+        assert_eq!(placements[0].replicas, [at(5553)]);
+        assert_eq!(placements[1].leader, at(5553));
+
+        let err = decode_placements(&body, &["gone".to_string()]).unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+        let err = decode_placements(&body[..body.len() - 3], &streams).unwrap_err();
+        assert!(matches!(err, Error::Internal(_)), "truncated: {err:?}");
     }
 }
