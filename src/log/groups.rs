@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
 use rabbitmq_stream_client::types::OffsetSpecification;
 
 use super::PartitionedLog;
@@ -13,6 +14,9 @@ use crate::error::{Error, Result};
 use crate::offsets::{Committed, Local};
 use crate::subscription::{self, StartPosition, SubscribeRequest, Subscription};
 use crate::validate;
+
+/// How many partitions GetOffsets asks about concurrently.
+const PARTITIONS_ASKED_AT_ONCE: usize = 16;
 
 /// A group's committed offset in one partition and where it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,30 +256,35 @@ impl PartitionedLog {
             .group_partitions(stream, group, std::iter::empty())
             .await?;
         let placements = self.broker.placements(&partitions).await?;
-        let mut rows = Vec::with_capacity(partitions.len());
-        for (index, (partition_stream, placement)) in partitions.iter().zip(&placements).enumerate()
-        {
-            let partition = index as u32;
-            let committed = self
-                .committed(stream, group, partition, partition_stream)
-                .await?;
-            let bounds =
-                partition_bounds(&self.broker, partition_stream, &placement.leader).await?;
-            let lag = match (bounds, committed.offset) {
-                (None, _) => 0,
-                (Some(b), Some(c)) => b.last.saturating_sub(c),
-                (Some(b), None) => b.last + 1 - b.first,
-            };
-            rows.push(PartitionOffsets {
-                partition,
-                committed,
-                first: bounds.map(|b| b.first),
-                tail: bounds.map(|b| b.last),
-                lag,
-                active_member: self.active_member(stream, group, partition),
-            });
-        }
-        Ok(rows)
+        // Each partition's bounds take a reader round trip to its leader;
+        // many partitions are asked at once.
+        let (partitions, placements) = (&partitions, &placements);
+        futures::stream::iter(0..partitions.len())
+            .map(|index| async move {
+                let partition = index as u32;
+                let partition_stream = &partitions[index];
+                let committed = self
+                    .committed(stream, group, partition, partition_stream)
+                    .await?;
+                let leader = &placements[index].leader;
+                let bounds = partition_bounds(&self.broker, partition_stream, leader).await?;
+                let lag = match (bounds, committed.offset) {
+                    (None, _) => 0,
+                    (Some(b), Some(c)) => b.last.saturating_sub(c),
+                    (Some(b), None) => b.last + 1 - b.first,
+                };
+                Ok(PartitionOffsets {
+                    partition,
+                    committed,
+                    first: bounds.map(|b| b.first),
+                    tail: bounds.map(|b| b.last),
+                    lag,
+                    active_member: self.active_member(stream, group, partition),
+                })
+            })
+            .buffered(PARTITIONS_ASKED_AT_ONCE)
+            .try_collect()
+            .await
     }
 
     /// Groups with offsets in this instance's store or active subscribers
