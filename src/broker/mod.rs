@@ -7,7 +7,8 @@
 //! failure, on the first node that answers: the configured nodes, then the
 //! ones the cluster's metadata named, starting with the node that answered
 //! last. Producers and readers get their own connections to the node that
-//! leads their partition (see [`producer`] and [`reader`]).
+//! leads their partition (see [`producer`] and [`reader`]); readers done
+//! with theirs hand them to a pool for the next reader of that node.
 //!
 //! The rabbitmq-stream-client's `Environment` helpers are deliberately not
 //! used: they open a fresh connection per call and its super stream metadata
@@ -20,6 +21,7 @@ pub mod reader;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rabbitmq_stream_client::error::ClientError;
@@ -31,6 +33,7 @@ use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
 pub use backoff::Backoff;
 use raw::{Credentials, RawConnection, StreamStats};
+use reader::ReaderPool;
 
 /// Retention and placement of a new super stream's partitions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,7 +66,7 @@ impl StreamSettings {
 }
 
 /// A broker node as the cluster advertises it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Node {
     pub host: String,
     pub port: u16,
@@ -120,6 +123,7 @@ pub struct Broker {
     known: std::sync::Mutex<KnownNodes>,
     admin: Mutex<Option<Client>>,
     raw: Mutex<Option<RawConnection>>,
+    readers: Arc<ReaderPool>,
 }
 
 impl Broker {
@@ -140,6 +144,7 @@ impl Broker {
             }),
             admin: Mutex::new(None),
             raw: Mutex::new(None),
+            readers: Arc::default(),
         }
     }
 
@@ -149,6 +154,11 @@ impl Broker {
     pub async fn check(&self) -> Result<()> {
         self.check_frame_size().await?;
         self.admin().await.map(drop)
+    }
+
+    /// Idle reader connections, shared by every reader of this process.
+    pub(crate) fn reader_pool(&self) -> &Arc<ReaderPool> {
+        &self.readers
     }
 
     /// The node partlog administers through (the one that answered last).
@@ -197,8 +207,16 @@ impl Broker {
         Duration::from_millis(self.config.confirm_timeout_ms)
     }
 
-    /// True when the administrative connection is open or can be reopened.
+    /// True when a node answers a request now. (The client library's
+    /// connection may look open long after the broker went away: it only
+    /// notices missed heartbeats.)
     pub async fn is_reachable(&self) -> bool {
+        let ping = self.raw_query("checking the broker", RawConnection::ping);
+        if ping.await.is_err() {
+            // The admin connection is as dead, whether it noticed or not.
+            self.admin.lock().await.take();
+            return false;
+        }
         self.admin().await.is_ok()
     }
 
@@ -447,8 +465,9 @@ impl Broker {
         .await
     }
 
-    /// Closes the administrative connections.
+    /// Closes the administrative and idle reader connections.
     pub async fn close(&self) {
+        self.readers.close().await;
         if let Some(client) = self.admin.lock().await.take() {
             let _ = client.close().await;
         }

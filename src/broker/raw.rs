@@ -28,6 +28,7 @@ const SASL_HANDSHAKE: u16 = 0x0012;
 const SASL_AUTHENTICATE: u16 = 0x0013;
 const TUNE: u16 = 0x0014;
 const OPEN: u16 = 0x0015;
+const CLOSE: u16 = 0x0016;
 const HEARTBEAT: u16 = 0x0017;
 const METADATA: u16 = 0x000f;
 const PARTITIONS: u16 = 0x0019;
@@ -206,6 +207,12 @@ impl RawConnection {
         Ok(partitions)
     }
 
+    /// A round trip that proves the connection works: metadata of no
+    /// stream.
+    pub async fn ping(&mut self) -> Result<()> {
+        self.placements(&[]).await.map(drop)
+    }
+
     /// Leader and replicas of each stream, in the order given.
     pub async fn placements(&mut self, streams: &[String]) -> Result<Vec<PartitionPlacement>> {
         let mut body = Vec::new();
@@ -244,13 +251,20 @@ impl RawConnection {
         self.write_frame(key, &payload).await?;
         loop {
             let (response_key, payload) = self.read_frame().await?;
-            if response_key == HEARTBEAT {
-                continue;
-            }
-            if response_key != key | RESPONSE {
-                return Err(Error::Internal(format!(
-                    "expected a response to {key:#06x}, got frame {response_key:#06x}"
-                )));
+            match response_key {
+                HEARTBEAT => continue,
+                CLOSE => {
+                    return Err(Error::Unavailable(
+                        "the broker closed the connection (shutting down?)".into(),
+                    ))
+                }
+                // Out of step with the broker: the owner reconnects.
+                _ if response_key != key | RESPONSE => {
+                    return Err(Error::Unavailable(format!(
+                        "expected a response to {key:#06x}, got frame {response_key:#06x}"
+                    )))
+                }
+                _ => {}
             }
             let mut reader = Reader(&payload);
             if reader.u32()? != correlation {

@@ -1,17 +1,23 @@
 //! Reading a partition stream chunk by chunk.
 //!
 //! A [`ChunkReader`] is one subscription on its own connection. The broker
-//! sends a chunk per credit, and the reader keeps exactly one credit
+//! sends a chunk per credit, and the reader keeps at most one credit
 //! outstanding: rabbitmq-stream-client hands every incoming frame to the
 //! handler on a freshly spawned task, so two chunks in flight at once could
 //! reach the reader out of order. One credit at a time keeps chunks in
-//! offset order and bounds what the reader buffers to a single chunk; a
-//! caller that stops asking stops the broker too.
+//! offset order and bounds what the reader buffers to a single chunk. The
+//! credit for the next chunk goes out when the caller asks for it, not when
+//! a chunk arrives: a caller that stops asking stops the broker too, and a
+//! reader done after one chunk never sends a credit that would hold its
+//! next request back (the client library's sockets keep Nagle's algorithm
+//! on, so a write that follows an unanswered one waits for the broker's
+//! delayed acknowledgement, tens of milliseconds).
 //! [`read_range`] builds the bounded `Read` on top of it, using the
 //! partition's committed chunk id (from `StreamStats`) to know where the log
 //! currently ends instead of waiting for a chunk that may never come.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rabbitmq_stream_client::types::{
@@ -99,27 +105,82 @@ pub enum ReaderEvent {
 /// subscription id of deliveries (0 for events of the connection).
 type Tagged = (u8, Result<ReaderEvent>);
 
-/// A subscription to one partition stream on its own connection. It can be
-/// moved ([`ChunkReader::resubscribe`]); deliveries still in flight for an
-/// earlier subscription are dropped.
-pub struct ChunkReader {
-    client: Client,
-    stream: String,
-    subscription: u8,
-    events: mpsc::UnboundedReceiver<Tagged>,
-    timeout: Duration,
+/// Most idle reader connections kept per node.
+const MAX_IDLE_PER_NODE: usize = 8;
+
+/// Reader connections no reader uses at the moment, per node; one per
+/// [`Broker`]. Opening a connection costs the handshake plus, through the
+/// client library's Nagle-enabled socket, a delayed acknowledgement before
+/// the first request (about 90 ms on loopback); subscribing on an idle one
+/// takes about a millisecond. Readers of single active consumer groups
+/// never come back here: a group consumer's connection leaves with it.
+#[derive(Default)]
+pub struct ReaderPool {
+    idle: std::sync::Mutex<Idle>,
 }
 
-impl ChunkReader {
-    /// Subscribes to `stream` on `node` from `start`. `properties` are the
-    /// subscription's properties (consumer name, single active consumer, ...).
-    pub async fn open(
-        broker: &Broker,
-        stream: &str,
-        node: &Node,
-        start: OffsetSpecification,
-        properties: HashMap<String, String>,
-    ) -> Result<ChunkReader> {
+#[derive(Default)]
+struct Idle {
+    connections: HashMap<Node, Vec<ReaderConnection>>,
+    /// Set by [`ReaderPool::close`]: connections handed back are closed.
+    closed: bool,
+}
+
+impl ReaderPool {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An idle connection to `node` that heard nothing bad meanwhile.
+    fn take(&self, node: &Node) -> Option<ReaderConnection> {
+        loop {
+            let mut connection = self.idle().connections.get_mut(node)?.pop()?;
+            if connection.is_healthy() {
+                return Some(connection);
+            }
+            connection.close();
+        }
+    }
+
+    fn put(&self, node: Node, mut connection: ReaderConnection) {
+        if connection.is_healthy() {
+            let mut idle = self.idle();
+            if !idle.closed {
+                let connections = idle.connections.entry(node).or_default();
+                if connections.len() < MAX_IDLE_PER_NODE {
+                    connections.push(connection);
+                    return;
+                }
+            }
+        }
+        connection.close();
+    }
+
+    /// Closes the idle connections; connections handed back later are
+    /// closed too.
+    pub async fn close(&self) {
+        let connections: Vec<ReaderConnection> = {
+            let mut idle = self.idle();
+            idle.closed = true;
+            idle.connections.drain().flat_map(|(_, c)| c).collect()
+        };
+        for connection in connections {
+            let _ = connection.client.close().await;
+        }
+    }
+}
+
+/// One broker connection for readers and the events its handler forwards.
+struct ReaderConnection {
+    client: Client,
+    events: mpsc::UnboundedReceiver<Tagged>,
+    /// Id of the latest subscription made on it; ids are not reused soon,
+    /// so deliveries still in flight for an earlier one are recognised.
+    subscription: u8,
+}
+
+impl ReaderConnection {
+    async fn open(broker: &Broker, node: &Node) -> Result<ReaderConnection> {
         let client = broker.open_client(node, "partlog-reader").await?;
         let (tx, events) = mpsc::unbounded_channel::<Tagged>();
         client
@@ -158,13 +219,88 @@ impl ChunkReader {
                 }
             })
             .await;
-        let mut reader = ChunkReader {
+        Ok(ReaderConnection {
             client,
+            events,
+            subscription: 0,
+        })
+    }
+
+    /// Open, and nothing but stale deliveries arrived since its last use
+    /// (those are dropped).
+    fn is_healthy(&mut self) -> bool {
+        while let Ok((tag, event)) = self.events.try_recv() {
+            if tag == 0 || event.is_err() {
+                return false;
+            }
+        }
+        !self.client.is_closed()
+    }
+
+    /// Closes the connection in the background.
+    fn close(self) {
+        tokio::spawn(async move {
+            let _ = self.client.close().await;
+        });
+    }
+}
+
+/// A subscription to one partition stream on a connection of its own while
+/// it lives. It can be moved ([`ChunkReader::resubscribe`]); deliveries
+/// still in flight for an earlier subscription are dropped.
+pub struct ChunkReader {
+    connection: ReaderConnection,
+    node: Node,
+    pool: Arc<ReaderPool>,
+    /// False for group consumers, whose connection is not reused.
+    reusable: bool,
+    stream: String,
+    subscription: u8,
+    /// A chunk of the current subscription arrived and its credit has not
+    /// been given back yet.
+    credit_owed: bool,
+    timeout: Duration,
+}
+
+impl ChunkReader {
+    /// Subscribes to `stream` on `node` from `start`. `properties` are the
+    /// subscription's properties (consumer name, single active consumer,
+    /// ...); a reader without any reuses an idle connection to the node.
+    pub async fn open(
+        broker: &Broker,
+        stream: &str,
+        node: &Node,
+        start: OffsetSpecification,
+        properties: HashMap<String, String>,
+    ) -> Result<ChunkReader> {
+        let reusable = properties.is_empty();
+        let pool = broker.reader_pool();
+        let reader = |connection| ChunkReader {
+            connection,
+            node: node.clone(),
+            pool: pool.clone(),
+            reusable,
             stream: stream.to_owned(),
             subscription: 0,
-            events,
+            credit_owed: false,
             timeout: broker.timeout(),
         };
+        if let Some(idle) = pool.take(node).filter(|_| reusable) {
+            let mut reader = reader(idle);
+            match reader.subscribe(start.clone(), HashMap::new()).await {
+                Ok(()) => return Ok(reader),
+                // The idle connection died unnoticed: try a fresh one.
+                Err(Error::Unavailable(why)) => {
+                    tracing::debug!(%why, "idle reader connection failed");
+                    reader.connection.close();
+                }
+                Err(e) => {
+                    reader.close();
+                    return Err(e);
+                }
+            }
+        }
+        let mut reader = reader(ReaderConnection::open(broker, node).await?);
         if let Err(e) = reader.subscribe(start, properties).await {
             reader.close();
             return Err(e);
@@ -177,11 +313,16 @@ impl ChunkReader {
         start: OffsetSpecification,
         properties: HashMap<String, String>,
     ) -> Result<()> {
-        self.subscription = self.subscription.wrapping_add(1).max(1);
+        let connection = &mut self.connection;
+        connection.subscription = connection.subscription.wrapping_add(1).max(1);
+        self.subscription = connection.subscription;
+        // A new subscription starts with one credit of its own.
+        self.credit_owed = false;
         let stream = &self.stream;
         let response = tokio::time::timeout(
             self.timeout,
-            self.client
+            connection
+                .client
                 .subscribe(self.subscription, stream, start, 1, properties),
         )
         .await
@@ -201,15 +342,25 @@ impl ChunkReader {
     /// Moves the reader to `start` on the same connection.
     pub async fn resubscribe(&mut self, start: OffsetSpecification) -> Result<()> {
         let previous = self.subscription;
-        let _ = tokio::time::timeout(self.timeout, self.client.unsubscribe(previous)).await;
+        let client = &self.connection.client;
+        let _ = tokio::time::timeout(self.timeout, client.unsubscribe(previous)).await;
         self.subscribe(start, HashMap::new()).await
     }
 
     /// The next event, or `None` when none arrived before `deadline`.
-    /// Receiving a chunk asks the broker for the one after it.
+    /// Asking for it after a chunk asks the broker for the next chunk.
     pub async fn next_event(&mut self, deadline: Instant) -> Result<Option<ReaderEvent>> {
+        if self.credit_owed {
+            self.connection
+                .client
+                .credit(self.subscription, 1)
+                .await
+                .map_err(|e| unavailable("granting credit failed", e))?;
+            self.credit_owed = false;
+        }
         loop {
-            let (tag, event) = match tokio::time::timeout_at(deadline, self.events.recv()).await {
+            let next = tokio::time::timeout_at(deadline, self.connection.events.recv());
+            let (tag, event) = match next.await {
                 Err(_) => return Ok(None),
                 Ok(Some(tagged)) => tagged,
                 Ok(None) => return Err(Error::Unavailable("the reading connection closed".into())),
@@ -219,10 +370,7 @@ impl ChunkReader {
                 if tag != self.subscription {
                     continue; // In flight for a subscription since replaced.
                 }
-                self.client
-                    .credit(self.subscription, 1)
-                    .await
-                    .map_err(|e| unavailable("granting credit failed", e))?;
+                self.credit_owed = true;
             }
             return Ok(Some(event));
         }
@@ -248,7 +396,7 @@ impl ChunkReader {
     /// to it. The answer is therefore sent from a task of its own, which
     /// gives up waiting after the broker timeout.
     pub fn answer_update(&self, correlation_id: u32, start: OffsetSpecification) {
-        let client = self.client.clone();
+        let client = self.connection.client.clone();
         let timeout = self.timeout;
         tokio::spawn(async move {
             let _ =
@@ -259,16 +407,23 @@ impl ChunkReader {
     /// True once the client library closed the connection, which it may
     /// do (after missed heartbeats) without telling the handler.
     pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.connection.client.is_closed()
     }
 
-    /// Unsubscribes and closes the connection in the background: the caller
-    /// has what it needs and should not wait for the broker's goodbye.
+    /// Unsubscribes in the background, then hands the connection to the
+    /// pool or closes it: the caller has what it needs and should not wait
+    /// for the broker.
     pub fn close(self) {
-        let (client, subscription) = (self.client, self.subscription);
         tokio::spawn(async move {
-            let _ = client.unsubscribe(subscription).await;
-            let _ = client.close().await;
+            let unsubscribe = self.connection.client.unsubscribe(self.subscription);
+            let unsubscribed = tokio::time::timeout(self.timeout, unsubscribe)
+                .await
+                .is_ok_and(|r| r.is_ok_and(|r| r.code() == &ResponseCode::Ok));
+            if self.reusable && unsubscribed {
+                self.pool.put(self.node, self.connection);
+            } else {
+                let _ = self.connection.client.close().await;
+            }
         });
     }
 }
