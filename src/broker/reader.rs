@@ -1,17 +1,21 @@
 //! Reading a partition stream chunk by chunk.
 //!
-//! A [`ChunkReader`] is one subscription on its own connection. The broker
-//! sends a chunk per credit, and the reader keeps at most one credit
-//! outstanding: rabbitmq-stream-client hands every incoming frame to the
-//! handler on a freshly spawned task, so two chunks in flight at once could
-//! reach the reader out of order. One credit at a time keeps chunks in
+//! A [`ChunkReader`] is one subscription on a connection of its own while it
+//! lives; a [`ReaderPool`] keeps finished readers' connections for the next
+//! reader of the same node.
+//!
+//! The broker sends a chunk per credit, and the reader keeps at most one
+//! credit outstanding: rabbitmq-stream-client hands every incoming frame to
+//! the handler on a freshly spawned task, so two chunks in flight at once
+//! could reach the reader out of order. One credit at a time keeps chunks in
 //! offset order and bounds what the reader buffers to a single chunk. The
 //! credit for the next chunk goes out when the caller asks for it, not when
 //! a chunk arrives: a caller that stops asking stops the broker too, and a
-//! reader done after one chunk never sends a credit that would hold its
-//! next request back (the client library's sockets keep Nagle's algorithm
-//! on, so a write that follows an unanswered one waits for the broker's
-//! delayed acknowledgement, tens of milliseconds).
+//! reader done after one chunk never sends a credit that would hold its next
+//! request back (the client library's sockets keep Nagle's algorithm on, so
+//! a write that follows an unanswered one waits for the broker's delayed
+//! acknowledgement, tens of milliseconds).
+//!
 //! [`read_range`] builds the bounded `Read` on top of it, using the
 //! partition's committed chunk id (from `StreamStats`) to know where the log
 //! currently ends instead of waiting for a chunk that may never come.
@@ -20,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::join_all;
 use rabbitmq_stream_client::types::{
     Message, MessageResult, OffsetSpecification, ResponseCode, ResponseKind,
 };
@@ -107,6 +112,8 @@ type Tagged = (u8, Result<ReaderEvent>);
 
 /// Most idle reader connections kept per node.
 const MAX_IDLE_PER_NODE: usize = 8;
+/// Longest wait for the broker to answer a connection's close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reader connections no reader uses at the moment, per node; one per
 /// [`Broker`]. Opening a connection costs the handshake plus, through the
@@ -164,9 +171,7 @@ impl ReaderPool {
             idle.closed = true;
             idle.connections.drain().flat_map(|(_, c)| c).collect()
         };
-        for connection in connections {
-            let _ = connection.client.close().await;
-        }
+        join_all(connections.into_iter().map(|c| c.close_within())).await;
     }
 }
 
@@ -239,9 +244,13 @@ impl ReaderConnection {
 
     /// Closes the connection in the background.
     fn close(self) {
-        tokio::spawn(async move {
-            let _ = self.client.close().await;
-        });
+        tokio::spawn(self.close_within());
+    }
+
+    /// Closes the connection, waiting at most [`CLOSE_TIMEOUT`] for the
+    /// broker's answer.
+    async fn close_within(self) {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.client.close()).await;
     }
 }
 
@@ -285,7 +294,8 @@ impl ChunkReader {
             credit_owed: false,
             timeout: broker.timeout(),
         };
-        if let Some(idle) = pool.take(node).filter(|_| reusable) {
+        let idle = if reusable { pool.take(node) } else { None };
+        if let Some(idle) = idle {
             let mut reader = reader(idle);
             match reader.subscribe(start.clone(), HashMap::new()).await {
                 Ok(()) => return Ok(reader),
@@ -422,7 +432,7 @@ impl ChunkReader {
             if self.reusable && unsubscribed {
                 self.pool.put(self.node, self.connection);
             } else {
-                let _ = self.connection.client.close().await;
+                self.connection.close_within().await;
             }
         });
     }
