@@ -465,6 +465,18 @@ async fn bad_requests_get_precise_status_codes() {
             ),
         ),
         (
+            "commit: partition without records",
+            Code::FailedPrecondition,
+            commit(
+                c,
+                CommitRequest {
+                    group: "g".into(),
+                    stream: stream.clone(),
+                    offsets: HashMap::from([(0, 0)]),
+                },
+            ),
+        ),
+        (
             "commit: unknown stream",
             Code::NotFound,
             commit(

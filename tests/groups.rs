@@ -496,6 +496,12 @@ async fn commits_lag_restart_and_a_second_instance() {
         (lower[0].committed, lower[0].ignored_lower),
         (Some(4), true)
     );
+    // An offset past the last record names nothing processed.
+    let past = client
+        .commit(commit(HashMap::from([(0, counts[0])])))
+        .await
+        .expect_err("commit past the last record");
+    assert_eq!(past.code(), tonic::Code::InvalidArgument, "{past:?}");
 
     for row in offsets(&mut client, &stream, "reports").await {
         let n = counts[row.partition as usize];

@@ -15,7 +15,7 @@ use crate::offsets::{Committed, Local};
 use crate::subscription::{self, StartPosition, SubscribeRequest, Subscription};
 use crate::validate;
 
-/// How many partitions GetOffsets asks about concurrently.
+/// How many partitions Commit and GetOffsets ask about concurrently.
 const PARTITIONS_ASKED_AT_ONCE: usize = 16;
 
 /// A group's committed offset in one partition and where it came from.
@@ -139,8 +139,8 @@ impl PartitionedLog {
     }
 
     /// Commits a group's offsets (offset of the last processed record per
-    /// partition): durable in the store before returning, never moving
-    /// backwards, then mirrored to the broker.
+    /// partition, which must exist): durable in the store before returning,
+    /// never moving backwards, then mirrored to the broker.
     pub async fn commit(
         &self,
         stream: &str,
@@ -153,15 +153,42 @@ impl PartitionedLog {
                 "offsets is empty; name at least one partition".into(),
             ));
         }
-        // The broker may know a higher offset, committed through another
-        // instance; a commit never moves below it either.
+        let placements = self.broker.placements(&partitions).await?;
+        let (partitions, placements) = (&partitions, &placements);
+        let requests: Vec<(u32, u64)> = offsets.iter().map(|(p, o)| (*p, *o)).collect();
+        // Each offset must name a record the partition holds (a commit past
+        // the end would skip records not yet written). The broker may know a
+        // higher offset, committed through another instance; a commit never
+        // moves below it either.
+        let checked: Vec<(u32, u64, Option<u64>)> = futures::stream::iter(requests)
+            .map(|(partition, requested)| async move {
+                let partition_stream = &partitions[partition as usize];
+                let leader = &placements[partition as usize].leader;
+                match partition_bounds(&self.broker, partition_stream, leader).await? {
+                    None => {
+                        return Err(Error::FailedPrecondition(format!(
+                            "partition {partition} of stream {stream:?} holds no records yet; \
+                             commit the offset of a record the group processed"
+                        )))
+                    }
+                    Some(bounds) if requested > bounds.last => {
+                        return Err(Error::InvalidArgument(format!(
+                            "offset {requested} is past the last record of partition \
+                             {partition} of stream {stream:?} (offset {})",
+                            bounds.last
+                        )))
+                    }
+                    Some(_) => {}
+                }
+                let broker = self.broker.query_offset(group, partition_stream).await?;
+                Ok((partition, requested, broker))
+            })
+            .buffered(PARTITIONS_ASKED_AT_ONCE)
+            .try_collect()
+            .await?;
         let mut targets = BTreeMap::new();
         let mut on_broker = BTreeMap::new();
-        for (&partition, &requested) in offsets {
-            let broker = self
-                .broker
-                .query_offset(group, &partitions[partition as usize])
-                .await?;
+        for (partition, requested, broker) in checked {
             targets.insert(partition, broker.map_or(requested, |b| b.max(requested)));
             on_broker.insert(partition, broker);
         }
