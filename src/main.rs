@@ -28,13 +28,18 @@ enum Command {
     },
 }
 
+/// The log filter without `PARTLOG_LOG`. The client library's dispatcher
+/// warns "Stream closed" on every connection that closes, also when partlog
+/// closes it; partlog logs broken connections itself, with context.
+const DEFAULT_LOG_FILTER: &str = "info,rabbitmq_stream_client::client::dispatcher=error";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PARTLOG_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         )
         .init();
     match cli.command {
