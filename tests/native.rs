@@ -1,6 +1,7 @@
 //! Interoperability with RabbitMQ's native stream client
 //! (rabbitmq-stream-client): routing agreement, and records flowing both
-//! ways between partlog and native producers and consumers.
+//! ways between partlog and native producers and consumers, and committed
+//! offsets shared with native consumers of the same name.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use common::{create_stream, native_environment, publish_ok, read_all, unique_stream, Partlog};
 use futures::StreamExt;
-use partlog::proto::PublishRecord;
+use partlog::proto::{CommitRequest, GetOffsetsRequest, OffsetSource, PublishRecord};
 use partlog::record::KEY_PROPERTY;
 use rabbitmq_stream_client::types::{
     HashRoutingMurmurStrategy, Message, OffsetSpecification, RoutingStrategy, SimpleValue,
@@ -235,4 +236,83 @@ async fn read_returns_records_a_native_producer_wrote() {
     assert_eq!(records[1].key, "");
     assert!(records[1].headers.is_empty());
     assert_eq!((records[0].offset, records[1].offset), (0, 1));
+}
+
+/// A group's commit is the native consumer offset of the group's name on
+/// the partition stream, and the other way round: a native consumer and a
+/// partlog group of the same name resume from each other's offsets.
+#[tokio::test]
+async fn committed_offsets_are_shared_with_native_consumers() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("offsets-native");
+    create_stream(&mut client, &stream, 2).await;
+    let partition = publish_ok(
+        &mut client,
+        &stream,
+        (0..10)
+            .map(|i| PublishRecord {
+                key: "same-key".into(),
+                value: format!("{i}").into_bytes(),
+                ..Default::default()
+            })
+            .collect(),
+    )
+    .await[0];
+    let partition_stream = format!("{stream}-{partition}");
+    let environment = native_environment().await;
+    let native_consumer = |name: &'static str| {
+        environment
+            .consumer()
+            .name(name)
+            .offset(OffsetSpecification::First)
+            .build(&partition_stream)
+    };
+
+    // partlog → native.
+    client
+        .commit(CommitRequest {
+            group: "billing".into(),
+            stream: stream.clone(),
+            offsets: HashMap::from([(partition, 4)]),
+        })
+        .await
+        .expect("commit");
+    let billing = native_consumer("billing").await.expect("native consumer");
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = billing.query_offset().await.ok();
+        if seen == Some(4) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, Some(4), "the native consumer sees the group's commit");
+    billing.handle().close().await.expect("close");
+
+    // native → partlog.
+    let audit = native_consumer("audit").await.expect("native consumer");
+    audit.store_offset(7).await.expect("native store_offset");
+    audit.handle().close().await.expect("close");
+    let mut row = None;
+    for _ in 0..100 {
+        let rows = client
+            .get_offsets(GetOffsetsRequest {
+                group: "audit".into(),
+                stream: stream.clone(),
+            })
+            .await
+            .expect("get offsets")
+            .into_inner()
+            .partitions;
+        row = rows.into_iter().find(|r| r.partition == partition);
+        if row.as_ref().is_some_and(|r| r.committed == Some(7)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let row = row.expect("a row for the partition");
+    assert_eq!(row.committed, Some(7), "partlog sees the native offset");
+    assert_eq!(row.committed_source(), OffsetSource::Broker);
+    assert_eq!(row.lag, 2, "records 8 and 9 are left");
 }
