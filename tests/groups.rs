@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use common::{create_stream, publish_ok, record, unique_stream, Partlog};
+use common::{create_stream, native_environment, publish_ok, record, unique_stream, Partlog};
+use futures::StreamExt;
 use partlog::proto::part_log_client::PartLogClient;
 use partlog::proto::start_position::{self, Position};
 use partlog::proto::subscribe_response::Event;
@@ -17,6 +18,7 @@ use partlog::proto::{
     PartitionOffsets, PublishRecord, Record, ResetOffsetsRequest, StartPosition, SubscribeRequest,
     SubscribeResponse,
 };
+use rabbitmq_stream_client::types::OffsetSpecification;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::Streaming;
@@ -398,6 +400,90 @@ async fn a_leaving_member_hands_its_partitions_over() {
     })
     .await;
     second.task.abort();
+}
+
+/// A native super stream consumer with single active consumer and the
+/// group's name is a member like any other: the broker hands it a partition
+/// partlog's member gives up, and hands it back when the native one leaves.
+#[tokio::test]
+async fn a_native_consumer_is_a_member_of_the_group() {
+    let server = Partlog::start().await;
+    let stream = unique_stream("mixed");
+    let mut client = server.client().await;
+    create_stream(&mut client, &stream, 3).await;
+    let member = Member::join(&server, &stream, "mixed").await;
+    eventually("the partlog member to own every partition", || {
+        member.active().len() == 3
+    })
+    .await;
+
+    let environment = native_environment().await;
+    let mut native = environment
+        .super_stream_consumer()
+        .name("mixed")
+        .enable_single_active_consumer(true)
+        .offset(OffsetSpecification::First)
+        .consumer_update(|_, _| async { OffsetSpecification::First })
+        .build(&stream)
+        .await
+        .expect("native super stream consumer");
+    let native_handle = native.handle();
+    let native_streams = Arc::new(Mutex::new(BTreeSet::new()));
+    let native_task = {
+        let native_streams = native_streams.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = native.next().await {
+                native_streams
+                    .lock()
+                    .unwrap()
+                    .insert(delivery.stream().clone());
+            }
+        })
+    };
+    eventually("the native member to take one partition", || {
+        member.active().len() == 2
+    })
+    .await;
+    let given_up = (0..3u32).find(|p| !member.active().contains(p)).unwrap();
+
+    // Records of every partition: the given-up one goes to the native
+    // member only (Member asserts it gets no record of an inactive one).
+    publish_ok(&mut client, &stream, keyed_batch("mixed", 60)).await;
+    eventually("the native member to read its partition", || {
+        !native_streams.lock().unwrap().is_empty()
+    })
+    .await;
+    eventually("the partlog member to read its partitions", || {
+        member
+            .received()
+            .iter()
+            .map(|(p, _)| *p)
+            .collect::<BTreeSet<_>>()
+            .len()
+            == 2
+    })
+    .await;
+    assert_eq!(
+        *native_streams.lock().unwrap(),
+        BTreeSet::from([format!("{stream}-{given_up}")])
+    );
+    assert!(member.received().iter().all(|(p, _)| *p != given_up));
+
+    native_handle
+        .close()
+        .await
+        .expect("close the native consumer");
+    native_task.abort();
+    eventually("the partlog member to own every partition again", || {
+        member.active().len() == 3
+    })
+    .await;
+    eventually(
+        "the partlog member to read the handed-back partition",
+        || member.received().iter().any(|(p, _)| *p == given_up),
+    )
+    .await;
+    member.task.abort();
 }
 
 #[tokio::test]
