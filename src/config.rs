@@ -129,6 +129,9 @@ pub struct Limits {
     pub max_read_records: u32,
     /// Longest wait a Read may ask for.
     pub max_read_wait_ms: u64,
+    /// Most bytes of keys, values and headers one Read returns (the first
+    /// record always comes, whatever its size).
+    pub max_read_bytes: u32,
     /// Records buffered per subscriber when Subscribe names no window.
     pub default_window: u32,
     /// Largest window a subscriber may ask for.
@@ -169,6 +172,7 @@ impl Default for Limits {
             max_batch_bytes: 16 * 1024 * 1024,
             max_read_records: 10_000,
             max_read_wait_ms: 60_000,
+            max_read_bytes: 4 * 1024 * 1024,
             default_window: 1_000,
             max_window: 10_000,
         }
@@ -219,6 +223,7 @@ impl Config {
             ("limits.max_batch_records", l.max_batch_records),
             ("limits.max_batch_bytes", l.max_batch_bytes),
             ("limits.max_read_records", u64::from(l.max_read_records)),
+            ("limits.max_read_bytes", u64::from(l.max_read_bytes)),
             ("broker.request_timeout_ms", b.request_timeout_ms),
             ("broker.confirm_timeout_ms", b.confirm_timeout_ms),
             ("limits.default_window", u64::from(l.default_window)),

@@ -69,6 +69,17 @@ pub struct StoredRecord {
 }
 
 impl StoredRecord {
+    /// Bytes of key, value and headers: what a Read's size limit counts.
+    pub fn payload_bytes(&self) -> usize {
+        self.key.len()
+            + self.value.len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+
     /// Decodes a message that partlog or a native client wrote.
     pub fn from_message(message: &Message, partition: u32, offset: u64, timestamp_ms: i64) -> Self {
         let value = match message.data() {

@@ -97,7 +97,7 @@ fn read_at(stream: &str, partition: u32) -> ReadRequest {
         partition,
         offset: 0,
         max_records: 10,
-        max_wait: None,
+        ..Default::default()
     }
 }
 
@@ -325,6 +325,17 @@ async fn bad_requests_get_precise_status_codes() {
                 c,
                 ReadRequest {
                     max_records: 10_001,
+                    ..read_at(&stream, 0)
+                },
+            ),
+        ),
+        (
+            "read: too many bytes",
+            Code::InvalidArgument,
+            read(
+                c,
+                ReadRequest {
+                    max_bytes: 4 * 1024 * 1024 + 1,
                     ..read_at(&stream, 0)
                 },
             ),

@@ -111,7 +111,7 @@ async fn read_is_bounded_and_resumes_at_next_offset() {
         partition: 0,
         offset,
         max_records,
-        max_wait: None,
+        ..Default::default()
     };
     let first = client.read(read(0, 7)).await.unwrap().into_inner();
     assert_eq!(first.records.len(), 7);
@@ -133,6 +133,48 @@ async fn read_is_bounded_and_resumes_at_next_offset() {
     assert!(far.records.is_empty());
 }
 
+/// Reads stop before the record that would pass the byte limit (by
+/// default 4 MiB, gRPC clients' default message limit), but always return
+/// the first record.
+#[tokio::test]
+async fn read_is_bounded_in_bytes() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("bytes");
+    create_stream(&mut client, &stream, 1).await;
+    // Ten records of 1 MiB - 100 bytes, key "k" and no headers.
+    let value = |i: u8| vec![i; 1024 * 1024 - 100];
+    for i in 0..10u8 {
+        publish_ok(&mut client, &stream, vec![record("k", value(i))]).await;
+    }
+    let read = |offset, max_bytes| ReadRequest {
+        stream: stream.clone(),
+        partition: 0,
+        offset,
+        max_records: 100,
+        max_bytes,
+        ..Default::default()
+    };
+    let by_default = client.read(read(0, 0)).await.unwrap().into_inner();
+    assert_eq!(by_default.records.len(), 4, "4 MiB hold four records");
+    assert_eq!(by_default.next_offset, by_default.records[3].offset + 1);
+    let two = client
+        .read(read(0, 2 * (1024 * 1024 - 99)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(two.records.len(), 2);
+    let rest = client
+        .read(read(two.next_offset, 2 * (1024 * 1024 - 99)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.records[0].value, value(2), "resumes after the limit");
+    let tiny = client.read(read(0, 1)).await.unwrap().into_inner();
+    assert_eq!(tiny.records.len(), 1, "the first record comes anyway");
+    assert_eq!(tiny.records[0].value, value(0));
+}
+
 #[tokio::test]
 async fn read_of_an_empty_partition_answers_at_once_or_waits_for_data() {
     let server = Partlog::start().await;
@@ -145,7 +187,7 @@ async fn read_of_an_empty_partition_answers_at_once_or_waits_for_data() {
             partition: 0,
             offset: 0,
             max_records: 10,
-            max_wait: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -167,6 +209,7 @@ async fn read_of_an_empty_partition_answers_at_once_or_waits_for_data() {
                     seconds: 30,
                     nanos: 0,
                 }),
+                ..Default::default()
             })
             .await
             .unwrap()

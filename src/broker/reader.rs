@@ -547,10 +547,13 @@ pub struct ReadRange {
     pub partition: u32,
     pub from: u64,
     pub max_records: usize,
+    /// Bytes of keys, values and headers; the first record comes anyway.
+    pub max_bytes: usize,
     pub max_wait: Duration,
 }
 
-/// Reads up to `range.max_records` records of `stream` from `range.from`.
+/// Reads up to `range.max_records` records (and `range.max_bytes`) of
+/// `stream` from `range.from`.
 /// Returns at once when the log holds nothing at or after `from`, unless
 /// `max_wait` asks to wait for the first new record.
 ///
@@ -590,6 +593,7 @@ async fn read_with(
     }
     let mut reached_tail = tail.is_none();
     let mut records = Vec::new();
+    let mut bytes = 0;
     let chunk_timeout = broker.timeout();
     let wait_deadline = Instant::now() + range.max_wait;
     loop {
@@ -623,12 +627,13 @@ async fn read_with(
             if offset < range.from {
                 continue;
             }
-            records.push(StoredRecord::from_message(
-                message,
-                range.partition,
-                offset,
-                chunk.timestamp_ms,
-            ));
+            let record =
+                StoredRecord::from_message(message, range.partition, offset, chunk.timestamp_ms);
+            bytes += record.payload_bytes();
+            if bytes > range.max_bytes && !records.is_empty() {
+                return Ok(records);
+            }
+            records.push(record);
             if records.len() == range.max_records {
                 return Ok(records);
             }

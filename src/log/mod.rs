@@ -66,6 +66,8 @@ pub struct ReadRequest {
     pub offset: u64,
     /// 0 asks for the default.
     pub max_records: u32,
+    /// 0 asks for the limit.
+    pub max_bytes: u32,
     pub max_wait: Duration,
 }
 
@@ -214,6 +216,16 @@ impl PartitionedLog {
             }
             n => n,
         };
+        let max_bytes = match request.max_bytes {
+            0 => self.limits.max_read_bytes,
+            n if n > self.limits.max_read_bytes => {
+                return Err(Error::InvalidArgument(format!(
+                    "max_bytes is {n}; at most {} are allowed (limits.max_read_bytes)",
+                    self.limits.max_read_bytes
+                )))
+            }
+            n => n,
+        };
         let max_wait_limit = Duration::from_millis(self.limits.max_read_wait_ms);
         if request.max_wait > max_wait_limit {
             return Err(Error::InvalidArgument(format!(
@@ -244,6 +256,7 @@ impl PartitionedLog {
                 partition: request.partition,
                 from: request.offset,
                 max_records: max_records as usize,
+                max_bytes: max_bytes as usize,
                 max_wait: request.max_wait,
             },
         )

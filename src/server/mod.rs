@@ -164,6 +164,7 @@ impl PartLog for PartLogService {
                 partition: request.partition,
                 offset: from,
                 max_records: request.max_records,
+                max_bytes: request.max_bytes,
                 max_wait,
             })
             .await

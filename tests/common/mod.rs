@@ -282,7 +282,7 @@ pub async fn read_all(
             partition,
             offset,
             max_records: 1000,
-            max_wait: None,
+            ..Default::default()
         };
         let response = match client.read(request).await {
             Ok(response) => response.into_inner(),
