@@ -16,6 +16,7 @@
 
 mod backoff;
 pub mod producer;
+mod publish_connection;
 pub mod raw;
 pub mod reader;
 
@@ -32,6 +33,7 @@ use tokio::sync::Mutex;
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
 pub use backoff::Backoff;
+use publish_connection::SharedPublishConnections;
 use raw::{Credentials, RawConnection, StreamStats};
 use reader::ReaderPool;
 
@@ -124,6 +126,7 @@ pub struct Broker {
     admin: Mutex<Option<Client>>,
     raw: Mutex<Option<RawConnection>>,
     readers: Arc<ReaderPool>,
+    publishers: SharedPublishConnections,
 }
 
 impl Broker {
@@ -145,6 +148,7 @@ impl Broker {
             admin: Mutex::new(None),
             raw: Mutex::new(None),
             readers: Arc::default(),
+            publishers: SharedPublishConnections::default(),
         }
     }
 
@@ -159,6 +163,11 @@ impl Broker {
     /// Idle reader connections, shared by every reader of this process.
     pub(crate) fn reader_pool(&self) -> &Arc<ReaderPool> {
         &self.readers
+    }
+
+    /// Connections named producers share.
+    pub(crate) fn shared_publish_connections(&self) -> &SharedPublishConnections {
+        &self.publishers
     }
 
     /// The node partlog administers through (the one that answered last).

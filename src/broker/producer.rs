@@ -1,7 +1,8 @@
 //! Appending to one partition stream with pipelined confirms.
 //!
-//! A [`PartitionProducer`] owns a connection to the partition's leader and a
-//! writer task. Callers hand it batches with [`PartitionProducer::submit`];
+//! A [`PartitionProducer`] is a publisher on a connection to the partition's
+//! leader (its own, or one shared by named producers: see
+//! [`super::publish_connection`]) and a writer task. Callers hand it batches with [`PartitionProducer::submit`];
 //! the writer task takes every batch queued so far, numbers the records with
 //! consecutive publishing ids, packs them into frames no larger than the
 //! broker's frame size and sends them without waiting for earlier confirms.
@@ -19,24 +20,24 @@
 //! Lifetime: created on first use of a partition, kept while its connection
 //! lives. When the connection breaks every unconfirmed record fails with
 //! UNAVAILABLE and [`PartitionProducer::is_closed`] turns true, so the owner
-//! replaces it on the next append.
+//! replaces it on the next append (and closes the old one).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rabbitmq_stream_client::types::{Message, MessageResult, ResponseCode, ResponseKind};
+use rabbitmq_stream_client::types::{Message, ResponseCode};
 use rabbitmq_stream_client::Client;
 use rabbitmq_stream_protocol::codec::Encoder;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::publish_connection::{PublishConnection, Route};
 use super::{unavailable, Broker, Node};
 use crate::error::{Error, Result};
 use crate::record::NewRecord;
 
-const PUBLISHER_ID: u8 = 1;
 /// Batches waiting for the writer task; senders wait when it is full.
 const QUEUE_DEPTH: usize = 64;
 /// Publish frame: size, key, version, publisher id, message count.
@@ -112,76 +113,59 @@ pub struct PartitionProducer {
     /// last sender is gone.
     queue: Mutex<Option<mpsc::Sender<Append>>>,
     closed: Arc<AtomicBool>,
-    client: Client,
+    connection: Arc<PublishConnection>,
+    publisher_id: u8,
     writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     confirm_timeout: Duration,
+    /// Bounds the goodbyes to the broker when closing.
+    request_timeout: Duration,
     last_used: Mutex<Instant>,
 }
 
 impl PartitionProducer {
-    /// Connects to `leader` and declares a publisher on `stream`, named
-    /// (deduplicating) when `name` is given.
+    /// Declares a publisher on `stream` at `leader`, named (deduplicating)
+    /// when `name` is given: a named one joins a connection shared with
+    /// other named producers, an unnamed one opens its own.
     pub async fn open(
         broker: &Broker,
         stream: &str,
         leader: &Node,
         name: Option<&str>,
     ) -> Result<Self> {
-        let client = broker.open_client(leader, "partlog-producer").await?;
         let confirms = Arc::new(Confirms::default());
         let closed = Arc::new(AtomicBool::new(false));
-        client
-            .set_handler({
-                let confirms = confirms.clone();
-                let closed = closed.clone();
-                move |item| {
-                    let confirms = confirms.clone();
-                    let closed = closed.clone();
-                    async move {
-                        confirms.handle(item, &closed);
-                        Ok(())
-                    }
-                }
-            })
-            .await;
-        let response = broker
-            .within(
-                &format!("declaring a publisher on {stream:?}"),
-                client.declare_publisher(PUBLISHER_ID, name.map(str::to_owned), stream),
-            )
-            .await?
-            .map_err(|e| unavailable(&format!("cannot declare a publisher on {stream:?}"), e))?;
-        match response.code() {
-            ResponseCode::Ok => {}
-            ResponseCode::StreamDoesNotExist => {
-                let _ = client.close().await;
-                return Err(Error::NotFound(format!(
-                    "partition stream {stream:?} does not exist"
-                )));
-            }
-            code => {
-                let _ = client.close().await;
-                return Err(Error::Unavailable(format!(
-                    "cannot publish to {stream:?} on {leader}: {code:?}"
-                )));
-            }
-        }
-        let numbering = match name {
-            None => Numbering::Counter(0),
-            Some(name) => {
-                let stored = broker
-                    .within(
-                        &format!("querying the last sequence of {name:?} on {stream:?}"),
-                        client.query_publisher_sequence(name, stream),
-                    )
+        let route = Route {
+            stream: stream.to_owned(),
+            confirms: confirms.clone(),
+            closed: closed.clone(),
+        };
+        let (connection, publisher_id) = match name {
+            Some(_) => {
+                broker
+                    .shared_publish_connections()
+                    .attach(broker, leader, route)
                     .await?
-                    .map_err(|e| unavailable("querying a producer's sequence failed", e))?;
-                Numbering::Sequences(stored)
+            }
+            None => {
+                let connection = Arc::new(PublishConnection::open(broker, leader).await?);
+                let id = connection.attach(route).ok_or_else(|| {
+                    Error::Internal("a new connection refused a publisher".into())
+                })?;
+                (connection, id)
+            }
+        };
+        let declared = Self::declare(broker, &connection, publisher_id, stream, leader, name).await;
+        let numbering = match declared {
+            Ok(numbering) => numbering,
+            Err(e) => {
+                connection.detach(publisher_id, broker.timeout()).await;
+                return Err(e);
             }
         };
         let (queue, batches) = mpsc::channel(QUEUE_DEPTH);
         let writer = tokio::spawn(write_loop(
-            client.clone(),
+            connection.client().clone(),
+            publisher_id,
             batches,
             confirms,
             closed.clone(),
@@ -192,11 +176,57 @@ impl PartitionProducer {
             stream: stream.to_owned(),
             queue: Mutex::new(Some(queue)),
             closed,
-            client,
+            connection,
+            publisher_id,
             writer: tokio::sync::Mutex::new(Some(writer)),
             confirm_timeout: broker.confirm_timeout(),
+            request_timeout: broker.timeout(),
             last_used: Mutex::new(Instant::now()),
         })
+    }
+
+    /// Declares the publisher; a named one learns the last sequence the
+    /// broker stored under its name.
+    async fn declare(
+        broker: &Broker,
+        connection: &PublishConnection,
+        publisher_id: u8,
+        stream: &str,
+        leader: &Node,
+        name: Option<&str>,
+    ) -> Result<Numbering> {
+        let client = connection.client();
+        let response = broker
+            .within(
+                &format!("declaring a publisher on {stream:?}"),
+                client.declare_publisher(publisher_id, name.map(str::to_owned), stream),
+            )
+            .await?
+            .map_err(|e| unavailable(&format!("cannot declare a publisher on {stream:?}"), e))?;
+        match response.code() {
+            ResponseCode::Ok => {}
+            ResponseCode::StreamDoesNotExist => {
+                return Err(Error::NotFound(format!(
+                    "partition stream {stream:?} does not exist"
+                )));
+            }
+            code => {
+                return Err(Error::Unavailable(format!(
+                    "cannot publish to {stream:?} on {leader}: {code:?}"
+                )));
+            }
+        }
+        let Some(name) = name else {
+            return Ok(Numbering::Counter(0));
+        };
+        let stored = broker
+            .within(
+                &format!("querying the last sequence of {name:?} on {stream:?}"),
+                client.query_publisher_sequence(name, stream),
+            )
+            .await?
+            .map_err(|e| unavailable("querying a producer's sequence failed", e))?;
+        Ok(Numbering::Sequences(stored))
     }
 
     /// Time since the last batch was submitted (or since opening).
@@ -209,7 +239,7 @@ impl PartitionProducer {
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
-            || self.client.is_closed()
+            || self.connection.client().is_closed()
             || self.sender().is_none_or(|q| q.is_closed())
     }
 
@@ -237,18 +267,29 @@ impl PartitionProducer {
             confirm_timeout: self.confirm_timeout,
         }
     }
-    /// Stops taking batches, waits for the writer to hand every queued
-    /// batch to the broker and for their confirms, then closes the
-    /// connection. Batches still unconfirmed fail with UNAVAILABLE.
+
+    /// Stops taking batches, waits (up to the confirm timeout) for the
+    /// writer to hand every queued batch to the broker and for their
+    /// confirms, then deletes the publisher and leaves the connection.
+    /// Batches still unconfirmed then fail with UNAVAILABLE.
     pub async fn close(&self) {
         self.queue.lock().expect("queue lock poisoned").take();
-        let Some(writer) = self.writer.lock().await.take() else {
+        let Some(mut writer) = self.writer.lock().await.take() else {
             return; // Closed before.
         };
-        let _ = writer.await;
+        if tokio::time::timeout(self.confirm_timeout, &mut writer)
+            .await
+            .is_err()
+        {
+            // Leaving the connection below drops the batches' senders.
+            writer.abort();
+        }
         self.closed.store(true, Ordering::Release);
-        let _ = self.client.delete_publisher(PUBLISHER_ID).await;
-        let _ = self.client.close().await;
+        let goodbye = self.connection.client().delete_publisher(self.publisher_id);
+        let _ = tokio::time::timeout(self.request_timeout, goodbye).await;
+        self.connection
+            .detach(self.publisher_id, self.request_timeout)
+            .await;
     }
 }
 
@@ -257,6 +298,7 @@ impl PartitionProducer {
 /// or the connection fails.
 async fn write_loop(
     client: Client,
+    publisher_id: u8,
     mut batches: mpsc::Receiver<Append>,
     confirms: Arc<Confirms>,
     closed: Arc<AtomicBool>,
@@ -293,7 +335,7 @@ async fn write_loop(
                 let size = PUBLISH_MESSAGE_HEADER + message.encoded_size() as usize;
                 if !frame.is_empty() && frame_bytes + size > max_frame_bytes {
                     if let Err(e) = client
-                        .publish(PUBLISHER_ID, std::mem::take(&mut frame), 1)
+                        .publish(publisher_id, std::mem::take(&mut frame), 1)
                         .await
                     {
                         confirms.fail_all(&unavailable("publishing failed", e));
@@ -307,7 +349,7 @@ async fn write_loop(
             }
         }
         if !frame.is_empty() {
-            if let Err(e) = client.publish(PUBLISHER_ID, frame, 1).await {
+            if let Err(e) = client.publish(publisher_id, frame, 1).await {
                 confirms.fail_all(&unavailable("publishing failed", e));
                 closed.store(true, Ordering::Release);
                 return;
@@ -319,7 +361,7 @@ async fn write_loop(
 
 /// Batches awaiting the broker's answers.
 #[derive(Default)]
-struct Confirms {
+pub(super) struct Confirms {
     state: Mutex<ConfirmState>,
     idle: tokio::sync::Notify,
 }
@@ -356,43 +398,7 @@ impl Confirms {
         state.owner.insert(id, (batch, index));
     }
 
-    fn handle(&self, item: MessageResult, closed: &AtomicBool) {
-        match item {
-            Some(Ok(response)) => match response.kind() {
-                ResponseKind::PublishConfirm(confirm) => {
-                    for id in confirm.publishing_ids {
-                        self.resolve(id, Ok(Stored::Written));
-                    }
-                }
-                ResponseKind::PublishError(errors) => {
-                    for e in errors.publishing_errors {
-                        self.resolve(e.publishing_id, Err(publish_error(&e.error_code)));
-                    }
-                }
-                ResponseKind::MetadataUpdate(_) => {
-                    // The partition stream moved or was deleted: its records
-                    // in flight will not be confirmed on this connection.
-                    closed.store(true, Ordering::Release);
-                    self.fail_all(&Error::Unavailable(
-                        "the partition's leader changed or the stream was deleted".into(),
-                    ));
-                }
-                _ => {}
-            },
-            Some(Err(e)) => {
-                closed.store(true, Ordering::Release);
-                self.fail_all(&unavailable("the publishing connection failed", e));
-            }
-            None => {
-                closed.store(true, Ordering::Release);
-                self.fail_all(&Error::Unavailable(
-                    "the publishing connection closed before the broker confirmed".into(),
-                ));
-            }
-        }
-    }
-
-    fn resolve(&self, id: u64, result: Result<Stored>) {
+    pub(super) fn resolve(&self, id: u64, result: Result<Stored>) {
         let owner = self
             .state
             .lock()
@@ -432,7 +438,7 @@ impl Confirms {
         }
     }
 
-    fn fail_all(&self, error: &Error) {
+    pub(super) fn fail_all(&self, error: &Error) {
         let mut state = self.state.lock().expect("confirm state poisoned");
         state.owner.clear();
         for (_, pending) in state.batches.drain() {
@@ -465,7 +471,7 @@ impl Confirms {
     }
 }
 
-fn publish_error(code: &ResponseCode) -> Error {
+pub(super) fn publish_error(code: &ResponseCode) -> Error {
     match code {
         ResponseCode::StreamDoesNotExist => {
             Error::NotFound("the partition stream no longer exists".into())

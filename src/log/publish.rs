@@ -191,7 +191,9 @@ impl StreamWriter {
                 return Ok(producer.clone());
             }
             let producer = Arc::new(self.open(log, partition, None).await?);
-            *slot = Some(producer.clone());
+            if let Some(broken) = slot.replace(producer.clone()) {
+                tokio::spawn(async move { broken.close().await });
+            }
             return Ok(producer);
         };
         // Held while opening: a second producer under the same name would
@@ -201,9 +203,10 @@ impl StreamWriter {
         if let Some(producer) = named.get(&key).filter(|p| !p.is_closed()) {
             return Ok(producer.clone());
         }
-        // Each named producer holds a broker connection: before adding one,
-        // retire those idle for long (a later call with their id opens a
-        // new one, which learns the stored sequence from the broker).
+        // Each named producer holds a publisher on the broker (and a share
+        // of a connection): before adding one, retire those idle for long
+        // (a later call with their id opens a new one, which learns the
+        // stored sequence from the broker).
         let idle: Vec<_> = named
             .iter()
             .filter(|(_, p)| p.is_closed() || p.idle_for() > NAMED_PRODUCER_IDLE)

@@ -1,0 +1,241 @@
+//! Broker connections that carry publishers.
+//!
+//! The stream protocol numbers a connection's publishers with one byte and
+//! tags every confirm and publish error with that number, so one connection
+//! can carry up to 255 producers. Named (deduplicating) producers to a node
+//! share connections through [`SharedPublishConnections`]: many producer ids
+//! then do not mean many connections, and a new producer id costs a
+//! publisher declaration instead of a new connection (about 90 ms, see
+//! [`super::reader::ReaderPool`]). An unnamed partition producer keeps a
+//! connection of its own, so that each partition's busiest write path has
+//! its own socket and broker process.
+//!
+//! Lifetime: a connection lives while it carries publishers; the last one
+//! to detach closes it. When it fails, every publisher on it loses its
+//! unconfirmed records (UNAVAILABLE) and is marked closed, and the
+//! connection takes no new publisher.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rabbitmq_stream_client::types::{MessageResult, ResponseKind};
+use rabbitmq_stream_client::Client;
+use rabbitmq_stream_protocol::codec::Encoder;
+use rabbitmq_stream_protocol::commands::metadata_update::MetadataUpdateCommand;
+
+use super::producer::{publish_error, Confirms, Stored};
+use super::{unavailable, Broker, Node};
+use crate::error::{Error, Result};
+
+/// Where a publisher's confirms go.
+#[derive(Clone)]
+pub(super) struct Route {
+    /// The partition stream it publishes to.
+    pub stream: String,
+    pub confirms: Arc<Confirms>,
+    /// Set when the publisher lost its records: its owner replaces it.
+    pub closed: Arc<AtomicBool>,
+}
+
+impl Route {
+    fn lose(&self, error: &Error) {
+        self.closed.store(true, Ordering::Release);
+        self.confirms.fail_all(error);
+    }
+}
+
+#[derive(Default)]
+struct Routes {
+    state: Mutex<RouteState>,
+}
+
+#[derive(Default)]
+struct RouteState {
+    publishers: HashMap<u8, Route>,
+    /// Failed, or closing after its last publisher left: takes no new one.
+    retired: bool,
+}
+
+impl Routes {
+    fn state(&self) -> MutexGuard<'_, RouteState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn route(&self, publisher_id: u8) -> Option<Route> {
+        self.state().publishers.get(&publisher_id).cloned()
+    }
+
+    /// Hands a frame of the connection to the publisher it concerns.
+    fn dispatch(&self, item: MessageResult) {
+        match item {
+            Some(Ok(response)) => match response.kind() {
+                ResponseKind::PublishConfirm(confirm) => {
+                    if let Some(route) = self.route(confirm.publisher_id) {
+                        for id in confirm.publishing_ids {
+                            route.confirms.resolve(id, Ok(Stored::Written));
+                        }
+                    }
+                }
+                ResponseKind::PublishError(errors) => {
+                    if let Some(route) = self.route(errors.publisher_id) {
+                        for e in errors.publishing_errors {
+                            route
+                                .confirms
+                                .resolve(e.publishing_id, Err(publish_error(&e.error_code)));
+                        }
+                    }
+                }
+                ResponseKind::MetadataUpdate(update) => {
+                    // The stream moved or was deleted: the broker dropped its
+                    // publishers, whose records in flight will not be
+                    // confirmed. (All of them when the name is unreadable.)
+                    let stream = updated_stream(&update);
+                    let error = Error::Unavailable(
+                        "the partition's leader changed or the stream was deleted".into(),
+                    );
+                    let state = self.state();
+                    state
+                        .publishers
+                        .values()
+                        .filter(|r| stream.as_ref().is_none_or(|s| *s == r.stream))
+                        .for_each(|r| r.lose(&error));
+                }
+                _ => {}
+            },
+            Some(Err(e)) => self.fail(&unavailable("the publishing connection failed", e)),
+            None => self.fail(&Error::Unavailable(
+                "the publishing connection closed before the broker confirmed".into(),
+            )),
+        }
+    }
+
+    fn fail(&self, error: &Error) {
+        let mut state = self.state();
+        state.retired = true;
+        state.publishers.values().for_each(|r| r.lose(error));
+    }
+}
+
+/// The stream a metadata update names. The protocol crate keeps the field
+/// private; its encoder writes the code (u16), then the stream (i16 length
+/// and bytes).
+fn updated_stream(update: &MetadataUpdateCommand) -> Option<String> {
+    let mut bytes = Vec::new();
+    update.encode(&mut bytes).ok()?;
+    let len = i16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?);
+    let name = bytes.get(4..4 + usize::try_from(len).ok()?)?;
+    String::from_utf8(name.to_vec()).ok()
+}
+
+/// One broker connection and the publishers it carries.
+pub(super) struct PublishConnection {
+    client: Client,
+    routes: Arc<Routes>,
+}
+
+impl PublishConnection {
+    pub(super) async fn open(broker: &Broker, node: &Node) -> Result<PublishConnection> {
+        let client = broker.open_client(node, "partlog-producer").await?;
+        let routes = Arc::new(Routes::default());
+        client
+            .set_handler({
+                let routes = routes.clone();
+                move |item| {
+                    let routes = routes.clone();
+                    async move {
+                        routes.dispatch(item);
+                        Ok(())
+                    }
+                }
+            })
+            .await;
+        Ok(PublishConnection { client, routes })
+    }
+
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Adds a publisher and returns its id; `None` when the connection is
+    /// full or retired.
+    pub(super) fn attach(&self, route: Route) -> Option<u8> {
+        let mut state = self.routes.state();
+        if state.retired {
+            return None;
+        }
+        let id = (1..=u8::MAX).find(|id| !state.publishers.contains_key(id))?;
+        state.publishers.insert(id, route);
+        Some(id)
+    }
+
+    /// Removes a publisher; the last one out closes the connection, waiting
+    /// at most `timeout` for the broker.
+    pub(super) async fn detach(&self, publisher_id: u8, timeout: Duration) {
+        let last = {
+            let mut state = self.routes.state();
+            state.publishers.remove(&publisher_id);
+            if state.publishers.is_empty() {
+                state.retired = true;
+            }
+            state.retired && state.publishers.is_empty()
+        };
+        if last {
+            let _ = tokio::time::timeout(timeout, self.client.close()).await;
+        }
+    }
+
+    fn takes_publishers(&self) -> bool {
+        !self.routes.state().retired && !self.client.is_closed()
+    }
+}
+
+/// The connections named producers share, per node; one per [`Broker`].
+#[derive(Default)]
+pub struct SharedPublishConnections {
+    by_node: tokio::sync::Mutex<HashMap<Node, Vec<Arc<PublishConnection>>>>,
+}
+
+impl SharedPublishConnections {
+    /// Attaches `route` to a connection to `node` with room, opening one when
+    /// none has. Held while opening, so that publishers arriving together
+    /// share the new connection instead of opening one each.
+    pub(super) async fn attach(
+        &self,
+        broker: &Broker,
+        node: &Node,
+        route: Route,
+    ) -> Result<(Arc<PublishConnection>, u8)> {
+        let mut by_node = self.by_node.lock().await;
+        let connections = by_node.entry(node.clone()).or_default();
+        connections.retain(|c| c.takes_publishers());
+        for connection in connections.iter() {
+            if let Some(id) = connection.attach(route.clone()) {
+                return Ok((connection.clone(), id));
+            }
+        }
+        let connection = Arc::new(PublishConnection::open(broker, node).await?);
+        let id = connection
+            .attach(route)
+            .ok_or_else(|| Error::Internal("a new connection refused a publisher".into()))?;
+        connections.push(connection.clone());
+        Ok((connection, id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rabbitmq_stream_protocol::codec::Decoder;
+
+    #[test]
+    fn the_stream_of_a_metadata_update_is_read_back() {
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&0x06u16.to_be_bytes()); // stream not available
+        frame.extend_from_slice(&8i16.to_be_bytes());
+        frame.extend_from_slice(b"orders-2");
+        let (_, update) = MetadataUpdateCommand::decode(&frame).unwrap();
+        assert_eq!(updated_stream(&update).as_deref(), Some("orders-2"));
+    }
+}
