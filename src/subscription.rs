@@ -281,6 +281,8 @@ impl PartitionTask {
                         // active member reads it from the committed offset.
                         continue;
                     }
+                    self.log
+                        .note_record(&self.partition_stream, chunk.last_offset());
                     for (i, message) in chunk.messages.iter().enumerate() {
                         let offset = chunk.first_offset + i as u64;
                         if offset < next_offset {

@@ -2,8 +2,12 @@
 
 mod common;
 
+use std::collections::HashMap;
+
 use common::{create_stream, unique_stream, Partlog};
-use partlog::proto::{CreateStreamRequest, DeleteStreamRequest, DescribeStreamRequest, Retention};
+use partlog::proto::{
+    CommitRequest, CreateStreamRequest, DeleteStreamRequest, DescribeStreamRequest, Retention,
+};
 use tonic::Code;
 
 #[tokio::test]
@@ -90,7 +94,13 @@ async fn a_deleted_stream_can_be_created_again_with_other_partitions() {
     let mut client = server.client().await;
     let stream = unique_stream("recreate");
     create_stream(&mut client, &stream, 2).await;
-    common::publish_ok(&mut client, &stream, vec![common::record("k", "v1")]).await;
+    let first = common::publish_ok(&mut client, &stream, vec![common::record("k", "v1")]).await;
+    let commit = |partition| CommitRequest {
+        group: "g".into(),
+        stream: stream.clone(),
+        offsets: HashMap::from([(partition, 0)]),
+    };
+    client.commit(commit(first[0])).await.expect("commit");
     client
         .delete_stream(DeleteStreamRequest {
             stream: stream.clone(),
@@ -99,6 +109,9 @@ async fn a_deleted_stream_can_be_created_again_with_other_partitions() {
         .expect("delete");
 
     create_stream(&mut client, &stream, 5).await;
+    // Nothing of the old stream's records counts for the new one.
+    let empty = client.commit(commit(first[0])).await.unwrap_err();
+    assert_eq!(empty.code(), Code::FailedPrecondition, "{empty:?}");
     let partitions: Vec<u32> = (0..50)
         .map(|i| partlog::routing::partition_for_key(&format!("key-{i}"), 5))
         .collect();

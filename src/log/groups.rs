@@ -153,8 +153,7 @@ impl PartitionedLog {
                 "offsets is empty; name at least one partition".into(),
             ));
         }
-        let placements = self.broker.placements(&partitions).await?;
-        let (partitions, placements) = (&partitions, &placements);
+        let partitions = &partitions;
         let requests: Vec<(u32, u64)> = offsets.iter().map(|(p, o)| (*p, *o)).collect();
         // Each offset must name a record the partition holds (a commit past
         // the end would skip records not yet written). The broker may know a
@@ -163,22 +162,29 @@ impl PartitionedLog {
         let checked: Vec<(u32, u64, Option<u64>)> = futures::stream::iter(requests)
             .map(|(partition, requested)| async move {
                 let partition_stream = &partitions[partition as usize];
-                let leader = &placements[partition as usize].leader;
-                match partition_bounds(&self.broker, partition_stream, leader).await? {
-                    None => {
+                let known = self.known_last_record(partition_stream);
+                if known.is_none_or(|last| requested > last) {
+                    let placement = self
+                        .broker
+                        .placements(std::slice::from_ref(partition_stream))
+                        .await?
+                        .remove(0);
+                    let bounds =
+                        partition_bounds(&self.broker, partition_stream, &placement.leader).await?;
+                    let Some(bounds) = bounds else {
                         return Err(Error::FailedPrecondition(format!(
                             "partition {partition} of stream {stream:?} holds no records yet; \
                              commit the offset of a record the group processed"
-                        )))
-                    }
-                    Some(bounds) if requested > bounds.last => {
+                        )));
+                    };
+                    self.note_record(partition_stream, bounds.last);
+                    if requested > bounds.last {
                         return Err(Error::InvalidArgument(format!(
                             "offset {requested} is past the last record of partition \
                              {partition} of stream {stream:?} (offset {})",
                             bounds.last
-                        )))
+                        )));
                     }
-                    Some(_) => {}
                 }
                 let broker = self.broker.query_offset(group, partition_stream).await?;
                 Ok((partition, requested, broker))
@@ -295,6 +301,9 @@ impl PartitionedLog {
                     .await?;
                 let leader = &placements[index].leader;
                 let bounds = partition_bounds(&self.broker, partition_stream, leader).await?;
+                if let Some(b) = bounds {
+                    self.note_record(partition_stream, b.last);
+                }
                 let lag = match (bounds, committed.offset) {
                     (None, _) => 0,
                     (Some(b), Some(c)) => b.last.saturating_sub(c),

@@ -92,6 +92,10 @@ pub struct PartitionedLog {
     next_member: AtomicU64,
     /// Set once by [`PartitionedLog::begin_shutdown`]; ends subscriptions.
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// Per partition stream, the highest offset known to hold a record
+    /// (seen by a subscription, a Read or a bounds query): commits up to it
+    /// need no broker round trip to prove their record exists.
+    known_last: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 impl PartitionedLog {
@@ -112,7 +116,21 @@ impl PartitionedLog {
             active: std::sync::Mutex::new(HashMap::new()),
             next_member: AtomicU64::new(1),
             shutdown: tokio::sync::watch::Sender::new(false),
+            known_last: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// `offset` of `partition_stream` holds a record.
+    pub(crate) fn note_record(&self, partition_stream: &str, offset: u64) {
+        let mut known = self.known_last.lock().unwrap_or_else(|e| e.into_inner());
+        let last = known.entry(partition_stream.to_owned()).or_insert(offset);
+        *last = (*last).max(offset);
+    }
+
+    /// The highest offset of `partition_stream` known to hold a record.
+    pub(crate) fn known_last_record(&self, partition_stream: &str) -> Option<u64> {
+        let known = self.known_last.lock().unwrap_or_else(|e| e.into_inner());
+        known.get(partition_stream).copied()
     }
 
     pub fn broker(&self) -> &Broker {
@@ -178,6 +196,13 @@ impl PartitionedLog {
         validate::stream_name(stream)?;
         let writer = self.writers.lock().await.remove(stream);
         let result = self.broker.delete_super_stream(stream).await;
+        // A stream created again under the name starts empty. (Other
+        // streams named like its partitions are only looked up again.)
+        let partition_prefix = format!("{stream}-");
+        self.known_last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|partition_stream, _| !partition_stream.starts_with(&partition_prefix));
         if let Some(writer) = writer {
             writer.close().await;
         }
@@ -248,7 +273,7 @@ impl PartitionedLog {
             .placements(std::slice::from_ref(partition_stream))
             .await?
             .remove(0);
-        read_range(
+        let records = read_range(
             &self.broker,
             partition_stream,
             &placement.leader,
@@ -260,7 +285,11 @@ impl PartitionedLog {
                 max_wait: request.max_wait,
             },
         )
-        .await
+        .await?;
+        if let Some(last) = records.last() {
+            self.note_record(partition_stream, last.offset);
+        }
+        Ok(records)
     }
 
     /// Ends every subscription (their calls complete normally) so that a
