@@ -158,6 +158,9 @@ impl PartitionProducer {
         let numbering = match declared {
             Ok(numbering) => numbering,
             Err(e) => {
+                if matches!(e, Error::Unavailable(_)) {
+                    connection.retire();
+                }
                 connection.detach(publisher_id, broker.timeout()).await;
                 return Err(e);
             }
@@ -286,7 +289,12 @@ impl PartitionProducer {
         }
         self.closed.store(true, Ordering::Release);
         let goodbye = self.connection.client().delete_publisher(self.publisher_id);
-        let _ = tokio::time::timeout(self.request_timeout, goodbye).await;
+        let said = tokio::time::timeout(self.request_timeout, goodbye).await;
+        if !said.is_ok_and(|answer| answer.is_ok()) {
+            // Confirms for this publisher may still come: its id must not
+            // be given to another.
+            self.connection.retire();
+        }
         self.connection
             .detach(self.publisher_id, self.request_timeout)
             .await;

@@ -54,8 +54,26 @@ struct Routes {
 #[derive(Default)]
 struct RouteState {
     publishers: HashMap<u8, Route>,
-    /// Failed, or closing after its last publisher left: takes no new one.
+    /// The id given last. Ids go round, so that a late confirm for a
+    /// departed publisher cannot reach a new one under the same id.
+    last_id: u8,
+    /// Failed, unresponsive, or closing after its last publisher left:
+    /// takes no new publisher.
     retired: bool,
+}
+
+impl RouteState {
+    fn add(&mut self, route: Route) -> Option<u8> {
+        if self.retired {
+            return None;
+        }
+        let id = (1..=u8::MAX)
+            .map(|step| self.last_id.wrapping_add(step))
+            .find(|id| *id != 0 && !self.publishers.contains_key(id))?;
+        self.publishers.insert(id, route);
+        self.last_id = id;
+        Some(id)
+    }
 }
 
 impl Routes {
@@ -161,13 +179,13 @@ impl PublishConnection {
     /// Adds a publisher and returns its id; `None` when the connection is
     /// full or retired.
     pub(super) fn attach(&self, route: Route) -> Option<u8> {
-        let mut state = self.routes.state();
-        if state.retired {
-            return None;
-        }
-        let id = (1..=u8::MAX).find(|id| !state.publishers.contains_key(id))?;
-        state.publishers.insert(id, route);
-        Some(id)
+        self.routes.state().add(route)
+    }
+
+    /// The connection stopped answering (a request or confirms timed out):
+    /// it takes no new publisher and closes once its publishers left.
+    pub(super) fn retire(&self) {
+        self.routes.state().retired = true;
     }
 
     /// Removes a publisher; the last one out closes the connection, waiting
@@ -228,6 +246,38 @@ impl SharedPublishConnections {
 mod tests {
     use super::*;
     use rabbitmq_stream_protocol::codec::Decoder;
+
+    fn route() -> Route {
+        Route {
+            stream: "s-0".into(),
+            confirms: Arc::default(),
+            closed: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn publisher_ids_go_round_and_a_full_or_retired_connection_takes_none() {
+        let mut state = RouteState::default();
+        assert_eq!(state.add(route()), Some(1));
+        assert_eq!(state.add(route()), Some(2));
+        state.publishers.remove(&1);
+        assert_eq!(
+            state.add(route()),
+            Some(3),
+            "a freed id is not given at once"
+        );
+        while state.add(route()).is_some() {}
+        assert_eq!(
+            state.publishers.len(),
+            255,
+            "ids 1..=255, 1 again after going round"
+        );
+        state.publishers.remove(&7);
+        assert_eq!(state.add(route()), Some(7));
+        state.retired = true;
+        state.publishers.remove(&7);
+        assert_eq!(state.add(route()), None);
+    }
 
     #[test]
     fn the_stream_of_a_metadata_update_is_read_back() {
