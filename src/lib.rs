@@ -14,9 +14,11 @@
 //! - [`routing`]: key → partition (murmur3, seed 104729) and round-robin.
 //! - [`record`]: records and their AMQP 1.0 form on the broker.
 //! - [`validate`]: names, counts and limits checked before the broker is asked.
-//! - [`broker`]: the RabbitMQ adapter — administration, raw queries (stream
-//!   statistics, partitions), per-partition producers with pipelined
-//!   confirms, chunk readers.
+//! - [`broker`]: the RabbitMQ adapter — administration through any node of
+//!   the cluster, raw queries (metadata, partitions, stream statistics),
+//!   per-partition producers with pipelined confirms on own or shared
+//!   connections, chunk readers with a connection pool, reconnection
+//!   backoff.
 //! - [`offsets`]: the sled store of consumer groups' committed offsets.
 //! - [`subscription`]: tailing partitions, alone or as a single active
 //!   consumer of a group.

@@ -16,7 +16,7 @@
 
 mod backoff;
 pub mod producer;
-mod publish_connection;
+pub mod publish_connection;
 pub mod raw;
 pub mod reader;
 

@@ -2,13 +2,14 @@
 //!
 //! A [`PartitionProducer`] is a publisher on a connection to the partition's
 //! leader (its own, or one shared by named producers: see
-//! [`super::publish_connection`]) and a writer task. Callers hand it batches with [`PartitionProducer::submit`];
-//! the writer task takes every batch queued so far, numbers the records with
-//! consecutive publishing ids, packs them into frames no larger than the
-//! broker's frame size and sends them without waiting for earlier confirms.
-//! The connection's handler resolves each batch once the broker confirmed
-//! (or rejected) all of its records. Order within a partition is the order
-//! batches reach the queue, and within a batch the caller's order.
+//! [`super::publish_connection`]) and a writer task. Callers hand it batches
+//! with [`PartitionProducer::submit`]; the writer task takes every batch
+//! queued so far, numbers the records with consecutive publishing ids, packs
+//! them into frames no larger than the broker's frame size and sends them
+//! without waiting for earlier confirms. The connection's handler resolves
+//! each batch once the broker confirmed (or rejected) all of its records.
+//! Order within a partition is the order batches reach the queue, and within
+//! a batch the caller's order.
 //!
 //! A *named* producer (one per partition and client producer id) uses the
 //! records' sequences as publishing ids and RabbitMQ's deduplication: the
