@@ -264,7 +264,6 @@ pub struct ChunkReader {
     /// False for group consumers, whose connection is not reused.
     reusable: bool,
     stream: String,
-    subscription: u8,
     /// A chunk of the current subscription arrived and its credit has not
     /// been given back yet.
     credit_owed: bool,
@@ -290,7 +289,6 @@ impl ChunkReader {
             pool: pool.clone(),
             reusable,
             stream: stream.to_owned(),
-            subscription: 0,
             credit_owed: false,
             timeout: broker.timeout(),
         };
@@ -325,7 +323,6 @@ impl ChunkReader {
     ) -> Result<()> {
         let connection = &mut self.connection;
         connection.subscription = connection.subscription.wrapping_add(1).max(1);
-        self.subscription = connection.subscription;
         // A new subscription starts with one credit of its own.
         self.credit_owed = false;
         let stream = &self.stream;
@@ -333,7 +330,7 @@ impl ChunkReader {
             self.timeout,
             connection
                 .client
-                .subscribe(self.subscription, stream, start, 1, properties),
+                .subscribe(connection.subscription, stream, start, 1, properties),
         )
         .await
         .map_err(|_| Error::Unavailable(format!("subscribing to {stream:?} timed out")))?
@@ -351,7 +348,7 @@ impl ChunkReader {
 
     /// Moves the reader to `start` on the same connection.
     pub async fn resubscribe(&mut self, start: OffsetSpecification) -> Result<()> {
-        let previous = self.subscription;
+        let previous = self.connection.subscription;
         let client = &self.connection.client;
         let _ = tokio::time::timeout(self.timeout, client.unsubscribe(previous)).await;
         self.subscribe(start, HashMap::new()).await
@@ -363,7 +360,7 @@ impl ChunkReader {
         if self.credit_owed {
             self.connection
                 .client
-                .credit(self.subscription, 1)
+                .credit(self.connection.subscription, 1)
                 .await
                 .map_err(|e| unavailable("granting credit failed", e))?;
             self.credit_owed = false;
@@ -377,7 +374,7 @@ impl ChunkReader {
             };
             let event = event?;
             if let ReaderEvent::Chunk(_) = event {
-                if tag != self.subscription {
+                if tag != self.connection.subscription {
                     continue; // In flight for a subscription since replaced.
                 }
                 self.credit_owed = true;
@@ -425,7 +422,10 @@ impl ChunkReader {
     /// for the broker.
     pub fn close(self) {
         tokio::spawn(async move {
-            let unsubscribe = self.connection.client.unsubscribe(self.subscription);
+            let unsubscribe = self
+                .connection
+                .client
+                .unsubscribe(self.connection.subscription);
             let unsubscribed = tokio::time::timeout(self.timeout, unsubscribe)
                 .await
                 .is_ok_and(|r| r.is_ok_and(|r| r.code() == &ResponseCode::Ok));
@@ -449,19 +449,14 @@ pub struct Bounds {
     pub last_timestamp_ms: i64,
 }
 
-/// A reader positioned at `Last` and the last record chunk it delivered;
-/// `None` when the partition holds no records. The reader goes on to
-/// deliver new chunks.
+/// Attaches a reader at `Last` and waits for the last record chunk (see
+/// [`AtLast`]); the reader goes on to deliver new chunks.
 ///
 /// The broker's statistics cannot answer this: offset tracking (stored
 /// consumer offsets) writes chunks of its own into the stream, which take
 /// offsets but are never delivered, so the last chunk id may name one of
 /// them. A subscription at `Last` attaches to the last chunk of records.
-async fn at_last_chunk(
-    broker: &Broker,
-    stream: &str,
-    leader: &Node,
-) -> Result<(ChunkReader, Option<Chunk>)> {
+async fn at_last_chunk(broker: &Broker, stream: &str, leader: &Node) -> Result<AtLast> {
     let mut reader = ChunkReader::open(
         broker,
         stream,
@@ -471,13 +466,9 @@ async fn at_last_chunk(
     )
     .await?;
     let last = async {
-        if broker
-            .stream_stats(stream)
-            .await?
-            .committed_chunk_id
-            .is_none()
-        {
-            return Ok(None);
+        let stats = broker.stream_stats(stream).await?;
+        if stats.committed_chunk_id.is_none() {
+            return Ok((None, stats));
         }
         let chunk = reader.next_chunk(Instant::now() + broker.timeout()).await?;
         if chunk.is_none() {
@@ -487,16 +478,28 @@ async fn at_last_chunk(
                 "no record chunk arrived; the stream holds only offset tracking"
             );
         }
-        Ok(chunk)
+        Ok((chunk, stats))
     }
     .await;
     match last {
-        Ok(last) => Ok((reader, last)),
+        Ok((last, stats)) => Ok(AtLast {
+            reader,
+            last,
+            first_chunk_id: stats.first_chunk_id,
+        }),
         Err(e) => {
             reader.close();
             Err(e)
         }
     }
+}
+
+/// A reader attached at `Last`, the last record chunk it delivered (`None`
+/// when the partition holds no records) and the first retained chunk id.
+struct AtLast {
+    reader: ChunkReader,
+    last: Option<Chunk>,
+    first_chunk_id: Option<u64>,
 }
 
 /// The bounds of a partition stream, `None` while it holds no records.
@@ -505,16 +508,12 @@ pub async fn partition_bounds(
     stream: &str,
     leader: &Node,
 ) -> Result<Option<Bounds>> {
-    let (reader, last) = at_last_chunk(broker, stream, leader).await?;
-    reader.close();
-    let Some(last) = last else {
+    let at_last = at_last_chunk(broker, stream, leader).await?;
+    at_last.reader.close();
+    let Some(last) = at_last.last else {
         return Ok(None);
     };
-    let first = broker
-        .stream_stats(stream)
-        .await?
-        .first_chunk_id
-        .unwrap_or(0);
+    let first = at_last.first_chunk_id.unwrap_or(0);
     Ok(Some(Bounds {
         first: first.min(last.first_offset),
         last: last.last_offset(),
@@ -566,7 +565,9 @@ pub async fn read_range(
     leader: &Node,
     range: ReadRange,
 ) -> Result<Vec<StoredRecord>> {
-    let (mut reader, last) = at_last_chunk(broker, stream, leader).await?;
+    let AtLast {
+        mut reader, last, ..
+    } = at_last_chunk(broker, stream, leader).await?;
     let result = read_with(broker, &mut reader, last, range).await;
     reader.close();
     result
