@@ -15,6 +15,8 @@
 #                    rabbitmq-diagnostics, rabbitmq-plugins, rabbitmq-queues) with `-n NODE` added:
 #                    NODE is $PARTLOG_NODE, else partlog@localhost if it runs, else partlog1@localhost.
 #                    e.g. scripts/rabbitmq.sh exec rabbitmq-streams add_super_stream orders --partitions 3
+#   stream-dir       prints the directory in which a node (chosen as for exec) keeps its streams'
+#                    data: one directory per stream, named <vhost>_<stream>_<timestamp>
 #
 # Nodes and ports. Every listener is bound to 127.0.0.1; the user is guest/guest (allowed from
 # loopback). Streams advertise host "localhost" and the node's own stream port, and accept frames
@@ -637,17 +639,33 @@ cmd_logs() {
   [[ ! -s $CACHE_DIR/debootstrap.log ]] || say "install log: $CACHE_DIR/debootstrap.log"
 }
 
-cmd_exec() {
-  (($# > 0)) || die "usage: $0 exec TOOL [ARGS...]  (e.g. rabbitmqctl cluster_status)"
-  init_paths
-  root_ok || die "partlog's RabbitMQ is not installed yet (run '$0 start')"
-  need_root_user exec
+# The node `exec` and `stream-dir` act on: $PARTLOG_NODE, else the single node if it runs, else
+# the first cluster node (without @localhost).
+chosen_node() {
   local node=${PARTLOG_NODE:-}
   if [[ -z $node ]]; then
     if node_alive "$SINGLE"; then node=$SINGLE; else node=${CLUSTER[0]}; fi
   fi
   node=${node%@localhost}
   node_off "$node" >/dev/null
+  echo "$node"
+}
+
+cmd_stream_dir() {
+  init_paths
+  root_ok || die "partlog's RabbitMQ is not installed yet (run '$0 start')"
+  local node
+  node=$(chosen_node)
+  echo "$ROOT$DATA/$node/mnesia/$node@localhost/stream"
+}
+
+cmd_exec() {
+  (($# > 0)) || die "usage: $0 exec TOOL [ARGS...]  (e.g. rabbitmqctl cluster_status)"
+  init_paths
+  root_ok || die "partlog's RabbitMQ is not installed yet (run '$0 start')"
+  need_root_user exec
+  local node
+  node=$(chosen_node)
   case $1 in
     rabbitmqctl | rabbitmq-streams | rabbitmq-diagnostics | rabbitmq-plugins | rabbitmq-queues | rabbitmq-upgrade) ;;
     *) die "exec: '$1' is not a RabbitMQ CLI tool" ;;
@@ -664,6 +682,7 @@ case ${1:-} in
   logs) shift; cmd_logs "$@" ;;
   wipe) cmd_wipe ;;
   exec) shift; cmd_exec "$@" ;;
+  stream-dir) cmd_stream_dir ;;
   -h | --help | help) usage ;;
   "") usage >&2; exit 2 ;;
   *) printf '[rabbitmq] error: unknown command %s\n\n' "$1" >&2; usage >&2; exit 2 ;;

@@ -52,6 +52,50 @@ pub fn stream_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// File names on the broker's disk (the common file system limit, in bytes).
+const FILE_NAME_MAX_BYTES: usize = 255;
+
+/// What RabbitMQ adds around a stream's name to name its data directory:
+/// `<vhost>_<stream>_<timestamp>`, the timestamp being the 19 digits of
+/// `erlang:system_time()` in nanoseconds. (The vhost's length is added by
+/// [`created_stream_name`].)
+const DATA_DIRECTORY_DECORATION: usize = 1 + 1 + 19;
+
+/// Longest name, in characters, of a new super stream with `partitions`
+/// partitions on `vhost`: its longest partition stream `<name>-<N-1>` must
+/// leave room for the decoration of the partition's data directory.
+///
+/// RabbitMQ names the directory by replacing every character but ASCII
+/// letters, digits, `-` and `=` with one `_` (one per grapheme cluster,
+/// so counting characters is exact for ASCII and errs on the safe side
+/// otherwise). A longer name is accepted by the broker, whose partition
+/// writers then fail with `enametoolong` for ever: the stream never runs
+/// and its coordinator retries the broken members until the node's data
+/// is wiped.
+pub fn max_created_stream_name_chars(partitions: u32, vhost: &str) -> usize {
+    let index = digits(partitions.saturating_sub(1) as usize);
+    let vhost = vhost.chars().count();
+    FILE_NAME_MAX_BYTES.saturating_sub(DATA_DIRECTORY_DECORATION + vhost + 1 + index)
+}
+
+/// The name of a super stream about to be created with `partitions`
+/// partitions on `vhost`: a valid [`stream_name`] whose partitions' data
+/// directories fit the broker's file system.
+pub fn created_stream_name(name: &str, partitions: u32, vhost: &str) -> Result<()> {
+    stream_name(name)?;
+    let max = max_created_stream_name_chars(partitions, vhost);
+    let chars = name.chars().count();
+    if chars > max {
+        return Err(Error::InvalidArgument(format!(
+            "stream name is {chars} characters long; with {partitions} partitions at most {max} \
+             are allowed, because RabbitMQ names each partition's data directory \
+             \"<vhost>_<stream>-<index>_<19-digit timestamp>\" and file names have at most \
+             {FILE_NAME_MAX_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// Longest group name: RabbitMQ's limit on consumer and offset references.
 pub const GROUP_NAME_MAX_BYTES: usize = 255;
 
@@ -291,6 +335,30 @@ mod tests {
             MAX_PARTITIONS - 1
         );
         assert_eq!(longest_partition.len(), RABBITMQ_NAME_MAX_BYTES);
+    }
+
+    #[test]
+    fn created_stream_names_leave_room_for_the_data_directory() {
+        // (partitions, longest name) on the default vhost "/": the partition
+        // index takes 1, 2 or 3 digits. 231 and 232 were probed on RabbitMQ
+        // 4.0 with single-digit indexes: 232 fails with enametoolong.
+        for (partitions, longest) in [(1, 231), (10, 231), (11, 230), (101, 229), (256, 229)] {
+            assert_eq!(max_created_stream_name_chars(partitions, "/"), longest);
+            assert!(created_stream_name(&"a".repeat(longest), partitions, "/").is_ok());
+            let err = created_stream_name(&"a".repeat(longest + 1), partitions, "/").unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+            assert!(
+                err.message().contains(&format!("at most {longest}")),
+                "{err}"
+            );
+        }
+        // A longer vhost takes its length off the name.
+        assert_eq!(max_created_stream_name_chars(3, "production"), 222);
+        // Characters, not bytes: each becomes one byte of the directory
+        // name (250 bytes here, within RabbitMQ's 255-byte name limit).
+        assert!(created_stream_name(&"é".repeat(125), 3, "/").is_ok());
+        // The general rules still apply.
+        assert!(created_stream_name("amq.x", 3, "/").is_err());
     }
 
     #[test]

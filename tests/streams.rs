@@ -150,3 +150,59 @@ async fn metadata_keeps_answering_on_a_long_lived_connection() {
         assert_eq!(described.partitions.len(), 7);
     }
 }
+
+/// The longest stream name depends on the partition count: RabbitMQ names
+/// each partition's data directory `<vhost>_<stream>-<index>_<timestamp>`
+/// within the file system's 255 bytes. At the limit the stream works; one
+/// character more is INVALID_ARGUMENT naming the limit — never a stream
+/// whose partitions cannot start (which the broker would retry for ever).
+#[tokio::test]
+async fn stream_names_at_the_broker_directory_limit() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    // On the default vhost "/": 19 timestamp digits, 2 underscores, the
+    // vhost, the dash and the index digits leave these.
+    for (partitions, longest) in [(1u32, 231usize), (10, 231), (256, 229)] {
+        // Unique, so that an earlier failed run does not get in the way.
+        let prefix = unique_stream(&format!("limit{partitions}"));
+        let at_limit = format!("{prefix}{}", "n".repeat(longest - prefix.len()));
+        let too_long = format!("{at_limit}n");
+
+        let err = client
+            .create_stream(CreateStreamRequest {
+                stream: too_long.clone(),
+                partitions,
+                ..Default::default()
+            })
+            .await
+            .expect_err("one character over the limit");
+        assert_eq!(err.code(), Code::InvalidArgument, "{partitions}: {err:?}");
+        assert!(
+            err.message().contains(&format!("at most {longest}")),
+            "{partitions}: {}",
+            err.message()
+        );
+
+        let created = client
+            .create_stream(CreateStreamRequest {
+                stream: at_limit.clone(),
+                partitions,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{partitions} partitions, {longest} characters: {e}"))
+            .into_inner()
+            .stream
+            .expect("description");
+        assert_eq!(created.partitions.len(), partitions as usize);
+        // Every partition runs: it has a leader and takes a record.
+        assert!(created.partitions.iter().all(|p| !p.leader.is_empty()));
+        common::publish_ok(&mut client, &at_limit, vec![common::record("k", "v")]).await;
+        client
+            .delete_stream(DeleteStreamRequest {
+                stream: at_limit.clone(),
+            })
+            .await
+            .expect("delete");
+    }
+}

@@ -147,8 +147,8 @@ impl PartitionedLog {
         partitions: u32,
         settings: &StreamSettings,
     ) -> Result<StreamDescription> {
-        validate::stream_name(stream)?;
         validate::partition_count(partitions)?;
+        validate::created_stream_name(stream, partitions, &self.broker.config().vhost)?;
         if settings.replicas == Some(0) {
             return Err(Error::InvalidArgument(
                 "replicas must be at least 1 (the leader) when set".into(),
@@ -168,6 +168,11 @@ impl PartitionedLog {
     /// The new stream's description once every partition has a leader and
     /// the `replicas` asked for (the broker starts them asynchronously after
     /// answering the create), or as it is when the request timeout is up.
+    ///
+    /// A partition without a leader by then is taken as one that cannot
+    /// start (its writer failed, e.g. on the broker's file system): the
+    /// stream is deleted again, and the answer is FAILED_PRECONDITION, not
+    /// a code that invites retrying what cannot work.
     async fn await_members(
         &self,
         stream: &str,
@@ -176,19 +181,50 @@ impl PartitionedLog {
         let followers = replicas.map_or(0, |n| n as usize - 1);
         let deadline = tokio::time::Instant::now() + self.broker.timeout();
         loop {
-            let described = self.describe_stream(stream).await;
+            let described = match self.describe_stream(stream).await {
+                Ok(d) => self.writers_answer(&d).await.map(|()| d),
+                failed => failed,
+            };
             let running = matches!(&described, Ok(d)
                 if d.partitions.iter().all(|p| p.replicas.len() >= followers));
             if running || tokio::time::Instant::now() >= deadline {
-                return described.map_err(|e| match e {
-                    Error::Unavailable(why) => Error::Unavailable(format!(
-                        "stream {stream:?} was created but its partitions do not run yet \
-                         ({why}); DescribeStream shows when they do"
-                    )),
+                return match described {
+                    Err(Error::Unavailable(why)) => Err(self.abandon_create(stream, &why).await),
                     other => other,
-                });
+                };
             }
             tokio::time::sleep(MEMBER_POLL_INTERVAL).await;
+        }
+    }
+
+    /// Every partition's writer answers: the metadata names a leader as
+    /// soon as the broker picked one, also while its writer fails to start.
+    async fn writers_answer(&self, description: &StreamDescription) -> Result<()> {
+        for partition in &description.partitions {
+            self.broker.stream_stats(&partition.stream).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a stream whose partitions did not start and says why, and
+    /// what is left if the deletion failed too.
+    async fn abandon_create(&self, stream: &str, why: &str) -> Error {
+        let timeout = self.broker.timeout();
+        let cause = format!(
+            "the broker created stream {stream:?} but could not start its partitions within \
+             {timeout:?} ({why})"
+        );
+        tracing::warn!(stream, %why, "partitions of a new stream did not start; deleting it");
+        match self.broker.delete_super_stream(stream).await {
+            Ok(()) | Err(Error::NotFound(_)) => Error::FailedPrecondition(format!(
+                "{cause}; partlog deleted it again. The broker's log says why (e.g. its file \
+                 system refused the partitions' data directories); retry once that is fixed"
+            )),
+            Err(e) => Error::FailedPrecondition(format!(
+                "{cause}, and deleting it failed ({e}): the super stream and its partition \
+                 streams \"{stream}-0\".. are left on the broker; delete them with DeleteStream \
+                 or `rabbitmq-streams delete_super_stream {stream}`"
+            )),
         }
     }
 
