@@ -694,6 +694,81 @@ async fn reset_moves_a_group_back_and_forth() {
     assert_eq!(next_records(&mut events, 1).await[0].offset, 0);
 }
 
+/// ResetOffsets follows Commit's rule: no position past the next record to
+/// be written, which would make the group skip records not yet written.
+#[tokio::test]
+async fn a_reset_past_the_tail_is_refused_like_a_commit() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("reset-tail");
+    create_stream(&mut client, &stream, 2).await;
+    // Partition 0 gets records 0..=9 (key "a" routes to partition 0 of 2,
+    // see tests/data/routing-vectors.tsv); partition 1 stays empty.
+    let partition_0_key = "a";
+    publish_ok(
+        &mut client,
+        &stream,
+        (0..10)
+            .map(|i| record(partition_0_key, format!("{i}")))
+            .collect(),
+    )
+    .await;
+    let reset = |partition: u32, offset: u64| ResetOffsetsRequest {
+        group: "g".into(),
+        stream: stream.clone(),
+        partitions: vec![partition],
+        to: position(Position::Offset(offset)),
+    };
+    client.reset_offsets(reset(0, 4)).await.unwrap();
+
+    for (partition, offset, names) in [
+        (0, 11, "offset 9"),
+        (0, 1_000_000_000_000, "offset 9"),
+        (1, 5, "holds no records"),
+    ] {
+        let err = client
+            .reset_offsets(reset(partition, offset))
+            .await
+            .expect_err("a reset past the tail");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(names), "{}", err.message());
+        // Commit refuses the same offset.
+        let commit = client
+            .commit(CommitRequest {
+                group: "g".into(),
+                stream: stream.clone(),
+                offsets: HashMap::from([(partition, offset)]),
+            })
+            .await
+            .expect_err("a commit past the tail");
+        assert_ne!(commit.code(), tonic::Code::Ok);
+    }
+    // Nothing changed: still reset to 4, i.e. 3 processed.
+    let rows = offsets(&mut client, &stream, "g").await;
+    assert_eq!(rows[0].committed, Some(3));
+    assert_eq!(rows[1].committed, None);
+
+    // Right after the last record (where the next one will be) and 0 on an
+    // empty partition are fine.
+    let end = client
+        .reset_offsets(reset(0, 10))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(end.results[0].committed, Some(9));
+    let empty = client
+        .reset_offsets(reset(1, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(empty.results[0].committed, None);
+    // And a record published afterwards reaches the group.
+    publish_ok(&mut client, &stream, vec![record(partition_0_key, "10")]).await;
+    let mut events = subscribe(&mut client, &stream, "g", None, 10).await;
+    let next = next_records(&mut events, 1).await;
+    assert_eq!(String::from_utf8_lossy(&next[0].value), "10");
+}
+
 #[tokio::test]
 async fn a_stalled_subscriber_does_not_make_partlog_buffer() {
     let server = Partlog::start().await;

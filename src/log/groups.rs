@@ -233,7 +233,15 @@ impl PartitionedLog {
         for &partition in &selected {
             let partition_stream = &all[partition as usize];
             let leader = &placements[partition as usize].leader;
-            let next = self.next_offset_at(partition_stream, leader, to).await?;
+            let next = self
+                .next_offset_at(partition_stream, leader, to)
+                .await
+                .map_err(|e| match e {
+                    Error::InvalidArgument(why) => Error::InvalidArgument(format!(
+                        "partition {partition} of stream {stream:?}: {why}"
+                    )),
+                    other => other,
+                })?;
             // The last processed record is the one before `next`.
             positions.insert(partition, next.checked_sub(1));
         }
@@ -248,7 +256,9 @@ impl PartitionedLog {
         Ok(positions.into_iter().collect())
     }
 
-    /// The offset a reader positioned at `to` reads next.
+    /// The offset a reader positioned at `to` reads next. An offset past
+    /// the record after the last one is refused, as Commit refuses it: the
+    /// group would skip records not yet written.
     async fn next_offset_at(
         &self,
         partition_stream: &str,
@@ -256,14 +266,26 @@ impl PartitionedLog {
         to: StartPosition,
     ) -> Result<u64> {
         let Some(bounds) = partition_bounds(&self.broker, partition_stream, leader).await? else {
-            return Ok(match to {
-                StartPosition::Offset(offset) => offset,
-                _ => 0,
-            });
+            return match to {
+                StartPosition::Offset(offset @ 1..) => Err(Error::InvalidArgument(format!(
+                    "offset {offset} is past the end: the partition holds no records yet, so \
+                     the only offset to reset to is 0 (or FIRST, LAST)"
+                ))),
+                _ => Ok(0),
+            };
         };
+        self.note_record(partition_stream, bounds.last);
         let after_tail = bounds.last + 1;
         Ok(match to {
             StartPosition::First => bounds.first,
+            StartPosition::Offset(offset) if offset > after_tail => {
+                return Err(Error::InvalidArgument(format!(
+                    "offset {offset} is past the end: the last record is at offset {} (the \
+                     tail), so the furthest reset is to offset {after_tail}, where the next \
+                     record will be (LAST goes there too)",
+                    bounds.last
+                )))
+            }
             StartPosition::Offset(offset) => offset,
             // The broker attaches at the first chunk stored at or after the
             // time; after the last chunk there is none and the reset goes
