@@ -129,6 +129,52 @@ async fn retried_sequences_are_stored_once_and_reported_as_duplicates() {
     assert_eq!(total.values().sum::<i32>(), 75);
 }
 
+/// The duplicate flag stays exact while a producer id moves back and forth
+/// between two instances: each instance's producer stays open in between,
+/// so the one written through last must not rely on what it learned when
+/// it opened.
+#[tokio::test]
+async fn the_duplicate_flag_is_exact_when_retries_alternate_between_instances() {
+    let (a, b) = (Partlog::start().await, Partlog::start().await);
+    let (mut a, mut b) = (a.client().await, b.client().await);
+    let stream = unique_stream("idem-alt");
+    create_stream(&mut a, &stream, 3).await;
+    let producer = "alternating-writer";
+    let flags = |results: Vec<PublishResult>| -> Vec<bool> {
+        results
+            .iter()
+            .map(|r| {
+                assert!(r.error.is_none(), "{:?}", r.error);
+                r.duplicate
+            })
+            .collect()
+    };
+    // (instance, sequences, duplicate expected)
+    let steps: [(&str, std::ops::RangeInclusive<u64>, bool); 6] = [
+        ("a", 1..=500, false),
+        ("b", 1..=500, true),
+        ("b", 501..=600, false),
+        ("a", 501..=600, true),
+        ("a", 601..=700, false),
+        ("b", 601..=700, true),
+    ];
+    for (instance, range, duplicate) in steps {
+        let client = if instance == "a" { &mut a } else { &mut b };
+        let results = publish(client, &stream, producer, sequenced(range.clone()))
+            .await
+            .unwrap();
+        let flags = flags(results);
+        let wrong = flags.iter().filter(|d| **d != duplicate).count();
+        assert_eq!(
+            wrong,
+            0,
+            "{instance} {range:?}: {wrong} of {} records had duplicate != {duplicate}",
+            flags.len()
+        );
+    }
+    assert_exactly_once(&mut a, &stream, 3, 1..=700).await;
+}
+
 #[tokio::test]
 async fn kill_9_during_publishing_then_retry_stores_each_sequence_once() {
     let mut server = Partlog::start().await;

@@ -14,9 +14,14 @@
 //! A *named* producer (one per partition and client producer id) uses the
 //! records' sequences as publishing ids and RabbitMQ's deduplication: the
 //! broker keeps the last sequence stored under the name and drops anything
-//! not above it. The producer learns that sequence when it opens and keeps
-//! it current, so it reports such records as duplicates without sending
-//! them.
+//! not above it — and confirms the dropped copies like stored ones. So the
+//! producer itself reports records at or below that sequence as duplicates,
+//! without sending them. It asks the broker for the sequence whenever it
+//! starts sending after all its earlier records were confirmed: another
+//! partlog instance may have written for the same producer id meanwhile
+//! (the client moved, e.g. after a timeout). While its own records are in
+//! flight, no other writer may use the id (the one-writer contract), and
+//! what it sent last is what counts.
 //!
 //! Lifetime: created on first use of a partition, kept while its connection
 //! lives. When the connection breaks every unconfirmed record fails with
@@ -99,8 +104,9 @@ impl Submitted {
 enum Numbering {
     /// Consecutive ids of its own, starting at 0.
     Counter(u64),
-    /// The records' sequences; the last one the broker stored.
-    Sequences(u64),
+    /// The records' sequences, deduplicated by the broker under `name`;
+    /// `last` is the highest one stored or sent.
+    Sequences { name: String, last: u64 },
 }
 
 struct Append {
@@ -168,13 +174,17 @@ impl PartitionProducer {
         };
         let (queue, batches) = mpsc::channel(QUEUE_DEPTH);
         let writer = tokio::spawn(write_loop(
-            connection.client().clone(),
-            publisher_id,
+            WriterSetup {
+                client: connection.client().clone(),
+                publisher_id,
+                stream: stream.to_owned(),
+                max_frame_bytes: broker.config().max_frame_bytes as usize,
+                request_timeout: broker.timeout(),
+            },
             batches,
             confirms,
             closed.clone(),
             numbering,
-            broker.config().max_frame_bytes as usize,
         ));
         Ok(PartitionProducer {
             stream: stream.to_owned(),
@@ -223,14 +233,11 @@ impl PartitionProducer {
         let Some(name) = name else {
             return Ok(Numbering::Counter(0));
         };
-        let stored = broker
-            .within(
-                &format!("querying the last sequence of {name:?} on {stream:?}"),
-                client.query_publisher_sequence(name, stream),
-            )
-            .await?
-            .map_err(|e| unavailable("querying a producer's sequence failed", e))?;
-        Ok(Numbering::Sequences(stored))
+        let last = stored_sequence(client, name, stream, broker.timeout()).await?;
+        Ok(Numbering::Sequences {
+            name: name.to_owned(),
+            last,
+        })
     }
 
     /// Time since the last batch was submitted (or since opening).
@@ -302,21 +309,70 @@ impl PartitionProducer {
     }
 }
 
+/// The last sequence the broker stored for the named producer `name` on
+/// `stream` (0 when none).
+async fn stored_sequence(
+    client: &Client,
+    name: &str,
+    stream: &str,
+    timeout: Duration,
+) -> Result<u64> {
+    tokio::time::timeout(timeout, client.query_publisher_sequence(name, stream))
+        .await
+        .map_err(|_| {
+            Error::Unavailable(format!(
+                "the broker did not answer within {timeout:?} while querying the last \
+                 sequence of {name:?} on {stream:?}"
+            ))
+        })?
+        .map_err(|e| unavailable("querying a producer's sequence failed", e))
+}
+
+/// What the writer task writes with.
+struct WriterSetup {
+    client: Client,
+    publisher_id: u8,
+    stream: String,
+    max_frame_bytes: usize,
+    request_timeout: Duration,
+}
+
 /// Takes batches off the queue, numbers and frames their records and sends
 /// them. Ends when the queue closes (after waiting for outstanding confirms)
 /// or the connection fails.
 async fn write_loop(
-    client: Client,
-    publisher_id: u8,
+    setup: WriterSetup,
     mut batches: mpsc::Receiver<Append>,
     confirms: Arc<Confirms>,
     closed: Arc<AtomicBool>,
     mut numbering: Numbering,
-    max_frame_bytes: usize,
 ) {
+    let WriterSetup {
+        client,
+        publisher_id,
+        stream,
+        max_frame_bytes,
+        request_timeout,
+    } = setup;
     let mut next_batch: u64 = 0;
     let mut taken = Vec::new();
     while batches.recv_many(&mut taken, QUEUE_DEPTH).await > 0 {
+        if let Numbering::Sequences { name, last } = &mut numbering {
+            if confirms.is_idle() {
+                // Another instance may have written for this producer id
+                // since this one's records were confirmed.
+                match stored_sequence(&client, name, &stream, request_timeout).await {
+                    Ok(stored) => *last = (*last).max(stored),
+                    Err(e) => {
+                        for append in taken.drain(..) {
+                            let _ = append.done.send(vec![Err(e.clone()); append.records.len()]);
+                        }
+                        closed.store(true, Ordering::Release);
+                        return;
+                    }
+                }
+            }
+        }
         let mut frame: Vec<Message> = Vec::new();
         let mut frame_bytes = PUBLISH_FRAME_HEADER;
         for append in taken.drain(..) {
@@ -329,7 +385,7 @@ async fn write_loop(
                         *next += 1;
                         *next - 1
                     }
-                    Numbering::Sequences(last) => {
+                    Numbering::Sequences { last, .. } => {
                         let sequence = record.sequence.unwrap_or(0);
                         if sequence <= *last {
                             confirms.settle(batch, index, Ok(Stored::Duplicate));
@@ -459,6 +515,15 @@ impl Confirms {
             let _ = pending.done.send(outcome);
         }
         self.idle.notify_waiters();
+    }
+
+    /// No batch awaits the broker's answers.
+    fn is_idle(&self) -> bool {
+        self.state
+            .lock()
+            .expect("confirm state poisoned")
+            .batches
+            .is_empty()
     }
 
     async fn wait_idle(&self) {
