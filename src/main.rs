@@ -37,6 +37,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour_logs())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PARTLOG_LOG")
                 .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
@@ -45,6 +46,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
     }
+}
+
+/// Colour only for a person at a terminal, and not when `NO_COLOR` asks
+/// for none (<https://no-color.org>): log files and collectors get plain text.
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn serve(config_path: Option<PathBuf>) -> ExitCode {

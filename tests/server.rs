@@ -52,6 +52,16 @@ async fn health_is_serving_and_reflection_lists_the_service() {
     assert!(names.contains("grpc.health.v1.Health"), "{names:?}");
 }
 
+/// Standard error goes to a file here, not a terminal: plain text, no
+/// colour codes.
+#[tokio::test]
+async fn logs_to_a_file_carry_no_colour_codes() {
+    let server = Partlog::start().await;
+    let log = server.log();
+    assert!(log.contains("partlog listening"), "{log}");
+    assert!(!log.contains('\x1b'), "escape codes in the log:\n{log:?}");
+}
+
 #[tokio::test]
 async fn unreachable_broker_means_not_serving_and_unavailable() {
     // Nothing listens on this port.
