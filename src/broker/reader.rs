@@ -5,10 +5,9 @@
 //! reader of the same node.
 //!
 //! The broker sends a chunk per credit, and the reader keeps at most one
-//! credit outstanding: rabbitmq-stream-client hands every incoming frame to
-//! the handler on a freshly spawned task, so two chunks in flight at once
-//! could reach the reader out of order. One credit at a time keeps chunks in
-//! offset order and bounds what the reader buffers to a single chunk. The
+//! credit outstanding, which bounds what it buffers to a single chunk.
+//! (Frames reach the handler in the order they arrived: partlog builds with
+//! a patched rabbitmq-stream-client, see `patches/`.) The
 //! credit for the next chunk goes out when the caller asks for it, not when
 //! a chunk arrives: a caller that stops asking stops the broker too, and a
 //! reader done after one chunk never sends a credit that would hold its next
@@ -396,19 +395,17 @@ impl ChunkReader {
     }
 
     /// Answers a consumer update: where this now active (or, ignored by the
-    /// broker, inactive) consumer starts.
-    ///
-    /// The answer is a response to the broker's request, so the broker
-    /// sends nothing back; the client library nevertheless waits for a reply
-    /// to it. The answer is therefore sent from a task of its own, which
-    /// gives up waiting after the broker timeout.
-    pub fn answer_update(&self, correlation_id: u32, start: OffsetSpecification) {
-        let client = self.connection.client.clone();
-        let timeout = self.timeout;
-        tokio::spawn(async move {
-            let _ =
-                tokio::time::timeout(timeout, client.consumer_update(correlation_id, start)).await;
-        });
+    /// broker, inactive) consumer starts. The broker sends nothing back.
+    pub async fn answer_update(
+        &self,
+        correlation_id: u32,
+        start: OffsetSpecification,
+    ) -> Result<()> {
+        self.connection
+            .client
+            .consumer_update(correlation_id, start)
+            .await
+            .map_err(|e| unavailable("answering a consumer update failed", e))
     }
 
     /// True once the client library closed the connection, which it may

@@ -136,12 +136,47 @@ type StreamConnection = SplitStream<Framed<GenericTcpStream, RabbitMqStreamCodec
 pub struct ClientState {
     server_properties: HashMap<String, String>,
     connection_properties: HashMap<String, String>,
-    handler: Option<Arc<dyn MessageHandler>>,
+    handler: Option<HandlerQueue>,
     heartbeat: u32,
     max_frame_size: u32,
     last_heatbeat: Instant,
     heartbeat_task: Option<task::TaskHandle>,
     last_received_message: Arc<RwLock<Instant>>,
+}
+
+/// Hands a connection's frames to its handler one after the other, in the
+/// order they arrived, on a task of its own.
+///
+/// partlog patch: upstream spawned a task per frame, so that frames of one
+/// connection (deliveries, consumer updates) could reach the handler out of
+/// order, e.g. a single active consumer's "inactive" before the "active" it
+/// follows.
+#[derive(Clone)]
+struct HandlerQueue(tokio::sync::mpsc::UnboundedSender<MessageResult>);
+
+impl HandlerQueue {
+    fn spawn(handler: Arc<dyn MessageHandler>) -> HandlerQueue {
+        let (queue, mut items) = tokio::sync::mpsc::unbounded_channel::<MessageResult>();
+        tokio::spawn(async move {
+            while let Some(item) = items.recv().await {
+                // A panicking handler is logged and the next frame handled.
+                match std::panic::AssertUnwindSafe(handler.handle_message(item))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => warn!("Message handler returned error: {}", err),
+                    Err(panic) => tracing::error!("Message handler panicked: {:?}", panic),
+                }
+            }
+        });
+        HandlerQueue(queue)
+    }
+
+    fn push(&self, item: MessageResult) {
+        // Fails only once the handler task ended, when nobody listens.
+        let _ = self.0.send(item);
+    }
 }
 
 /// Raw API for taking to RabbitMQ stream
@@ -237,7 +272,7 @@ impl Client {
     pub async fn set_handler<H: MessageHandler>(&self, handler: H) {
         let mut state = self.state.write().await;
 
-        state.handler = Some(Arc::new(handler));
+        state.handler = Some(HandlerQueue::spawn(Arc::new(handler)));
     }
 
     pub fn is_closed(&self) -> bool {
@@ -748,14 +783,22 @@ impl Client {
         state.last_heatbeat = Instant::now();
     }
 
+    /// Answers the broker's consumer update `correlation_id`.
+    ///
+    /// partlog patch: the answer is a response to the broker's request, and
+    /// the broker sends nothing back; upstream waited for a reply under a
+    /// correlation id of its own, which never came (a task stuck per update,
+    /// and a handler that calls this would never take its next frame).
     pub async fn consumer_update(
         &self,
         correlation_id: u32,
         offset_specification: OffsetSpecification,
-    ) -> RabbitMQStreamResult<GenericResponse> {
-        self.send_and_receive(|_| {
-            ConsumerUpdateRequestCommand::new(correlation_id, 1, offset_specification)
-        })
+    ) -> RabbitMQStreamResult<()> {
+        self.send(ConsumerUpdateRequestCommand::new(
+            correlation_id,
+            1,
+            offset_specification,
+        ))
         .await
     }
 }
@@ -779,26 +822,7 @@ impl MessageHandler for Client {
                     ResponseKind::Heartbeat(_) => self.handle_heart_beat_command().await,
                     _ => {
                         if let Some(handler) = self.state.read().await.handler.as_ref() {
-                            let handler = handler.clone();
-
-                            tokio::task::spawn(async move {
-                                // We want to log any panic that happens in the user provided handler.
-                                //
-                                // NB: tokio::task::spawn catches panics and prevents them from crashing the process,
-                                //     but we want to log them for debugging purposes.
-                                match std::panic::AssertUnwindSafe(handler.handle_message(item))
-                                    .catch_unwind()
-                                    .await
-                                {
-                                    Ok(Ok(())) => {}
-                                    Ok(Err(err)) => {
-                                        warn!("Message handler returned error: {}", err);
-                                    }
-                                    Err(panic) => {
-                                        tracing::error!("Message handler panicked: {:?}", panic);
-                                    }
-                                }
-                            });
+                            handler.push(item);
                         }
                     }
                 }
@@ -806,16 +830,13 @@ impl MessageHandler for Client {
             Some(Err(err)) => {
                 trace!(?err);
                 if let Some(handler) = self.state.read().await.handler.as_ref() {
-                    let handler = handler.clone();
-
-                    tokio::task::spawn(async move { handler.handle_message(item).await });
+                    handler.push(item);
                 }
             }
             None => {
                 trace!("Closing client");
                 if let Some(handler) = self.state.read().await.handler.as_ref() {
-                    let handler = handler.clone();
-                    tokio::task::spawn(async move { handler.handle_message(None).await });
+                    handler.push(None);
                 }
             }
         }
