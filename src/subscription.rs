@@ -14,6 +14,12 @@
 //! one more, no further, so a stalled client costs at most `window` events
 //! plus two chunks per partition.
 //!
+//! Assignment events follow the broker's decisions in the order the broker
+//! made them: ACTIVE when it activates the member, INACTIVE when it steps
+//! the member down or the member's connection breaks (the broker then drops
+//! the consumer and may activate another member at once). A member delivers
+//! a partition's records only between the two.
+//!
 //! Lifetime: the subscription ends when the receiver is dropped (the client
 //! went away) or partlog shuts down: every task notices, unsubscribes and
 //! closes its connection, and the broker hands its partitions to the
@@ -90,8 +96,10 @@ pub enum SubscriptionEvent {
 pub enum AssignmentState {
     Active,
     Inactive,
-    /// Reading resumed after a lost broker connection, after the last
-    /// delivered record.
+    /// Without a group: reading resumed after a lost broker connection,
+    /// after the last delivered record. (A group member is told INACTIVE
+    /// when its connection breaks, and ACTIVE when the broker picks it
+    /// again.)
     Reattached,
 }
 
@@ -169,8 +177,12 @@ const IDLE_CHECK: Duration = Duration::from_secs(5);
 struct Progress {
     /// Offset of the last record handed to the subscriber.
     delivered: Option<u64>,
-    /// The connection broke; the next attachment is a re-attachment.
+    /// Without a group: the connection broke, the next attachment is a
+    /// re-attachment (REATTACHED), reading on after `delivered`.
     reattaching: bool,
+    /// In a group: the subscriber was told ACTIVE and not INACTIVE since.
+    /// Records are delivered only while it holds the partition.
+    held: bool,
 }
 
 impl PartitionTask {
@@ -193,7 +205,12 @@ impl PartitionTask {
                         stream = %self.stream, partition = self.partition, %why,
                         "subscription lost its broker connection; reconnecting in {delay:?}"
                     );
-                    self.set_active_member(false);
+                    // The broker dropped the consumer with its connection and
+                    // may make another member active at once: the subscriber
+                    // holds the partition no longer.
+                    if !self.let_go(&mut progress).await {
+                        break Ok(());
+                    }
                     progress.reattaching = true;
                     tokio::select! {
                         () = self.ended() => break Ok(()),
@@ -203,7 +220,9 @@ impl PartitionTask {
                 other => break other,
             }
         };
-        self.set_active_member(false);
+        if progress.held {
+            self.set_active_member(false);
+        }
         if let Err(e) = result {
             // The subscriber may be gone already; then nobody listens.
             tokio::select! {
@@ -254,14 +273,18 @@ impl PartitionTask {
     async fn pump(&self, reader: &mut ChunkReader, progress: &mut Progress) -> Result<()> {
         // Offsets below this were delivered already or lie before the start.
         let mut next_offset = 0;
-        let mut active = self.group.is_none();
-        if active {
+        if self.group.is_none() {
             let start = match progress.delivered {
                 Some(last) => Some(last + 1),
                 None => self.explicit_offset(),
             };
             next_offset = start.unwrap_or(0);
-            if !self.attached(start, progress).await {
+            let state = if std::mem::take(&mut progress.reattaching) {
+                AssignmentState::Reattached
+            } else {
+                AssignmentState::Active
+            };
+            if !self.send(self.assignment(state, start)).await {
                 return Ok(());
             }
         }
@@ -276,7 +299,7 @@ impl PartitionTask {
                 }
                 None => continue,
                 Some(ReaderEvent::Chunk(chunk)) => {
-                    if !active {
+                    if self.group.is_some() && !progress.held {
                         // Sent before the broker made us inactive; the new
                         // active member reads it from the committed offset.
                         continue;
@@ -305,16 +328,19 @@ impl PartitionTask {
                     active: true,
                     correlation_id,
                 }) => {
-                    let (spec, start) = self.activation_start(progress).await?;
-                    reader.answer_update(correlation_id, spec);
+                    let (spec, start) = self.activation_start().await?;
+                    reader.answer_update(correlation_id, spec).await?;
                     tracing::debug!(
                         stream = %self.stream, partition = self.partition, member = %self.member,
                         ?start, "active"
                     );
-                    active = true;
                     next_offset = start.unwrap_or(0);
+                    progress.held = true;
                     self.set_active_member(true);
-                    if !self.attached(start, progress).await {
+                    if !self
+                        .send(self.assignment(AssignmentState::Active, start))
+                        .await
+                    {
                         return Ok(());
                     }
                 }
@@ -322,17 +348,14 @@ impl PartitionTask {
                     active: false,
                     correlation_id,
                 }) => {
-                    reader.answer_update(correlation_id, OffsetSpecification::Next);
+                    reader
+                        .answer_update(correlation_id, OffsetSpecification::Next)
+                        .await?;
                     tracing::debug!(
                         stream = %self.stream, partition = self.partition, member = %self.member,
                         "inactive"
                     );
-                    active = false;
-                    self.set_active_member(false);
-                    if !self
-                        .send(self.assignment(AssignmentState::Inactive, None))
-                        .await
-                    {
+                    if !self.let_go(progress).await {
                         return Ok(());
                     }
                 }
@@ -340,28 +363,23 @@ impl PartitionTask {
         }
     }
 
-    /// Tells the subscriber that reading (re)starts at `start`: ACTIVE the
-    /// first time, REATTACHED after a lost connection. False when the
+    /// A group member stops holding the partition (the broker made it
+    /// inactive, or its connection broke): INACTIVE, once. False when the
     /// subscriber is gone.
-    async fn attached(&self, start: Option<u64>, progress: &mut Progress) -> bool {
-        let state = if std::mem::take(&mut progress.reattaching) {
-            AssignmentState::Reattached
-        } else {
-            AssignmentState::Active
-        };
-        self.send(self.assignment(state, start)).await
+    async fn let_go(&self, progress: &mut Progress) -> bool {
+        if !std::mem::take(&mut progress.held) {
+            return true;
+        }
+        self.set_active_member(false);
+        self.send(self.assignment(AssignmentState::Inactive, None))
+            .await
     }
 
-    /// Where an activated group member starts, and that offset if known.
-    /// After a lost connection it goes on after the last record it
-    /// delivered, unless the group has committed beyond that meanwhile.
-    async fn activation_start(
-        &self,
-        progress: &Progress,
-    ) -> Result<(OffsetSpecification, Option<u64>)> {
+    /// Where an activated group member starts, and that offset if known:
+    /// the start position, applied each time the broker makes it active.
+    async fn activation_start(&self) -> Result<(OffsetSpecification, Option<u64>)> {
         let group = self.group.as_deref().expect("only groups are activated");
-        let resume = progress.delivered.filter(|_| progress.reattaching);
-        if self.start != StartPosition::Committed && resume.is_none() {
+        if self.start != StartPosition::Committed {
             return Ok((self.explicit_spec(), self.explicit_offset()));
         }
         let committed = self
@@ -369,11 +387,7 @@ impl PartitionTask {
             .committed(&self.stream, group, self.partition, &self.partition_stream)
             .await?
             .offset;
-        let last_done = match (committed, resume) {
-            (Some(c), Some(d)) => Some(c.max(d)),
-            (c, d) => c.or(d),
-        };
-        Ok(match last_done {
+        Ok(match committed {
             Some(offset) => (OffsetSpecification::Offset(offset + 1), Some(offset + 1)),
             None => (self.log.fallback().spec(), None),
         })

@@ -1,6 +1,9 @@
 //! A broker restart in the middle of publishing and subscribing: partlog
 //! recovers unaided, loses no acknowledged record, duplicates none, keeps
-//! per-key order and tells the subscriber it re-attached.
+//! per-key order and tells a plain subscriber it re-attached; the members of
+//! a group on two instances are told INACTIVE when their connections break
+//! and ACTIVE when the broker picks them again, so that in the end each
+//! partition has exactly one member that knows it holds it.
 //!
 //! This binary restarts the broker that `scripts/rabbitmq.sh` runs (the
 //! single node or the cluster, whichever runs), so it holds this one test:
@@ -12,7 +15,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{broker_script, create_stream, unique_stream, IdempotentPublisher, Partlog};
+use common::{
+    assert_one_holder_each, broker_script, create_stream, publish_ok, record, unique_stream,
+    IdempotentPublisher, MemberEvents, Partlog,
+};
 use partlog::proto::start_position::{First, Position};
 use partlog::proto::subscribe_response::Event;
 use partlog::proto::{AssignmentState, StartPosition, SubscribeRequest};
@@ -58,6 +64,12 @@ async fn partlog_recovers_from_a_broker_restart() {
             panic!("the subscription ended");
         })
     };
+
+    // Two members of a group, on two instances.
+    let other = Partlog::start_with(&[("PARTLOG_BROKER_REQUEST_TIMEOUT_MS", "3000")]).await;
+    let member_a = MemberEvents::join(&mut client, "a", &stream, "restart-group").await;
+    let member_b =
+        MemberEvents::join(&mut other.client().await, "b", &stream, "restart-group").await;
 
     let publisher =
         IdempotentPublisher::spawn(client.clone(), &stream, "restart-writer", 20, |seq| {
@@ -141,6 +153,32 @@ async fn partlog_recovers_from_a_broker_restart() {
         "every partition told the subscriber it re-attached"
     );
     subscriber.abort();
+
+    // The group: one member knows it holds each partition, and it gets the
+    // partition's new records.
+    let logs = || format!("a:\n{}\nb:\n{}", server.log(), other.log());
+    assert_one_holder_each(&[&member_a, &member_b], 3, Duration::from_secs(60), logs).await;
+    let markers: Vec<_> = (0..30)
+        .map(|i| record(&format!("marker-{i}"), "marker"))
+        .collect();
+    let partitions = publish_ok(&mut client, &stream, markers).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for member in [&member_a, &member_b] {
+        let expected = partitions
+            .iter()
+            .filter(|p| member.held().contains(p))
+            .count();
+        while member.values().iter().filter(|v| *v == b"marker").count() < expected {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "member {} did not get the new records of its partitions {:?}\n{}",
+                member.name,
+                member.held(),
+                logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     println!(
         "broker restart: {} acknowledged, {} delivered, 0 lost, 0 duplicated, {failures} failed attempts",
         acknowledged.len(),

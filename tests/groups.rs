@@ -694,6 +694,30 @@ async fn reset_moves_a_group_back_and_forth() {
     assert_eq!(next_records(&mut events, 1).await[0].offset, 0);
 }
 
+/// Members joining at the same moment make the broker activate and step
+/// down consumers in quick succession; each member's view must follow the
+/// broker's order (the client library once handed a connection's frames
+/// to its handler on a task each, so "inactive" could overtake the "active"
+/// before it and two members believed they held the partition).
+#[tokio::test]
+async fn members_joining_together_agree_with_the_broker() {
+    let (one, two) = (Partlog::start().await, Partlog::start().await);
+    let mut client = one.client().await;
+    let stream = unique_stream("join");
+    create_stream(&mut client, &stream, 8).await;
+    for round in 0..5 {
+        let group = format!("join-{round}");
+        let (mut ca, mut cb, mut cc) = (client.clone(), two.client().await, client.clone());
+        let (a, b, c) = tokio::join!(
+            common::MemberEvents::join(&mut ca, "a", &stream, &group),
+            common::MemberEvents::join(&mut cb, "b", &stream, &group),
+            common::MemberEvents::join(&mut cc, "c", &stream, &group),
+        );
+        let logs = || format!("round {round}\none:\n{}\ntwo:\n{}", one.log(), two.log());
+        common::assert_one_holder_each(&[&a, &b, &c], 8, Duration::from_secs(20), logs).await;
+    }
+}
+
 /// ResetOffsets follows Commit's rule: no position past the next record to
 /// be written, which would make the group skip records not yet written.
 #[tokio::test]

@@ -7,7 +7,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -400,4 +400,170 @@ pub fn broker_script(args: &[&str], node: Option<&str>) {
     }
     let status = command.status().expect("run the broker script");
     assert!(status.success(), "scripts/rabbitmq.sh {args:?} failed");
+}
+
+/// What a group member's subscriber saw, in order: the events of one
+/// Subscribe call, recorded by a background task.
+pub struct MemberEvents {
+    pub name: String,
+    events: std::sync::Arc<std::sync::Mutex<Vec<proto::subscribe_response::Event>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MemberEvents {
+    /// Subscribes to every partition of `stream` as a member of `group`
+    /// and records what arrives until dropped.
+    pub async fn join(
+        client: &mut PartLogClient<Channel>,
+        name: &str,
+        stream: &str,
+        group: &str,
+    ) -> MemberEvents {
+        let mut responses = client
+            .subscribe(proto::SubscribeRequest {
+                stream: stream.into(),
+                group: group.into(),
+                window: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("subscribe")
+            .into_inner();
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let events = events.clone();
+            async move {
+                while let Ok(Some(message)) = responses.message().await {
+                    events.lock().unwrap().push(message.event.expect("event"));
+                }
+            }
+        });
+        MemberEvents {
+            name: name.into(),
+            events,
+            task,
+        }
+    }
+
+    pub fn events(&self) -> Vec<proto::subscribe_response::Event> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Partitions this member was told it holds (ACTIVE, no INACTIVE since).
+    pub fn held(&self) -> BTreeSet<u32> {
+        assignment_view(&self.events()).0
+    }
+
+    /// Values of the records delivered to this member.
+    pub fn values(&self) -> Vec<Vec<u8>> {
+        use proto::subscribe_response::Event;
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Record(r) => Some(r.value),
+                Event::Assignment(_) => None,
+            })
+            .collect()
+    }
+}
+
+impl Drop for MemberEvents {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Replays one group member's events: the partitions it holds at the end,
+/// and every way the events contradict the broker's single active consumer
+/// as a subscriber must see it — a record of a partition it was not told it
+/// holds, ACTIVE while holding, INACTIVE while not holding, REATTACHED (a
+/// group member's lost connection means INACTIVE, then ACTIVE when the
+/// broker picks it again), or records going backwards or starting before
+/// the ACTIVE event's `next_offset`.
+pub fn assignment_view(
+    events: &[proto::subscribe_response::Event],
+) -> (BTreeSet<u32>, Vec<String>) {
+    use proto::subscribe_response::Event;
+    use proto::AssignmentState;
+    let mut held = BTreeSet::new();
+    let mut problems = Vec::new();
+    // Per partition: the offset the next record must reach at least.
+    let mut floor: HashMap<u32, u64> = HashMap::new();
+    for (i, event) in events.iter().enumerate() {
+        match event {
+            Event::Record(r) => {
+                if !held.contains(&r.partition) {
+                    problems.push(format!(
+                        "#{i}: record {}@{} of a partition not held",
+                        r.partition, r.offset
+                    ));
+                }
+                let at_least = floor.entry(r.partition).or_default();
+                if r.offset < *at_least {
+                    problems.push(format!(
+                        "#{i}: record {}@{} before {}",
+                        r.partition, r.offset, at_least
+                    ));
+                }
+                *at_least = r.offset + 1;
+            }
+            Event::Assignment(a) => match a.state() {
+                AssignmentState::Active => {
+                    if !held.insert(a.partition) {
+                        problems.push(format!("#{i}: ACTIVE for {} already held", a.partition));
+                    }
+                    floor.insert(a.partition, a.next_offset.unwrap_or(0));
+                }
+                AssignmentState::Inactive => {
+                    if !held.remove(&a.partition) {
+                        problems.push(format!("#{i}: INACTIVE for {} not held", a.partition));
+                    }
+                }
+                other => problems.push(format!("#{i}: {other:?} for {}", a.partition)),
+            },
+        }
+    }
+    (held, problems)
+}
+
+/// Waits up to `timeout` until every partition of `0..partitions` is held
+/// by exactly one of `members`, then asserts that no member's events
+/// contradict single active consumer. `context` goes into failure messages.
+pub async fn assert_one_holder_each(
+    members: &[&MemberEvents],
+    partitions: u32,
+    timeout: Duration,
+    context: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let holders: Vec<Vec<&str>> = (0..partitions)
+            .map(|p| {
+                members
+                    .iter()
+                    .filter(|m| m.held().contains(&p))
+                    .map(|m| m.name.as_str())
+                    .collect()
+            })
+            .collect();
+        if holders.iter().all(|h| h.len() == 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "holders per partition after {timeout:?}: {holders:?}\n{}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for member in members {
+        let (_, problems) = assignment_view(&member.events());
+        assert!(
+            problems.is_empty(),
+            "{}'s events contradict single active consumer:\n{}\n{}",
+            member.name,
+            problems.join("\n"),
+            context()
+        );
+    }
 }
