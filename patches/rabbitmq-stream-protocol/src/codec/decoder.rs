@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::convert::TryFrom;
 
 use byteorder::ByteOrder;
 
@@ -55,15 +56,25 @@ impl Decoder for i64 {
 impl Decoder for Vec<u8> {
     fn decode(input: &[u8]) -> Result<(&[u8], Self), DecodeError> {
         let (input, len) = read_i32(input)?;
-        let len = len as usize;
-        Ok((&input[len..], input[..len].to_vec()))
+        // PATCH(partlog): checked, like every length read from the wire below.
+        let (input, bytes) = read_exact(input, length(len)?)?;
+        Ok((input, bytes.to_vec()))
     }
+}
+
+// PATCH(partlog): a length or count read from the wire. Upstream cast it with
+// `as usize`, so a negative one became a huge length (a slicing or capacity
+// overflow panic).
+fn length(len: i32) -> Result<usize, DecodeError> {
+    usize::try_from(len).map_err(|_| DecodeError::MessageParse(format!("negative length {}", len)))
 }
 
 pub fn read_vec<T: Decoder>(input: &[u8]) -> Result<(&[u8], Vec<T>), DecodeError> {
     let (mut input, len) = read_i32(input)?;
-    let len = len as usize;
-    let mut result: Vec<T> = Vec::with_capacity(len);
+    let len = length(len)?;
+    // PATCH(partlog): each element takes at least a byte, so the input bounds
+    // the capacity; upstream reserved whatever count the frame claimed.
+    let mut result: Vec<T> = Vec::with_capacity(len.min(input.len()));
     for _ in 0..len {
         let (input1, value) = T::decode(input)?;
         result.push(value);
@@ -142,10 +153,14 @@ impl Decoder for Option<String> {
     fn decode(input: &[u8]) -> Result<(&[u8], Self), DecodeError> {
         let (input, len) = read_i16(input)?;
 
-        if len == 0 {
+        // PATCH(partlog): -1 is the protocol's null string, and a string
+        // longer than the input is Incomplete. Upstream's unchecked
+        // `split_at(len as usize)` panicked ("mid > len") on a string split
+        // across two socket reads, and on any negative length.
+        if len == 0 || len == -1 {
             return Ok((input, None));
         }
-        let (bytes, input) = input.split_at(len as usize);
+        let (input, bytes) = read_exact(input, length(len.into())?)?;
         let string = String::from_utf8(bytes.to_vec())?;
         Ok((input, Some(string)))
     }
@@ -155,7 +170,8 @@ impl Decoder for HashMap<String, String> {
     fn decode(input: &[u8]) -> Result<(&[u8], Self), DecodeError> {
         let (mut input, num_properties) = read_u32(input)?;
 
-        let mut map = HashMap::with_capacity(num_properties as usize);
+        // PATCH(partlog): bounded by the input (an entry takes at least 4 bytes).
+        let mut map = HashMap::with_capacity((num_properties as usize).min(input.len() / 4));
         for _ in 0..num_properties {
             let (input1, key) = Option::<String>::decode(input)?;
             let (input2, value) = Option::<String>::decode(input1)?;

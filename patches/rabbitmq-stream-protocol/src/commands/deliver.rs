@@ -119,7 +119,9 @@ impl Decoder for DeliverCommand {
         let (input, trailer_length) = u32::decode(input)?;
         let (mut input, reserved) = u32::decode(input)?;
 
-        let mut messages = Vec::with_capacity(num_records as usize);
+        // PATCH(partlog): a record takes at least 4 bytes, so the input bounds
+        // the capacity; upstream reserved whatever count the chunk claimed.
+        let mut messages = Vec::with_capacity((num_records as usize).min(input.len() / 4));
         for _ in 0..num_records {
             let (input1, result) = read_vec(input)?;
             let (_, message) = Message::decode(&result)?;

@@ -94,7 +94,9 @@ impl Decoder for Broker {
             input,
             Broker {
                 reference,
-                host: host.unwrap(),
+                // PATCH(partlog): an empty or null string decodes as None;
+                // unwrap() panicked on it.
+                host: host.unwrap_or_default(),
                 port,
             },
         ))
@@ -110,7 +112,8 @@ impl Decoder for StreamMetadata {
         Ok((
             input,
             StreamMetadata {
-                stream_name: stream_name.unwrap(),
+                // PATCH(partlog): as for the host above.
+                stream_name: stream_name.unwrap_or_default(),
                 code,
                 leader_reference,
                 replicas_references,

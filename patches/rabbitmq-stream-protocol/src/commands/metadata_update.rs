@@ -22,7 +22,9 @@ impl Decoder for MetadataUpdateCommand {
             input,
             MetadataUpdateCommand {
                 code,
-                stream: stream.unwrap(),
+                // PATCH(partlog): an empty or null string decodes as None;
+                // unwrap() panicked on it.
+                stream: stream.unwrap_or_default(),
             },
         ))
     }

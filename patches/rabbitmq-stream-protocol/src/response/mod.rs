@@ -2,7 +2,7 @@ use std::convert::TryInto;
 
 use crate::{
     codec::{
-        decoder::{read_u16, read_u32},
+        decoder::{read_exact, read_u16, read_u32},
         Decoder,
     },
     commands::{
@@ -134,10 +134,29 @@ impl Response {
     }
 }
 
+// PATCH(partlog): upstream decoded the command straight from the bytes at
+// hand, whatever the frame size said, so a frame split across socket reads
+// reached the field decoders half there, and fields a decoder does not read
+// (a broker-initiated close's reason, newer versions' additions) were left in
+// the buffer as the start of the next frame. Now nothing is decoded before
+// the whole frame arrived (Incomplete until then), the command is decoded
+// within exactly its frame, and decoding resumes at the frame's end.
 impl Decoder for Response {
     fn decode(input: &[u8]) -> Result<(&[u8], Self), crate::error::DecodeError> {
-        let (input, _) = read_u32(input)?;
+        let (input, size) = read_u32(input)?;
+        let (next_frame, frame) = read_exact(input, size as usize)?;
+        match Response::decode_frame(frame) {
+            Ok((_unread, response)) => Ok((next_frame, response)),
+            // The whole frame is here: a field running past its end is
+            // malformed, and waiting for more bytes would never end.
+            Err(DecodeError::Incomplete(_)) => Err(DecodeError::MismatchSize(size as usize)),
+            Err(e) => Err(e),
+        }
+    }
+}
 
+impl Response {
+    fn decode_frame(input: &[u8]) -> Result<(&[u8], Self), crate::error::DecodeError> {
         let (input, header) = Header::decode(input)?;
         let (input, kind) = match header.key() {
             COMMAND_OPEN => {
@@ -343,9 +362,14 @@ mod tests {
             &self,
             writer: &mut impl std::io::Write,
         ) -> Result<(), crate::error::EncodeError> {
-            writer.write_u32::<BigEndian>(self.encoded_size())?;
-            self.header.encode(writer)?;
-            self.kind.encode(writer)?;
+            // PATCH(partlog): the frame size is measured; `encoded_size` is two
+            // bytes too large and some kinds report 0, which went unnoticed
+            // while the decoder ignored the frame size.
+            let mut frame = vec![];
+            self.header.encode(&mut frame)?;
+            self.kind.encode(&mut frame)?;
+            writer.write_u32::<BigEndian>(frame.len() as u32)?;
+            writer.write_all(&frame)?;
             Ok(())
         }
     }

@@ -108,13 +108,17 @@ impl AmqpEncoder for CollectionValue {
 }
 
 impl Hash for Map<Value, Value> {
-    fn hash<H: std::hash::Hasher>(&self, _state: &mut H) {
-        unimplemented!()
+    // PATCH(partlog): was unimplemented!(), reached when decoding a map whose
+    // key holds a map. Equal maps have equal lengths, so this agrees with Eq.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.len().hash(state)
     }
 }
 
 impl AmqpDecoder for Value {
     fn decode(input: &[u8]) -> Result<(&[u8], Self), crate::message::amqp::AmqpDecodeError> {
+        // PATCH(partlog): see NestingDepth.
+        let _depth = NestingDepth::enter()?;
         let (_, code) = TypeCode::decode(input)?;
 
         match code {
@@ -129,6 +133,40 @@ impl AmqpDecoder for Value {
 
             _ => SimpleValue::decode(input).map_second(Value::Simple),
         }
+    }
+}
+
+// PATCH(partlog): lists, maps and described values nest, and every level of
+// nesting recurses through Value::decode. Upstream did not bound the depth, so
+// a message nested deeply enough (three bytes a level) overflowed the stack,
+// which aborts the whole process. Decoding is synchronous, so a thread-local
+// counter tracks the depth of the decode running on this thread.
+const MAX_NESTING_DEPTH: u32 = 64;
+
+thread_local! {
+    static NESTING_DEPTH: std::cell::Cell<u32> = std::cell::Cell::new(0);
+}
+
+struct NestingDepth;
+
+impl NestingDepth {
+    fn enter() -> Result<NestingDepth, AmqpDecodeError> {
+        NESTING_DEPTH.with(|depth| {
+            if depth.get() >= MAX_NESTING_DEPTH {
+                return Err(AmqpDecodeError::parse_error(format!(
+                    "AMQP values nested deeper than {}",
+                    MAX_NESTING_DEPTH
+                )));
+            }
+            depth.set(depth.get() + 1);
+            Ok(NestingDepth)
+        })
+    }
+}
+
+impl Drop for NestingDepth {
+    fn drop(&mut self) {
+        NESTING_DEPTH.with(|depth| depth.set(depth.get() - 1));
     }
 }
 
