@@ -136,15 +136,18 @@ impl Routes {
     }
 }
 
-/// The stream a metadata update names. The protocol crate keeps the field
-/// private; its encoder writes the code (u16), then the stream (i16 length
-/// and bytes).
+/// The stream a metadata update names, `None` when it names none (the
+/// patched decoder reads a null or empty name as ""). The protocol crate
+/// keeps the field private; its encoder writes the code (u16), then the
+/// stream (i16 length and bytes).
 fn updated_stream(update: &MetadataUpdateCommand) -> Option<String> {
     let mut bytes = Vec::new();
     update.encode(&mut bytes).ok()?;
     let len = i16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?);
     let name = bytes.get(4..4 + usize::try_from(len).ok()?)?;
-    String::from_utf8(name.to_vec()).ok()
+    String::from_utf8(name.to_vec())
+        .ok()
+        .filter(|name| !name.is_empty())
 }
 
 /// One broker connection and the publishers it carries.

@@ -1,14 +1,13 @@
-//! A minimal stream-protocol connection for the queries that
-//! rabbitmq-stream-client 0.11 lacks or mishandles.
+//! A minimal stream-protocol connection for partlog's metadata queries.
 //!
 //! A [`RawConnection`] speaks just enough of the protocol (peer properties,
-//! SASL PLAIN, tune, open) to send:
-//! - `StreamStats`, which the client library does not offer;
-//! - `PartitionsQuery` and `Metadata`, whose responses carry strings: the
-//!   client library's decoder reads a string that straddles two TCP reads
-//!   with an unchecked `split_at` and panics inside its connection task,
-//!   silently killing the connection. On a long-lived connection that asks
-//!   often, it is a matter of time (in practice about 8 KiB of responses).
+//! SASL PLAIN, tune, open) to send, one at a time:
+//! - `StreamStats`, which rabbitmq-stream-client 0.11 does not offer;
+//! - `PartitionsQuery` and `Metadata`, the queries behind every stream
+//!   lookup. (They came here when the client library's decoder panicked on
+//!   strings split across reads, which the patched copy in `patches/` no
+//!   longer does; they stay, since one plain request/response connection
+//!   answers every metadata query without the library's dispatcher tasks.)
 //!
 //! It also learns the broker's `frame_max` from the tune exchange, which the
 //! client library keeps to itself. Heartbeats are tuned off: the connection
