@@ -136,6 +136,8 @@ fn format_line(cells: &[String], widths: &[usize]) -> String {
             line.extend(std::iter::repeat_n(' ', width.saturating_sub(len)));
         }
     }
+    // An empty last cell leaves no padding behind.
+    line.truncate(line.trim_end_matches(' ').len());
     line
 }
 
@@ -350,6 +352,14 @@ mod tests {
              longer name  -\n"
         );
         assert_eq!(table::<Pair>(&[]), "NAME  COUNT\n");
+        let empty_last = Pair {
+            name: "a",
+            count: None,
+        };
+        assert_eq!(
+            format_line(&[empty_last.name.into(), String::new()], &[4, 5]),
+            "a"
+        );
     }
 
     #[test]

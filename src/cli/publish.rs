@@ -314,7 +314,10 @@ pub async fn run(args: PublishArgs) -> Result<()> {
         .join()
         .unwrap_or_else(|_| Err(Failure::Other("reading standard input failed".into())));
 
-    Printer::new(args.common.json).rows(&tally.rows())?;
+    // Input that failed before a record was sent published nothing to sum up.
+    if input.is_ok() || read.load(Ordering::Relaxed) > 0 {
+        Printer::new(args.common.json).rows(&tally.rows())?;
+    }
     for failure in &tally.failures {
         eprintln!("failed: {failure}");
     }
