@@ -308,11 +308,15 @@ pub async fn run(args: PublishArgs) -> Result<()> {
     };
     progress.clear();
     drop(answers);
-    // The reader ends at the input's end, at a bad line, or because the
-    // call ended and took its requests channel with it.
-    let input = reader
-        .join()
-        .unwrap_or_else(|_| Err(Failure::Other("reading standard input failed".into())));
+    // After a complete call the reader is done: the call ended with its
+    // requests, at the input's end or at a bad line. After a failed one it
+    // may still wait for input that no longer matters.
+    let input = match call_failure {
+        None => reader
+            .join()
+            .unwrap_or_else(|_| Err(Failure::Other("reading standard input failed".into()))),
+        Some(_) => Ok(()),
+    };
 
     // Input that failed before a record was sent published nothing to sum up.
     if input.is_ok() || read.load(Ordering::Relaxed) > 0 {
@@ -325,8 +329,13 @@ pub async fn run(args: PublishArgs) -> Result<()> {
     if let Some(status) = call_failure {
         let mut message = describe_status(&status);
         if unanswered > 0 {
+            let (records, were) = if unanswered == 1 {
+                ("record", "was")
+            } else {
+                ("records", "were")
+            };
             message += &format!(
-                "\n{unanswered} records sent were not answered: they may or may not be stored"
+                "\n{unanswered} {records} sent {were} not answered: they may or may not be stored"
             );
         }
         return Err(Failure::Other(message));
