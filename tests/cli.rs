@@ -174,7 +174,7 @@ async fn a_batch_partlog_refuses_fails_publish_with_what_was_stored() {
     );
     assert!(
         run.stderr
-            .contains("were not answered: they may or may not be stored"),
+            .contains(" not answered: they may or may not be stored"),
         "{}",
         run.stderr
     );
