@@ -32,7 +32,9 @@
 //!   by partlog asynchronously, so its ACTIVE column may still name it for
 //!   a moment.
 //!
-//! Nothing else is normalised: an edited output fails the test.
+//! Nothing else is normalised: an edited output fails the test. The README
+//! shows the single local broker of `scripts/rabbitmq.sh` (partition
+//! leaders `localhost:5552`), which `make test` runs against.
 //! `PARTLOG_README_BLESS=1` writes the real outputs into README.md instead
 //! of comparing, for when the CLI's output changes on purpose (review the
 //! diff).
