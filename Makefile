@@ -6,13 +6,20 @@
 CARGO ?= cargo
 CONFIG ?= config/partlog.toml
 
-.PHONY: run test test-cluster soak broker broker-cluster broker-stop build lint fmt clean-broker
+# buf (proto lint, breaking-change check, `buf curl` in README examples),
+# from the npm package that ships its binary, pinned, into .tools/.
+BUF_VERSION := 1.75.0
+TOOLS := .tools
+BUF := $(TOOLS)/node_modules/.bin/buf
+BUF_STAMP := $(TOOLS)/buf-$(BUF_VERSION).installed
+
+.PHONY: run test test-cluster soak broker broker-cluster broker-stop build lint fmt clean-broker tools proto-baseline
 
 run: broker
 	$(CARGO) build --release --locked --bin partlog
 	./target/release/partlog serve --config $(CONFIG)
 
-test: broker
+test: broker tools
 	$(CARGO) test --locked --all-targets
 
 # Cluster behaviour on three local nodes (leader failover); CI runs it too.
@@ -35,9 +42,26 @@ broker-stop:
 build:
 	$(CARGO) build --locked --all-targets
 
-lint:
+lint: tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	$(BUF) breaking --against proto/baseline.json
+
+# Project-local tools; a new BUF_VERSION installs again.
+tools: $(BUF_STAMP)
+
+$(BUF_STAMP):
+	rm -rf $(TOOLS)/buf-*.installed
+	npm install --prefix $(TOOLS) --no-save --no-audit --no-fund --loglevel=error @bufbuild/buf@$(BUF_VERSION)
+	$(BUF) --version
+	touch $@
+
+# The API as released, which `buf breaking` compares the proto with: run it
+# when releasing, after which only compatible changes pass `make lint`.
+proto-baseline: tools
+	$(BUF) build --exclude-source-info -o proto/baseline.json
 
 fmt:
 	$(CARGO) fmt --all

@@ -28,8 +28,11 @@
 //! - [`server`]: the gRPC services (partlog, health, reflection), the
 //!   error → status mapping and graceful shutdown.
 //! - [`proto`]: generated protobuf types.
+//! - [`cli`]: the client subcommands of the `partlog` binary (`stream`,
+//!   `publish`, `read`, `tail`, `offsets`, ...), callers of the gRPC API.
 
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod log;

@@ -1,4 +1,5 @@
-//! The `partlog` binary: `partlog serve [--config FILE]`.
+//! The `partlog` binary: `partlog serve [--config FILE]`, and the client
+//! subcommands of [`partlog::cli`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ enum Command {
         #[arg(long, env = "PARTLOG_CONFIG")]
         config: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Client(partlog::cli::Command),
 }
 
 /// The log filter without `PARTLOG_LOG`. The client library's dispatcher
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Client(command) => partlog::cli::run(command),
     }
 }
 

@@ -1,0 +1,283 @@
+//! The client subcommands of the `partlog` binary: `stream`, `publish`,
+//! `read`, `tail`, `offsets`, `commit`, `reset` and `groups`, which call a
+//! running partlog over gRPC with the generated client.
+//!
+//! - this module: the clap types and the dispatch;
+//! - [`client`]: connecting, and the failures with their exit codes;
+//! - [`parse`]: argument values (`--from`, `P=OFFSET`, sizes, durations);
+//! - [`input`]: records read from standard input by `publish`;
+//! - [`output`]: tables, JSON lines and value rendering, shared by all;
+//! - `stream`, `publish`, `read`, `tail`, `groups`: one module per concern.
+//!
+//! Exit codes: 0 success, 1 a call (or a published record) failed, 2 bad
+//! usage or input.
+
+pub mod client;
+mod groups;
+pub mod input;
+pub mod output;
+pub mod parse;
+mod publish;
+mod read;
+mod stream;
+mod tail;
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use tonic::codegen::http::Uri;
+
+use client::Failure;
+use input::InputFormat;
+use output::ValueFormat;
+use parse::Position;
+
+/// Options every client subcommand takes.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Connection and output")]
+pub struct Common {
+    /// partlog's gRPC address (http://HOST:PORT, or HOST:PORT).
+    #[arg(
+        long,
+        env = "PARTLOG_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        value_parser = parse::server,
+        global = true
+    )]
+    pub server: Uri,
+    /// Print one JSON object per line instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// How record values (and keys that are not UTF-8) are printed.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Connection and output")]
+pub struct ValueArgs {
+    /// How values are printed: `auto` is UTF-8 text when the value is valid
+    /// UTF-8 and base64 otherwise (`base64:` prefixed in tables,
+    /// `{"base64": ..}` in JSON), `utf8` replaces invalid bytes, `base64` and
+    /// `hex` encode every value.
+    #[arg(long, value_enum, default_value_t = ValueFormat::Auto)]
+    pub values: ValueFormat,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create, describe or delete a stream.
+    Stream(StreamArgs),
+    /// Publish records read from standard input.
+    Publish(PublishArgs),
+    /// Print one partition's records from an offset or a time.
+    Read(ReadArgs),
+    /// Follow records as they arrive (Subscribe), alone or in a consumer group.
+    Tail(TailArgs),
+    /// Show a group's committed offset, first and tail offset and lag per partition.
+    Offsets(OffsetsArgs),
+    /// Commit a group's offsets (the offset of the last processed record).
+    Commit(CommitArgs),
+    /// Move a group's committed offsets, also backwards.
+    Reset(ResetArgs),
+    /// List the consumer groups this partlog instance knows for a stream.
+    Groups(GroupsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: StreamCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StreamCommand {
+    /// Create a stream (a RabbitMQ super stream) and print its partitions.
+    Create {
+        /// The stream's name.
+        name: String,
+        /// Number of partitions, 1..=256.
+        #[arg(long)]
+        partitions: u32,
+        /// Delete segments older than this (e.g. 1d, 12h, 90min; whole seconds).
+        #[arg(long, value_parser = parse::duration)]
+        max_age: Option<prost_types::Duration>,
+        /// Delete the oldest segments beyond this size per partition (e.g. 10GB, 512MiB).
+        #[arg(long, value_parser = parse::size)]
+        max_bytes: Option<u64>,
+        /// Size of one segment file (e.g. 100MB); the broker's default otherwise.
+        #[arg(long, value_parser = parse::size)]
+        max_segment_bytes: Option<u64>,
+        /// Replicas per partition, the leader included; the broker's default otherwise.
+        #[arg(long)]
+        replicas: Option<u32>,
+    },
+    /// Print a stream's partitions in routing order with leader and replicas.
+    Describe {
+        /// The stream's name.
+        name: String,
+    },
+    /// Delete a stream and all of its partitions.
+    Delete {
+        /// The stream's name.
+        name: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    /// The stream to publish to.
+    pub stream: String,
+    /// `text`: one record per line, `key<TAB>value` (a line without a tab is
+    /// a value with an empty key). `json`: one object per line,
+    /// {"key": .., "value": .., "headers": {..}, "sequence": N}, the value a
+    /// string or {"base64": ..} or {"hex": ..}. Empty lines are skipped.
+    #[arg(long, value_enum, default_value_t = InputFormat::Text)]
+    pub format: InputFormat,
+    /// Publish idempotently as this producer: a record retried with the same
+    /// producer id and sequence is stored once.
+    #[arg(long)]
+    pub producer_id: Option<String>,
+    /// With --producer-id: the sequence of the first record; each next record
+    /// takes the previous one's + 1 unless its JSON line has a `sequence`.
+    /// [default: 1]
+    #[arg(long, requires = "producer_id")]
+    pub first_sequence: Option<u64>,
+    /// Records per batch (one PublishStream message); batches are pipelined.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: u32,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug)]
+pub struct ReadArgs {
+    /// The stream to read.
+    pub stream: String,
+    /// The partition to read.
+    #[arg(long)]
+    pub partition: u32,
+    /// First offset to print [default: the first retained record].
+    #[arg(long, conflicts_with = "from_time")]
+    pub offset: Option<u64>,
+    /// Start at the first record stored at or after this time (RFC 3339,
+    /// e.g. 2026-11-28T10:00:00Z).
+    #[arg(long, value_parser = parse::timestamp)]
+    pub from_time: Option<prost_types::Timestamp>,
+    /// Stop after this many records [default: at the partition's end].
+    #[arg(long)]
+    pub max: Option<u64>,
+    #[command(flatten)]
+    pub values: ValueArgs,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug)]
+pub struct TailArgs {
+    /// The stream to follow.
+    pub stream: String,
+    /// Read as a member of this consumer group: the broker gives each
+    /// partition to one member at a time.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Partitions to follow, e.g. 0,2 [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub partitions: Vec<u32>,
+    /// Where to start in each partition: first, last, next, committed,
+    /// offset:N or time:RFC3339 [default: committed with --group, next
+    /// without].
+    #[arg(long, value_parser = parse::position)]
+    pub from: Option<Position>,
+    /// Commit each record's offset once it is printed (needs --group).
+    #[arg(long, requires = "group")]
+    pub commit: bool,
+    /// Records partlog buffers for this subscriber [default: the server's].
+    #[arg(long)]
+    pub window: Option<u32>,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub max: Option<u64>,
+    #[command(flatten)]
+    pub values: ValueArgs,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug)]
+pub struct OffsetsArgs {
+    /// The stream.
+    pub stream: String,
+    /// The consumer group.
+    #[arg(long)]
+    pub group: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug)]
+pub struct CommitArgs {
+    /// The stream.
+    pub stream: String,
+    /// The consumer group.
+    #[arg(long)]
+    pub group: String,
+    /// PARTITION=OFFSET pairs: the offset of the last processed record.
+    #[arg(required = true, value_parser = parse::partition_offset)]
+    pub offsets: Vec<(u32, u64)>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug)]
+pub struct ResetArgs {
+    /// The stream.
+    pub stream: String,
+    /// The consumer group.
+    #[arg(long)]
+    pub group: String,
+    /// Where the group resumes: first, last, offset:N (resume at N) or
+    /// time:RFC3339 (resume at the first record stored at or after it).
+    #[arg(long, value_parser = parse::reset_target)]
+    pub to: Position,
+    /// Partitions to reset, e.g. 0,2 [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub partitions: Vec<u32>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug)]
+pub struct GroupsArgs {
+    /// The stream.
+    pub stream: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Runs a client subcommand and prints what went wrong, if anything.
+pub fn run(command: Command) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return client::report(Failure::Other(format!("cannot start the runtime: {e}"))),
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Stream(args) => stream::run(args).await,
+            Command::Publish(args) => publish::run(args).await,
+            Command::Read(args) => read::run(args).await,
+            Command::Tail(args) => tail::run(args).await,
+            Command::Offsets(args) => groups::offsets(args).await,
+            Command::Commit(args) => groups::commit(args).await,
+            Command::Reset(args) => groups::reset(args).await,
+            Command::Groups(args) => groups::list(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => client::report(failure),
+    }
+}

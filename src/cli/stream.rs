@@ -1,0 +1,112 @@
+//! `partlog stream create|describe|delete`.
+
+use serde::Serialize;
+
+use super::client::{self, Result};
+use super::output::{Printer, Row};
+use super::{StreamArgs, StreamCommand};
+use crate::proto;
+
+/// One partition of a stream description.
+#[derive(Debug, Serialize)]
+struct PartitionRow {
+    stream: String,
+    partition: u32,
+    partition_stream: String,
+    leader: String,
+    replicas: Vec<String>,
+}
+
+impl Row for PartitionRow {
+    const HEADER: &'static [&'static str] = &["PARTITION", "STREAM", "LEADER", "REPLICAS"];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.partition.to_string(),
+            self.partition_stream.clone(),
+            self.leader.clone(),
+            if self.replicas.is_empty() {
+                "-".into()
+            } else {
+                self.replicas.join(",")
+            },
+        ]
+    }
+}
+
+fn partition_rows(description: Option<proto::StreamDescription>) -> Vec<PartitionRow> {
+    let description = description.unwrap_or_default();
+    description
+        .partitions
+        .into_iter()
+        .map(|p| PartitionRow {
+            stream: description.stream.clone(),
+            partition: p.index,
+            partition_stream: p.partition_stream,
+            leader: p.leader,
+            replicas: p.replicas,
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct Deleted<'a> {
+    stream: &'a str,
+    deleted: bool,
+}
+
+pub async fn run(args: StreamArgs) -> Result<()> {
+    let mut printer = Printer::new(args.common.json);
+    let mut client = client::connect(&args.common.server).await?;
+    match args.command {
+        StreamCommand::Create {
+            name,
+            partitions,
+            max_age,
+            max_bytes,
+            max_segment_bytes,
+            replicas,
+        } => {
+            let retention = (max_age.is_some()
+                || max_bytes.is_some()
+                || max_segment_bytes.is_some())
+            .then(|| proto::Retention {
+                max_age,
+                max_bytes: max_bytes.unwrap_or(0),
+                max_segment_bytes: max_segment_bytes.unwrap_or(0),
+            });
+            let created = client
+                .create_stream(proto::CreateStreamRequest {
+                    stream: name,
+                    partitions,
+                    retention,
+                    replicas,
+                })
+                .await?
+                .into_inner();
+            printer.rows(&partition_rows(created.stream))?;
+        }
+        StreamCommand::Describe { name } => {
+            let described = client
+                .describe_stream(proto::DescribeStreamRequest { stream: name })
+                .await?
+                .into_inner();
+            printer.rows(&partition_rows(described.stream))?;
+        }
+        StreamCommand::Delete { name } => {
+            client
+                .delete_stream(proto::DeleteStreamRequest {
+                    stream: name.clone(),
+                })
+                .await?;
+            printer.message(
+                &format!("deleted stream {name}"),
+                &Deleted {
+                    stream: &name,
+                    deleted: true,
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
