@@ -2,18 +2,21 @@
 //! (`scripts/rabbitmq.sh start-cluster`, run by `make test-cluster`):
 //! partitions with three replicas; stopping the node that leads a
 //! partition — and that partlog administers through — lets publishing to it
-//! resume within 15 s without losing an acknowledged record, and a group's
-//! single active consumer carries on.
+//! resume within 15 s without losing an acknowledged record, and a group of
+//! two members on two partlog instances carries on: each member is told
+//! INACTIVE and ACTIVE as the broker moves partitions, and in the end each
+//! partition has exactly one member that knows it holds it.
 
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{broker_script, read_all, unique_stream, IdempotentPublisher, Partlog};
-use partlog::proto::subscribe_response::Event;
-use partlog::proto::{CreateStreamRequest, SubscribeRequest};
+use common::{
+    assert_one_holder_each, broker_script, read_all, unique_stream, IdempotentPublisher,
+    MemberEvents, Partlog,
+};
+use partlog::proto::CreateStreamRequest;
 use partlog::routing::partition_for_key;
 
 /// Stream ports of the cluster's nodes.
@@ -96,6 +99,7 @@ async fn leader_stop_loses_no_acknowledged_record(configure_other_nodes: bool) {
         settings.push(("PARTLOG_BROKER_OTHER_NODES", &others));
     }
     let server = Partlog::start_with(&settings).await;
+    let second = Partlog::start_with(&settings).await;
     let mut client = server.client().await;
     let partition = victim.index;
     let leader = node_of(&victim.leader);
@@ -105,29 +109,16 @@ async fn leader_stop_loses_no_acknowledged_record(configure_other_nodes: bool) {
         .take(5)
         .collect();
 
-    // A group member reading everything.
-    let received = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let mut events = client
-        .subscribe(SubscribeRequest {
-            stream: stream.clone(),
-            group: "cluster-readers".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("subscribe")
-        .into_inner();
-    let reader = {
-        let received = received.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(message)) = events.message().await {
-                if let Some(Event::Record(r)) = message.event {
-                    received
-                        .lock()
-                        .unwrap()
-                        .push(String::from_utf8(r.value).unwrap().parse().unwrap());
-                }
-            }
-        })
+    // A group of two members on two instances, reading everything.
+    let group = "cluster-readers";
+    let member_a = MemberEvents::join(&mut client, "a", &stream, group).await;
+    let member_b = MemberEvents::join(&mut second.client().await, "b", &stream, group).await;
+    let received = || -> BTreeSet<u64> {
+        [&member_a, &member_b]
+            .iter()
+            .flat_map(|m| m.values())
+            .map(|v| String::from_utf8(v).unwrap().parse().unwrap())
+            .collect()
     };
 
     // An idempotent publisher to the victim partition.
@@ -181,20 +172,19 @@ async fn leader_stop_loses_no_acknowledged_record(configure_other_nodes: bool) {
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
     assert!(stored.values().all(|n| *n == 1), "stored twice");
 
-    // The group's reader carries on across the failover.
+    // The group carries on across the failover: its members agree with the
+    // broker on who holds each partition, and every record reaches one.
+    let logs = || format!("a:\n{}\nb:\n{}", server.log(), second.log());
+    assert_one_holder_each(&[&member_a, &member_b], 3, Duration::from_secs(60), logs).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !acknowledged
-        .iter()
-        .all(|s| received.lock().unwrap().contains(s))
-    {
+    while !acknowledged.is_subset(&received()) {
         assert!(
             Instant::now() < deadline,
-            "the group reader missed records:\n{}",
-            server.log()
+            "the group missed records:\n{}",
+            logs()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    reader.abort();
     println!(
         "leader {leader} stopped (other nodes configured: {configure_other_nodes}): publishing \
          resumed after {resumed:?}; {} acknowledged, 0 lost",
