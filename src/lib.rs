@@ -42,4 +42,5 @@ pub mod record;
 pub mod routing;
 pub mod server;
 pub mod subscription;
+pub(crate) mod sync;
 pub mod validate;

@@ -15,6 +15,7 @@
 //! helpers panic on broker errors.
 
 mod backoff;
+mod confirms;
 pub mod producer;
 pub mod publish_connection;
 pub mod raw;
@@ -33,6 +34,7 @@ use tokio::sync::Mutex;
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
 pub use backoff::Backoff;
+pub use confirms::Stored;
 use publish_connection::SharedPublishConnections;
 use raw::{Credentials, RawConnection, StreamStats};
 use reader::ReaderPool;

@@ -28,7 +28,6 @@
 //! UNAVAILABLE and [`PartitionProducer::is_closed`] turns true, so the owner
 //! replaces it on the next append (and closes the old one).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,10 +38,12 @@ use rabbitmq_stream_protocol::codec::Encoder;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::confirms::{BatchOutcome, Confirms, Stored};
 use super::publish_connection::{PublishConnection, Route};
 use super::{unavailable, Broker, Node};
 use crate::error::{Error, Result};
 use crate::record::NewRecord;
+use crate::sync::lock;
 
 /// Batches waiting for the writer task; senders wait when it is full.
 const QUEUE_DEPTH: usize = 64;
@@ -50,17 +51,6 @@ const QUEUE_DEPTH: usize = 64;
 const PUBLISH_FRAME_HEADER: usize = 4 + 2 + 2 + 1 + 4;
 /// Per message in a publish frame: publishing id and length.
 const PUBLISH_MESSAGE_HEADER: usize = 8 + 4;
-
-/// What happened to a record the broker answered for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stored {
-    Written,
-    /// Its sequence was stored before; this copy was not written.
-    Duplicate,
-}
-
-/// The outcome of each record of one batch, in batch order.
-pub type BatchOutcome = Vec<Result<Stored>>;
 
 /// A batch handed to a producer, awaiting the broker's answers. Dropping it
 /// does not withdraw the records.
@@ -242,10 +232,7 @@ impl PartitionProducer {
 
     /// Time since the last batch was submitted (or since opening).
     pub fn idle_for(&self) -> Duration {
-        self.last_used
-            .lock()
-            .expect("last use lock poisoned")
-            .elapsed()
+        lock(&self.last_used).elapsed()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -255,7 +242,7 @@ impl PartitionProducer {
     }
 
     fn sender(&self) -> Option<mpsc::Sender<Append>> {
-        self.queue.lock().expect("queue lock poisoned").clone()
+        lock(&self.queue).clone()
     }
 
     /// Queues `records` behind every batch submitted before; the returned
@@ -263,7 +250,7 @@ impl PartitionProducer {
     /// Submitting in order and awaiting the answers later is what lets a
     /// caller pipeline batches without reordering them.
     pub async fn submit(&self, records: Vec<NewRecord>) -> Submitted {
-        *self.last_used.lock().expect("last use lock poisoned") = Instant::now();
+        *lock(&self.last_used) = Instant::now();
         let count = records.len();
         let (done, outcome) = oneshot::channel();
         let queued = match self.sender() {
@@ -284,7 +271,7 @@ impl PartitionProducer {
     /// confirms, then deletes the publisher and leaves the connection.
     /// Batches still unconfirmed then fail with UNAVAILABLE.
     pub async fn close(&self) {
-        self.queue.lock().expect("queue lock poisoned").take();
+        lock(&self.queue).take();
         let Some(mut writer) = self.writer.lock().await.take() else {
             return; // Closed before.
         };
@@ -422,137 +409,4 @@ async fn write_loop(
         }
     }
     confirms.wait_idle().await;
-}
-
-/// Batches awaiting the broker's answers.
-#[derive(Default)]
-pub(super) struct Confirms {
-    state: Mutex<ConfirmState>,
-    idle: tokio::sync::Notify,
-}
-
-#[derive(Default)]
-struct ConfirmState {
-    batches: HashMap<u64, Pending>,
-    /// Batch and position of each publishing id awaiting its confirm.
-    owner: HashMap<u64, (u64, usize)>,
-}
-
-struct Pending {
-    outcome: Vec<Option<Result<Stored>>>,
-    remaining: usize,
-    done: oneshot::Sender<BatchOutcome>,
-}
-
-impl Confirms {
-    fn register(&self, batch: u64, count: usize, done: oneshot::Sender<BatchOutcome>) {
-        let mut state = self.state.lock().expect("confirm state poisoned");
-        state.batches.insert(
-            batch,
-            Pending {
-                outcome: vec![None; count],
-                remaining: count,
-                done,
-            },
-        );
-    }
-
-    /// A record of `batch` was sent as publishing id `id`.
-    fn expect(&self, id: u64, batch: u64, index: usize) {
-        let mut state = self.state.lock().expect("confirm state poisoned");
-        state.owner.insert(id, (batch, index));
-    }
-
-    pub(super) fn resolve(&self, id: u64, result: Result<Stored>) {
-        let owner = self
-            .state
-            .lock()
-            .expect("confirm state poisoned")
-            .owner
-            .remove(&id);
-        // Unknown ids were failed already, e.g. after a metadata update.
-        if let Some((batch, index)) = owner {
-            self.settle(batch, index, result);
-        }
-    }
-
-    /// Records the outcome of one record and completes its batch when it
-    /// was the last one outstanding.
-    fn settle(&self, batch: u64, index: usize, result: Result<Stored>) {
-        let mut state = self.state.lock().expect("confirm state poisoned");
-        let Some(pending) = state.batches.get_mut(&batch) else {
-            return;
-        };
-        let slot = &mut pending.outcome[index];
-        if slot.is_none() {
-            *slot = Some(result);
-            pending.remaining -= 1;
-        }
-        if pending.remaining == 0 {
-            let pending = state.batches.remove(&batch).expect("present");
-            let _ = pending.done.send(
-                pending
-                    .outcome
-                    .into_iter()
-                    .map(|r| r.expect("settled"))
-                    .collect(),
-            );
-        }
-        if state.batches.is_empty() {
-            self.idle.notify_waiters();
-        }
-    }
-
-    pub(super) fn fail_all(&self, error: &Error) {
-        let mut state = self.state.lock().expect("confirm state poisoned");
-        state.owner.clear();
-        for (_, pending) in state.batches.drain() {
-            let outcome = pending
-                .outcome
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|| Err(error.clone())))
-                .collect();
-            let _ = pending.done.send(outcome);
-        }
-        self.idle.notify_waiters();
-    }
-
-    /// No batch awaits the broker's answers.
-    fn is_idle(&self) -> bool {
-        self.state
-            .lock()
-            .expect("confirm state poisoned")
-            .batches
-            .is_empty()
-    }
-
-    async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self
-                .state
-                .lock()
-                .expect("confirm state poisoned")
-                .batches
-                .is_empty()
-            {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-pub(super) fn publish_error(code: &ResponseCode) -> Error {
-    match code {
-        ResponseCode::StreamDoesNotExist => {
-            Error::NotFound("the partition stream no longer exists".into())
-        }
-        ResponseCode::AccessRefused => {
-            Error::FailedPrecondition("the broker refused publishing to the partition".into())
-        }
-        code => Error::Unavailable(format!("the broker did not store the record: {code:?}")),
-    }
 }

@@ -25,9 +25,10 @@ use rabbitmq_stream_client::Client;
 use rabbitmq_stream_protocol::codec::Encoder;
 use rabbitmq_stream_protocol::commands::metadata_update::MetadataUpdateCommand;
 
-use super::producer::{publish_error, Confirms, Stored};
+use super::confirms::{publish_error, Confirms, Stored};
 use super::{unavailable, Broker, Node};
 use crate::error::{Error, Result};
+use crate::sync::lock;
 
 /// Where a publisher's confirms go.
 #[derive(Clone)]
@@ -78,7 +79,7 @@ impl RouteState {
 
 impl Routes {
     fn state(&self) -> MutexGuard<'_, RouteState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     fn route(&self, publisher_id: u8) -> Option<Route> {

@@ -9,7 +9,8 @@ use futures::future::join_all;
 use tokio::sync::Mutex;
 
 use super::PartitionedLog;
-use crate::broker::producer::{PartitionProducer, Stored, Submitted};
+use crate::broker::producer::{PartitionProducer, Submitted};
+use crate::broker::Stored;
 use crate::error::{Error, Result};
 use crate::record::NewRecord;
 use crate::routing::{partition_for_key, RoundRobin};

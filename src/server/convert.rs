@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use tonic::{Code, Status};
 
-use crate::broker::producer::Stored;
-use crate::broker::StreamSettings;
+use crate::broker::{Stored, StreamSettings};
 use crate::error::Error;
 use crate::log::{
     Appended, OffsetSource, PartitionDescription, PartitionOffsets, StreamDescription,

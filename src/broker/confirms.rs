@@ -1,0 +1,227 @@
+//! Confirm bookkeeping of a publisher: which batch each publishing id
+//! belongs to, and each batch's outcome once the broker answered for all of
+//! its records.
+//!
+//! A producer registers a batch, then each record it sends under its
+//! publishing id ([`Confirms::expect`]) or settles it at once (a duplicate
+//! not sent). The connection's handler resolves ids as confirms and
+//! publish errors arrive, in any order; a failed connection fails every
+//! batch still open.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use rabbitmq_stream_client::types::ResponseCode;
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::sync::lock;
+
+/// What happened to a record the broker answered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Written,
+    /// Its sequence was stored before; this copy was not written.
+    Duplicate,
+}
+
+/// The outcome of each record of one batch, in batch order.
+pub type BatchOutcome = Vec<Result<Stored>>;
+
+/// Batches awaiting the broker's answers.
+#[derive(Default)]
+pub struct Confirms {
+    state: Mutex<ConfirmState>,
+    idle: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct ConfirmState {
+    batches: HashMap<u64, Pending>,
+    /// Batch and position of each publishing id awaiting its confirm.
+    owner: HashMap<u64, (u64, usize)>,
+}
+
+struct Pending {
+    outcome: Vec<Option<Result<Stored>>>,
+    remaining: usize,
+    done: oneshot::Sender<BatchOutcome>,
+}
+
+impl Confirms {
+    pub fn register(&self, batch: u64, count: usize, done: oneshot::Sender<BatchOutcome>) {
+        let mut state = lock(&self.state);
+        state.batches.insert(
+            batch,
+            Pending {
+                outcome: vec![None; count],
+                remaining: count,
+                done,
+            },
+        );
+    }
+
+    /// A record of `batch` was sent as publishing id `id`.
+    pub fn expect(&self, id: u64, batch: u64, index: usize) {
+        let mut state = lock(&self.state);
+        state.owner.insert(id, (batch, index));
+    }
+
+    pub fn resolve(&self, id: u64, result: Result<Stored>) {
+        let owner = lock(&self.state).owner.remove(&id);
+        // Unknown ids were failed already, e.g. after a metadata update.
+        if let Some((batch, index)) = owner {
+            self.settle(batch, index, result);
+        }
+    }
+
+    /// Records the outcome of one record and completes its batch when it
+    /// was the last one outstanding.
+    pub fn settle(&self, batch: u64, index: usize, result: Result<Stored>) {
+        let mut state = lock(&self.state);
+        let Some(pending) = state.batches.get_mut(&batch) else {
+            return;
+        };
+        let slot = &mut pending.outcome[index];
+        if slot.is_none() {
+            *slot = Some(result);
+            pending.remaining -= 1;
+        }
+        if pending.remaining == 0 {
+            let pending = state.batches.remove(&batch).expect("present");
+            let _ = pending.done.send(
+                pending
+                    .outcome
+                    .into_iter()
+                    .map(|r| r.expect("settled"))
+                    .collect(),
+            );
+        }
+        if state.batches.is_empty() {
+            self.idle.notify_waiters();
+        }
+    }
+
+    pub fn fail_all(&self, error: &Error) {
+        let mut state = lock(&self.state);
+        state.owner.clear();
+        for (_, pending) in state.batches.drain() {
+            let outcome = pending
+                .outcome
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(error.clone())))
+                .collect();
+            let _ = pending.done.send(outcome);
+        }
+        self.idle.notify_waiters();
+    }
+
+    /// No batch awaits the broker's answers.
+    pub fn is_idle(&self) -> bool {
+        lock(&self.state).batches.is_empty()
+    }
+
+    /// Resolves once no batch awaits the broker's answers.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_idle() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+pub fn publish_error(code: &ResponseCode) -> Error {
+    match code {
+        ResponseCode::StreamDoesNotExist => {
+            Error::NotFound("the partition stream no longer exists".into())
+        }
+        ResponseCode::AccessRefused => {
+            Error::FailedPrecondition("the broker refused publishing to the partition".into())
+        }
+        code => Error::Unavailable(format!("the broker did not store the record: {code:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unavailable() -> Error {
+        Error::Unavailable("gone".into())
+    }
+
+    #[tokio::test]
+    async fn a_batch_completes_when_its_last_record_is_answered_in_any_order() {
+        let confirms = Confirms::default();
+        let (done, outcome) = oneshot::channel();
+        confirms.register(0, 3, done);
+        confirms.expect(10, 0, 0);
+        confirms.settle(0, 1, Ok(Stored::Duplicate));
+        confirms.expect(11, 0, 2);
+        assert!(!confirms.is_idle());
+        confirms.resolve(11, Err(publish_error(&ResponseCode::StreamDoesNotExist)));
+        confirms.resolve(10, Ok(Stored::Written));
+        let outcome = outcome.await.unwrap();
+        assert_eq!(outcome[0], Ok(Stored::Written));
+        assert_eq!(outcome[1], Ok(Stored::Duplicate));
+        assert!(matches!(outcome[2], Err(Error::NotFound(_))));
+        assert!(confirms.is_idle());
+        confirms.wait_idle().await;
+    }
+
+    #[tokio::test]
+    async fn unknown_and_repeated_ids_change_nothing() {
+        let confirms = Confirms::default();
+        let (done, mut outcome) = oneshot::channel();
+        confirms.register(0, 1, done);
+        confirms.expect(5, 0, 0);
+        confirms.resolve(99, Ok(Stored::Written));
+        assert!(outcome.try_recv().is_err(), "still open");
+        confirms.resolve(5, Ok(Stored::Written));
+        confirms.resolve(5, Err(unavailable()));
+        assert_eq!(outcome.await.unwrap(), vec![Ok(Stored::Written)]);
+    }
+
+    #[tokio::test]
+    async fn failing_all_keeps_what_was_answered_and_fails_the_rest() {
+        let confirms = Confirms::default();
+        let (first, first_outcome) = oneshot::channel();
+        let (second, second_outcome) = oneshot::channel();
+        confirms.register(0, 2, first);
+        confirms.register(1, 1, second);
+        confirms.expect(1, 0, 0);
+        confirms.expect(2, 0, 1);
+        confirms.expect(3, 1, 0);
+        confirms.resolve(1, Ok(Stored::Written));
+        confirms.fail_all(&unavailable());
+        assert_eq!(
+            first_outcome.await.unwrap(),
+            vec![Ok(Stored::Written), Err(unavailable())]
+        );
+        assert_eq!(second_outcome.await.unwrap(), vec![Err(unavailable())]);
+        assert!(confirms.is_idle());
+        // A confirm arriving late finds nothing to settle.
+        confirms.resolve(2, Ok(Stored::Written));
+    }
+
+    #[test]
+    fn publish_errors_map_to_what_the_client_can_do() {
+        assert!(matches!(
+            publish_error(&ResponseCode::StreamDoesNotExist),
+            Error::NotFound(_)
+        ));
+        assert!(matches!(
+            publish_error(&ResponseCode::AccessRefused),
+            Error::FailedPrecondition(_)
+        ));
+        assert!(matches!(
+            publish_error(&ResponseCode::InternalError),
+            Error::Unavailable(_)
+        ));
+    }
+}
