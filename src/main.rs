@@ -75,7 +75,11 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(partlog::server::run(config, shutdown_signal())) {
+    let served = runtime.block_on(async {
+        let listener = partlog::server::bind(&config).await?;
+        partlog::server::run(config, listener, shutdown_signal()).await
+    });
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("partlog: {e}");

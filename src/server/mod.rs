@@ -8,286 +8,33 @@
 //! accepting calls, lets in-flight calls finish, flushes producers and
 //! closes broker connections, all within the configured shutdown timeout.
 
-pub mod convert;
+mod convert;
+mod service;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
-use tonic::transport::server::TcpIncoming;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::broker::{Backoff, Broker};
 use crate::config::Config;
 use crate::error::Error;
-use crate::log::{PartitionedLog, ReadRequest, SubmittedBatch};
+use crate::log::PartitionedLog;
 use crate::offsets::OffsetStore;
 use crate::proto;
-use crate::proto::part_log_server::{PartLog, PartLogServer};
+use crate::proto::part_log_server::PartLogServer;
 use crate::subscription::Fallback;
-use convert::status;
+use service::PartLogService;
 
 /// How often health looks whether the broker still answers.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The `partlog.v1.PartLog` implementation over a shared core.
-pub struct PartLogService {
-    log: Arc<PartitionedLog>,
-}
-
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl PartLog for PartLogService {
-    async fn create_stream(
-        &self,
-        request: Request<proto::CreateStreamRequest>,
-    ) -> Result<Response<proto::CreateStreamResponse>, Status> {
-        let request = request.into_inner();
-        let settings = convert::stream_settings(&request).map_err(status)?;
-        let description = self
-            .log
-            .create_stream(&request.stream, request.partitions, &settings)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(proto::CreateStreamResponse {
-            stream: Some(convert::stream_description(description)),
-        }))
-    }
-
-    async fn delete_stream(
-        &self,
-        request: Request<proto::DeleteStreamRequest>,
-    ) -> Result<Response<proto::DeleteStreamResponse>, Status> {
-        self.log
-            .delete_stream(&request.into_inner().stream)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(proto::DeleteStreamResponse {}))
-    }
-
-    async fn describe_stream(
-        &self,
-        request: Request<proto::DescribeStreamRequest>,
-    ) -> Result<Response<proto::DescribeStreamResponse>, Status> {
-        let description = self
-            .log
-            .describe_stream(&request.into_inner().stream)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(proto::DescribeStreamResponse {
-            stream: Some(convert::stream_description(description)),
-        }))
-    }
-
-    async fn publish(
-        &self,
-        request: Request<proto::PublishRequest>,
-    ) -> Result<Response<proto::PublishResponse>, Status> {
-        let request = request.into_inner();
-        let submitted = submit(
-            &self.log,
-            request.stream,
-            request.producer_id,
-            request.records,
-        )
-        .await?;
-        let results = submitted.outcome(&self.log).await;
-        Ok(Response::new(proto::PublishResponse {
-            results: results.into_iter().map(convert::publish_result).collect(),
-        }))
-    }
-
-    type PublishStreamStream = ResponseStream<proto::PublishStreamResponse>;
-
-    async fn publish_stream(
-        &self,
-        request: Request<Streaming<proto::PublishStreamRequest>>,
-    ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        let batches = request.into_inner();
-        let log = self.log.clone();
-        // Batches are queued on the producers one after the other, in the
-        // order they arrive, and their confirms awaited concurrently, up to
-        // PUBLISH_STREAM_PIPELINE at once; answers keep the batches' order.
-        let answers = batches
-            .then(move |batch| {
-                let log = log.clone();
-                async move {
-                    let submitted = match batch {
-                        Ok(b) => submit(&log, b.stream, b.producer_id, b.records).await,
-                        Err(status) => Err(status),
-                    };
-                    (log, submitted)
-                }
-            })
-            .map(|(log, submitted)| async move {
-                let results = submitted?.outcome(&log).await;
-                Ok(proto::PublishStreamResponse {
-                    results: results.into_iter().map(convert::publish_result).collect(),
-                })
-            })
-            .buffered(PUBLISH_STREAM_PIPELINE);
-        // The first failed batch ends the call with its status.
-        let answers = answers.scan(false, |failed, answer: Result<_, Status>| {
-            let item = (!*failed).then(|| {
-                *failed = answer.is_err();
-                answer
-            });
-            futures::future::ready(item)
-        });
-        Ok(Response::new(Box::pin(answers)))
-    }
-
-    async fn read(
-        &self,
-        request: Request<proto::ReadRequest>,
-    ) -> Result<Response<proto::ReadResponse>, Status> {
-        let request = request.into_inner();
-        let max_wait = request
-            .max_wait
-            .map(convert::duration)
-            .transpose()
-            .map_err(|why| Status::invalid_argument(format!("max_wait {why}")))?
-            .unwrap_or_default();
-        let from = request.offset;
-        let records = self
-            .log
-            .read(ReadRequest {
-                stream: request.stream,
-                partition: request.partition,
-                offset: from,
-                max_records: request.max_records,
-                max_bytes: request.max_bytes,
-                max_wait,
-            })
-            .await
-            .map_err(status)?;
-        let next_offset = records.last().map_or(from, |r| r.offset + 1);
-        Ok(Response::new(proto::ReadResponse {
-            records: records.into_iter().map(convert::record).collect(),
-            next_offset,
-        }))
-    }
-
-    type SubscribeStream = ResponseStream<proto::SubscribeResponse>;
-
-    async fn subscribe(
-        &self,
-        request: Request<proto::SubscribeRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let request = request.into_inner();
-        let start = request
-            .start
-            .map(|s| convert::start_position(s, "start"))
-            .transpose()
-            .map_err(status)?;
-        let group = Some(request.group.as_str()).filter(|g| !g.is_empty());
-        let subscription = self
-            .log
-            .subscribe(
-                &request.stream,
-                group,
-                &request.partitions,
-                start,
-                request.window,
-            )
-            .await
-            .map_err(status)?;
-        let events = tokio_stream::wrappers::ReceiverStream::new(subscription.into_receiver());
-        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
-            events,
-            |event| event.map(convert::subscription_event).map_err(status),
-        ))))
-    }
-
-    async fn commit(
-        &self,
-        request: Request<proto::CommitRequest>,
-    ) -> Result<Response<proto::CommitResponse>, Status> {
-        let request = request.into_inner();
-        let offsets = request.offsets.into_iter().collect();
-        let results = self
-            .log
-            .commit(&request.stream, &request.group, &offsets)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(proto::CommitResponse {
-            results: results.into_iter().map(convert::commit_result).collect(),
-        }))
-    }
-
-    async fn reset_offsets(
-        &self,
-        request: Request<proto::ResetOffsetsRequest>,
-    ) -> Result<Response<proto::ResetOffsetsResponse>, Status> {
-        let request = request.into_inner();
-        let to = request
-            .to
-            .ok_or_else(|| {
-                Status::invalid_argument("to is required: FIRST, LAST, an offset or a timestamp")
-            })
-            .and_then(|to| convert::start_position(to, "to").map_err(status))?;
-        let results = self
-            .log
-            .reset_offsets(&request.stream, &request.group, &request.partitions, to)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(proto::ResetOffsetsResponse {
-            results: results.into_iter().map(convert::reset_result).collect(),
-        }))
-    }
-
-    async fn get_offsets(
-        &self,
-        request: Request<proto::GetOffsetsRequest>,
-    ) -> Result<Response<proto::GetOffsetsResponse>, Status> {
-        let request = request.into_inner();
-        let rows = self
-            .log
-            .get_offsets(&request.stream, &request.group)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(proto::GetOffsetsResponse {
-            partitions: rows.into_iter().map(convert::partition_offsets).collect(),
-        }))
-    }
-
-    async fn list_groups(
-        &self,
-        request: Request<proto::ListGroupsRequest>,
-    ) -> Result<Response<proto::ListGroupsResponse>, Status> {
-        let groups = self
-            .log
-            .list_groups(&request.into_inner().stream)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(proto::ListGroupsResponse { groups }))
-    }
-}
-
-/// Batches of one PublishStream call in flight at once.
-const PUBLISH_STREAM_PIPELINE: usize = 32;
-
-/// Publish and PublishStream share this: validates and queues a batch.
-async fn submit(
-    log: &PartitionedLog,
-    stream: String,
-    producer_id: String,
-    records: Vec<proto::PublishRecord>,
-) -> Result<SubmittedBatch, Status> {
-    let records = records.into_iter().map(convert::new_record).collect();
-    let producer_id = Some(producer_id.as_str()).filter(|p| !p.is_empty());
-    log.submit(&stream, producer_id, records)
-        .await
-        .map_err(status)
-}
 
 /// A failure that stops the server.
 #[derive(Debug, thiserror::Error)]
@@ -306,67 +53,90 @@ pub enum ServeError {
     Offsets(#[from] crate::offsets::OpenError),
 }
 
-/// Serves until `shutdown` resolves, then shuts down gracefully.
+/// Binds `server.listen`. (Port 0 picks a free port; partlog logs the one
+/// it got as `partlog listening local=…`.)
+pub async fn bind(config: &Config) -> Result<TcpListener, ServeError> {
+    let addr = config.listen_addr()?;
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServeError::Bind(config.server.listen.clone(), e))
+}
+
+/// Serves on `listener` until `shutdown` resolves, then shuts down
+/// gracefully: no new calls, in-flight calls finish, producers flush, the
+/// offset store is flushed and broker connections close, all within
+/// `server.shutdown_timeout_ms`.
 pub async fn run(
     config: Config,
+    listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let addr = config.listen_addr()?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| ServeError::Bind(config.server.listen.clone(), e))?;
     let local = listener
         .local_addr()
-        .map_err(|e| ServeError::Bind(addr.to_string(), e))?;
+        .map_err(|e| ServeError::Bind(config.server.listen.clone(), e))?;
+    let log = open_log(&config, local).await?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let health_task = tokio::spawn(report_health(log.clone(), reporter));
+    let max_message = config.max_grpc_message_bytes();
+    let partlog = PartLogServer::new(PartLogService::new(log.clone()))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let router = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(partlog);
 
+    tracing::info!(%local, "partlog listening");
+    let result = serve(router, listener, shutdown, &log, config.shutdown_timeout()).await;
+    health_task.abort();
+    result
+}
+
+/// The broker handle, offset store and log of this process. A broker that
+/// does not answer yet is no reason not to serve (health says NOT_SERVING
+/// until it does); wrong credentials or frame size are.
+async fn open_log(config: &Config, local: SocketAddr) -> Result<Arc<PartitionedLog>, ServeError> {
     let broker = Broker::new(config.broker.clone(), config.request_timeout());
     match broker.check().await {
         Ok(()) => tracing::info!(broker = %broker.admin_node(), "broker reachable"),
-        // Transient: serve anyway, NOT_SERVING until the broker answers.
         Err(Error::Unavailable(why)) => tracing::warn!(%why, "broker not reachable yet"),
         Err(e) => return Err(ServeError::Broker(e)),
     }
     let store = OffsetStore::open(Path::new(&config.offsets.data_dir))?;
-    let fallback = Fallback::parse(&config.offsets.fallback)
-        .expect("the configuration validated offsets.fallback");
-    let log = Arc::new(PartitionedLog::new(
+    Ok(Arc::new(PartitionedLog::new(
         broker,
         config.limits.clone(),
         store,
-        fallback,
+        Fallback::parse(&config.offsets.fallback).expect("the configuration validated it"),
         local.to_string(),
-    ));
+    )))
+}
 
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let health_task = tokio::spawn(report_health(log.clone(), reporter));
-    let reflection = tonic_reflection::server::Builder::configure()
+/// Reflection over partlog's and health's descriptors; served as v1 and,
+/// for older clients, v1alpha.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-    let max_message = config.max_grpc_message_bytes();
-    let service = PartLogServer::new(PartLogService { log: log.clone() })
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
+}
 
-    tracing::info!(%local, "partlog listening");
+/// Serves until `shutdown`, then stops taking calls, ends subscriptions and
+/// drains: in-flight calls finish and the log closes, within `timeout`.
+async fn serve(
+    router: Router,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    log: &PartitionedLog,
+    timeout: Duration,
+) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
-        .add_service(service)
-        // Without TCP_NODELAY a response's trailers wait for the client's
-        // delayed acknowledgement of its body: ~40 ms per call.
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async {
-                let _ = stop_rx.await;
-            },
-        );
+    // Without TCP_NODELAY a response's trailers wait for the client's
+    // delayed acknowledgement of its body: ~40 ms per call.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stop_rx.await;
+    });
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result.map_err(ServeError::from),
@@ -374,14 +144,12 @@ pub async fn run(
     }
     let _ = stop_tx.send(());
     log.begin_shutdown();
-    let timeout = config.shutdown_timeout();
     let drained = tokio::time::timeout(timeout, async {
         let served = server.await;
         log.close().await;
         served
     })
     .await;
-    health_task.abort();
     match drained {
         Ok(result) => {
             tracing::info!("shutdown complete");

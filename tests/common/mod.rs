@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,6 +36,7 @@ pub fn broker_port() -> u16 {
 /// A partlog server process, killed when dropped.
 pub struct Partlog {
     child: Child,
+    /// Where it listens, as it logged it (empty until then).
     pub addr: String,
     log_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
@@ -44,7 +44,8 @@ pub struct Partlog {
 
 impl Partlog {
     /// Starts partlog with extra `PARTLOG_*` settings and waits until its
-    /// health check says SERVING.
+    /// health check says SERVING. It listens on a port of its own choosing
+    /// (`127.0.0.1:0`) and logs which one.
     pub async fn start_with(settings: &[(&str, &str)]) -> Partlog {
         let mut server = Partlog::spawn_with(settings);
         server.wait_for(Some(ServingStatus::Serving)).await;
@@ -59,15 +60,13 @@ impl Partlog {
     }
 
     fn spawn_with(settings: &[(&str, &str)]) -> Partlog {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join("partlog.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_partlog"));
         command
             .arg("serve")
-            .env("PARTLOG_SERVER_LISTEN", &addr)
+            .env("PARTLOG_SERVER_LISTEN", "127.0.0.1:0")
             .env("PARTLOG_OFFSETS_DATA_DIR", dir.path().join("offsets"))
             .env("PARTLOG_LOG", "info,partlog=debug")
             .stdout(Stdio::null())
@@ -78,7 +77,7 @@ impl Partlog {
         let child = command.spawn().expect("start partlog");
         Partlog {
             child,
-            addr,
+            addr: String::new(),
             log_path,
             _dir: dir,
         }
@@ -152,7 +151,13 @@ impl Partlog {
                     self.log()
                 );
             }
-            let status = self.health("").await;
+            if self.addr.is_empty() {
+                self.addr = self.logged_address().unwrap_or_default();
+            }
+            let status = match self.addr.is_empty() {
+                true => None,
+                false => self.health("").await,
+            };
             if status.is_some() && (wanted.is_none() || status == wanted) {
                 return;
             }
@@ -165,6 +170,14 @@ impl Partlog {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The address of the "partlog listening local=ADDR" log line.
+    fn logged_address(&self) -> Option<String> {
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains("partlog listening"))?;
+        let addr = line.split("local=").nth(1)?.split_whitespace().next()?;
+        Some(addr.to_owned())
     }
 
     /// kill -9: no shutdown, no flushing.
@@ -204,13 +217,6 @@ impl Drop for Partlog {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// A stream name no other test (or earlier run) uses.

@@ -1,0 +1,271 @@
+//! `partlog.v1.PartLog`: each method translates its request into a call of
+//! the core ([`crate::log`]) and the answer back, through [`super::convert`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::{self, status};
+use crate::log::{PartitionedLog, ReadRequest, SubmittedBatch};
+use crate::proto;
+use crate::proto::part_log_server::PartLog;
+
+/// The `partlog.v1.PartLog` implementation over a shared core.
+pub struct PartLogService {
+    log: Arc<PartitionedLog>,
+}
+
+impl PartLogService {
+    pub fn new(log: Arc<PartitionedLog>) -> Self {
+        PartLogService { log }
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PartLog for PartLogService {
+    async fn create_stream(
+        &self,
+        request: Request<proto::CreateStreamRequest>,
+    ) -> Result<Response<proto::CreateStreamResponse>, Status> {
+        let request = request.into_inner();
+        let settings = convert::stream_settings(&request).map_err(status)?;
+        let description = self
+            .log
+            .create_stream(&request.stream, request.partitions, &settings)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::CreateStreamResponse {
+            stream: Some(convert::stream_description(description)),
+        }))
+    }
+
+    async fn delete_stream(
+        &self,
+        request: Request<proto::DeleteStreamRequest>,
+    ) -> Result<Response<proto::DeleteStreamResponse>, Status> {
+        self.log
+            .delete_stream(&request.into_inner().stream)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::DeleteStreamResponse {}))
+    }
+
+    async fn describe_stream(
+        &self,
+        request: Request<proto::DescribeStreamRequest>,
+    ) -> Result<Response<proto::DescribeStreamResponse>, Status> {
+        let description = self
+            .log
+            .describe_stream(&request.into_inner().stream)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::DescribeStreamResponse {
+            stream: Some(convert::stream_description(description)),
+        }))
+    }
+
+    async fn publish(
+        &self,
+        request: Request<proto::PublishRequest>,
+    ) -> Result<Response<proto::PublishResponse>, Status> {
+        let request = request.into_inner();
+        let submitted = submit(
+            &self.log,
+            request.stream,
+            request.producer_id,
+            request.records,
+        )
+        .await?;
+        let results = submitted.outcome(&self.log).await;
+        Ok(Response::new(proto::PublishResponse {
+            results: results.into_iter().map(convert::publish_result).collect(),
+        }))
+    }
+
+    type PublishStreamStream = ResponseStream<proto::PublishStreamResponse>;
+
+    async fn publish_stream(
+        &self,
+        request: Request<Streaming<proto::PublishStreamRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let batches = request.into_inner();
+        let log = self.log.clone();
+        // Batches are queued on the producers one after the other, in the
+        // order they arrive, and their confirms awaited concurrently, up to
+        // PUBLISH_STREAM_PIPELINE at once; answers keep the batches' order.
+        let answers = batches
+            .then(move |batch| {
+                let log = log.clone();
+                async move {
+                    let submitted = match batch {
+                        Ok(b) => submit(&log, b.stream, b.producer_id, b.records).await,
+                        Err(status) => Err(status),
+                    };
+                    (log, submitted)
+                }
+            })
+            .map(|(log, submitted)| async move {
+                let results = submitted?.outcome(&log).await;
+                Ok(proto::PublishStreamResponse {
+                    results: results.into_iter().map(convert::publish_result).collect(),
+                })
+            })
+            .buffered(PUBLISH_STREAM_PIPELINE);
+        // The first failed batch ends the call with its status.
+        let answers = answers.scan(false, |failed, answer: Result<_, Status>| {
+            let item = (!*failed).then(|| {
+                *failed = answer.is_err();
+                answer
+            });
+            futures::future::ready(item)
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+
+    async fn read(
+        &self,
+        request: Request<proto::ReadRequest>,
+    ) -> Result<Response<proto::ReadResponse>, Status> {
+        let request = request.into_inner();
+        let max_wait = request
+            .max_wait
+            .map(convert::duration)
+            .transpose()
+            .map_err(|why| Status::invalid_argument(format!("max_wait {why}")))?
+            .unwrap_or_default();
+        let from = request.offset;
+        let records = self
+            .log
+            .read(ReadRequest {
+                stream: request.stream,
+                partition: request.partition,
+                offset: from,
+                max_records: request.max_records,
+                max_bytes: request.max_bytes,
+                max_wait,
+            })
+            .await
+            .map_err(status)?;
+        let next_offset = records.last().map_or(from, |r| r.offset + 1);
+        Ok(Response::new(proto::ReadResponse {
+            records: records.into_iter().map(convert::record).collect(),
+            next_offset,
+        }))
+    }
+
+    type SubscribeStream = ResponseStream<proto::SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        request: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let request = request.into_inner();
+        let start = request
+            .start
+            .map(|s| convert::start_position(s, "start"))
+            .transpose()
+            .map_err(status)?;
+        let group = Some(request.group.as_str()).filter(|g| !g.is_empty());
+        let subscription = self
+            .log
+            .subscribe(
+                &request.stream,
+                group,
+                &request.partitions,
+                start,
+                request.window,
+            )
+            .await
+            .map_err(status)?;
+        let events = tokio_stream::wrappers::ReceiverStream::new(subscription.into_receiver());
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+            events,
+            |event| event.map(convert::subscription_event).map_err(status),
+        ))))
+    }
+
+    async fn commit(
+        &self,
+        request: Request<proto::CommitRequest>,
+    ) -> Result<Response<proto::CommitResponse>, Status> {
+        let request = request.into_inner();
+        let offsets = request.offsets.into_iter().collect();
+        let results = self
+            .log
+            .commit(&request.stream, &request.group, &offsets)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::CommitResponse {
+            results: results.into_iter().map(convert::commit_result).collect(),
+        }))
+    }
+
+    async fn reset_offsets(
+        &self,
+        request: Request<proto::ResetOffsetsRequest>,
+    ) -> Result<Response<proto::ResetOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        let to = request
+            .to
+            .ok_or_else(|| {
+                Status::invalid_argument("to is required: FIRST, LAST, an offset or a timestamp")
+            })
+            .and_then(|to| convert::start_position(to, "to").map_err(status))?;
+        let results = self
+            .log
+            .reset_offsets(&request.stream, &request.group, &request.partitions, to)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::ResetOffsetsResponse {
+            results: results.into_iter().map(convert::reset_result).collect(),
+        }))
+    }
+
+    async fn get_offsets(
+        &self,
+        request: Request<proto::GetOffsetsRequest>,
+    ) -> Result<Response<proto::GetOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        let rows = self
+            .log
+            .get_offsets(&request.stream, &request.group)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::GetOffsetsResponse {
+            partitions: rows.into_iter().map(convert::partition_offsets).collect(),
+        }))
+    }
+
+    async fn list_groups(
+        &self,
+        request: Request<proto::ListGroupsRequest>,
+    ) -> Result<Response<proto::ListGroupsResponse>, Status> {
+        let groups = self
+            .log
+            .list_groups(&request.into_inner().stream)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::ListGroupsResponse { groups }))
+    }
+}
+
+/// Batches of one PublishStream call in flight at once.
+const PUBLISH_STREAM_PIPELINE: usize = 32;
+
+/// Publish and PublishStream share this: validates and queues a batch.
+async fn submit(
+    log: &PartitionedLog,
+    stream: String,
+    producer_id: String,
+    records: Vec<proto::PublishRecord>,
+) -> Result<SubmittedBatch, Status> {
+    let records = records.into_iter().map(convert::new_record).collect();
+    let producer_id = Some(producer_id.as_str()).filter(|p| !p.is_empty());
+    log.submit(&stream, producer_id, records)
+        .await
+        .map_err(status)
+}
