@@ -36,16 +36,28 @@ pub struct Config {
 pub struct OffsetsConfig {
     /// Directory of the sled offset store; one per partlog process.
     pub data_dir: String,
-    /// Where a group starts in a partition it has never committed:
-    /// "first", "last" or "next".
-    pub fallback: String,
+    /// Where a group starts in a partition it has never committed.
+    pub fallback: Fallback,
+}
+
+/// Where a consumer group starts in a partition it has never committed
+/// (`offsets.fallback`: "first", "last" or "next").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// The oldest retained record.
+    First,
+    /// The last chunk of records.
+    Last,
+    /// Only records written from now on.
+    Next,
 }
 
 impl Default for OffsetsConfig {
     fn default() -> Self {
         OffsetsConfig {
             data_dir: "data/offsets".into(),
-            fallback: "first".into(),
+            fallback: Fallback::First,
         }
     }
 }
@@ -253,12 +265,6 @@ impl Config {
             return Err(ConfigError(format!(
                 "limits.default_window ({}) exceeds limits.max_window ({})",
                 l.default_window, l.max_window
-            )));
-        }
-        if !["first", "last", "next"].contains(&self.offsets.fallback.as_str()) {
-            return Err(ConfigError(format!(
-                "offsets.fallback = {:?}; use \"first\", \"last\" or \"next\"",
-                self.offsets.fallback
             )));
         }
         if self.offsets.data_dir.is_empty() {
@@ -493,6 +499,15 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn the_fallback_is_one_of_three_words() {
+        let config = Config::load(None, &env(&[("PARTLOG_OFFSETS_FALLBACK", "next")])).unwrap();
+        assert_eq!(config.offsets.fallback, Fallback::Next);
+        let err = Config::load(None, &env(&[("PARTLOG_OFFSETS_FALLBACK", "middle")])).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("fallback") && err.contains("`first`"), "{err}");
     }
 
     #[test]

@@ -7,40 +7,37 @@
 //!
 //! # Layout
 //!
-//! The core knows nothing of gRPC; the server is a thin edge over it.
+//! Calls go one way: [`server`] → [`log`] → [`broker`]. The core (`log`,
+//! `broker` and the leaves below them) knows nothing of gRPC; the server is
+//! a thin edge over it, and [`cli`] is a client of the edge.
 //!
-//! - [`config`]: the TOML configuration with `PARTLOG_*` overrides.
-//! - [`error`]: the one error type of the core.
-//! - [`routing`]: key → partition (murmur3, seed 104729) and round-robin.
-//! - [`record`]: records and their AMQP 1.0 form on the broker.
-//! - [`validate`]: names, counts and limits checked before the broker is asked.
-//! - [`broker`]: the RabbitMQ adapter — administration through any node of
-//!   the cluster, raw queries (metadata, partitions, stream statistics),
-//!   per-partition producers with pipelined confirms on own or shared
-//!   connections, chunk readers with a connection pool, reconnection
-//!   backoff.
-//! - [`offsets`]: the sled store of consumer groups' committed offsets.
-//! - [`subscription`]: tailing partitions, alone or as a single active
-//!   consumer of a group.
-//! - [`log`]: [`log::PartitionedLog`], the core operations on top of the
-//!   adapter — streams and reads, the write path (`log::publish`), consumer
-//!   groups (`log::groups`).
 //! - [`server`]: the gRPC services (partlog, health, reflection), the
-//!   error → status mapping and graceful shutdown.
+//!   protobuf ↔ core conversions with the one error → status mapping, and
+//!   graceful shutdown.
+//! - [`log`]: [`log::PartitionedLog`], the core operations — streams, Read,
+//!   the write path, subscriptions and consumer groups.
+//! - [`broker`]: the RabbitMQ adapter — the cluster handle (administration
+//!   through any node, metadata, offsets, the super stream cache),
+//!   producers with pipelined confirms, chunk readers with credit flow.
+//! - [`offsets`]: the sled store of consumer groups' committed offsets.
+//! - Leaves: [`config`] (TOML with `PARTLOG_*` overrides), [`error`] (the
+//!   one core error type), [`routing`] (murmur3 key → partition),
+//!   [`record`] (records and their AMQP 1.0 form), [`validate`] (requests
+//!   checked before the broker is asked), [`sync`] (the locking
+//!   convention).
 //! - [`proto`]: generated protobuf types.
 //! - [`cli`]: the client subcommands of the `partlog` binary (`stream`,
-//!   `publish`, `read`, `tail`, `offsets`, ...), callers of the gRPC API.
+//!   `publish`, `read`, `tail`, `offsets`, ...).
 
-pub mod broker;
+pub(crate) mod broker;
 pub mod cli;
 pub mod config;
-pub mod error;
-pub mod log;
-pub mod offsets;
+pub(crate) mod error;
+pub(crate) mod log;
+pub(crate) mod offsets;
 pub mod proto;
 pub mod record;
 pub mod routing;
 pub mod server;
-pub mod subscription;
 pub(crate) mod sync;
 pub mod validate;

@@ -96,6 +96,19 @@ pub fn created_stream_name(name: &str, partitions: u32, vhost: &str) -> Result<(
     Ok(())
 }
 
+/// A count a request may leave at 0 for the server's `default`; above `max`
+/// it is INVALID_ARGUMENT naming the request's `field` and the
+/// configuration key `limit` that sets `max`.
+pub fn amount(field: &str, value: u32, default: u32, max: u32, limit: &str) -> Result<u32> {
+    match value {
+        0 => Ok(default.min(max)),
+        n if n > max => Err(Error::InvalidArgument(format!(
+            "{field} is {n}; at most {max} are allowed ({limit})"
+        ))),
+        n => Ok(n),
+    }
+}
+
 /// Longest group name: RabbitMQ's limit on consumer and offset references.
 pub const GROUP_NAME_MAX_BYTES: usize = 255;
 
@@ -119,6 +132,18 @@ pub fn group_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A partition index within a stream of `count` partitions.
+pub fn partition(index: u32, count: usize, stream: &str) -> Result<usize> {
+    let index = index as usize;
+    if index >= count {
+        return Err(Error::InvalidArgument(format!(
+            "partition {index} is out of range: stream {stream:?} has partitions 0..={}",
+            count.saturating_sub(1)
+        )));
+    }
+    Ok(index)
+}
+
 /// Partition indexes named by a request: each within the stream, none
 /// twice. An empty list means all partitions.
 pub fn partition_selection(selected: &[u32], count: usize, stream: &str) -> Result<Vec<u32>> {
@@ -127,12 +152,7 @@ pub fn partition_selection(selected: &[u32], count: usize, stream: &str) -> Resu
     }
     let mut seen = vec![false; count];
     for &p in selected {
-        let Some(slot) = seen.get_mut(p as usize) else {
-            return Err(Error::InvalidArgument(format!(
-                "partition {p} is out of range: stream {stream:?} has partitions 0..={}",
-                count - 1
-            )));
-        };
+        let slot = &mut seen[partition(p, count, stream)?];
         if std::mem::replace(slot, true) {
             return Err(Error::InvalidArgument(format!(
                 "partition {p} is named twice"
@@ -359,6 +379,24 @@ mod tests {
         assert!(created_stream_name(&"é".repeat(125), 3, "/").is_ok());
         // The general rules still apply.
         assert!(created_stream_name("amq.x", 3, "/").is_err());
+    }
+
+    #[test]
+    fn amounts_default_at_zero_and_stop_at_the_limit() {
+        assert_eq!(amount("window", 0, 100, 1000, "limits.max_window"), Ok(100));
+        assert_eq!(
+            amount("window", 0, 5000, 1000, "limits.max_window"),
+            Ok(1000)
+        );
+        assert_eq!(
+            amount("window", 1000, 100, 1000, "limits.max_window"),
+            Ok(1000)
+        );
+        let err = amount("window", 1001, 100, 1000, "limits.max_window").unwrap_err();
+        assert_eq!(
+            err.message(),
+            "window is 1001; at most 1000 are allowed (limits.max_window)"
+        );
     }
 
     #[test]

@@ -38,9 +38,11 @@ use rabbitmq_stream_protocol::codec::Encoder;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::cluster::Broker;
 use super::confirms::{BatchOutcome, Confirms, Stored};
+use super::connect::unavailable;
+use super::node::Node;
 use super::publish_connection::{PublishConnection, Route};
-use super::{unavailable, Broker, Node};
 use crate::error::{Error, Result};
 use crate::record::NewRecord;
 use crate::sync::lock;
@@ -139,12 +141,13 @@ impl PartitionProducer {
         let (connection, publisher_id) = match name {
             Some(_) => {
                 broker
-                    .shared_publish_connections()
-                    .attach(broker, leader, route)
+                    .publish_connections()
+                    .attach(broker.connector(), leader, route)
                     .await?
             }
             None => {
-                let connection = Arc::new(PublishConnection::open(broker, leader).await?);
+                let connection =
+                    Arc::new(PublishConnection::open(broker.connector(), leader).await?);
                 let id = connection.attach(route).ok_or_else(|| {
                     Error::Internal("a new connection refused a publisher".into())
                 })?;
@@ -158,7 +161,9 @@ impl PartitionProducer {
                 if matches!(e, Error::Unavailable(_)) {
                     connection.retire();
                 }
-                connection.detach(publisher_id, broker.timeout()).await;
+                connection
+                    .detach(publisher_id, broker.connector().timeout())
+                    .await;
                 return Err(e);
             }
         };
@@ -168,8 +173,8 @@ impl PartitionProducer {
                 client: connection.client().clone(),
                 publisher_id,
                 stream: stream.to_owned(),
-                max_frame_bytes: broker.config().max_frame_bytes as usize,
-                request_timeout: broker.timeout(),
+                max_frame_bytes: broker.connector().config().max_frame_bytes as usize,
+                request_timeout: broker.connector().timeout(),
             },
             batches,
             confirms,
@@ -183,8 +188,8 @@ impl PartitionProducer {
             connection,
             publisher_id,
             writer: tokio::sync::Mutex::new(Some(writer)),
-            confirm_timeout: broker.confirm_timeout(),
-            request_timeout: broker.timeout(),
+            confirm_timeout: broker.connector().confirm_timeout(),
+            request_timeout: broker.connector().timeout(),
             last_used: Mutex::new(Instant::now()),
         })
     }
@@ -201,6 +206,7 @@ impl PartitionProducer {
     ) -> Result<Numbering> {
         let client = connection.client();
         let response = broker
+            .connector()
             .within(
                 &format!("declaring a publisher on {stream:?}"),
                 client.declare_publisher(publisher_id, name.map(str::to_owned), stream),
@@ -223,7 +229,7 @@ impl PartitionProducer {
         let Some(name) = name else {
             return Ok(Numbering::Counter(0));
         };
-        let last = stored_sequence(client, name, stream, broker.timeout()).await?;
+        let last = stored_sequence(client, name, stream, broker.connector().timeout()).await?;
         Ok(Numbering::Sequences {
             name: name.to_owned(),
             last,

@@ -26,7 +26,8 @@ use rabbitmq_stream_protocol::codec::Encoder;
 use rabbitmq_stream_protocol::commands::metadata_update::MetadataUpdateCommand;
 
 use super::confirms::{publish_error, Confirms, Stored};
-use super::{unavailable, Broker, Node};
+use super::connect::{unavailable, Connector};
+use super::node::Node;
 use crate::error::{Error, Result};
 use crate::sync::lock;
 
@@ -158,8 +159,8 @@ pub(super) struct PublishConnection {
 }
 
 impl PublishConnection {
-    pub(super) async fn open(broker: &Broker, node: &Node) -> Result<PublishConnection> {
-        let client = broker.open_client(node, "partlog-producer").await?;
+    pub(super) async fn open(connector: &Connector, node: &Node) -> Result<PublishConnection> {
+        let client = connector.open_client(node, "partlog-producer").await?;
         let routes = Arc::new(Routes::default());
         client
             .set_handler({
@@ -213,9 +214,11 @@ impl PublishConnection {
     }
 }
 
-/// The connections named producers share, per node; one per [`Broker`].
+/// The connections named producers share, per node; one per broker handle.
 #[derive(Default)]
 pub struct SharedPublishConnections {
+    /// A tokio mutex: held while a connection opens, so that publishers
+    /// arriving together share it.
     by_node: tokio::sync::Mutex<HashMap<Node, Vec<Arc<PublishConnection>>>>,
 }
 
@@ -225,7 +228,7 @@ impl SharedPublishConnections {
     /// share the new connection instead of opening one each.
     pub(super) async fn attach(
         &self,
-        broker: &Broker,
+        connector: &Connector,
         node: &Node,
         route: Route,
     ) -> Result<(Arc<PublishConnection>, u8)> {
@@ -237,7 +240,7 @@ impl SharedPublishConnections {
                 return Ok((connection.clone(), id));
             }
         }
-        let connection = Arc::new(PublishConnection::open(broker, node).await?);
+        let connection = Arc::new(PublishConnection::open(connector, node).await?);
         let id = connection
             .attach(route)
             .ok_or_else(|| Error::Internal("a new connection refused a publisher".into()))?;

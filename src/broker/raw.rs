@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::{Node, PartitionPlacement};
+use super::node::{Node, PartitionPlacement};
 use crate::error::{Error, Result};
 
 const PEER_PROPERTIES: u16 = 0x0011;

@@ -15,9 +15,7 @@
 //! a write that follows an unanswered one waits for the broker's delayed
 //! acknowledgement, tens of milliseconds).
 //!
-//! [`read_range`] builds the bounded `Read` on top of it, using the
-//! partition's committed chunk id (from `StreamStats`) to know where the log
-//! currently ends instead of waiting for a chunk that may never come.
+//! [`super::bounds`] and the log's `Read` build on it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,9 +31,11 @@ use rabbitmq_stream_protocol::commands::deliver::DeliverCommand;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{unavailable, Broker, Node};
+use super::connect::{unavailable, Connector};
+use super::node::Node;
 use crate::error::{Error, Result};
 use crate::record::StoredRecord;
+use crate::sync::lock;
 
 /// One chunk as delivered: consecutive records from `first_offset`.
 pub struct Chunk {
@@ -57,6 +57,19 @@ impl Chunk {
     /// Offset of the chunk's last record.
     pub fn last_offset(&self) -> u64 {
         self.first_offset + (self.messages.len() as u64).saturating_sub(1)
+    }
+
+    /// The chunk's records from offset `from` on, as records of `partition`.
+    pub fn records(&self, partition: u32, from: u64) -> impl Iterator<Item = StoredRecord> + '_ {
+        let skip = from.saturating_sub(self.first_offset);
+        self.messages
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+            .map(move |(i, message)| {
+                let offset = self.first_offset + i as u64;
+                StoredRecord::from_message(message, partition, offset, self.timestamp_ms)
+            })
     }
 }
 
@@ -114,14 +127,15 @@ const MAX_IDLE_PER_NODE: usize = 8;
 /// Longest wait for the broker to answer a connection's close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Reader connections no reader uses at the moment, per node; one per
-/// [`Broker`]. Opening a connection costs the handshake plus, through the
-/// client library's Nagle-enabled socket, a delayed acknowledgement before
-/// the first request (about 90 ms on loopback); subscribing on an idle one
-/// takes about a millisecond. Readers of single active consumer groups
-/// never come back here: a group consumer's connection leaves with it.
-#[derive(Default)]
+/// Opens readers, and keeps the connections no reader uses at the moment,
+/// per node; one per broker handle. Opening a connection costs the
+/// handshake plus, through the client library's Nagle-enabled socket, a
+/// delayed acknowledgement before the first request (about 90 ms on
+/// loopback); subscribing on an idle one takes about a millisecond. Readers
+/// of single active consumer groups never come back here: a group
+/// consumer's connection leaves with it.
 pub struct ReaderPool {
+    connector: Connector,
     idle: std::sync::Mutex<Idle>,
 }
 
@@ -133,8 +147,20 @@ struct Idle {
 }
 
 impl ReaderPool {
+    pub fn new(connector: Connector) -> ReaderPool {
+        ReaderPool {
+            connector,
+            idle: std::sync::Mutex::default(),
+        }
+    }
+
     fn idle(&self) -> std::sync::MutexGuard<'_, Idle> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.idle)
+    }
+
+    /// How long one broker request may take.
+    pub fn timeout(&self) -> Duration {
+        self.connector.timeout()
     }
 
     /// An idle connection to `node` that heard nothing bad meanwhile.
@@ -184,8 +210,8 @@ struct ReaderConnection {
 }
 
 impl ReaderConnection {
-    async fn open(broker: &Broker, node: &Node) -> Result<ReaderConnection> {
-        let client = broker.open_client(node, "partlog-reader").await?;
+    async fn open(connector: &Connector, node: &Node) -> Result<ReaderConnection> {
+        let client = connector.open_client(node, "partlog-reader").await?;
         let (tx, events) = mpsc::unbounded_channel::<Tagged>();
         client
             .set_handler(move |item: MessageResult| {
@@ -269,29 +295,29 @@ pub struct ChunkReader {
     timeout: Duration,
 }
 
-impl ChunkReader {
-    /// Subscribes to `stream` on `node` from `start`. `properties` are the
-    /// subscription's properties (consumer name, single active consumer,
-    /// ...); a reader without any reuses an idle connection to the node.
+impl ReaderPool {
+    /// A reader subscribed to `stream` on `node` from `start`. `properties`
+    /// are the subscription's properties (consumer name, single active
+    /// consumer, ...); a reader without any reuses an idle connection to the
+    /// node.
     pub async fn open(
-        broker: &Broker,
+        self: &Arc<Self>,
         stream: &str,
         node: &Node,
         start: OffsetSpecification,
         properties: HashMap<String, String>,
     ) -> Result<ChunkReader> {
         let reusable = properties.is_empty();
-        let pool = broker.reader_pool();
         let reader = |connection| ChunkReader {
             connection,
             node: node.clone(),
-            pool: pool.clone(),
+            pool: self.clone(),
             reusable,
             stream: stream.to_owned(),
             credit_owed: false,
-            timeout: broker.timeout(),
+            timeout: self.timeout(),
         };
-        let idle = if reusable { pool.take(node) } else { None };
+        let idle = if reusable { self.take(node) } else { None };
         if let Some(idle) = idle {
             let mut reader = reader(idle);
             match reader.subscribe(start.clone(), HashMap::new()).await {
@@ -307,14 +333,17 @@ impl ChunkReader {
                 }
             }
         }
-        let mut reader = reader(ReaderConnection::open(broker, node).await?);
+        let connection = ReaderConnection::open(&self.connector, node).await?;
+        let mut reader = reader(connection);
         if let Err(e) = reader.subscribe(start, properties).await {
             reader.close();
             return Err(e);
         }
         Ok(reader)
     }
+}
 
+impl ChunkReader {
     async fn subscribe(
         &mut self,
         start: OffsetSpecification,
@@ -432,212 +461,5 @@ impl ChunkReader {
                 self.connection.close_within().await;
             }
         });
-    }
-}
-
-/// What a partition stream holds right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bounds {
-    /// First retained offset.
-    pub first: u64,
-    /// Offset of the last record.
-    pub last: u64,
-    /// When the chunk holding `last` was stored, ms since the Unix epoch.
-    pub last_timestamp_ms: i64,
-}
-
-/// Attaches a reader at `Last` and waits for the last record chunk (see
-/// [`AtLast`]); the reader goes on to deliver new chunks.
-///
-/// The broker's statistics cannot answer this: offset tracking (stored
-/// consumer offsets) writes chunks of its own into the stream, which take
-/// offsets but are never delivered, so the last chunk id may name one of
-/// them. A subscription at `Last` attaches to the last chunk of records.
-async fn at_last_chunk(broker: &Broker, stream: &str, leader: &Node) -> Result<AtLast> {
-    let mut reader = ChunkReader::open(
-        broker,
-        stream,
-        leader,
-        OffsetSpecification::Last,
-        HashMap::new(),
-    )
-    .await?;
-    let last = async {
-        let stats = broker.stream_stats(stream).await?;
-        if stats.committed_chunk_id.is_none() {
-            return Ok((None, stats));
-        }
-        let chunk = reader.next_chunk(Instant::now() + broker.timeout()).await?;
-        if chunk.is_none() {
-            // Chunks but no records: only offset tracking was written.
-            tracing::debug!(
-                stream,
-                "no record chunk arrived; the stream holds only offset tracking"
-            );
-        }
-        Ok((chunk, stats))
-    }
-    .await;
-    match last {
-        Ok((last, stats)) => Ok(AtLast {
-            reader,
-            last,
-            first_chunk_id: stats.first_chunk_id,
-        }),
-        Err(e) => {
-            reader.close();
-            Err(e)
-        }
-    }
-}
-
-/// A reader attached at `Last`, the last record chunk it delivered (`None`
-/// when the partition holds no records) and the first retained chunk id.
-struct AtLast {
-    reader: ChunkReader,
-    last: Option<Chunk>,
-    first_chunk_id: Option<u64>,
-}
-
-/// The bounds of a partition stream, `None` while it holds no records.
-pub async fn partition_bounds(
-    broker: &Broker,
-    stream: &str,
-    leader: &Node,
-) -> Result<Option<Bounds>> {
-    let at_last = at_last_chunk(broker, stream, leader).await?;
-    at_last.reader.close();
-    let Some(last) = at_last.last else {
-        return Ok(None);
-    };
-    let first = at_last.first_chunk_id.unwrap_or(0);
-    Ok(Some(Bounds {
-        first: first.min(last.first_offset),
-        last: last.last_offset(),
-        last_timestamp_ms: last.timestamp_ms,
-    }))
-}
-
-/// The first chunk a subscription at `start` receives, which the caller
-/// knows exists.
-pub async fn first_chunk_at(
-    broker: &Broker,
-    stream: &str,
-    leader: &Node,
-    start: OffsetSpecification,
-) -> Result<Chunk> {
-    let mut reader = ChunkReader::open(broker, stream, leader, start, HashMap::new()).await?;
-    let chunk = reader.next_chunk(Instant::now() + broker.timeout()).await;
-    reader.close();
-    chunk?.ok_or_else(|| {
-        Error::Unavailable(format!(
-            "the broker did not deliver a chunk of {stream:?} within {:?}",
-            broker.timeout()
-        ))
-    })
-}
-
-/// What a bounded read asks for.
-#[derive(Debug, Clone, Copy)]
-pub struct ReadRange {
-    pub partition: u32,
-    pub from: u64,
-    pub max_records: usize,
-    /// Bytes of keys, values and headers; the first record comes anyway.
-    pub max_bytes: usize,
-    pub max_wait: Duration,
-}
-
-/// Reads up to `range.max_records` records (and `range.max_bytes`) of
-/// `stream` from `range.from`.
-/// Returns at once when the log holds nothing at or after `from`, unless
-/// `max_wait` asks to wait for the first new record.
-///
-/// One connection: the reader first attaches at `Last` to learn where the
-/// records end; if `from` lies before that chunk it moves to `from`. A
-/// reader left at `Last` goes on to deliver new chunks, which serves waiting.
-pub async fn read_range(
-    broker: &Broker,
-    stream: &str,
-    leader: &Node,
-    range: ReadRange,
-) -> Result<Vec<StoredRecord>> {
-    let AtLast {
-        mut reader, last, ..
-    } = at_last_chunk(broker, stream, leader).await?;
-    let result = read_with(broker, &mut reader, last, range).await;
-    reader.close();
-    result
-}
-
-/// Reads `range` with a reader at `Last` that delivered `last`.
-async fn read_with(
-    broker: &Broker,
-    reader: &mut ChunkReader,
-    last: Option<Chunk>,
-    range: ReadRange,
-) -> Result<Vec<StoredRecord>> {
-    let mut pending = None;
-    let mut tail = None;
-    if let Some(last) = last {
-        tail = Some(last.last_offset());
-        if range.from < last.first_offset {
-            reader
-                .resubscribe(OffsetSpecification::Offset(range.from))
-                .await?;
-        } else {
-            pending = Some(last);
-        }
-    }
-    let mut reached_tail = tail.is_none();
-    let mut records = Vec::new();
-    let mut bytes = 0;
-    let chunk_timeout = broker.timeout();
-    let wait_deadline = Instant::now() + range.max_wait;
-    loop {
-        let chunk = match pending.take() {
-            Some(chunk) => chunk,
-            None => {
-                // Before the tail a chunk is due promptly; after it, only
-                // new records would come, and only a waiting read waits.
-                let deadline = if reached_tail {
-                    if !records.is_empty() || range.max_wait.is_zero() {
-                        return Ok(records);
-                    }
-                    wait_deadline
-                } else {
-                    Instant::now() + chunk_timeout
-                };
-                match reader.next_chunk(deadline).await? {
-                    Some(chunk) => chunk,
-                    None if reached_tail => return Ok(records),
-                    None => {
-                        return Err(Error::Unavailable(format!(
-                            "the broker sent no records for {chunk_timeout:?} although the \
-                             partition holds more"
-                        )))
-                    }
-                }
-            }
-        };
-        for (i, message) in chunk.messages.iter().enumerate() {
-            let offset = chunk.first_offset + i as u64;
-            if offset < range.from {
-                continue;
-            }
-            let record =
-                StoredRecord::from_message(message, range.partition, offset, chunk.timestamp_ms);
-            bytes += record.payload_bytes();
-            if bytes > range.max_bytes && !records.is_empty() {
-                return Ok(records);
-            }
-            records.push(record);
-            if records.len() == range.max_records {
-                return Ok(records);
-            }
-        }
-        if tail.is_some_and(|t| chunk.last_offset() >= t) {
-            reached_tail = true;
-        }
     }
 }

@@ -1,47 +1,55 @@
 //! The partitioned log: partlog's core operations, free of any transport.
 //!
-//! [`PartitionedLog`] validates requests, routes records to partitions and
-//! drives the broker adapter. It keeps, per stream that this process has
-//! published to, the partition list in routing order, the round-robin
-//! cursor for unkeyed records and one
-//! [`PartitionProducer`](crate::broker::producer::PartitionProducer) per partition.
-//! That cache is dropped for a stream when it is deleted through this
-//! process or when the broker reports it gone.
+//! [`PartitionedLog`] is the one entry point of the gRPC edge. Each
+//! operation validates its request, looks the stream up (the broker's cached
+//! [`SuperStream`]) and hands the work to the module that owns it:
 //!
-//! Consumer groups: committed offsets live in the [`OffsetStore`] and are
-//! mirrored to the broker's offset tracking under the group's name, so any
-//! instance resumes a group from the larger of its own and the broker's
-//! value. Which member reads a partition is the broker's single active
-//! consumer decision ([`crate::subscription`]); the log only remembers which
-//! of its own subscribers are active, for `GetOffsets`.
+//! - [`read`]: `Read`, a bounded read of one partition;
+//! - [`publish`]: the write path — routing, per-partition producers,
+//!   submitted batches;
+//! - [`subscribe`]: tailing partitions, alone or as a single active
+//!   consumer of a group, with [`position`] turning start positions into
+//!   broker offsets;
+//! - [`groups`]: Commit, ResetOffsets, GetOffsets and ListGroups over
+//!   [`committed`] offsets (this instance's store mirrored to the broker)
+//!   and the [`members`] the broker made active here.
 //!
-//! Layout: this module holds the log itself and its stream operations;
-//! `publish` the write path (routing, per-partition producers, submitted
-//! batches); `groups` consumer groups (subscribe, commit, offsets).
+//! None of them calls back into the log: they get the broker handle and
+//! the shared pieces they need, so every path goes server → log → broker.
 
+mod committed;
 mod groups;
+mod members;
+mod position;
 mod publish;
+mod read;
+mod shutdown;
+mod subscribe;
 
-use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
-use tokio::sync::Mutex;
-
-use crate::broker::reader::{read_range, ReadRange};
-use crate::broker::{Broker, Node, StreamSettings};
-use crate::config::Limits;
+use crate::broker::{Broker, Node, StreamSettings, SuperStream};
+use crate::config::{Fallback, Limits};
 use crate::error::{Error, Result};
-use crate::offsets::OffsetStore;
-use crate::record::StoredRecord;
-use crate::subscription::Fallback;
+use crate::offsets::{Committed, OffsetStore};
+use crate::record::{NewRecord, StoredRecord};
 use crate::validate;
+use committed::CommittedOffsets;
+use groups::Groups;
+use members::ActiveMembers;
+use publish::Writers;
+use shutdown::Shutdown;
+use subscribe::{SubscribeRequest, Subscribers};
 
-pub use groups::{CommittedOffset, OffsetSource, PartitionOffsets};
-use publish::StreamWriter;
-pub use publish::{Appended, SubmittedBatch};
+pub(crate) use committed::OffsetSource;
+pub(crate) use groups::PartitionOffsets;
+pub(crate) use position::StartPosition;
+pub(crate) use publish::{Appended, SubmittedBatch};
+pub(crate) use read::ReadRequest;
+pub(crate) use subscribe::{AssignmentState, Subscription, SubscriptionEvent};
 
 /// A stream's partitions in routing order, with where each lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,44 +66,21 @@ pub struct PartitionDescription {
     pub replicas: Vec<Node>,
 }
 
-/// A bounded read of one partition.
-#[derive(Debug, Clone)]
-pub struct ReadRequest {
-    pub stream: String,
-    pub partition: u32,
-    pub offset: u64,
-    /// 0 asks for the default.
-    pub max_records: u32,
-    /// 0 asks for the limit.
-    pub max_bytes: u32,
-    pub max_wait: Duration,
-}
-
-/// Default number of records a Read returns when the request names none.
-pub const DEFAULT_READ_RECORDS: u32 = 100;
-
 /// How often CreateStream looks whether the new partitions run.
 const MEMBER_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Identity of the process in member names, e.g. `127.0.0.1:50051`.
-pub type InstanceName = String;
-
+/// The log of one partlog process, shared by every call.
 pub struct PartitionedLog {
-    broker: Broker,
+    broker: Arc<Broker>,
     limits: Limits,
-    store: OffsetStore,
-    fallback: Fallback,
-    instance: InstanceName,
-    writers: Mutex<HashMap<String, Arc<StreamWriter>>>,
-    /// (stream, group, partition) → member active on this instance.
-    active: std::sync::Mutex<HashMap<(String, String, u32), String>>,
+    writers: Writers,
+    groups: Groups,
+    subscribers: Arc<Subscribers>,
+    committed: Arc<CommittedOffsets>,
+    /// Identity of the process in member names, e.g. `127.0.0.1:50051`.
+    instance: String,
     next_member: AtomicU64,
-    /// Set once by [`PartitionedLog::begin_shutdown`]; ends subscriptions.
-    shutdown: tokio::sync::watch::Sender<bool>,
-    /// Per partition stream, the highest offset known to hold a record
-    /// (seen by a subscription, a Read or a bounds query): commits up to it
-    /// need no broker round trip to prove their record exists.
-    known_last: std::sync::Mutex<HashMap<String, u64>>,
+    shutdown: Shutdown,
 }
 
 impl PartitionedLog {
@@ -104,41 +89,33 @@ impl PartitionedLog {
         limits: Limits,
         store: OffsetStore,
         fallback: Fallback,
-        instance: InstanceName,
+        instance: String,
     ) -> Self {
+        let broker = Arc::new(broker);
+        let committed = Arc::new(CommittedOffsets::new(store, broker.clone()));
+        let members = Arc::new(ActiveMembers::default());
+        let shutdown = Shutdown::default();
         PartitionedLog {
+            groups: Groups::new(broker.clone(), committed.clone(), members.clone()),
+            subscribers: Arc::new(Subscribers {
+                broker: broker.clone(),
+                committed: committed.clone(),
+                members,
+                shutdown: shutdown.clone(),
+                fallback,
+            }),
+            writers: Writers::default(),
             broker,
             limits,
-            store,
-            fallback,
+            committed,
             instance,
-            writers: Mutex::new(HashMap::new()),
-            active: std::sync::Mutex::new(HashMap::new()),
             next_member: AtomicU64::new(1),
-            shutdown: tokio::sync::watch::Sender::new(false),
-            known_last: std::sync::Mutex::new(HashMap::new()),
+            shutdown,
         }
-    }
-
-    /// `offset` of `partition_stream` holds a record.
-    pub(crate) fn note_record(&self, partition_stream: &str, offset: u64) {
-        let mut known = self.known_last.lock().unwrap_or_else(|e| e.into_inner());
-        let last = known.entry(partition_stream.to_owned()).or_insert(offset);
-        *last = (*last).max(offset);
-    }
-
-    /// The highest offset of `partition_stream` known to hold a record.
-    pub(crate) fn known_last_record(&self, partition_stream: &str) -> Option<u64> {
-        let known = self.known_last.lock().unwrap_or_else(|e| e.into_inner());
-        known.get(partition_stream).copied()
     }
 
     pub fn broker(&self) -> &Broker {
         &self.broker
-    }
-
-    pub fn fallback(&self) -> Fallback {
-        self.fallback
     }
 
     pub async fn create_stream(
@@ -148,7 +125,7 @@ impl PartitionedLog {
         settings: &StreamSettings,
     ) -> Result<StreamDescription> {
         validate::partition_count(partitions)?;
-        validate::created_stream_name(stream, partitions, &self.broker.config().vhost)?;
+        validate::created_stream_name(stream, partitions, &self.broker.connector().config().vhost)?;
         if settings.replicas == Some(0) {
             return Err(Error::InvalidArgument(
                 "replicas must be at least 1 (the leader) when set".into(),
@@ -179,7 +156,7 @@ impl PartitionedLog {
         replicas: Option<u32>,
     ) -> Result<StreamDescription> {
         let followers = replicas.map_or(0, |n| n as usize - 1);
-        let deadline = tokio::time::Instant::now() + self.broker.timeout();
+        let deadline = tokio::time::Instant::now() + self.broker.connector().timeout();
         loop {
             let described = match self.describe_stream(stream).await {
                 Ok(d) => self.writers_answer(&d).await.map(|()| d),
@@ -209,7 +186,7 @@ impl PartitionedLog {
     /// Deletes a stream whose partitions did not start and says why, and
     /// what is left if the deletion failed too.
     async fn abandon_create(&self, stream: &str, why: &str) -> Error {
-        let timeout = self.broker.timeout();
+        let timeout = self.broker.connector().timeout();
         let cause = format!(
             "the broker created stream {stream:?} but could not start its partitions within \
              {timeout:?} ({why})"
@@ -230,34 +207,29 @@ impl PartitionedLog {
 
     pub async fn delete_stream(&self, stream: &str) -> Result<()> {
         validate::stream_name(stream)?;
-        let writer = self.writers.lock().await.remove(stream);
         let result = self.broker.delete_super_stream(stream).await;
-        // A stream created again under the name starts empty. (Other
-        // streams named like its partitions are only looked up again.)
-        let partition_prefix = format!("{stream}-");
-        self.known_last
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|partition_stream, _| !partition_stream.starts_with(&partition_prefix));
-        if let Some(writer) = writer {
-            writer.close().await;
-        }
+        self.writers.remove(stream).await;
         result
     }
 
     pub async fn describe_stream(&self, stream: &str) -> Result<StreamDescription> {
         validate::stream_name(stream)?;
-        let partitions = self.broker.partitions(stream).await?;
-        let placements = self.broker.placements(&partitions).await?;
+        let super_stream = self.broker.super_stream(stream).await?;
+        let streams: Vec<String> = super_stream
+            .partitions
+            .iter()
+            .map(|p| p.stream.clone())
+            .collect();
+        let placements = self.broker.placements(&streams).await?;
         Ok(StreamDescription {
             stream: stream.to_owned(),
-            partitions: partitions
-                .into_iter()
+            partitions: super_stream
+                .partitions
+                .iter()
                 .zip(placements)
-                .enumerate()
-                .map(|(index, (stream, placement))| PartitionDescription {
-                    index: index as u32,
-                    stream,
+                .map(|(partition, placement)| PartitionDescription {
+                    index: partition.index,
+                    stream: partition.stream.clone(),
                     leader: placement.leader,
                     replicas: placement.replicas,
                 })
@@ -267,86 +239,153 @@ impl PartitionedLog {
 
     pub async fn read(&self, request: ReadRequest) -> Result<Vec<StoredRecord>> {
         validate::stream_name(&request.stream)?;
-        let max_records = match request.max_records {
-            0 => DEFAULT_READ_RECORDS.min(self.limits.max_read_records),
-            n if n > self.limits.max_read_records => {
-                return Err(Error::InvalidArgument(format!(
-                    "max_records is {n}; at most {} are allowed (limits.max_read_records)",
-                    self.limits.max_read_records
-                )))
-            }
-            n => n,
-        };
-        let max_bytes = match request.max_bytes {
-            0 => self.limits.max_read_bytes,
-            n if n > self.limits.max_read_bytes => {
-                return Err(Error::InvalidArgument(format!(
-                    "max_bytes is {n}; at most {} are allowed (limits.max_read_bytes)",
-                    self.limits.max_read_bytes
-                )))
-            }
-            n => n,
-        };
-        let max_wait_limit = Duration::from_millis(self.limits.max_read_wait_ms);
-        if request.max_wait > max_wait_limit {
-            return Err(Error::InvalidArgument(format!(
-                "max_wait is {:?}; at most {max_wait_limit:?} is allowed \
-                 (limits.max_read_wait_ms)",
-                request.max_wait
-            )));
+        let range = request.range(&self.limits)?;
+        let stream = self.broker.super_stream(&request.stream).await?;
+        let index = validate::partition(request.partition, stream.partitions.len(), &stream.name)?;
+        read::read(&self.broker, &stream.partitions[index], range).await
+    }
+
+    /// Validates, routes and queues the records on their partitions'
+    /// producers; [`SubmittedBatch::outcome`] answers for each. Batches
+    /// submitted one after the other are written in that order. With a
+    /// `producer_id`, records go through that producer's deduplicating
+    /// publishers and a sequence stored before is reported as a duplicate
+    /// instead of being written again.
+    pub async fn submit(
+        &self,
+        stream: &str,
+        producer_id: Option<&str>,
+        records: Vec<NewRecord>,
+    ) -> Result<SubmittedBatch> {
+        validate::stream_name(stream)?;
+        validate::publish_batch(&records, &self.limits)?;
+        validate::producer_sequences(producer_id, &records)?;
+        self.writers
+            .submit(&self.broker, stream, producer_id, records)
+            .await
+    }
+
+    /// Each record's outcome of a submitted batch, in request order.
+    pub async fn outcome(&self, batch: SubmittedBatch) -> Vec<Appended> {
+        batch.outcome(&self.writers, &self.broker).await
+    }
+
+    /// Starts tailing partitions; see [`subscribe`].
+    pub async fn subscribe(
+        &self,
+        stream: &str,
+        group: Option<&str>,
+        partitions: &[u32],
+        start: Option<StartPosition>,
+        window: u32,
+    ) -> Result<Subscription> {
+        validate::stream_name(stream)?;
+        if let Some(group) = group {
+            validate::group_name(group)?;
         }
-        let partitions = self.broker.partitions(&request.stream).await?;
-        let Some(partition_stream) = partitions.get(request.partition as usize) else {
-            return Err(Error::InvalidArgument(format!(
-                "partition {} is out of range: stream {:?} has partitions 0..={}",
-                request.partition,
-                request.stream,
-                partitions.len() - 1
-            )));
+        let start = start.unwrap_or(if group.is_some() {
+            StartPosition::Committed
+        } else {
+            StartPosition::Next
+        });
+        start.check(group)?;
+        let window = validate::amount(
+            "window",
+            window,
+            self.limits.default_window,
+            self.limits.max_window,
+            "limits.max_window",
+        )?;
+        let stream = self.broker.super_stream(stream).await?;
+        let partitions =
+            validate::partition_selection(partitions, stream.partitions.len(), &stream.name)?;
+        let member = format!(
+            "{}#{}",
+            self.instance,
+            self.next_member.fetch_add(1, Ordering::Relaxed)
+        );
+        let request = SubscribeRequest {
+            group: group.map(str::to_owned),
+            partitions,
+            start,
+            window: window as usize,
         };
-        let placement = self
-            .broker
-            .placements(std::slice::from_ref(partition_stream))
-            .await?
-            .remove(0);
-        let records = read_range(
-            &self.broker,
-            partition_stream,
-            &placement.leader,
-            ReadRange {
-                partition: request.partition,
-                from: request.offset,
-                max_records: max_records as usize,
-                max_bytes: max_bytes as usize,
-                max_wait: request.max_wait,
-            },
-        )
-        .await?;
-        if let Some(last) = records.last() {
-            self.note_record(partition_stream, last.offset);
+        Ok(self.subscribers.start(stream, request, member))
+    }
+
+    /// Commits a group's offsets (offset of the last processed record per
+    /// partition, which must exist): durable in the store before returning,
+    /// never moving backwards, then mirrored to the broker.
+    pub async fn commit(
+        &self,
+        stream: &str,
+        group: &str,
+        offsets: &BTreeMap<u32, u64>,
+    ) -> Result<Vec<Committed>> {
+        let named: Vec<u32> = offsets.keys().copied().collect();
+        let stream = self.group_stream(stream, group, &named).await?;
+        if offsets.is_empty() {
+            return Err(Error::InvalidArgument(
+                "offsets is empty; name at least one partition".into(),
+            ));
         }
-        Ok(records)
+        self.groups.commit(&stream, group, offsets).await
+    }
+
+    /// Moves a group's positions to `to`, also backwards: the admin reset.
+    pub async fn reset_offsets(
+        &self,
+        stream: &str,
+        group: &str,
+        selected: &[u32],
+        to: StartPosition,
+    ) -> Result<Vec<(u32, Option<u64>)>> {
+        let stream = self.group_stream(stream, group, selected).await?;
+        let selected =
+            validate::partition_selection(selected, stream.partitions.len(), &stream.name)?;
+        self.groups.reset(&stream, group, &selected, to).await
+    }
+
+    /// Committed, first, tail, lag and active member per partition.
+    pub async fn get_offsets(&self, stream: &str, group: &str) -> Result<Vec<PartitionOffsets>> {
+        let stream = self.group_stream(stream, group, &[]).await?;
+        self.groups.offsets(&stream, group).await
+    }
+
+    /// Groups with offsets in this instance's store or active subscribers
+    /// here.
+    pub async fn list_groups(&self, stream: &str) -> Result<Vec<String>> {
+        validate::stream_name(stream)?;
+        self.broker.super_stream(stream).await?;
+        self.groups.list(stream)
+    }
+
+    /// Validates a group request naming partitions `named` and returns the
+    /// stream.
+    async fn group_stream(
+        &self,
+        stream: &str,
+        group: &str,
+        named: &[u32],
+    ) -> Result<Arc<SuperStream>> {
+        validate::stream_name(stream)?;
+        validate::group_name(group)?;
+        let stream = self.broker.super_stream(stream).await?;
+        validate::partition_selection(named, stream.partitions.len(), &stream.name)?;
+        Ok(stream)
     }
 
     /// Ends every subscription (their calls complete normally) so that a
     /// graceful shutdown does not wait for subscribers to leave.
     pub fn begin_shutdown(&self) {
-        self.shutdown.send_replace(true);
-    }
-
-    /// Resolves once shutdown began.
-    pub(crate) async fn shutting_down(&self) {
-        let mut shutdown = self.shutdown.subscribe();
-        // The sender lives as long as self, so waiting cannot fail.
-        let _ = shutdown.wait_for(|down| *down).await;
+        self.shutdown.begin();
     }
 
     /// Closes every producer after its queued records were confirmed, then
     /// flushes the offset store and closes the broker connections.
     pub async fn close(&self) {
-        let writers: Vec<_> = self.writers.lock().await.drain().map(|(_, w)| w).collect();
-        join_all(writers.iter().map(|w| w.close())).await;
-        if let Err(e) = self.store.flush().await {
+        self.writers.close().await;
+        if let Err(e) = self.committed.flush().await {
             tracing::error!("flushing the offset store failed: {e}");
         }
         self.broker.close().await;

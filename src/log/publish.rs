@@ -1,5 +1,12 @@
 //! The write path: routing records to partitions and queuing them on the
 //! partitions' producers, in order.
+//!
+//! [`Writers`] keeps, per stream published to, a [`StreamWriter`]: the
+//! stream's partitions (the broker's cached [`SuperStream`]), the
+//! round-robin cursor for unkeyed records and the partitions' producers. A
+//! writer lives while its partition list is the broker's: it is replaced
+//! when the list changed, and dropped when the stream was deleted through
+//! this process or the broker reports it gone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,13 +15,12 @@ use std::time::Duration;
 use futures::future::join_all;
 use tokio::sync::Mutex;
 
-use super::PartitionedLog;
 use crate::broker::producer::{PartitionProducer, Submitted};
-use crate::broker::Stored;
+use crate::broker::{Broker, Stored, SuperStream};
 use crate::error::{Error, Result};
 use crate::record::NewRecord;
 use crate::routing::{partition_for_key, RoundRobin};
-use crate::validate;
+use crate::sync::lock;
 
 /// Where one published record went, or why it did not.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,10 +34,14 @@ pub struct Appended {
 /// one opens.
 const NAMED_PRODUCER_IDLE: Duration = Duration::from_secs(300);
 
-/// A batch queued on its partitions' producers; see
-/// [`PartitionedLog::submit`].
+/// The writers of every stream this process published to.
+#[derive(Default)]
+pub struct Writers {
+    by_stream: std::sync::Mutex<HashMap<String, Arc<StreamWriter>>>,
+}
+
+/// A batch queued on its partitions' producers; see [`Writers::submit`].
 pub struct SubmittedBatch {
-    stream: String,
     writer: Arc<StreamWriter>,
     /// Partition and sequence of each record, in request order.
     routed: Vec<(u32, Option<u64>)>,
@@ -39,79 +49,31 @@ pub struct SubmittedBatch {
     parts: Vec<(Vec<usize>, Result<Submitted>)>,
 }
 
-impl SubmittedBatch {
-    /// Each record's outcome, in request order, once the broker answered.
-    pub async fn outcome(self, log: &PartitionedLog) -> Vec<Appended> {
-        let answers = self.parts.into_iter().map(|(indexes, part)| async move {
-            let outcome = match part {
-                Ok(submitted) => submitted.outcome().await,
-                Err(e) => vec![Err(e); indexes.len()],
-            };
-            (indexes, outcome)
-        });
-        let mut results: Vec<Option<Result<Stored>>> = vec![None; self.routed.len()];
-        let mut stream_gone = false;
-        for (indexes, outcome) in join_all(answers).await {
-            for (index, result) in indexes.into_iter().zip(outcome) {
-                stream_gone |= matches!(result, Err(Error::NotFound(_)));
-                results[index] = Some(result);
-            }
-        }
-        if stream_gone {
-            log.forget(&self.stream, &self.writer).await;
-        }
-        self.routed
-            .into_iter()
-            .zip(results)
-            .map(|((partition, sequence), result)| Appended {
-                partition,
-                sequence,
-                result: result.expect("every record belongs to one partition"),
-            })
-            .collect()
-    }
-}
-
 /// Publishing state of one stream.
-pub(super) struct StreamWriter {
-    partitions: Vec<String>,
+pub struct StreamWriter {
+    stream: Arc<SuperStream>,
     round_robin: RoundRobin,
+    /// Per partition; tokio mutexes, held while the producer opens.
     producers: Vec<Mutex<Option<Arc<PartitionProducer>>>>,
-    /// Deduplicating producers by (client producer id, partition).
+    /// Deduplicating producers by (client producer id, partition). A tokio
+    /// mutex: held while one opens, since a second producer under the same
+    /// name would take over the broker's publisher and race the first.
     named: Mutex<HashMap<(String, usize), Arc<PartitionProducer>>>,
 }
 
-impl PartitionedLog {
-    /// Appends `records`, answering for each in request order once the
-    /// broker confirmed or refused it. An invalid batch writes nothing.
-    /// With a `producer_id`, records go through that producer's
-    /// deduplicating publishers and a sequence stored before is reported as
-    /// a duplicate instead of being written again.
-    pub async fn publish(
-        &self,
-        stream: &str,
-        producer_id: Option<&str>,
-        records: Vec<NewRecord>,
-    ) -> Result<Vec<Appended>> {
-        let submitted = self.submit(stream, producer_id, records).await?;
-        Ok(submitted.outcome(self).await)
-    }
-
-    /// The first half of [`PartitionedLog::publish`]: validates, routes and
-    /// queues the records on their partitions' producers. Batches submitted
-    /// one after the other are written in that order, whenever their
-    /// outcomes are awaited.
+impl Writers {
+    /// Routes `records` (already validated) and queues them on their
+    /// partitions' producers. Batches submitted one after the other are
+    /// written in that order, whenever their outcomes are awaited.
     pub async fn submit(
         &self,
+        broker: &Broker,
         stream: &str,
         producer_id: Option<&str>,
         records: Vec<NewRecord>,
     ) -> Result<SubmittedBatch> {
-        validate::stream_name(stream)?;
-        validate::publish_batch(&records, &self.limits)?;
-        validate::producer_sequences(producer_id, &records)?;
-        let writer = self.writer(stream).await?;
-        let count = writer.partitions.len() as u32;
+        let writer = self.writer(broker, stream).await?;
+        let count = writer.stream.partition_count();
 
         // Group by partition, keeping request order within each group.
         let mut groups: Vec<(Vec<usize>, Vec<NewRecord>)> =
@@ -134,55 +96,115 @@ impl PartitionedLog {
             if indexes.is_empty() {
                 continue;
             }
-            let part = match writer.producer(self, partition, producer_id).await {
+            let part = match writer.producer(broker, partition, producer_id).await {
                 Ok(producer) => Ok(producer.submit(records).await),
                 Err(e) => Err(e),
             };
             parts.push((indexes, part));
         }
         Ok(SubmittedBatch {
-            stream: stream.to_owned(),
             writer,
             routed,
             parts,
         })
     }
 
-    async fn writer(&self, stream: &str) -> Result<Arc<StreamWriter>> {
-        if let Some(writer) = self.writers.lock().await.get(stream) {
-            return Ok(writer.clone());
-        }
+    /// The stream's writer; a new one when the broker's partition list is
+    /// not the one the cached writer routes by.
+    async fn writer(&self, broker: &Broker, name: &str) -> Result<Arc<StreamWriter>> {
         // Looked up outside the lock: a slow broker must not stall
         // publishers of other streams.
-        let partitions = self.broker.partitions(stream).await?;
-        let mut writers = self.writers.lock().await;
-        let writer = writers.entry(stream.to_owned()).or_insert_with(|| {
-            Arc::new(StreamWriter {
-                producers: partitions.iter().map(|_| Mutex::new(None)).collect(),
-                partitions,
-                round_robin: RoundRobin::default(),
-                named: Mutex::new(HashMap::new()),
-            })
-        });
-        Ok(writer.clone())
+        let stream = broker.super_stream(name).await?;
+        let mut writers = lock(&self.by_stream);
+        if let Some(writer) = writers.get(name) {
+            if Arc::ptr_eq(&writer.stream, &stream) {
+                return Ok(writer.clone());
+            }
+        }
+        let writer = Arc::new(StreamWriter::new(stream));
+        if let Some(replaced) = writers.insert(name.to_owned(), writer.clone()) {
+            tokio::spawn(async move { replaced.close().await });
+        }
+        Ok(writer)
     }
 
-    /// Drops the cached writer of a stream the broker reports gone, unless
-    /// it was already replaced.
-    async fn forget(&self, stream: &str, writer: &Arc<StreamWriter>) {
-        let mut writers = self.writers.lock().await;
-        if writers.get(stream).is_some_and(|w| Arc::ptr_eq(w, writer)) {
-            writers.remove(stream);
+    /// Closes the writer of a stream being deleted, after its queued
+    /// records were answered.
+    pub async fn remove(&self, stream: &str) {
+        let writer = lock(&self.by_stream).remove(stream);
+        if let Some(writer) = writer {
+            writer.close().await;
         }
+    }
+
+    /// Drops the writer of a stream the broker reports gone, unless it was
+    /// already replaced.
+    fn forget(&self, writer: &Arc<StreamWriter>) {
+        let mut writers = lock(&self.by_stream);
+        if writers
+            .get(&writer.stream.name)
+            .is_some_and(|w| Arc::ptr_eq(w, writer))
+        {
+            writers.remove(&writer.stream.name);
+        }
+    }
+
+    /// Closes every producer after its queued records were answered.
+    pub async fn close(&self) {
+        let writers: Vec<_> = lock(&self.by_stream).drain().map(|(_, w)| w).collect();
+        join_all(writers.iter().map(|w| w.close())).await;
+    }
+}
+
+impl SubmittedBatch {
+    /// Each record's outcome, in request order, once the broker answered.
+    pub async fn outcome(self, writers: &Writers, broker: &Broker) -> Vec<Appended> {
+        let answers = self.parts.into_iter().map(|(indexes, part)| async move {
+            let outcome = match part {
+                Ok(submitted) => submitted.outcome().await,
+                Err(e) => vec![Err(e); indexes.len()],
+            };
+            (indexes, outcome)
+        });
+        let mut results: Vec<Option<Result<Stored>>> = vec![None; self.routed.len()];
+        let mut stream_gone = false;
+        for (indexes, outcome) in join_all(answers).await {
+            for (index, result) in indexes.into_iter().zip(outcome) {
+                stream_gone |= matches!(result, Err(Error::NotFound(_)));
+                results[index] = Some(result);
+            }
+        }
+        if stream_gone {
+            broker.forget(&self.writer.stream);
+            writers.forget(&self.writer);
+        }
+        self.routed
+            .into_iter()
+            .zip(results)
+            .map(|((partition, sequence), result)| Appended {
+                partition,
+                sequence,
+                result: result.expect("every record belongs to one partition"),
+            })
+            .collect()
     }
 }
 
 impl StreamWriter {
+    fn new(stream: Arc<SuperStream>) -> StreamWriter {
+        StreamWriter {
+            producers: stream.partitions.iter().map(|_| Mutex::new(None)).collect(),
+            stream,
+            round_robin: RoundRobin::default(),
+            named: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// The partition's producer (the named one of `producer_id`), opened
     /// (again) when missing or broken.
     async fn producer(
         &self,
-        log: &PartitionedLog,
+        broker: &Broker,
         partition: usize,
         producer_id: Option<&str>,
     ) -> Result<Arc<PartitionProducer>> {
@@ -191,14 +213,12 @@ impl StreamWriter {
             if let Some(producer) = slot.as_ref().filter(|p| !p.is_closed()) {
                 return Ok(producer.clone());
             }
-            let producer = Arc::new(self.open(log, partition, None).await?);
+            let producer = Arc::new(self.open(broker, partition, None).await?);
             if let Some(broken) = slot.replace(producer.clone()) {
                 tokio::spawn(async move { broken.close().await });
             }
             return Ok(producer);
         };
-        // Held while opening: a second producer under the same name would
-        // take over the broker's publisher and race this one.
         let mut named = self.named.lock().await;
         let key = (producer_id.to_owned(), partition);
         if let Some(producer) = named.get(&key).filter(|p| !p.is_closed()) {
@@ -216,27 +236,23 @@ impl StreamWriter {
         for retired in idle.into_iter().filter_map(|k| named.remove(&k)) {
             tokio::spawn(async move { retired.close().await });
         }
-        let producer = Arc::new(self.open(log, partition, Some(producer_id)).await?);
+        let producer = Arc::new(self.open(broker, partition, Some(producer_id)).await?);
         named.insert(key, producer.clone());
         Ok(producer)
     }
 
     async fn open(
         &self,
-        log: &PartitionedLog,
+        broker: &Broker,
         partition: usize,
         name: Option<&str>,
     ) -> Result<PartitionProducer> {
-        let stream = &self.partitions[partition];
-        let placement = log
-            .broker
-            .placements(std::slice::from_ref(stream))
-            .await?
-            .remove(0);
-        PartitionProducer::open(&log.broker, stream, &placement.leader, name).await
+        let partition = &self.stream.partitions[partition];
+        let leader = broker.leader(partition).await?;
+        PartitionProducer::open(broker, &partition.stream, &leader, name).await
     }
 
-    pub(super) async fn close(&self) {
+    async fn close(&self) {
         let mut producers: Vec<Arc<PartitionProducer>> =
             self.named.lock().await.drain().map(|(_, p)| p).collect();
         for slot in &self.producers {

@@ -8,13 +8,13 @@ use tonic::{Code, Status};
 use crate::broker::{Stored, StreamSettings};
 use crate::error::Error;
 use crate::log::{
-    Appended, OffsetSource, PartitionDescription, PartitionOffsets, StreamDescription,
+    Appended, AssignmentState, OffsetSource, PartitionDescription, PartitionOffsets, StartPosition,
+    StreamDescription, SubscriptionEvent,
 };
 use crate::offsets::Committed;
 use crate::proto;
 use crate::proto::start_position::Position;
 use crate::record::{NewRecord, StoredRecord};
-use crate::subscription::{AssignmentState, StartPosition, SubscriptionEvent};
 
 /// The status code of each core error kind.
 pub fn code(error: &Error) -> Code {

@@ -30,7 +30,6 @@ use crate::log::PartitionedLog;
 use crate::offsets::OffsetStore;
 use crate::proto;
 use crate::proto::part_log_server::PartLogServer;
-use crate::subscription::Fallback;
 use service::PartLogService;
 
 /// How often health looks whether the broker still answers.
@@ -108,7 +107,7 @@ async fn open_log(config: &Config, local: SocketAddr) -> Result<Arc<PartitionedL
         broker,
         config.limits.clone(),
         store,
-        Fallback::parse(&config.offsets.fallback).expect("the configuration validated it"),
+        config.offsets.fallback,
         local.to_string(),
     )))
 }

@@ -80,7 +80,7 @@ impl PartLog for PartLogService {
             request.records,
         )
         .await?;
-        let results = submitted.outcome(&self.log).await;
+        let results = self.log.outcome(submitted).await;
         Ok(Response::new(proto::PublishResponse {
             results: results.into_iter().map(convert::publish_result).collect(),
         }))
@@ -109,7 +109,7 @@ impl PartLog for PartLogService {
                 }
             })
             .map(|(log, submitted)| async move {
-                let results = submitted?.outcome(&log).await;
+                let results = log.outcome(submitted?).await;
                 Ok(proto::PublishStreamResponse {
                     results: results.into_iter().map(convert::publish_result).collect(),
                 })

@@ -1,0 +1,90 @@
+//! Opening broker connections and bounding broker requests in time: what
+//! every part of the adapter that talks to the broker shares.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rabbitmq_stream_client::{Client, ClientOptions};
+
+use super::node::Node;
+use super::raw::{Credentials, RawConnection};
+use crate::config::BrokerConfig;
+use crate::error::{Error, Result};
+
+/// The broker settings and the request timeout; cheap to clone.
+#[derive(Clone)]
+pub struct Connector {
+    config: Arc<BrokerConfig>,
+    timeout: Duration,
+}
+
+impl Connector {
+    pub fn new(config: BrokerConfig, timeout: Duration) -> Connector {
+        Connector {
+            config: Arc::new(config),
+            timeout,
+        }
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// How long one broker request may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// How long published records may wait for their confirms.
+    pub fn confirm_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.confirm_timeout_ms)
+    }
+
+    /// Opens a client library connection to `node` within the timeout;
+    /// `name` is the connection name the broker shows.
+    pub async fn open_client(&self, node: &Node, name: &str) -> Result<Client> {
+        let options = ClientOptions::builder()
+            .host(&node.host)
+            .port(node.port)
+            .user(&self.config.user)
+            .password(&self.config.password)
+            .v_host(&self.config.vhost)
+            .heartbeat(self.config.heartbeat_secs)
+            .max_frame_size(self.config.max_frame_bytes)
+            .client_provided_name(name.to_owned())
+            .build();
+        self.within(&format!("connecting to {node}"), Client::connect(options))
+            .await?
+            .map_err(|e| unavailable(&format!("cannot connect to the broker at {node}"), e))
+    }
+
+    /// Opens partlog's own query connection to `node`.
+    pub async fn open_raw(&self, node: &Node) -> Result<RawConnection> {
+        let credentials = Credentials {
+            host: node.host.clone(),
+            port: node.port,
+            user: self.config.user.clone(),
+            password: self.config.password.clone(),
+            vhost: self.config.vhost.clone(),
+        };
+        RawConnection::open(&credentials, self.timeout).await
+    }
+
+    /// Runs a broker request with the timeout; `what` says what was being
+    /// done in the error.
+    pub async fn within<T>(&self, what: &str, fut: impl Future<Output = T>) -> Result<T> {
+        tokio::time::timeout(self.timeout, fut).await.map_err(|_| {
+            Error::Unavailable(format!(
+                "the broker did not answer within {:?} while {what}",
+                self.timeout
+            ))
+        })
+    }
+}
+
+/// A client library error as UNAVAILABLE: transport failures are transient
+/// from partlog's point of view.
+pub fn unavailable(context: &str, error: impl std::fmt::Display) -> Error {
+    Error::Unavailable(format!("{context}: {error}"))
+}
