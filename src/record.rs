@@ -21,6 +21,13 @@ use rabbitmq_stream_client::types::{Message, SimpleValue};
 /// Application property that carries the record key.
 pub const KEY_PROPERTY: &str = "partlog.key";
 
+/// Bytes of a record's key, value and header names and values: what
+/// partlog's size limits count, written and read alike.
+fn payload_size(key: &str, value: &[u8], headers: &BTreeMap<String, String>) -> usize {
+    let headers: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    key.len() + value.len() + headers
+}
+
 /// A record as a client hands it to partlog.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewRecord {
@@ -34,8 +41,7 @@ pub struct NewRecord {
 impl NewRecord {
     /// Bytes the record contributes to a batch's size limit.
     pub fn size(&self) -> u64 {
-        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-        (self.key.len() + self.value.len() + headers) as u64
+        payload_size(&self.key, &self.value, &self.headers) as u64
     }
 
     /// The AMQP 1.0 message stored on the broker, numbered for the
@@ -71,13 +77,7 @@ pub struct StoredRecord {
 impl StoredRecord {
     /// Bytes of key, value and headers: what a Read's size limit counts.
     pub fn payload_bytes(&self) -> usize {
-        self.key.len()
-            + self.value.len()
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
+        payload_size(&self.key, &self.value, &self.headers)
     }
 
     /// Decodes a message that partlog or a native client wrote.

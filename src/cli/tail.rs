@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::StreamExt;
 use serde::Serialize;
@@ -148,10 +148,14 @@ impl Committer {
             let shared = shared.clone();
             async move {
                 loop {
-                    let offsets: HashMap<u32, u64> =
-                        std::mem::take(&mut *shared.pending.lock().expect("not poisoned"))
-                            .into_iter()
-                            .collect();
+                    let offsets: HashMap<u32, u64> = std::mem::take(
+                        &mut *shared
+                            .pending
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner),
+                    )
+                    .into_iter()
+                    .collect();
                     if !offsets.is_empty() {
                         let request = proto::CommitRequest {
                             group: group.clone(),
