@@ -133,34 +133,28 @@ impl OffsetStore {
         Ok(groups)
     }
 
-    /// Moves each partition's offset forward (never back) and makes the
-    /// result durable before returning.
-    pub async fn commit(
+    /// Moves a partition's offset forward to `requested` (never back) and
+    /// returns the offset committed before (if any) and now. Durable only
+    /// after [`flush`]: a caller advances many and flushes once.
+    ///
+    /// [`flush`]: OffsetStore::flush
+    pub fn advance(
         &self,
         stream: &str,
         group: &str,
-        offsets: &BTreeMap<u32, u64>,
-    ) -> Result<Vec<Committed>> {
-        let mut results = Vec::with_capacity(offsets.len());
-        for (&partition, &requested) in offsets {
-            let previous = self
-                .committed
-                .fetch_and_update(key(stream, group, partition), |old| {
-                    let current = old.and_then(|v| Local::decode(v).committed());
-                    let next = current.map_or(requested, |c| c.max(requested));
-                    Some(next.to_be_bytes().to_vec())
-                })
-                .map_err(storage)?
-                .and_then(|v| Local::decode(&v).committed());
-            let ignored_lower = previous.is_some_and(|p| p > requested);
-            results.push(Committed {
-                partition,
-                offset: previous.map_or(requested, |p| p.max(requested)),
-                ignored_lower,
-            });
-        }
-        self.flush().await?;
-        Ok(results)
+        partition: u32,
+        requested: u64,
+    ) -> Result<(Option<u64>, u64)> {
+        let previous = self
+            .committed
+            .fetch_and_update(key(stream, group, partition), |old| {
+                let current = old.and_then(|v| Local::decode(v).committed());
+                let next = current.map_or(requested, |c| c.max(requested));
+                Some(next.to_be_bytes().to_vec())
+            })
+            .map_err(storage)?
+            .and_then(|v| Local::decode(&v).committed());
+        Ok((previous, previous.map_or(requested, |p| p.max(requested))))
     }
 
     /// Sets positions unconditionally (the admin reset), durably: an offset
@@ -224,6 +218,29 @@ mod tests {
         pairs.iter().copied().collect()
     }
 
+    /// Advances every partition of `offsets`, then flushes, as the
+    /// committer does.
+    async fn commit(
+        store: &OffsetStore,
+        stream: &str,
+        group: &str,
+        offsets: &BTreeMap<u32, u64>,
+    ) -> Vec<Committed> {
+        let results = offsets
+            .iter()
+            .map(|(&partition, &requested)| {
+                let (_, offset) = store.advance(stream, group, partition, requested).unwrap();
+                Committed {
+                    partition,
+                    offset,
+                    ignored_lower: requested < offset,
+                }
+            })
+            .collect();
+        store.flush().await.unwrap();
+        results
+    }
+
     /// The group's positions in partitions 0..8.
     fn group(store: &OffsetStore, stream: &str, group: &str) -> BTreeMap<u32, Local> {
         (0..8)
@@ -236,15 +253,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = OffsetStore::open(dir.path()).unwrap();
-            let first = store
-                .commit("s", "g", &offsets(&[(0, 10), (2, 5)]))
-                .await
-                .unwrap();
+            let first = commit(&store, "s", "g", &offsets(&[(0, 10), (2, 5)])).await;
             assert!(first.iter().all(|c| !c.ignored_lower));
-            let second = store
-                .commit("s", "g", &offsets(&[(0, 7), (2, 9)]))
-                .await
-                .unwrap();
+            let second = commit(&store, "s", "g", &offsets(&[(0, 7), (2, 9)])).await;
             assert_eq!(
                 second,
                 vec![
@@ -277,10 +288,7 @@ mod tests {
     async fn reset_moves_backwards_and_to_the_start() {
         let dir = tempfile::tempdir().unwrap();
         let store = OffsetStore::open(dir.path()).unwrap();
-        store
-            .commit("s", "g", &offsets(&[(0, 10), (1, 10)]))
-            .await
-            .unwrap();
+        commit(&store, "s", "g", &offsets(&[(0, 10), (1, 10)])).await;
         store
             .reset("s", "g", &BTreeMap::from([(0, Some(3)), (1, None)]))
             .await
@@ -288,7 +296,7 @@ mod tests {
         assert_eq!(store.get("s", "g", 0).unwrap(), Some(Local::Committed(3)));
         assert_eq!(store.get("s", "g", 1).unwrap(), Some(Local::ResetToStart));
         // A commit after a reset to the start is taken as is.
-        let after = store.commit("s", "g", &offsets(&[(1, 2)])).await.unwrap();
+        let after = commit(&store, "s", "g", &offsets(&[(1, 2)])).await;
         assert_eq!(
             after[0],
             Committed {
@@ -304,13 +312,10 @@ mod tests {
     async fn groups_and_streams_do_not_mix() {
         let dir = tempfile::tempdir().unwrap();
         let store = OffsetStore::open(dir.path()).unwrap();
-        store
-            .commit("s", "a", &offsets(&[(0, 1), (1, 1)]))
-            .await
-            .unwrap();
-        store.commit("s", "b", &offsets(&[(0, 2)])).await.unwrap();
-        store.commit("s-1", "a", &offsets(&[(0, 3)])).await.unwrap();
-        store.commit("s", "a-b", &offsets(&[(0, 4)])).await.unwrap();
+        commit(&store, "s", "a", &offsets(&[(0, 1), (1, 1)])).await;
+        commit(&store, "s", "b", &offsets(&[(0, 2)])).await;
+        commit(&store, "s-1", "a", &offsets(&[(0, 3)])).await;
+        commit(&store, "s", "a-b", &offsets(&[(0, 4)])).await;
         assert_eq!(store.groups("s").unwrap(), vec!["a", "a-b", "b"]);
         assert_eq!(store.groups("s-1").unwrap(), vec!["a"]);
         assert_eq!(group(&store, "s", "a").len(), 2);

@@ -58,46 +58,34 @@ impl Groups {
 
     /// Commits the offsets of the last processed record per partition:
     /// each must name a record the partition holds, none moves backwards,
-    /// durable in the store before returning, then mirrored to the broker.
+    /// durable in the store and visible on the broker before returning.
     pub async fn commit(
         &self,
-        stream: &SuperStream,
+        stream: &Arc<SuperStream>,
         group: &str,
         offsets: &BTreeMap<u32, u64>,
     ) -> Result<Vec<Committed>> {
-        // The broker may know a higher offset, committed through another
-        // instance; a commit never moves below it either.
         let requests: Vec<(u32, u64)> = offsets.iter().map(|(p, o)| (*p, *o)).collect();
-        let checked: Vec<(u32, u64, Option<u64>)> = futures::stream::iter(requests)
-            .map(|(partition, requested)| async move {
-                let partition = &stream.partitions[partition as usize];
-                self.prove_record(stream, partition, requested).await?;
-                let on_broker = self.committed.on_broker(group, partition).await?;
-                Ok((partition.index, requested, on_broker))
-            })
+        futures::stream::iter(requests)
+            .map(|(partition, offset)| self.commit_one(stream, group, partition, offset))
             .buffered(PARTITIONS_ASKED_AT_ONCE)
             .try_collect()
+            .await
+    }
+
+    /// Commits one partition's offset; see [`Groups::commit`].
+    pub async fn commit_one(
+        &self,
+        stream: &Arc<SuperStream>,
+        group: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<Committed> {
+        self.prove_record(stream, &stream.partitions[partition as usize], offset)
             .await?;
-        let mut targets = BTreeMap::new();
-        let mut on_broker = BTreeMap::new();
-        for (partition, requested, broker) in checked {
-            targets.insert(partition, broker.map_or(requested, |b| b.max(requested)));
-            on_broker.insert(partition, broker);
-        }
-        let mut results = self
-            .committed
-            .commit(
-                &stream.name,
-                group,
-                &stream.partitions,
-                &targets,
-                &on_broker,
-            )
-            .await?;
-        for result in &mut results {
-            result.ignored_lower = offsets[&result.partition] < result.offset;
-        }
-        Ok(results)
+        self.committed
+            .commit(stream, group, partition, offset)
+            .await
     }
 
     /// `offset` names a record `partition` holds: known from what this
@@ -164,9 +152,7 @@ impl Groups {
             // The last processed record is the one before `next`.
             positions.insert(index, next.checked_sub(1));
         }
-        self.committed
-            .reset(&stream.name, group, &stream.partitions, &positions)
-            .await?;
+        self.committed.reset(stream, group, &positions).await?;
         Ok(positions.into_iter().collect())
     }
 

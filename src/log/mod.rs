@@ -9,7 +9,9 @@
 //!   submitted batches;
 //! - [`subscribe`]: tailing partitions, alone or as a single active
 //!   consumer of a group, with [`position`] turning start positions into
-//!   broker offsets;
+//!   broker offsets; [`consume`] hands a subscription to one call within
+//!   the client's credit and answers the member's commits in line (both
+//!   `Subscribe` and `Consume`);
 //! - [`groups`]: Commit, ResetOffsets, GetOffsets and ListGroups over
 //!   [`committed`] offsets (this instance's store mirrored to the broker)
 //!   and the [`members`] the broker made active here.
@@ -18,6 +20,7 @@
 //! the shared pieces they need, so every path goes server → log → broker.
 
 mod committed;
+mod consume;
 mod groups;
 mod members;
 mod position;
@@ -31,6 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+
 use crate::broker::{Broker, Node, StreamSettings, SuperStream};
 use crate::config::{Fallback, Limits};
 use crate::error::{Error, Result};
@@ -38,18 +43,38 @@ use crate::offsets::{Committed, OffsetStore};
 use crate::record::{NewRecord, StoredRecord};
 use crate::validate;
 use committed::CommittedOffsets;
+use consume::{Committer, Session};
 use groups::Groups;
 use members::ActiveMembers;
 use publish::Writers;
 use shutdown::Shutdown;
-use subscribe::{SubscribeRequest, Subscribers};
+use subscribe::{Budget, SubscribeRequest, Subscribers};
 
 pub(crate) use committed::OffsetSource;
+pub(crate) use consume::{ClientInput, ConsumeEvent, Credit};
 pub(crate) use groups::PartitionOffsets;
 pub(crate) use position::StartPosition;
 pub(crate) use publish::{Appended, SubmittedBatch};
 pub(crate) use read::ReadRequest;
-pub(crate) use subscribe::{AssignmentState, Subscription, SubscriptionEvent};
+pub(crate) use subscribe::AssignmentState;
+
+/// The events of a `Subscribe` or `Consume` call; an error is the last.
+pub(crate) type ConsumeEvents = mpsc::Receiver<Result<ConsumeEvent>>;
+
+/// What the first request of a `Consume` call asks for.
+#[derive(Debug, Clone)]
+pub struct ConsumeOpen {
+    pub stream: String,
+    pub group: Option<String>,
+    /// Partition indexes; empty means all.
+    pub partitions: Vec<u32>,
+    pub start: Option<StartPosition>,
+    pub credit: Credit,
+}
+
+/// Events a session may have on their way to the transport: a few, so
+/// that records wait in the session (and its credit) rather than here.
+const SESSION_EVENTS: usize = 1;
 
 /// A stream's partitions in routing order, with where each lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +99,7 @@ pub struct PartitionedLog {
     broker: Arc<Broker>,
     limits: Limits,
     writers: Writers,
-    groups: Groups,
+    groups: Arc<Groups>,
     subscribers: Arc<Subscribers>,
     committed: Arc<CommittedOffsets>,
     /// Identity of the process in member names, e.g. `127.0.0.1:50051`.
@@ -96,7 +121,11 @@ impl PartitionedLog {
         let members = Arc::new(ActiveMembers::default());
         let shutdown = Shutdown::default();
         PartitionedLog {
-            groups: Groups::new(broker.clone(), committed.clone(), members.clone()),
+            groups: Arc::new(Groups::new(
+                broker.clone(),
+                committed.clone(),
+                members.clone(),
+            )),
             subscribers: Arc::new(Subscribers {
                 broker: broker.clone(),
                 committed: committed.clone(),
@@ -270,7 +299,8 @@ impl PartitionedLog {
         batch.outcome(&self.writers, &self.broker).await
     }
 
-    /// Starts tailing partitions; see [`subscribe`].
+    /// Tails partitions as a `Subscribe` call: no credit, paced by the
+    /// transport, at most `window` records buffered (0: the default).
     pub async fn subscribe(
         &self,
         stream: &str,
@@ -278,17 +308,7 @@ impl PartitionedLog {
         partitions: &[u32],
         start: Option<StartPosition>,
         window: u32,
-    ) -> Result<Subscription> {
-        validate::stream_name(stream)?;
-        if let Some(group) = group {
-            validate::group_name(group)?;
-        }
-        let start = start.unwrap_or(if group.is_some() {
-            StartPosition::Committed
-        } else {
-            StartPosition::Next
-        });
-        start.check(group)?;
+    ) -> Result<ConsumeEvents> {
         let window = validate::amount(
             "window",
             window,
@@ -296,21 +316,92 @@ impl PartitionedLog {
             self.limits.max_window,
             "limits.max_window",
         )?;
-        let stream = self.broker.super_stream(stream).await?;
+        let open = ConsumeOpen {
+            stream: stream.to_owned(),
+            group: group.map(str::to_owned),
+            partitions: partitions.to_vec(),
+            start,
+            credit: Credit::UNLIMITED,
+        };
+        self.start_session(
+            open,
+            Budget::Records(window as usize),
+            futures::stream::pending(),
+        )
+        .await
+    }
+
+    /// Consumes partitions as a `Consume` call: records within the
+    /// client's credit, commits acknowledged in line; see [`consume`]. The
+    /// client's further requests come as `inputs`.
+    pub async fn consume<I>(&self, open: ConsumeOpen, inputs: I) -> Result<ConsumeEvents>
+    where
+        I: futures::Stream<Item = Result<ClientInput>> + Unpin + Send + 'static,
+    {
+        if open.credit.records.is_none_or(|records| records == 0) {
+            return Err(Error::InvalidArgument(
+                "the first request grants no credit: set credit_records (and credit_bytes to \
+                 limit bytes too) to how many records the client can take"
+                    .into(),
+            ));
+        }
+        // A chunk per partition on the way to the session at most: with the
+        // chunk a partition task holds, two chunks per partition beyond the
+        // client's credit.
+        let budget = Budget::Chunks(open.partitions.len().max(1));
+        self.start_session(open, budget, inputs).await
+    }
+
+    /// Validates the request, starts the subscription and the session
+    /// reading it; returns the session's events.
+    async fn start_session<I>(
+        &self,
+        open: ConsumeOpen,
+        budget: Budget,
+        inputs: I,
+    ) -> Result<ConsumeEvents>
+    where
+        I: futures::Stream<Item = Result<ClientInput>> + Unpin + Send + 'static,
+    {
+        validate::stream_name(&open.stream)?;
+        if let Some(group) = &open.group {
+            validate::group_name(group)?;
+        }
+        let start = open.start.unwrap_or(if open.group.is_some() {
+            StartPosition::Committed
+        } else {
+            StartPosition::Next
+        });
+        start.check(open.group.as_deref())?;
+        let stream = self.broker.super_stream(&open.stream).await?;
         let partitions =
-            validate::partition_selection(partitions, stream.partitions.len(), &stream.name)?;
+            validate::partition_selection(&open.partitions, stream.partitions.len(), &stream.name)?;
+        let budget = match budget {
+            // All partitions when the request named none.
+            Budget::Chunks(_) => Budget::Chunks(partitions.len()),
+            records => records,
+        };
         let member = format!(
             "{}#{}",
             self.instance,
             self.next_member.fetch_add(1, Ordering::Relaxed)
         );
         let request = SubscribeRequest {
-            group: group.map(str::to_owned),
+            group: open.group.clone(),
             partitions,
             start,
-            window: window as usize,
+            budget,
         };
-        Ok(self.subscribers.start(stream, request, member))
+        let subscription = self.subscribers.start(stream.clone(), request, member);
+        let committer = open.group.map(|group| Committer {
+            groups: self.groups.clone(),
+            stream,
+            group,
+        });
+        let (output, events) = mpsc::channel(SESSION_EVENTS);
+        let session = Session::new(subscription, inputs, committer, open.credit, output);
+        tokio::spawn(session.run());
+        Ok(events)
     }
 
     /// Commits a group's offsets (offset of the last processed record per

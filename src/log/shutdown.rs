@@ -23,6 +23,11 @@ impl Shutdown {
         self.down.send_replace(true);
     }
 
+    /// True once the shutdown began.
+    pub fn has_begun(&self) -> bool {
+        *self.down.borrow()
+    }
+
     /// Resolves once the shutdown began.
     pub async fn wait(&self) {
         let mut down = self.down.subscribe();

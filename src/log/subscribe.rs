@@ -9,16 +9,23 @@
 //! (the larger of this instance's store and the broker's stored offset), or
 //! the subscriber's explicit start position.
 //!
-//! Backpressure: all tasks feed one channel of `window` events. A task
-//! blocked on a full channel holds one chunk and has asked the broker for
-//! one more, no further, so a stalled client costs at most `window` events
-//! plus two chunks per partition.
+//! Backpressure: all tasks feed one channel, a chunk's records per event,
+//! within a [`Budget`] of records or chunks: a task takes its chunk's
+//! permits before it sends, and the reader of the subscription gives them
+//! back once the records are on their way to the client. A task waiting for
+//! permits holds one chunk and asks the broker for the next only once it
+//! has sent it, so a stalled client costs at most the budget plus one chunk
+//! per partition.
 //!
 //! Assignment events follow the broker's decisions in the order the broker
 //! made them: ACTIVE when it activates the member, INACTIVE when it steps
 //! the member down or the member's connection breaks (the broker then drops
 //! the consumer and may activate another member at once). A member delivers
-//! a partition's records only between the two.
+//! a partition's records only between the two. When the broker steps a
+//! member down, the task answers it only once the subscription's reader
+//! released the INACTIVE event (see [`Handoff`]) — after the member's
+//! commits for the partition were answered — or after the request timeout:
+//! the broker activates the next member only then.
 //!
 //! Lifetime: the subscription ends when the receiver is dropped (the client
 //! went away) or partlog shuts down: every task notices, unsubscribes and
@@ -30,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rabbitmq_stream_client::types::OffsetSpecification;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -45,15 +52,31 @@ use crate::error::{Error, Result};
 use crate::record::StoredRecord;
 
 /// What a subscriber receives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum SubscriptionEvent {
-    Record(StoredRecord),
+    /// Records of one partition in offset order (from one chunk).
+    Records {
+        partition: u32,
+        records: Vec<StoredRecord>,
+        /// Their share of the subscription's budget, given back on drop.
+        budget: OwnedSemaphorePermit,
+    },
     Assignment {
         partition: u32,
         state: AssignmentState,
         /// The offset read next, when the start position names it.
         next_offset: Option<u64>,
+        /// Set on the INACTIVE of a step-down: the broker is answered
+        /// once it is dropped.
+        handoff: Option<Handoff>,
     },
+}
+
+/// Held by the reader of an INACTIVE event that the broker waits for; the
+/// partition task answers the broker's step-down once it is dropped.
+#[derive(Debug)]
+pub struct Handoff {
+    _settled: oneshot::Sender<()>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +97,35 @@ pub struct SubscribeRequest {
     /// Partition indexes, validated against the stream.
     pub partitions: Vec<u32>,
     pub start: StartPosition,
-    pub window: usize,
+    /// What partlog buffers for the subscriber at most (a chunk more per
+    /// partition while a task waits).
+    pub budget: Budget,
+}
+
+/// The unit and size of a subscription's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// At most this many records (a chunk takes as many permits as it has
+    /// records, the whole budget at most). At least 1.
+    Records(usize),
+    /// At most this many chunks, whatever their size.
+    Chunks(usize),
+}
+
+impl Budget {
+    fn permits(self) -> usize {
+        match self {
+            Budget::Records(n) | Budget::Chunks(n) => n.max(1),
+        }
+    }
+
+    /// Permits a chunk of `records` records takes.
+    fn of(self, records: usize) -> u32 {
+        match self {
+            Budget::Records(n) => records.min(n.max(1)) as u32,
+            Budget::Chunks(_) => 1,
+        }
+    }
 }
 
 /// What partition tasks need of the rest of partlog; one per process.
@@ -88,14 +139,14 @@ pub struct Subscribers {
 
 /// A running subscription; dropping it ends every partition task.
 pub struct Subscription {
-    events: mpsc::Receiver<Result<SubscriptionEvent>>,
+    events: mpsc::UnboundedReceiver<Result<SubscriptionEvent>>,
 }
 
 impl Subscription {
-    /// The events: records and assignments; an error is the last item.
-    /// The channel closes once every partition task ended.
-    pub fn into_receiver(self) -> mpsc::Receiver<Result<SubscriptionEvent>> {
-        self.events
+    /// The next event: records or an assignment; an error is the last
+    /// item; `None` once every partition task ended.
+    pub async fn next(&mut self) -> Option<Result<SubscriptionEvent>> {
+        self.events.recv().await
     }
 }
 
@@ -108,7 +159,9 @@ impl Subscribers {
         request: SubscribeRequest,
         member: String,
     ) -> Subscription {
-        let (events, receiver) = mpsc::channel(request.window.max(1));
+        // Events are few per chunk: the budget bounds what is buffered.
+        let (events, receiver) = mpsc::unbounded_channel();
+        let budget = Arc::new(Semaphore::new(request.budget.permits()));
         for &index in &request.partitions {
             let span = tracing::info_span!(
                 "partition",
@@ -124,6 +177,8 @@ impl Subscribers {
                 start: request.start,
                 member: member.clone(),
                 events: events.clone(),
+                budget: budget.clone(),
+                unit: request.budget,
             };
             tokio::spawn(task.run().instrument(span));
         }
@@ -143,7 +198,9 @@ struct PartitionTask {
     group: Option<String>,
     start: StartPosition,
     member: String,
-    events: mpsc::Sender<Result<SubscriptionEvent>>,
+    events: mpsc::UnboundedSender<Result<SubscriptionEvent>>,
+    budget: Arc<Semaphore>,
+    unit: Budget,
 }
 
 /// What a partition task knows across reconnections.
@@ -188,7 +245,7 @@ impl PartitionTask {
                     // The broker dropped the consumer with its connection and
                     // may make another member active at once: the subscriber
                     // holds the partition no longer.
-                    if !self.let_go(&mut progress).await {
+                    if !self.let_go(&mut progress, None).await {
                         break Ok(());
                     }
                     progress.reattaching = true;
@@ -205,10 +262,7 @@ impl PartitionTask {
         }
         if let Err(e) = result {
             // The subscriber may be gone already; then nobody listens.
-            tokio::select! {
-                _ = self.events.send(Err(e)) => {}
-                () = self.ended() => {}
-            }
+            let _ = self.events.send(Err(e));
         }
     }
 
@@ -296,22 +350,40 @@ impl PartitionTask {
         }
     }
 
-    /// Hands a chunk's records to the subscriber. False when it is gone.
+    /// Hands a chunk's records to the subscriber, within the budget.
+    /// False when it is gone.
     async fn deliver(&self, chunk: &Chunk, progress: &mut Progress) -> bool {
         if self.group.is_some() && !progress.held {
             // Sent before the broker made us inactive; the new active
             // member reads it from the committed offset.
             return true;
         }
-        self.partition().saw_record(chunk.last_offset());
-        for record in chunk.records(self.partition().index, progress.next_offset) {
-            let offset = record.offset;
-            if !self.send(SubscriptionEvent::Record(record)).await {
-                return false;
-            }
-            progress.next_offset = offset + 1;
-            progress.delivered = Some(offset);
+        let partition = self.partition();
+        partition.saw_record(chunk.last_offset());
+        let records: Vec<StoredRecord> = chunk
+            .records(partition.index, progress.next_offset)
+            .collect();
+        let Some(last) = records.last().map(|r| r.offset) else {
+            return true;
+        };
+        let permits = self.unit.of(records.len());
+        let budget = tokio::select! {
+            permit = self.budget.clone().acquire_many_owned(permits) => match permit {
+                Ok(permit) => permit,
+                Err(_) => return false,
+            },
+            () = self.ended() => return false,
+        };
+        let event = SubscriptionEvent::Records {
+            partition: partition.index,
+            records,
+            budget,
+        };
+        if !self.send(event).await {
+            return false;
         }
+        progress.next_offset = last + 1;
+        progress.delivered = Some(last);
         true
     }
 
@@ -325,11 +397,19 @@ impl PartitionTask {
         progress: &mut Progress,
     ) -> Result<bool> {
         if !active {
+            tracing::debug!("inactive");
+            // The member's work on the partition is settled before the
+            // broker hands it on.
+            let (handoff, settled) = oneshot::channel();
+            let delivering = self
+                .let_go(progress, Some(Handoff { _settled: handoff }))
+                .await;
+            let timeout = self.subscribers.broker.connector().timeout();
+            let _ = tokio::time::timeout(timeout, settled).await;
             reader
                 .answer_update(correlation_id, OffsetSpecification::Next)
                 .await?;
-            tracing::debug!("inactive");
-            return Ok(self.let_go(progress).await);
+            return Ok(delivering);
         }
         let committed = match (self.start, &self.group) {
             (StartPosition::Committed, Some(group)) => {
@@ -355,13 +435,18 @@ impl PartitionTask {
     /// A group member stops holding the partition (the broker made it
     /// inactive, or its connection broke): INACTIVE, once. False when the
     /// subscriber is gone.
-    async fn let_go(&self, progress: &mut Progress) -> bool {
+    async fn let_go(&self, progress: &mut Progress, handoff: Option<Handoff>) -> bool {
         if !std::mem::take(&mut progress.held) {
             return true;
         }
         self.set_active_member(false);
-        self.send(self.assignment(AssignmentState::Inactive, None))
-            .await
+        self.send(SubscriptionEvent::Assignment {
+            partition: self.partition().index,
+            state: AssignmentState::Inactive,
+            next_offset: None,
+            handoff,
+        })
+        .await
     }
 
     fn assignment(&self, state: AssignmentState, next_offset: Option<u64>) -> SubscriptionEvent {
@@ -369,6 +454,7 @@ impl PartitionTask {
             partition: self.partition().index,
             state,
             next_offset,
+            handoff: None,
         }
     }
 
@@ -384,10 +470,7 @@ impl PartitionTask {
 
     /// False when the subscriber is gone or partlog shuts down.
     async fn send(&self, event: SubscriptionEvent) -> bool {
-        tokio::select! {
-            sent = self.events.send(Ok(event)) => sent.is_ok(),
-            () = self.subscribers.shutdown.wait() => false,
-        }
+        !self.subscribers.shutdown.has_begun() && self.events.send(Ok(event)).is_ok()
     }
 
     /// Resolves when the subscriber left or partlog shuts down.

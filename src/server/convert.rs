@@ -8,8 +8,8 @@ use tonic::{Code, Status};
 use crate::broker::{Stored, StreamSettings};
 use crate::error::Error;
 use crate::log::{
-    Appended, AssignmentState, OffsetSource, PartitionDescription, PartitionOffsets, StartPosition,
-    StreamDescription, SubscriptionEvent,
+    Appended, AssignmentState, ClientInput, ConsumeEvent, ConsumeOpen, Credit, OffsetSource,
+    PartitionDescription, PartitionOffsets, StartPosition, StreamDescription,
 };
 use crate::offsets::Committed;
 use crate::proto;
@@ -135,25 +135,140 @@ pub fn start_position(position: proto::StartPosition, field: &str) -> Result<Sta
     })
 }
 
-pub fn subscription_event(event: SubscriptionEvent) -> proto::SubscribeResponse {
+/// A session event as `Subscribe` answers: a response per record.
+pub fn subscribe_responses(event: ConsumeEvent) -> Vec<proto::SubscribeResponse> {
     use proto::subscribe_response::Event;
-    let event = match event {
-        SubscriptionEvent::Record(r) => Event::Record(record(r)),
-        SubscriptionEvent::Assignment {
+    let wrap = |event| proto::SubscribeResponse { event: Some(event) };
+    match event {
+        ConsumeEvent::Records(records) => records
+            .into_iter()
+            .map(|r| wrap(Event::Record(record(r))))
+            .collect(),
+        ConsumeEvent::Assignment {
             partition,
             state,
             next_offset,
-        } => Event::Assignment(proto::Assignment {
+        } => vec![wrap(Event::Assignment(assignment(
             partition,
-            state: match state {
-                AssignmentState::Active => proto::AssignmentState::Active,
-                AssignmentState::Inactive => proto::AssignmentState::Inactive,
-                AssignmentState::Reattached => proto::AssignmentState::Reattached,
-            } as i32,
+            state,
             next_offset,
-        }),
+        )))],
+        // A Subscribe session takes no commits.
+        ConsumeEvent::CommitAck { .. } => Vec::new(),
+    }
+}
+
+/// A session event as `Consume` answers: a response per record.
+pub fn consume_responses(event: ConsumeEvent) -> Vec<proto::ConsumeResponse> {
+    use proto::consume_response::Event;
+    let wrap = |event| proto::ConsumeResponse { event: Some(event) };
+    match event {
+        ConsumeEvent::Records(records) => records
+            .into_iter()
+            .map(|r| wrap(Event::Record(record(r))))
+            .collect(),
+        ConsumeEvent::Assignment {
+            partition,
+            state,
+            next_offset,
+        } => vec![wrap(Event::Assignment(assignment(
+            partition,
+            state,
+            next_offset,
+        )))],
+        ConsumeEvent::CommitAck {
+            partition,
+            offset,
+            result,
+        } => {
+            let ack = match result {
+                Ok(committed) => proto::CommitAck {
+                    partition,
+                    offset,
+                    committed: Some(committed.offset),
+                    ignored_lower: committed.ignored_lower,
+                    error: None,
+                },
+                Err(e) => proto::CommitAck {
+                    partition,
+                    offset,
+                    committed: None,
+                    ignored_lower: false,
+                    error: Some(proto::CommitError {
+                        code: code(&e) as i32,
+                        message: e.message().to_owned(),
+                    }),
+                },
+            };
+            vec![wrap(Event::Commit(ack))]
+        }
+    }
+}
+
+fn assignment(
+    partition: u32,
+    state: AssignmentState,
+    next_offset: Option<u64>,
+) -> proto::Assignment {
+    proto::Assignment {
+        partition,
+        state: match state {
+            AssignmentState::Active => proto::AssignmentState::Active,
+            AssignmentState::Inactive => proto::AssignmentState::Inactive,
+            AssignmentState::Reattached => proto::AssignmentState::Reattached,
+        } as i32,
+        next_offset,
+    }
+}
+
+/// The first request of a `Consume` call.
+pub fn consume_open(request: proto::ConsumeRequest) -> Result<ConsumeOpen, Error> {
+    let Some(open) = request.open else {
+        return Err(Error::InvalidArgument(
+            "the first request of a Consume call sets open (stream, group, partitions, start)"
+                .into(),
+        ));
     };
-    proto::SubscribeResponse { event: Some(event) }
+    if !request.commits.is_empty() {
+        return Err(Error::InvalidArgument(
+            "the first request of a Consume call carries no commits: nothing was received yet"
+                .into(),
+        ));
+    }
+    Ok(ConsumeOpen {
+        start: open
+            .start
+            .map(|s| start_position(s, "open.start"))
+            .transpose()?,
+        group: Some(open.group).filter(|g| !g.is_empty()),
+        stream: open.stream,
+        partitions: open.partitions,
+        credit: Credit {
+            records: Some(u64::from(request.credit_records)),
+            bytes: (request.credit_bytes > 0).then_some(request.credit_bytes),
+        },
+    })
+}
+
+/// A later request of a `Consume` call: its credit, then its commits.
+pub fn consume_inputs(request: proto::ConsumeRequest) -> Result<Vec<ClientInput>, Error> {
+    if request.open.is_some() {
+        return Err(Error::InvalidArgument(
+            "open is set in a later request; a Consume call opens once, in its first request"
+                .into(),
+        ));
+    }
+    let mut inputs = Vec::new();
+    if request.credit_records > 0 || request.credit_bytes > 0 {
+        inputs.push(ClientInput::Credit {
+            records: u64::from(request.credit_records),
+            bytes: request.credit_bytes,
+        });
+    }
+    if !request.commits.is_empty() {
+        inputs.push(ClientInput::Commits(request.commits.into_iter().collect()));
+    }
+    Ok(inputs)
 }
 
 pub fn commit_result(committed: Committed) -> proto::CommitResult {

@@ -8,7 +8,8 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, status};
-use crate::log::{PartitionedLog, ReadRequest, SubmittedBatch};
+use crate::error::Error;
+use crate::log::{ConsumeEvent, ConsumeEvents, PartitionedLog, ReadRequest, SubmittedBatch};
 use crate::proto;
 use crate::proto::part_log_server::PartLog;
 
@@ -170,7 +171,7 @@ impl PartLog for PartLogService {
             .transpose()
             .map_err(status)?;
         let group = Some(request.group.as_str()).filter(|g| !g.is_empty());
-        let subscription = self
+        let events = self
             .log
             .subscribe(
                 &request.stream,
@@ -181,11 +182,46 @@ impl PartLog for PartLogService {
             )
             .await
             .map_err(status)?;
-        let events = tokio_stream::wrappers::ReceiverStream::new(subscription.into_receiver());
-        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+        Ok(Response::new(responses(
             events,
-            |event| event.map(convert::subscription_event).map_err(status),
-        ))))
+            convert::subscribe_responses,
+        )))
+    }
+
+    type ConsumeStream = ResponseStream<proto::ConsumeResponse>;
+
+    async fn consume(
+        &self,
+        request: Request<Streaming<proto::ConsumeRequest>>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        let mut requests = request.into_inner();
+        let first = requests
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the Consume call sent no request"))?;
+        let open = convert::consume_open(first).map_err(status)?;
+        // Later requests as the session's inputs; a bad one ends the call
+        // with its status, a transport error with UNAVAILABLE.
+        let inputs = requests.flat_map(|request| {
+            let inputs = match request {
+                Ok(request) => convert::consume_inputs(request).map_err(|e| vec![Err(e)]),
+                Err(status) => Err(vec![Err(Error::Unavailable(format!(
+                    "the client's request stream failed: {}",
+                    status.message()
+                )))]),
+            };
+            let inputs = match inputs {
+                Ok(inputs) => inputs.into_iter().map(Ok).collect(),
+                Err(failed) => failed,
+            };
+            futures::stream::iter(inputs)
+        });
+        let events = self
+            .log
+            .consume(open, Box::pin(inputs))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(responses(events, convert::consume_responses)))
     }
 
     async fn commit(
@@ -251,6 +287,22 @@ impl PartLog for PartLogService {
             .map_err(status)?;
         Ok(Response::new(proto::ListGroupsResponse { groups }))
     }
+}
+
+/// A session's events as a call's responses: each event makes its
+/// responses (a response per record), an error ends the call.
+fn responses<T: Send + 'static>(
+    events: ConsumeEvents,
+    convert: fn(ConsumeEvent) -> Vec<T>,
+) -> ResponseStream<T> {
+    let events = tokio_stream::wrappers::ReceiverStream::new(events);
+    Box::pin(events.flat_map(move |event| {
+        let responses: Vec<Result<T, Status>> = match event {
+            Ok(event) => convert(event).into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(status(e))],
+        };
+        futures::stream::iter(responses)
+    }))
 }
 
 /// Batches of one PublishStream call in flight at once.

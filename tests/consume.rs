@@ -1,0 +1,603 @@
+//! Consume: one bidirectional stream per member for records, credit and
+//! commits, against the real broker.
+//!
+//! The hazard it removes: members that `Subscribe` and send unary `Commit`s
+//! on the same gRPC channel stop for good once their unread records fill
+//! the channel's HTTP/2 connection window (the Commit answers can then not
+//! be sent, so the members never read on). Through `Consume` partlog sends
+//! records only within credit and answers commits on the same stream, so
+//! the same workload on one channel with tonic's defaults completes.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use common::{create_stream, publish_ok, record, unique_stream, Partlog};
+use partlog::proto::consume_response::Event;
+use partlog::proto::part_log_client::PartLogClient;
+use partlog::proto::{
+    AssignmentState, ConsumeOpen, ConsumeRequest, ConsumeResponse, GetOffsetsRequest, PublishRecord,
+};
+use partlog::routing::partition_for_key;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Streaming};
+
+/// Generous bound for events that must come; a test fails, never hangs.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One Consume call: what the test sends and what partlog answers.
+struct Member {
+    requests: mpsc::Sender<ConsumeRequest>,
+    responses: Streaming<ConsumeResponse>,
+}
+
+impl Member {
+    async fn open(
+        client: &mut PartLogClient<Channel>,
+        stream: &str,
+        group: &str,
+        credit_records: u32,
+    ) -> Member {
+        let (requests, outgoing) = mpsc::channel(64);
+        requests
+            .send(ConsumeRequest {
+                open: Some(ConsumeOpen {
+                    stream: stream.into(),
+                    group: group.into(),
+                    ..Default::default()
+                }),
+                credit_records,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let responses = client
+            .consume(ReceiverStream::new(outgoing))
+            .await
+            .expect("consume")
+            .into_inner();
+        Member {
+            requests,
+            responses,
+        }
+    }
+
+    async fn send(&self, request: ConsumeRequest) {
+        self.requests.send(request).await.expect("call open");
+    }
+
+    async fn credit(&self, records: u32) {
+        self.send(ConsumeRequest {
+            credit_records: records,
+            ..Default::default()
+        })
+        .await;
+    }
+
+    async fn commit(&self, offsets: BTreeMap<u32, u64>) {
+        self.send(ConsumeRequest {
+            commits: offsets.into_iter().collect(),
+            ..Default::default()
+        })
+        .await;
+    }
+
+    /// The next event, failing the test after [`EVENT_TIMEOUT`].
+    async fn next(&mut self) -> Event {
+        tokio::time::timeout(EVENT_TIMEOUT, self.responses.message())
+            .await
+            .expect("an event within the timeout")
+            .expect("call healthy")
+            .expect("call open")
+            .event
+            .expect("event set")
+    }
+
+    /// The next event if one comes within `wait`.
+    async fn next_within(&mut self, wait: Duration) -> Option<Event> {
+        let message = tokio::time::timeout(wait, self.responses.message()).await;
+        message
+            .ok()
+            .map(|m| m.expect("call healthy").expect("call open").event.unwrap())
+    }
+}
+
+/// `n` records for each of `partitions` partitions (keys chosen by
+/// partlog's routing), published in order.
+async fn publish_per_partition(
+    client: &mut PartLogClient<Channel>,
+    stream: &str,
+    partitions: u32,
+    n: usize,
+) {
+    let keys: Vec<String> = (0..partitions)
+        .map(|p| {
+            (0..)
+                .map(|i| format!("key-{i}"))
+                .find(|k| partition_for_key(k, partitions) == p)
+                .unwrap()
+        })
+        .collect();
+    for round in 0..n / 100 {
+        let records: Vec<PublishRecord> = keys
+            .iter()
+            .flat_map(|k| (0..100).map(move |i| record(k, format!("{round}-{i}"))))
+            .collect();
+        publish_ok(client, stream, records).await;
+    }
+}
+
+async fn lag(client: &mut PartLogClient<Channel>, stream: &str, group: &str) -> Vec<u64> {
+    client
+        .get_offsets(GetOffsetsRequest {
+            group: group.into(),
+            stream: stream.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .partitions
+        .iter()
+        .map(|p| p.lag)
+        .collect()
+}
+
+/// Commits in flight at most before a member stops asking for records.
+const OPEN_COMMITS: usize = 32;
+
+/// A member's loop: reads, commits every 100 records of a partition, and
+/// grants a record of credit per record read — but not while 32 commits
+/// are unanswered (it waits for them before reading on). Returns when
+/// `stop` is notified. Commits of a partition the broker took away
+/// meanwhile may be refused (FAILED_PRECONDITION); the next owner
+/// commits it.
+async fn member_loop(mut member: Member, stop: std::sync::Arc<tokio::sync::Notify>) {
+    let mut since: HashMap<u32, u64> = HashMap::new();
+    let mut open_commits = 0usize;
+    let mut owed_credit = 0u32;
+    loop {
+        let event = tokio::select! {
+            event = member.next() => event,
+            () = stop.notified() => return,
+        };
+        match event {
+            Event::Record(r) => {
+                let n = since.entry(r.partition).or_default();
+                *n += 1;
+                if *n == 100 {
+                    *n = 0;
+                    member
+                        .commit(BTreeMap::from([(r.partition, r.offset)]))
+                        .await;
+                    open_commits += 1;
+                }
+                owed_credit += 1;
+            }
+            Event::Commit(ack) => {
+                if let Some(error) = &ack.error {
+                    assert_eq!(error.code, Code::FailedPrecondition as i32, "{ack:?}");
+                }
+                open_commits -= 1;
+            }
+            Event::Assignment(a) if a.state() == AssignmentState::Active => {
+                since.insert(a.partition, 0);
+            }
+            Event::Assignment(_) => {}
+        }
+        if open_commits < OPEN_COMMITS && owed_credit > 0 {
+            member.credit(std::mem::take(&mut owed_credit)).await;
+        }
+    }
+}
+
+/// Three members of one group on ONE channel with tonic's default
+/// windows, committing every 100 records of a partition and waiting for
+/// the answers before reading on: the group consumes everything and its
+/// lag ends at 0. (Through Subscribe + unary Commit on one channel this
+/// workload stalls for good; see the module docs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_on_one_channel_consumes_everything_with_commits() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("consume-group");
+    let partitions = 6;
+    create_stream(&mut client, &stream, partitions).await;
+    publish_per_partition(&mut client, &stream, partitions, 5000).await;
+
+    let channel = Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        let mut one_channel = PartLogClient::new(channel.clone());
+        let member = Member::open(&mut one_channel, &stream, "billing", 500).await;
+        members.push(tokio::spawn(member_loop(member, stop.clone())));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let lags = lag(&mut client, &stream, "billing").await;
+        if lags.iter().all(|l| *l == 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the group stopped with lag {lags:?}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.notify_waiters();
+    for member in members {
+        member.await.expect("member");
+    }
+}
+
+/// A client that grants one record at a time gets exactly one record per
+/// grant.
+#[tokio::test]
+async fn one_record_of_credit_brings_one_record() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("consume-pace");
+    create_stream(&mut client, &stream, 1).await;
+    publish_ok(
+        &mut client,
+        &stream,
+        (0..10).map(|i| record("k", format!("{i}"))).collect(),
+    )
+    .await;
+    let mut member = Member::open(&mut client, &stream, "pace", 1).await;
+    let Event::Assignment(active) = member.next().await else {
+        panic!("ACTIVE first");
+    };
+    assert_eq!(active.state(), AssignmentState::Active);
+    for i in 0..10 {
+        let Event::Record(r) = member.next().await else {
+            panic!("a record");
+        };
+        assert_eq!(r.offset, i);
+        assert!(
+            member
+                .next_within(Duration::from_millis(300))
+                .await
+                .is_none(),
+            "more than one record for one credit"
+        );
+        member.credit(1).await;
+    }
+}
+
+/// Commits are answered in the order they came; those partlog cannot
+/// take are answered with the reason, and nothing else changes.
+#[tokio::test]
+async fn commits_are_answered_in_order_with_their_errors() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("consume-acks");
+    create_stream(&mut client, &stream, 2).await;
+    publish_per_partition(&mut client, &stream, 2, 100).await;
+    let mut member = Member::open(&mut client, &stream, "acks", 1000).await;
+    let mut held = 0;
+    let mut records = 0;
+    while held < 2 || records < 200 {
+        match member.next().await {
+            Event::Assignment(_) => held += 1,
+            Event::Record(_) => records += 1,
+            Event::Commit(ack) => panic!("no commit yet: {ack:?}"),
+        }
+    }
+    member.commit(BTreeMap::from([(0, 9), (1, 19)])).await;
+    member.commit(BTreeMap::from([(0, 5)])).await;
+    member.commit(BTreeMap::from([(1, 99), (0, 1000)])).await;
+    member.commit(BTreeMap::from([(7, 1)])).await;
+    let mut acks = Vec::new();
+    while acks.len() < 6 {
+        let Event::Commit(ack) = member.next().await else {
+            panic!("only answers now");
+        };
+        acks.push(ack);
+    }
+    // (partition, offset, committed, ignored_lower, error code)
+    type Summary = (u32, u64, Option<u64>, bool, Option<i32>);
+    let summary: Vec<Summary> = acks
+        .iter()
+        .map(|a| {
+            let code = a.error.as_ref().map(|e| e.code);
+            (a.partition, a.offset, a.committed, a.ignored_lower, code)
+        })
+        .collect();
+    // Commits taken together are written together: 19 may be answered as
+    // committed up to 99 already (never lower than asked, never ignored).
+    assert!(
+        matches!(summary[1], (1, 19, Some(19 | 99), false, None)),
+        "{summary:?}"
+    );
+    assert_eq!(
+        [&summary[..1], &summary[2..]].concat(),
+        vec![
+            (0, 9, Some(9), false, None),
+            (0, 5, Some(9), true, None),
+            (0, 1000, None, false, Some(Code::InvalidArgument as i32)),
+            (1, 99, Some(99), false, None),
+            (7, 1, None, false, Some(Code::InvalidArgument as i32)),
+        ]
+    );
+    let rows = client
+        .get_offsets(GetOffsetsRequest {
+            group: "acks".into(),
+            stream: stream.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .partitions;
+    assert_eq!(rows[0].committed, Some(9));
+    assert_eq!(rows[1].committed, Some(99));
+
+    // Without a group there is nothing to commit to.
+    let mut alone = Member::open(&mut client, &stream, "", 10).await;
+    alone.commit(BTreeMap::from([(0, 1)])).await;
+    loop {
+        if let Event::Commit(ack) = alone.next().await {
+            let error = ack.error.expect("refused");
+            assert_eq!(error.code, Code::InvalidArgument as i32);
+            assert!(error.message.contains("group"), "{}", error.message);
+            break;
+        }
+    }
+}
+
+/// First requests that cannot open a call end it with INVALID_ARGUMENT.
+#[tokio::test]
+async fn a_call_opens_once_with_credit() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("consume-open");
+    create_stream(&mut client, &stream, 1).await;
+    let open = || ConsumeOpen {
+        stream: stream.clone(),
+        ..Default::default()
+    };
+    let cases = [
+        (
+            "no open",
+            vec![ConsumeRequest {
+                credit_records: 5,
+                ..Default::default()
+            }],
+        ),
+        (
+            "no credit",
+            vec![ConsumeRequest {
+                open: Some(open()),
+                credit_bytes: 100,
+                ..Default::default()
+            }],
+        ),
+        (
+            "open twice",
+            vec![
+                ConsumeRequest {
+                    open: Some(open()),
+                    credit_records: 5,
+                    ..Default::default()
+                },
+                ConsumeRequest {
+                    open: Some(open()),
+                    ..Default::default()
+                },
+            ],
+        ),
+    ];
+    for (name, requests) in cases {
+        let outcome = async {
+            let mut responses = client
+                .consume(tokio_stream::iter(requests))
+                .await?
+                .into_inner();
+            while responses.message().await?.is_some() {}
+            Ok::<_, tonic::Status>(())
+        };
+        let err = tokio::time::timeout(EVENT_TIMEOUT, outcome)
+            .await
+            .expect("answered")
+            .expect_err(name);
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
+    }
+}
+
+/// A member that records every event and commits every 10 records of a
+/// partition without waiting for the answers, granting credit as it
+/// reads; stops when `stop` is notified.
+async fn committing_member(
+    mut member: Member,
+    stop: std::sync::Arc<tokio::sync::Notify>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Event>>>,
+) {
+    let mut since: HashMap<u32, u64> = HashMap::new();
+    loop {
+        let event = tokio::select! {
+            event = member.next() => event,
+            () = stop.notified() => return,
+        };
+        if let Event::Record(r) = &event {
+            let n = since.entry(r.partition).or_default();
+            *n += 1;
+            if *n == 10 {
+                *n = 0;
+                member
+                    .commit(BTreeMap::from([(r.partition, r.offset)]))
+                    .await;
+            }
+            member.credit(1).await;
+        }
+        seen.lock().unwrap().push(event);
+    }
+}
+
+/// Partitions move from a member on one instance to a member on another
+/// while the first has commits in flight: every commit the first member
+/// was answered for is where the second starts (nothing committed is read
+/// again), its commits after losing a partition are refused, and the
+/// second member's commits are what the group ends with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_with_commits_in_flight_keeps_every_answered_commit() {
+    let (one, two) = (Partlog::start().await, Partlog::start().await);
+    let mut client = one.client().await;
+    let stream = unique_stream("consume-handoff");
+    let partitions = 4;
+    create_stream(&mut client, &stream, partitions).await;
+    publish_per_partition(&mut client, &stream, partitions, 3000).await;
+
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<Event>>>;
+    let (seen_a, seen_b): (Seen, Seen) = Default::default();
+    let a = Member::open(&mut client, &stream, "handoff", 200).await;
+    let a = tokio::spawn(committing_member(a, stop.clone(), seen_a.clone()));
+    // B joins once A is well into every partition.
+    let records = |seen: &std::sync::Mutex<Vec<Event>>| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, Event::Record(_)))
+            .count()
+    };
+    while records(&seen_a) < 4000 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b = Member::open(&mut two.client().await, &stream, "handoff", 200).await;
+    let b = tokio::spawn(committing_member(b, stop.clone(), seen_b.clone()));
+
+    // Until every record was read by someone and B holds some partitions.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let held_by_b = |seen: &std::sync::Mutex<Vec<Event>>| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, Event::Assignment(a) if a.state() == AssignmentState::Active))
+            .count()
+    };
+    while records(&seen_a) + records(&seen_b) < 12_000 || held_by_b(&seen_b) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stuck: A read {}, B read {} and holds {}",
+            records(&seen_a),
+            records(&seen_b),
+            held_by_b(&seen_b)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.notify_waiters();
+    a.await.unwrap();
+    b.await.unwrap();
+
+    let seen_a = seen_a.lock().unwrap().clone();
+    let seen_b = seen_b.lock().unwrap().clone();
+    // A: per partition, the highest commit it was answered for while it held
+    // the partition; no record and no successful commit after INACTIVE.
+    let mut answered: HashMap<u32, u64> = HashMap::new();
+    let mut lost: Vec<u32> = Vec::new();
+    for event in &seen_a {
+        match event {
+            Event::Record(r) => {
+                assert!(!lost.contains(&r.partition), "A read {r:?} after INACTIVE")
+            }
+            Event::Commit(ack) => match (&ack.error, ack.committed) {
+                (None, Some(committed)) => {
+                    assert!(
+                        !lost.contains(&ack.partition),
+                        "A committed after INACTIVE: {ack:?}"
+                    );
+                    let best = answered.entry(ack.partition).or_default();
+                    *best = (*best).max(committed);
+                }
+                (Some(error), _) => {
+                    assert_eq!(error.code, Code::FailedPrecondition as i32, "{ack:?}");
+                    assert!(lost.contains(&ack.partition), "refused while held: {ack:?}");
+                }
+                (None, None) => panic!("an answer without an offset: {ack:?}"),
+            },
+            Event::Assignment(a) if a.state() == AssignmentState::Inactive => {
+                lost.push(a.partition)
+            }
+            Event::Assignment(_) => {}
+        }
+    }
+    assert!(!lost.is_empty(), "B took no partition from A");
+    // B starts each partition it took right after A's last answered commit.
+    for event in &seen_b {
+        if let Event::Assignment(a) = event {
+            if a.state() == AssignmentState::Active && lost.contains(&a.partition) {
+                let expected = answered.get(&a.partition).map(|c| c + 1);
+                assert_eq!(
+                    a.next_offset,
+                    expected,
+                    "partition {}: B starts at {:?}, A's last answered commit was {:?}",
+                    a.partition,
+                    a.next_offset,
+                    answered.get(&a.partition)
+                );
+            }
+        }
+    }
+}
+
+/// A client that stops granting credit costs partlog its credit plus a
+/// couple of chunks per partition, not the partitions' backlog.
+#[tokio::test]
+async fn a_client_without_credit_does_not_make_partlog_buffer() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("consume-stall");
+    create_stream(&mut client, &stream, 2).await;
+    let value = vec![7u8; 256 * 1024];
+    let publish_200_mib = async |client: &mut PartLogClient<Channel>| {
+        for _ in 0..20 {
+            let records = (0..40)
+                .map(|i| record(&format!("k{i}"), value.clone()))
+                .collect();
+            publish_ok(client, &stream, records).await;
+        }
+    };
+    // The write path's own buffers first, so that they do not count.
+    publish_200_mib(&mut client).await;
+    // Without a group it starts at NEXT: only what comes next is its to read.
+    let mut member = Member::open(&mut client, &stream, "", 5).await;
+    let Event::Assignment(_) = member.next().await else {
+        panic!("ACTIVE first")
+    };
+    let baseline = server.rss_kib();
+    publish_200_mib(&mut client).await;
+    let grown_mib = server.rss_kib().saturating_sub(baseline) / 1024;
+    println!("partlog grew by {grown_mib} MiB while a member without credit had 200 MiB to read");
+    // Two chunks of about 4 MiB per partition, plus the credit: ~17 MiB.
+    assert!(
+        grown_mib < 40,
+        "partlog grew by {grown_mib} MiB while a member without credit had 200 MiB to read"
+    );
+    // It gets exactly its 5 records (after its assignments), then more
+    // once it grants more.
+    let mut records = 0;
+    while records < 5 {
+        if let Event::Record(_) = member.next().await {
+            records += 1;
+        }
+    }
+    assert!(member
+        .next_within(Duration::from_millis(300))
+        .await
+        .is_none());
+    member.credit(795).await;
+    while records < 800 {
+        if let Event::Record(_) = member.next().await {
+            records += 1;
+        }
+    }
+}
