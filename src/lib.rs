@@ -20,6 +20,8 @@
 //!   connections, chunk readers with a connection pool, reconnection
 //!   backoff.
 //! - [`offsets`]: the sled store of consumer groups' committed offsets.
+//! - [`pem`]: certificate and key files, for TLS to clients and to the
+//!   broker.
 //! - [`subscription`]: tailing partitions, alone or as a single active
 //!   consumer of a group.
 //! - [`log`]: [`log::PartitionedLog`], the core operations on top of the
@@ -37,6 +39,7 @@ pub mod config;
 pub mod error;
 pub mod log;
 pub mod offsets;
+pub mod pem;
 pub mod proto;
 pub mod record;
 pub mod routing;

@@ -8,7 +8,11 @@
 //! accepting calls, lets in-flight calls finish, flushes producers and
 //! closes broker connections, all within the configured shutdown timeout.
 
+pub mod auth;
 pub mod convert;
+pub mod reload;
+pub mod security;
+pub mod tls;
 
 use std::future::Future;
 use std::path::Path;
@@ -19,7 +23,6 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -50,6 +53,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::CreateStreamRequest>,
     ) -> Result<Response<proto::CreateStreamResponse>, Status> {
+        auth::authorize(&request)?;
         let request = request.into_inner();
         let settings = convert::stream_settings(&request).map_err(status)?;
         let description = self
@@ -66,6 +70,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::DeleteStreamRequest>,
     ) -> Result<Response<proto::DeleteStreamResponse>, Status> {
+        auth::authorize(&request)?;
         self.log
             .delete_stream(&request.into_inner().stream)
             .await
@@ -77,6 +82,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::DescribeStreamRequest>,
     ) -> Result<Response<proto::DescribeStreamResponse>, Status> {
+        auth::authorize(&request)?;
         let description = self
             .log
             .describe_stream(&request.into_inner().stream)
@@ -91,6 +97,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::PublishRequest>,
     ) -> Result<Response<proto::PublishResponse>, Status> {
+        auth::authorize(&request)?;
         let request = request.into_inner();
         let submitted = submit(
             &self.log,
@@ -111,6 +118,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<Streaming<proto::PublishStreamRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let caller = auth::caller(request.extensions())?;
         let batches = request.into_inner();
         let log = self.log.clone();
         // Batches are queued on the producers one after the other, in the
@@ -119,8 +127,9 @@ impl PartLog for PartLogService {
         let answers = batches
             .then(move |batch| {
                 let log = log.clone();
+                let caller = caller.clone();
                 async move {
-                    let submitted = match batch {
+                    let submitted = match batch.and_then(|b| caller.check(&b).map(|()| b)) {
                         Ok(b) => submit(&log, b.stream, b.producer_id, b.records).await,
                         Err(status) => Err(status),
                     };
@@ -149,6 +158,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::ReadRequest>,
     ) -> Result<Response<proto::ReadResponse>, Status> {
+        auth::authorize(&request)?;
         let request = request.into_inner();
         let max_wait = request
             .max_wait
@@ -182,6 +192,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        auth::authorize(&request)?;
         let request = request.into_inner();
         let start = request
             .start
@@ -211,6 +222,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::CommitRequest>,
     ) -> Result<Response<proto::CommitResponse>, Status> {
+        auth::authorize(&request)?;
         let request = request.into_inner();
         let offsets = request.offsets.into_iter().collect();
         let results = self
@@ -227,6 +239,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::ResetOffsetsRequest>,
     ) -> Result<Response<proto::ResetOffsetsResponse>, Status> {
+        auth::authorize(&request)?;
         let request = request.into_inner();
         let to = request
             .to
@@ -248,6 +261,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::GetOffsetsRequest>,
     ) -> Result<Response<proto::GetOffsetsResponse>, Status> {
+        auth::authorize(&request)?;
         let request = request.into_inner();
         let rows = self
             .log
@@ -263,6 +277,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::ListGroupsRequest>,
     ) -> Result<Response<proto::ListGroupsResponse>, Status> {
+        auth::authorize(&request)?;
         let groups = self
             .log
             .list_groups(&request.into_inner().stream)
@@ -304,6 +319,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error(transparent)]
     Offsets(#[from] crate::offsets::OpenError),
+    #[error("{0}")]
+    Security(String),
 }
 
 /// Serves until `shutdown` resolves, then shuts down gracefully.
@@ -318,6 +335,7 @@ pub async fn run(
     let local = listener
         .local_addr()
         .map_err(|e| ServeError::Bind(addr.to_string(), e))?;
+    let security = security::Security::load(&config, local).map_err(ServeError::Security)?;
 
     let broker = Broker::new(config.broker.clone(), config.request_timeout());
     match broker.check().await {
@@ -354,19 +372,16 @@ pub async fn run(
 
     tracing::info!(%local, "partlog listening");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let _reloading = security.watch();
     let server = tonic::transport::Server::builder()
+        .layer(security.layer())
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(service)
-        // Without TCP_NODELAY a response's trailers wait for the client's
-        // delayed acknowledgement of its body: ~40 ms per call.
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async {
-                let _ = stop_rx.await;
-            },
-        );
+        .serve_with_incoming_shutdown(security.incoming(listener), async {
+            let _ = stop_rx.await;
+        });
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result.map_err(ServeError::from),
