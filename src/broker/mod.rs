@@ -19,6 +19,7 @@ pub mod producer;
 pub mod publish_connection;
 pub mod raw;
 pub mod reader;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -127,6 +128,7 @@ pub struct Broker {
     raw: Mutex<Option<RawConnection>>,
     readers: Arc<ReaderPool>,
     publishers: SharedPublishConnections,
+    transport: tls::Transport,
 }
 
 impl Broker {
@@ -139,6 +141,7 @@ impl Broker {
             .map(|(host, port)| Node { host, port })
             .collect();
         Broker {
+            transport: tls::Transport::new(&config.tls),
             config,
             timeout,
             known: std::sync::Mutex::new(KnownNodes {
@@ -244,22 +247,25 @@ impl Broker {
         Ok(())
     }
 
-    fn client_options(&self, node: &Node, name: &str) -> ClientOptions {
-        ClientOptions::builder()
+    fn client_options(&self, node: &Node, name: &str) -> Result<ClientOptions> {
+        let (tls, tls_server_name) = self.transport.library_settings()?;
+        Ok(ClientOptions::builder()
             .host(&node.host)
             .port(node.port)
             .user(&self.config.user)
-            .password(&self.config.password)
+            .password(self.config.password.expose())
             .v_host(&self.config.vhost)
             .heartbeat(self.config.heartbeat_secs)
             .max_frame_size(self.config.max_frame_bytes)
             .client_provided_name(name.to_owned())
-            .build()
+            .tls(tls)
+            .tls_server_name(tls_server_name)
+            .build())
     }
 
     /// Opens a client connection to `node` within the broker timeout.
     pub(crate) async fn open_client(&self, node: &Node, name: &str) -> Result<Client> {
-        let options = self.client_options(node, name);
+        let options = self.client_options(node, name)?;
         self.within(&format!("connecting to {node}"), Client::connect(options))
             .await?
             .map_err(|e| unavailable(&format!("cannot connect to the broker at {node}"), e))
@@ -324,6 +330,7 @@ impl Broker {
                         user: self.config.user.clone(),
                         password: self.config.password.clone(),
                         vhost: self.config.vhost.clone(),
+                        tls: self.transport.tls()?,
                     };
                     RawConnection::open(&credentials, self.timeout).await
                 })
