@@ -225,7 +225,9 @@ impl BrokerConfig {
         }
         let path = &self.password_file;
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError(format!("broker.password_file {path:?}: cannot read it: {e}"))
+            ConfigError(format!(
+                "broker.password_file {path:?}: cannot read it: {e}"
+            ))
         })?;
         // Editors and `echo` end files with a newline that is no part of it.
         let password = text.strip_suffix('\n').unwrap_or(&text);
@@ -800,9 +802,18 @@ mod tests {
     #[test]
     fn security_settings_that_cannot_work_are_rejected() {
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("PARTLOG_SERVER_TLS_CERT_FILE", "c")], "server.tls.key_file"),
-            (&[("PARTLOG_SERVER_TLS_CLIENT_CA_FILE", "ca")], "server.tls.client_ca_file"),
-            (&[("PARTLOG_AUTH_CLIENT_CERT_PRINCIPAL", "cn")], "auth.client_cert_principal"),
+            (
+                &[("PARTLOG_SERVER_TLS_CERT_FILE", "c")],
+                "server.tls.key_file",
+            ),
+            (
+                &[("PARTLOG_SERVER_TLS_CLIENT_CA_FILE", "ca")],
+                "server.tls.client_ca_file",
+            ),
+            (
+                &[("PARTLOG_AUTH_CLIENT_CERT_PRINCIPAL", "cn")],
+                "auth.client_cert_principal",
+            ),
             (
                 &[
                     ("PARTLOG_AUTH_CLIENT_CERT_PRINCIPAL", "subject_cn"),
@@ -820,8 +831,14 @@ mod tests {
                 "auth.tokens_file",
             ),
             (&[("PARTLOG_AUTH_REFLECTION", "closed")], "auth.reflection"),
-            (&[("PARTLOG_BROKER_TLS_ENABLED", "true")], "broker.tls.ca_file"),
-            (&[("PARTLOG_BROKER_TLS_CA_FILE", "ca")], "broker.tls.enabled"),
+            (
+                &[("PARTLOG_BROKER_TLS_ENABLED", "true")],
+                "broker.tls.ca_file",
+            ),
+            (
+                &[("PARTLOG_BROKER_TLS_CA_FILE", "ca")],
+                "broker.tls.enabled",
+            ),
             (
                 &[
                     ("PARTLOG_BROKER_TLS_ENABLED", "true"),
@@ -854,10 +871,7 @@ mod tests {
         let f = file("s3cret-from-file\n");
         let config = Config::load(
             None,
-            &env(&[(
-                "PARTLOG_BROKER_PASSWORD_FILE",
-                f.path().to_str().unwrap(),
-            )]),
+            &env(&[("PARTLOG_BROKER_PASSWORD_FILE", f.path().to_str().unwrap())]),
         )
         .unwrap();
         assert_eq!(config.broker.password.expose(), "s3cret-from-file");
@@ -865,7 +879,8 @@ mod tests {
         assert!(!printed.contains("s3cret"), "{printed}");
         assert!(printed.contains("<redacted>"), "{printed}");
 
-        let config = Config::load(None, &env(&[("PARTLOG_BROKER_PASSWORD", "env-s3cret")])).unwrap();
+        let config =
+            Config::load(None, &env(&[("PARTLOG_BROKER_PASSWORD", "env-s3cret")])).unwrap();
         assert_eq!(config.broker.password.expose(), "env-s3cret");
         assert!(!format!("{config:?}").contains("env-s3cret"));
 
@@ -880,13 +895,19 @@ mod tests {
         assert!(err.to_string().contains("both set"), "{err}");
         assert!(!err.to_string().contains("s3cret"), "{err}");
 
-        let err = Config::load(None, &env(&[("PARTLOG_BROKER_PASSWORD_FILE", "/no/such/file")]))
-            .unwrap_err();
+        let err = Config::load(
+            None,
+            &env(&[("PARTLOG_BROKER_PASSWORD_FILE", "/no/such/file")]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("/no/such/file"), "{err}");
         let empty = file("\n");
         let err = Config::load(
             None,
-            &env(&[("PARTLOG_BROKER_PASSWORD_FILE", empty.path().to_str().unwrap())]),
+            &env(&[(
+                "PARTLOG_BROKER_PASSWORD_FILE",
+                empty.path().to_str().unwrap(),
+            )]),
         )
         .unwrap_err();
         assert!(err.to_string().contains("is empty"), "{err}");

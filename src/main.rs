@@ -28,7 +28,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     #[command(flatten)]
-    Client(partlog::cli::Command),
+    Client(Box<partlog::cli::Command>),
 }
 
 /// The log filter without `PARTLOG_LOG`. The client library's dispatcher
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Client(command) => partlog::cli::run(command),
+        Command::Client(command) => partlog::cli::run(*command),
     }
 }
 

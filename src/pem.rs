@@ -10,8 +10,7 @@ use tokio_rustls::rustls::RootCertStore;
 /// Every certificate of a PEM file; an error names `key` and the file.
 pub fn read_certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let display = path.display();
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("{key} {display}: cannot read it: {e}"))?;
+    let bytes = std::fs::read(path).map_err(|e| format!("{key} {display}: cannot read it: {e}"))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{key} {display}: not a PEM certificate file: {e}"))?;
@@ -27,8 +26,7 @@ pub fn read_certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'s
 /// is wrong without quoting the file: it holds a secret.
 pub fn read_private_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let display = path.display();
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("{key} {display}: cannot read it: {e}"))?;
+    let bytes = std::fs::read(path).map_err(|e| format!("{key} {display}: cannot read it: {e}"))?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
         let why = match e {
             pem::Error::NoItemsFound => {

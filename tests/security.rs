@@ -288,7 +288,9 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_change_nothing() {
         "missing credentials: send `authorization: Bearer <token>`",
     );
     assert_status(
-        client.describe_stream(with_token(admin, describe(&stream))).await,
+        client
+            .describe_stream(with_token(admin, describe(&stream)))
+            .await,
         Code::NotFound,
         "does not exist",
     );
@@ -296,15 +298,18 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_change_nothing() {
     // A wrong token, or another scheme: UNAUTHENTICATED, never echoed.
     let wrong = new_token();
     let status = assert_status(
-        client.create_stream(with_token(Some(&wrong), create.clone())).await,
+        client
+            .create_stream(with_token(Some(&wrong), create.clone()))
+            .await,
         Code::Unauthenticated,
         "not valid",
     );
     assert!(!status.message().contains(&wrong));
     let mut basic = Request::new(describe(&stream));
-    basic
-        .metadata_mut()
-        .insert("authorization", format!("Basic {}", tokens.admin).parse().unwrap());
+    basic.metadata_mut().insert(
+        "authorization",
+        format!("Basic {}", tokens.admin).parse().unwrap(),
+    );
     let status = assert_status(
         client.describe_stream(basic).await,
         Code::Unauthenticated,
@@ -313,7 +318,10 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_change_nothing() {
     assert!(!status.message().contains(&tokens.admin));
 
     // The right token works; a publish without one stores nothing.
-    client.create_stream(with_token(admin, create)).await.unwrap();
+    client
+        .create_stream(with_token(admin, create))
+        .await
+        .unwrap();
     assert_status(
         client.publish(with_token(None, publish(&stream))).await,
         Code::Unauthenticated,
@@ -343,7 +351,9 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_change_nothing() {
     let channel = secured.server.channel().await.unwrap();
     let mut reflection = ServerReflectionClient::new(channel);
     assert_status(
-        reflection.server_reflection_info(with_token(None, list())).await,
+        reflection
+            .server_reflection_info(with_token(None, list()))
+            .await,
         Code::Unauthenticated,
         "missing credentials",
     );
@@ -382,11 +392,17 @@ async fn permissions_limit_each_principal_to_its_streams_and_groups() {
             partitions: 1,
             ..Default::default()
         };
-        client.create_stream(with_token(admin, create)).await.unwrap();
+        client
+            .create_stream(with_token(admin, create))
+            .await
+            .unwrap();
     }
 
     // A reader reads, and can neither publish nor delete.
-    client.read(with_token(reader, read(&orders))).await.unwrap();
+    client
+        .read(with_token(reader, read(&orders)))
+        .await
+        .unwrap();
     assert_status(
         client.publish(with_token(reader, publish(&orders))).await,
         Code::PermissionDenied,
@@ -396,7 +412,9 @@ async fn permissions_limit_each_principal_to_its_streams_and_groups() {
         stream: stream.into(),
     };
     assert_status(
-        client.delete_stream(with_token(reader, delete(&orders))).await,
+        client
+            .delete_stream(with_token(reader, delete(&orders)))
+            .await,
         Code::PermissionDenied,
         "lacks permission admin",
     );
@@ -412,12 +430,16 @@ async fn permissions_limit_each_principal_to_its_streams_and_groups() {
         .unwrap();
     let on_payments = format!("on stream {payments:?}");
     assert_status(
-        client.publish(with_token(orders_principal, publish(&payments))).await,
+        client
+            .publish(with_token(orders_principal, publish(&payments)))
+            .await,
         Code::PermissionDenied,
         &on_payments,
     );
     assert_status(
-        client.read(with_token(orders_principal, read(&payments))).await,
+        client
+            .read(with_token(orders_principal, read(&payments)))
+            .await,
         Code::PermissionDenied,
         &on_payments,
     );
@@ -472,7 +494,11 @@ async fn permissions_limit_each_principal_to_its_streams_and_groups() {
         .into_inner();
     let first = answers.message().await.unwrap().unwrap();
     assert!(first.results[0].error.is_none(), "{first:?}");
-    assert_status(answers.message().await, Code::PermissionDenied, &on_payments);
+    assert_status(
+        answers.message().await,
+        Code::PermissionDenied,
+        &on_payments,
+    );
 
     // payments is untouched; orders holds what was allowed.
     let stored = |stream: &str| {
@@ -485,7 +511,10 @@ async fn permissions_limit_each_principal_to_its_streams_and_groups() {
     assert_eq!(values, [b"v".to_vec(), b"first".to_vec()]);
 
     for stream in [&orders, &payments] {
-        client.delete_stream(with_token(admin, delete(stream))).await.unwrap();
+        client
+            .delete_stream(with_token(admin, delete(stream)))
+            .await
+            .unwrap();
     }
     secured.assert_log_keeps_tokens(&[]);
 }
@@ -514,16 +543,37 @@ async fn every_rpc_checks_permissions() {
         partitions: 1,
         ..Default::default()
     };
-    denied("CreateStream", client.create_stream(with_token(nobody, create)).await.map(drop));
+    denied(
+        "CreateStream",
+        client
+            .create_stream(with_token(nobody, create))
+            .await
+            .map(drop),
+    );
     let delete = proto::DeleteStreamRequest {
         stream: stream.clone(),
     };
-    denied("DeleteStream", client.delete_stream(with_token(nobody, delete)).await.map(drop));
+    denied(
+        "DeleteStream",
+        client
+            .delete_stream(with_token(nobody, delete))
+            .await
+            .map(drop),
+    );
     denied(
         "DescribeStream",
-        client.describe_stream(with_token(nobody, describe(&stream))).await.map(drop),
+        client
+            .describe_stream(with_token(nobody, describe(&stream)))
+            .await
+            .map(drop),
     );
-    denied("Publish", client.publish(with_token(nobody, publish(&stream))).await.map(drop));
+    denied(
+        "Publish",
+        client
+            .publish(with_token(nobody, publish(&stream)))
+            .await
+            .map(drop),
+    );
     let batch = proto::PublishStreamRequest {
         stream: stream.clone(),
         records,
@@ -537,33 +587,66 @@ async fn every_rpc_checks_permissions() {
         Err(status) => Err(status),
     };
     denied("PublishStream", answer);
-    denied("Read", client.read(with_token(nobody, read(&stream))).await.map(drop));
+    denied(
+        "Read",
+        client
+            .read(with_token(nobody, read(&stream)))
+            .await
+            .map(drop),
+    );
     let subscribe = proto::SubscribeRequest {
         stream: stream.clone(),
         ..Default::default()
     };
-    denied("Subscribe", client.subscribe(with_token(nobody, subscribe)).await.map(drop));
+    denied(
+        "Subscribe",
+        client
+            .subscribe(with_token(nobody, subscribe))
+            .await
+            .map(drop),
+    );
     let commit = proto::CommitRequest {
         stream: stream.clone(),
         group: "g".into(),
         offsets: [(0, 0)].into(),
     };
-    denied("Commit", client.commit(with_token(nobody, commit)).await.map(drop));
+    denied(
+        "Commit",
+        client.commit(with_token(nobody, commit)).await.map(drop),
+    );
     let reset = proto::ResetOffsetsRequest {
         stream: stream.clone(),
         group: "g".into(),
         ..Default::default()
     };
-    denied("ResetOffsets", client.reset_offsets(with_token(nobody, reset)).await.map(drop));
+    denied(
+        "ResetOffsets",
+        client
+            .reset_offsets(with_token(nobody, reset))
+            .await
+            .map(drop),
+    );
     let offsets = proto::GetOffsetsRequest {
         stream: stream.clone(),
         group: "g".into(),
     };
-    denied("GetOffsets", client.get_offsets(with_token(nobody, offsets)).await.map(drop));
+    denied(
+        "GetOffsets",
+        client
+            .get_offsets(with_token(nobody, offsets))
+            .await
+            .map(drop),
+    );
     let groups = proto::ListGroupsRequest {
         stream: stream.clone(),
     };
-    denied("ListGroups", client.list_groups(with_token(nobody, groups)).await.map(drop));
+    denied(
+        "ListGroups",
+        client
+            .list_groups(with_token(nobody, groups))
+            .await
+            .map(drop),
+    );
 
     let descriptors = prost_types::FileDescriptorSet::decode(proto::FILE_DESCRIPTOR_SET).unwrap();
     let mut rpcs: Vec<String> = descriptors
@@ -596,7 +679,9 @@ async fn client_certificates_name_principals_and_tokens_win() {
     // CN=stranger names nobody of the file.
     let mut stranger = secured.client(Some("stranger")).await;
     assert_status(
-        stranger.describe_stream(with_token(None, describe(&stream))).await,
+        stranger
+            .describe_stream(with_token(None, describe(&stream)))
+            .await,
         Code::Unauthenticated,
         "subject common name \"stranger\" is not a principal",
     );
@@ -630,7 +715,10 @@ async fn the_cli_calls_a_secured_partlog_with_ca_certificate_and_token() {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_partlog"));
         command
             .args(args)
-            .args(["--server", &format!("https://localhost:{}", port(&secured.server))])
+            .args([
+                "--server",
+                &format!("https://localhost:{}", port(&secured.server)),
+            ])
             .args(["--ca", &path(&secured.pki.ca_file())])
             .args(["--cert", &path(&client.cert), "--key", &path(&client.key)])
             .env_remove("PARTLOG_TOKEN")
@@ -647,7 +735,15 @@ async fn the_cli_calls_a_secured_partlog_with_ca_certificate_and_token() {
     };
     let token_file = path(&token_file);
     let (code, out, err) = cli(
-        &["stream", "create", &stream, "--partitions", "1", "--token-file", &token_file],
+        &[
+            "stream",
+            "create",
+            &stream,
+            "--partitions",
+            "1",
+            "--token-file",
+            &token_file,
+        ],
         None,
     );
     assert_eq!(code, Some(0), "{out}{err}");
@@ -659,7 +755,10 @@ async fn the_cli_calls_a_secured_partlog_with_ca_certificate_and_token() {
     assert!(err.starts_with("error: UNAUTHENTICATED: "), "{err}");
 
     // PARTLOG_TOKEN: a reader may describe but not delete.
-    let (code, out, err) = cli(&["stream", "describe", &stream], Some(&secured.tokens.reader));
+    let (code, out, err) = cli(
+        &["stream", "describe", &stream],
+        Some(&secured.tokens.reader),
+    );
     assert_eq!(code, Some(0), "{out}{err}");
     let (code, _, err) = cli(&["stream", "delete", &stream], Some(&secured.tokens.reader));
     assert_eq!(code, Some(1));
@@ -689,9 +788,14 @@ fn broker_secrets_stay_out_of_the_log() {
         // Everything any crate logs, the broker client library's included.
         let settings = [settings, &[("PARTLOG_LOG", "trace")]].concat();
         let (status, log) = Partlog::run_to_exit(&settings);
-        assert!(!status.success(), "partlog ran with a wrong password:\n{log}");
         assert!(
-            log.contains("the broker refused user \"guest\": check broker.user and broker.password"),
+            !status.success(),
+            "partlog ran with a wrong password:\n{log}"
+        );
+        assert!(
+            log.contains(
+                "the broker refused user \"guest\": check broker.user and broker.password"
+            ),
             "{log}"
         );
         assert!(!log.contains(&secret), "the log shows the password:\n{log}");

@@ -116,11 +116,7 @@ impl RawConnection {
 
         let mut body = Vec::new();
         put_string(&mut body, "PLAIN")?;
-        let plain = format!(
-            "\0{}\0{}",
-            credentials.user,
-            credentials.password.expose()
-        );
+        let plain = format!("\0{}\0{}", credentials.user, credentials.password.expose());
         put_u32(&mut body, plain.len() as u32);
         body.extend_from_slice(plain.as_bytes());
         let user = &credentials.user;

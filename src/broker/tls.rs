@@ -82,9 +82,7 @@ impl BrokerTls {
             })?;
         }
         Ok(BrokerTls {
-            library: library
-                .build()
-                .map_err(|e| format!("broker.tls: {e}"))?,
+            library: library.build().map_err(|e| format!("broker.tls: {e}"))?,
             connector: TlsConnector::from(Arc::new(config_for_partlog)),
             server_name,
         })
@@ -242,7 +240,10 @@ mod tests {
         let client_key = file(&ca.signing_key.serialize_pem());
         let key_path = client_key.path().to_str().unwrap();
 
-        assert!(Transport::new(&BrokerTlsConfig::default()).tls().unwrap().is_none());
+        assert!(Transport::new(&BrokerTlsConfig::default())
+            .tls()
+            .unwrap()
+            .is_none());
         let tls = Transport::new(&config(ca_path, ca_path, key_path, "rabbit"))
             .tls()
             .unwrap()
@@ -251,7 +252,10 @@ mod tests {
             tls.server_name("10.0.0.1").unwrap(),
             ServerName::try_from("rabbit").unwrap()
         );
-        let plain = Transport::new(&config(ca_path, "", "", "")).tls().unwrap().unwrap();
+        let plain = Transport::new(&config(ca_path, "", "", ""))
+            .tls()
+            .unwrap()
+            .unwrap();
         assert_eq!(
             plain.server_name("10.0.0.1").unwrap(),
             ServerName::try_from("10.0.0.1").unwrap()
@@ -261,14 +265,20 @@ mod tests {
         let pkcs1 = "-----BEGIN RSA PRIVATE KEY-----\nMAA=\n-----END RSA PRIVATE KEY-----\n";
         let pkcs1_file = file(pkcs1);
         let cases = [
-            (config("/no/ca.pem", "", "", ""), "broker.tls.ca_file /no/ca.pem"),
+            (
+                config("/no/ca.pem", "", "", ""),
+                "broker.tls.ca_file /no/ca.pem",
+            ),
             (config(key_path, "", "", ""), "holds no PEM certificate"),
             (config(ca_path, ca_path, ca_path, ""), "broker.tls.key_file"),
             (
                 config(ca_path, ca_path, pkcs1_file.path().to_str().unwrap(), ""),
                 "PKCS#8",
             ),
-            (config(ca_path, "", "", "not a name!"), "broker.tls.server_name"),
+            (
+                config(ca_path, "", "", "not a name!"),
+                "broker.tls.server_name",
+            ),
         ];
         for (config, expected) in cases {
             let Err(Error::FailedPrecondition(why)) = Transport::new(&config).tls() else {

@@ -111,7 +111,9 @@ pub struct BearerToken(Option<MetadataValue<Ascii>>);
 impl Interceptor for BearerToken {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         Ok(request)
     }
@@ -135,9 +137,7 @@ impl BearerToken {
             return Err(Failure::Usage("the bearer token is empty".into()));
         }
         let mut value = MetadataValue::try_from(format!("Bearer {}", token.trim()))
-            .map_err(|_| {
-                Failure::Usage("the bearer token must be printable ASCII".into())
-            })?;
+            .map_err(|_| Failure::Usage("the bearer token must be printable ASCII".into()))?;
         // Keeps it out of Debug output.
         value.set_sensitive(true);
         Ok(BearerToken(Some(value)))
@@ -155,7 +155,11 @@ pub async fn connect(common: &Common) -> Result<Client> {
         .tcp_nodelay(true);
     if server.scheme_str() == Some("https") {
         endpoint = endpoint.tls_config(tls_config(common)?).map_err(|e| {
-            Failure::Usage(format!("TLS set-up for {}: {}", server_name(server), error_chain(&e)))
+            Failure::Usage(format!(
+                "TLS set-up for {}: {}",
+                server_name(server),
+                error_chain(&e)
+            ))
         })?;
     } else if common.ca.is_some() || common.cert.is_some() {
         return Err(Failure::Usage(format!(
@@ -186,7 +190,10 @@ fn tls_config(common: &Common) -> Result<ClientTlsConfig> {
         None => tls.with_native_roots(),
     };
     if let (Some(cert), Some(key)) = (&common.cert, &common.key) {
-        tls = tls.identity(Identity::from_pem(read("--cert", cert)?, read("--key", key)?));
+        tls = tls.identity(Identity::from_pem(
+            read("--cert", cert)?,
+            read("--key", key)?,
+        ));
     }
     Ok(tls)
 }

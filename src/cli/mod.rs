@@ -57,10 +57,22 @@ pub struct Common {
     #[arg(long, env = "PARTLOG_CA", value_name = "FILE", global = true)]
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM) for a partlog with mutual TLS; with --key.
-    #[arg(long, env = "PARTLOG_CERT", value_name = "FILE", requires = "key", global = true)]
+    #[arg(
+        long,
+        env = "PARTLOG_CERT",
+        value_name = "FILE",
+        requires = "key",
+        global = true
+    )]
     pub cert: Option<PathBuf>,
     /// The client certificate's private key (PEM).
-    #[arg(long, env = "PARTLOG_KEY", value_name = "FILE", requires = "cert", global = true)]
+    #[arg(
+        long,
+        env = "PARTLOG_KEY",
+        value_name = "FILE",
+        requires = "cert",
+        global = true
+    )]
     pub key: Option<PathBuf>,
     /// Bearer token sent with every call. Prefer PARTLOG_TOKEN or
     /// --token-file: other users of the machine can see arguments.

@@ -32,7 +32,11 @@ impl Security {
             tls = tls.is_some(),
             mutual_tls = mutual,
             authentication = authenticator.is_some(),
-            reflection = if authenticator.is_some() { config.auth.reflection.as_str() } else { "open" },
+            reflection = if authenticator.is_some() {
+                config.auth.reflection.as_str()
+            } else {
+                "open"
+            },
             "security"
         );
         if !listen.ip().is_loopback() {

@@ -73,11 +73,15 @@ impl ServerTls {
     /// The files a change of which calls for [`ServerTls::reload`].
     pub fn files(&self) -> Vec<PathBuf> {
         let files = &self.files;
-        [Some(&files.cert), Some(&files.key), files.client_ca.as_ref()]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect()
+        [
+            Some(&files.cert),
+            Some(&files.key),
+            files.client_ca.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
     }
 
     /// Reads the files again; new connections use them from now on. On an
@@ -89,7 +93,10 @@ impl ServerTls {
     }
 
     fn current(&self) -> Arc<ServerConfig> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn acceptor(&self) -> TlsAcceptor {
@@ -111,9 +118,7 @@ impl TlsFiles {
                 let roots = root_store("server.tls.client_ca_file", path)?;
                 let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
                     .build()
-                    .map_err(|e| {
-                        format!("server.tls.client_ca_file {}: {e}", path.display())
-                    })?;
+                    .map_err(|e| format!("server.tls.client_ca_file {}: {e}", path.display()))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
@@ -302,7 +307,9 @@ mod tests {
         ServerTlsConfig {
             cert_file: cert.display().to_string(),
             key_file: key.display().to_string(),
-            client_ca_file: client_ca.map(|p| p.display().to_string()).unwrap_or_default(),
+            client_ca_file: client_ca
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
         }
     }
 
@@ -340,11 +347,26 @@ mod tests {
         let missing = Path::new("/no/such/cert.pem");
 
         let cases = [
-            (config(missing, key.path(), None), "server.tls.cert_file /no/such/cert.pem"),
-            (config(garbage.path(), key.path(), None), "holds no PEM certificate"),
-            (config(cert.path(), garbage.path(), None), "holds no PEM private key"),
-            (config(cert.path(), broken_key.path(), None), "server.tls.key_file"),
-            (config(cert.path(), other_key.path(), None), "do not make a certificate"),
+            (
+                config(missing, key.path(), None),
+                "server.tls.cert_file /no/such/cert.pem",
+            ),
+            (
+                config(garbage.path(), key.path(), None),
+                "holds no PEM certificate",
+            ),
+            (
+                config(cert.path(), garbage.path(), None),
+                "holds no PEM private key",
+            ),
+            (
+                config(cert.path(), broken_key.path(), None),
+                "server.tls.key_file",
+            ),
+            (
+                config(cert.path(), other_key.path(), None),
+                "do not make a certificate",
+            ),
             (
                 config(cert.path(), key.path(), Some(garbage.path())),
                 "server.tls.client_ca_file",
@@ -360,7 +382,9 @@ mod tests {
             }
         }
 
-        let tls = ServerTls::load(&config(cert.path(), key.path(), None)).unwrap().unwrap();
+        let tls = ServerTls::load(&config(cert.path(), key.path(), None))
+            .unwrap()
+            .unwrap();
         std::fs::write(key.path(), "gone").unwrap();
         // The previous configuration stays in use.
         let before = tls.current();
@@ -370,6 +394,8 @@ mod tests {
 
     #[test]
     fn no_certificate_means_no_tls() {
-        assert!(ServerTls::load(&ServerTlsConfig::default()).unwrap().is_none());
+        assert!(ServerTls::load(&ServerTlsConfig::default())
+            .unwrap()
+            .is_none());
     }
 }

@@ -96,9 +96,7 @@ fn common_name(mut subject: &[u8]) -> Option<String> {
 fn decode_string(tag: u8, bytes: &[u8]) -> Option<String> {
     match tag {
         UTF8_STRING => String::from_utf8(bytes.to_vec()).ok(),
-        PRINTABLE_STRING | IA5_STRING if bytes.is_ascii() => {
-            String::from_utf8(bytes.to_vec()).ok()
-        }
+        PRINTABLE_STRING | IA5_STRING if bytes.is_ascii() => String::from_utf8(bytes.to_vec()).ok(),
         BMP_STRING if bytes.len() % 2 == 0 => {
             let units: Vec<u16> = bytes
                 .chunks(2)
@@ -190,7 +188,10 @@ mod tests {
         assert_eq!(CertificateName::SubjectCn.of(&cert), None);
         assert_eq!(CertificateName::SanDns.of(&cert), None);
         assert_eq!(CertificateName::SanUri.of(&cert), None);
-        assert_eq!(CertificateName::SubjectCn.of(&CertificateDer::from(vec![1, 2, 3])), None);
+        assert_eq!(
+            CertificateName::SubjectCn.of(&CertificateDer::from(vec![1, 2, 3])),
+            None
+        );
 
         // Two common names in one subject (hand-made RDNs).
         let rdn = |cn: &[u8]| {
@@ -210,9 +211,15 @@ mod tests {
 
     #[test]
     fn strings_of_other_types_decode() {
-        assert_eq!(decode_string(PRINTABLE_STRING, b"ab").as_deref(), Some("ab"));
+        assert_eq!(
+            decode_string(PRINTABLE_STRING, b"ab").as_deref(),
+            Some("ab")
+        );
         assert_eq!(decode_string(IA5_STRING, b"a@b").as_deref(), Some("a@b"));
-        assert_eq!(decode_string(BMP_STRING, &[0, b'h', 0, b'i']).as_deref(), Some("hi"));
+        assert_eq!(
+            decode_string(BMP_STRING, &[0, b'h', 0, b'i']).as_deref(),
+            Some("hi")
+        );
         assert_eq!(decode_string(BMP_STRING, &[0]), None);
         assert_eq!(decode_string(PRINTABLE_STRING, &[0xc3, 0xa9]), None);
         assert_eq!(decode_string(0x14, b"teletex"), None);

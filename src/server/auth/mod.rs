@@ -50,7 +50,11 @@ impl Caller {
             return Ok(());
         };
         for need in message.needs() {
-            if need.any_of.iter().any(|p| principal.may(*p, &need.resource)) {
+            if need
+                .any_of
+                .iter()
+                .any(|p| principal.may(*p, &need.resource))
+            {
                 continue;
             }
             let permissions: Vec<_> = need.any_of.iter().map(|p| p.name()).collect();
@@ -73,7 +77,9 @@ impl Caller {
 /// is a wiring bug, and refuses the call rather than allowing it.
 pub fn caller(extensions: &tonic::Extensions) -> Result<Caller, Status> {
     extensions.get::<Caller>().cloned().ok_or_else(|| {
-        Status::internal("no caller identity on the call: partlog's authentication layer is missing")
+        Status::internal(
+            "no caller identity on the call: partlog's authentication layer is missing",
+        )
     })
 }
 
@@ -403,7 +409,10 @@ mod tests {
         let none = headers(None);
         let reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
         let publish = "/partlog.v1.PartLog/Publish";
-        assert!(matches!(layer.admit("/grpc.health.v1.Health/Check", &none, None), Ok(None)));
+        assert!(matches!(
+            layer.admit("/grpc.health.v1.Health/Check", &none, None),
+            Ok(None)
+        ));
         let err = layer.admit(reflection, &none, None).unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
         let err = layer.admit(publish, &none, None).unwrap_err();
@@ -419,13 +428,19 @@ mod tests {
         assert!(layer.admit(publish, &none, None).is_err());
 
         let open = AuthLayer::new(None, &config);
-        assert!(matches!(open.admit(publish, &none, None), Ok(Some(Caller::Anyone))));
+        assert!(matches!(
+            open.admit(publish, &none, None),
+            Ok(Some(Caller::Anyone))
+        ));
     }
 
     #[test]
     fn denials_name_the_permission_and_the_resource() {
         let auth = authenticator(&file_with("t0ken"), "none").unwrap();
-        let caller = Caller::Principal(auth.authenticate(&headers(Some("Bearer t0ken")), None).unwrap());
+        let caller = Caller::Principal(
+            auth.authenticate(&headers(Some("Bearer t0ken")), None)
+                .unwrap(),
+        );
         let read = crate::proto::ReadRequest {
             stream: "orders-eu".into(),
             ..Default::default()

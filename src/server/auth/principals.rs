@@ -57,7 +57,10 @@ impl Permission {
 pub enum Resource<'a> {
     Stream(&'a str),
     /// A consumer group on a stream: both must match one grant.
-    Group { stream: &'a str, group: &'a str },
+    Group {
+        stream: &'a str,
+        group: &'a str,
+    },
 }
 
 impl std::fmt::Display for Resource<'_> {
@@ -395,7 +398,11 @@ streams = ["orders", "payments"]
             ("**", "x", true),
         ];
         for (glob, name, expected) in cases {
-            assert_eq!(Pattern::new(glob).matches(name), expected, "{glob} ~ {name}");
+            assert_eq!(
+                Pattern::new(glob).matches(name),
+                expected,
+                "{glob} ~ {name}"
+            );
         }
     }
 
@@ -508,6 +515,9 @@ streams = ["orders", "payments"]
             assert!(!err.contains("plain-s3cret"), "{err}");
         }
         let err = Principals::load(Path::new("/no/such/tokens.toml")).unwrap_err();
-        assert!(err.contains("auth.tokens_file /no/such/tokens.toml"), "{err}");
+        assert!(
+            err.contains("auth.tokens_file /no/such/tokens.toml"),
+            "{err}"
+        );
     }
 }
