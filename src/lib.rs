@@ -18,7 +18,7 @@
 //!   the cluster, raw queries (metadata, partitions, stream statistics),
 //!   per-partition producers with pipelined confirms on own or shared
 //!   connections, chunk readers with a connection pool, reconnection
-//!   backoff.
+//!   backoff, TLS for every broker connection (`broker::tls`).
 //! - [`offsets`]: the sled store of consumer groups' committed offsets.
 //! - [`pem`]: certificate and key files, for TLS to clients and to the
 //!   broker.
@@ -28,7 +28,8 @@
 //!   adapter — streams and reads, the write path (`log::publish`), consumer
 //!   groups (`log::groups`).
 //! - [`server`]: the gRPC services (partlog, health, reflection), the
-//!   error → status mapping and graceful shutdown.
+//!   error → status mapping and graceful shutdown; TLS, authentication and
+//!   authorization at the edge (`server::tls`, `server::auth`).
 //! - [`proto`]: generated protobuf types.
 //! - [`cli`]: the client subcommands of the `partlog` binary (`stream`,
 //!   `publish`, `read`, `tail`, `offsets`, ...), callers of the gRPC API.

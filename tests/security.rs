@@ -827,3 +827,66 @@ fn a_bad_certificate_file_stops_start_up_naming_it() {
         assert!(!log.contains(line), "the log quotes the key:\n{log}");
     }
 }
+
+#[tokio::test]
+async fn certificates_are_replaced_on_sighup_without_dropping_connections() {
+    let old_ca = TestPki::new("old CA");
+    let old = old_ca.server();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(&old.cert, &cert_file).unwrap();
+    std::fs::copy(&old.key, &key_file).unwrap();
+    let (cert, key) = (path(&cert_file), path(&key_file));
+    let server = Partlog::start_tls(
+        &[
+            ("PARTLOG_SERVER_TLS_CERT_FILE", &cert),
+            ("PARTLOG_SERVER_TLS_KEY_FILE", &key),
+        ],
+        trusting(&old_ca),
+    )
+    .await;
+    let mut before = PartLogClient::new(server.channel().await.unwrap());
+    let stream = unique_stream("reload");
+    let ask = |client: &mut PartLogClient<Channel>| {
+        let mut client = client.clone();
+        let request = describe(&stream);
+        async move { client.describe_stream(request).await.map(drop) }
+    };
+    assert_eq!(ask(&mut before).await.unwrap_err().code(), Code::NotFound);
+
+    let new_ca = TestPki::new("new CA");
+    let new = new_ca.server();
+    std::fs::copy(&new.key, &key_file).unwrap();
+    std::fs::copy(&new.cert, &cert_file).unwrap();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+
+    // New connections get the new certificate (at once after SIGHUP, or
+    // at the latest when the file watcher sees the change).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut after = loop {
+        let tls = trusting(&new_ca).domain_name("localhost");
+        if let Ok(channel) = connect(&server.url(), tls).await {
+            break PartLogClient::new(channel);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was not served:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(ask(&mut after).await.unwrap_err().code(), Code::NotFound);
+    // The connection made before keeps working.
+    assert_eq!(ask(&mut before).await.unwrap_err().code(), Code::NotFound);
+    assert!(
+        server
+            .log()
+            .contains("reloaded the server TLS certificates"),
+        "{}",
+        server.log()
+    );
+}

@@ -8,7 +8,8 @@
 //! ones the cluster's metadata named, starting with the node that answered
 //! last. Producers and readers get their own connections to the node that
 //! leads their partition (see [`producer`] and [`reader`]); readers done
-//! with theirs hand them to a pool for the next reader of that node.
+//! with theirs hand them to a pool for the next reader of that node. Every
+//! connection is plain or TLS as [`tls::Transport`] says (`[broker.tls]`).
 //!
 //! The rabbitmq-stream-client's `Environment` helpers are deliberately not
 //! used: they open a fresh connection per call and its super stream metadata

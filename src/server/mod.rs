@@ -7,6 +7,10 @@
 //! lifetime: it serves until the shutdown future resolves, then stops
 //! accepting calls, lets in-flight calls finish, flushes producers and
 //! closes broker connections, all within the configured shutdown timeout.
+//!
+//! Security is wired in by [`security`]: connections come through [`tls`],
+//! every call passes the [`auth`] layer, and each PartLog handler starts
+//! with [`auth::authorize`] (per message for PublishStream).
 
 pub mod auth;
 pub mod convert;
