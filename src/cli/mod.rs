@@ -123,7 +123,7 @@ pub enum TokenCommand {
     /// Print a new random token (256 bits, base64url) on standard output.
     New,
     /// Read a token from standard input (its first line) and print the
-    /// [[principal]] entry for auth.tokens_file with its SHA-256.
+    /// principals-file entry (auth.tokens_file) with its SHA-256.
     Hash {
         /// The principal's name in the entry.
         #[arg(long)]

@@ -234,7 +234,7 @@ impl AsyncWrite for ServerIo {
 
 /// The connections of `listener` (TCP_NODELAY set), through TLS when `tls`
 /// is given. Handshakes run concurrently, so a slow or silent client holds
-/// up no other; one that fails or takes longer than [`HANDSHAKE_TIMEOUT`] is
+/// up no other; one that fails or takes longer than `HANDSHAKE_TIMEOUT` is
 /// dropped (logged at debug: a plain-text client, a port scanner, a client
 /// without a certificate under mutual TLS).
 pub fn incoming(
