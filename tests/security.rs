@@ -6,9 +6,18 @@ mod common;
 use common::{create_stream, record, trusting, unique_stream, Partlog, TestPki};
 use partlog::proto::part_log_client::PartLogClient;
 use partlog::proto::{self, PublishRecord};
-use partlog::server::auth::principals::token_sha256_hex;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
+
+/// The hex SHA-256 the principals file holds, computed here rather than
+/// by partlog's own function.
+fn token_sha256_hex(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 fn new_token() -> String {
     format!("tok-{:032x}", rand::random::<u128>())

@@ -42,14 +42,12 @@ impl Security {
         if !listen.ip().is_loopback() {
             if authenticator.is_none() {
                 tracing::warn!(
-                    %listen,
                     "partlog accepts calls from anyone who reaches {listen}: writes, deletes and \
                      offset resets included. Set auth.tokens_file (and server.tls) to require \
                      credentials"
                 );
             } else if tls.is_none() {
                 tracing::warn!(
-                    %listen,
                     "bearer tokens reach {listen} in plain text; set server.tls.cert_file and \
                      server.tls.key_file"
                 );
