@@ -777,6 +777,9 @@ cmd_tls_dir() {
   local d
   d=$(tls_dir "$SINGLE")
   [[ -s $d/ca.pem ]] || die "no TLS files for $SINGLE@localhost yet: run '$0 start --tls' (or restart --tls)"
+  if node_alive "$SINGLE" && ! node_tls "$SINGLE"; then
+    die "$SINGLE@localhost runs without its stream TLS listener: run '$0 restart --tls'"
+  fi
   echo "$d"
 }
 
