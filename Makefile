@@ -30,8 +30,11 @@ test-cluster: broker-cluster
 soak: broker
 	$(CARGO) test --locked --release --features soak --test soak -- --nocapture
 
+# With a stream TLS listener (5551) beside the plain one (5552): tests/broker_tls.rs
+# connects partlog through it. A node started earlier without it stops here with a hint
+# (`scripts/rabbitmq.sh restart --tls`).
 broker:
-	scripts/rabbitmq.sh start
+	scripts/rabbitmq.sh start --tls
 
 broker-cluster:
 	scripts/rabbitmq.sh start-cluster

@@ -3,10 +3,15 @@
 # Used by `make run`, `make test` and CI on fresh machines; works from any directory.
 #
 # Usage: scripts/rabbitmq.sh COMMAND
-#   start            one node, partlog@localhost. Reuses a broker that already answers on
+#   start [--tls]    one node, partlog@localhost. Reuses a broker that already answers on
 #                    $PARTLOG_BROKER_HOST:$PARTLOG_BROKER_PORT. A second `start` does nothing.
+#                    --tls adds a stream TLS listener on 5551 (the plain one on 5552 stays), with a
+#                    test CA, server and client certificate made by openssl (see tls-dir); a
+#                    running node without it is reused only after `restart --tls`, never silently.
 #   start-cluster    three clustered nodes, partlog1..3@localhost (stops partlog@localhost first).
 #                    Nodes that run already are kept; ones not yet clustered join partlog1.
+#   restart [--tls]  stops and starts again whatever runs (used by failure tests); the single node
+#                    keeps its stream TLS listener, and --tls gives it one
 #   stop             stops every node this script started (single and cluster)
 #   status           which nodes run, their version and ports
 #   logs [N]         log file paths and their last N lines (default 40)
@@ -17,13 +22,16 @@
 #                    e.g. scripts/rabbitmq.sh exec rabbitmq-streams add_super_stream orders --partitions 3
 #   stream-dir       prints the directory in which a node (chosen as for exec) keeps its streams'
 #                    data: one directory per stream, named <vhost>_<stream>_<timestamp>
+#   tls-dir          prints the directory of the single node's TLS files (after start --tls):
+#                    ca.pem (the test CA), server.pem/.key, client.pem/.key (PKCS#8, signed by
+#                    ca.pem: the broker verifies client certificates that are presented)
 #
 # Nodes and ports. Every listener is bound to 127.0.0.1; the user is guest/guest (allowed from
 # loopback). Streams advertise host "localhost" and the node's own stream port, and accept frames
 # of up to 4 MiB (stream.frame_max = 4194304, partlog's broker.max_frame_bytes). Management is on
 # only if the installed RabbitMQ ships the plugin (the Debian trixie package does).
 #   node                 stream  AMQP  management  Erlang distribution
-#   partlog@localhost    5552    5672  15672       25672    (start)
+#   partlog@localhost    5552    5672  15672       25672    (start; stream TLS 5551 with --tls)
 #   partlog1@localhost   5552    5672  15672       25672    (start-cluster)
 #   partlog2@localhost   5553    5673  15673       25673    (start-cluster)
 #   partlog3@localhost   5554    5674  15674       25674    (start-cluster)
@@ -57,6 +65,14 @@
 #   PARTLOG_RABBITMQ_START_TIMEOUT   seconds to wait for nodes to start (default 120)
 #   PARTLOG_DEBIAN_MIRROR          mirror for debootstrap (default http://deb.debian.org/debian)
 #   PARTLOG_NODE                   node for `exec` (e.g. partlog2@localhost)
+#   PARTLOG_RABBITMQ_TLS_PORT, PARTLOG_RABBITMQ_TLS_DIR   a broker this script did not start has a
+#                                  stream TLS listener on that port, with its CA as ca.pem (and a
+#                                  client certificate as client.pem/client.key) in that directory:
+#                                  `start --tls` then reuses it, `tls-dir` prints the directory
+#   PARTLOG_RABBITMQ_PORT_OFFSET   N > 0: every command acts on a separate single node,
+#                                  partlog-N@localhost, all of whose ports are N higher (stream
+#                                  5552+N, TLS 5551+N, ...), and never on the others; e.g. to try
+#                                  `start --tls` beside a node others use. No cluster commands.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
@@ -68,9 +84,18 @@ CACHE_DIR=${PARTLOG_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/partlog}
 BROKER_HOST=${PARTLOG_BROKER_HOST:-localhost}
 BROKER_PORT=${PARTLOG_BROKER_PORT:-5552}
 START_TIMEOUT=${PARTLOG_RABBITMQ_START_TIMEOUT:-120}
+PORT_OFFSET=${PARTLOG_RABBITMQ_PORT_OFFSET:-0}
+[[ $PORT_OFFSET =~ ^[0-9]+$ ]] && ((PORT_OFFSET < 1000)) ||
+  { printf '[rabbitmq] error: PARTLOG_RABBITMQ_PORT_OFFSET must be 0 to 999\n' >&2; exit 2; }
 SINGLE=partlog
 CLUSTER=(partlog1 partlog2 partlog3)
 ALL_NODES=("$SINGLE" "${CLUSTER[@]}")
+if ((PORT_OFFSET > 0)); then
+  SINGLE=partlog-$PORT_OFFSET
+  CLUSTER=()
+  ALL_NODES=("$SINGLE")
+  BROKER_PORT=${PARTLOG_BROKER_PORT:-$((5552 + PORT_OFFSET))}
+fi
 DATA=/var/lib/partlog                 # node data, as seen inside the root
 MARKER=.partlog-rabbitmq-root         # present only in a complete root
 ROOT=                                 # set by init_paths
@@ -119,7 +144,7 @@ stream_version() {
 
 node_off() {
   case $1 in
-    "$SINGLE") echo 0 ;;
+    "$SINGLE") echo "$PORT_OFFSET" ;;
     partlog[1-3]) echo $((${1#partlog} - 1)) ;;
     *) die "unknown node '$1' (known: ${ALL_NODES[*]})" ;;
   esac
@@ -128,6 +153,10 @@ stream_port() { echo $((5552 + $(node_off "$1"))); }
 amqp_port() { echo $((5672 + $(node_off "$1"))); }
 mgmt_port() { echo $((15672 + $(node_off "$1"))); }
 dist_port() { echo $((25672 + $(node_off "$1"))); }
+tls_port() { echo $((5551 + $(node_off "$1"))); }
+tls_dir() { echo "$ROOT$DATA/$1/tls"; }
+# node_tls NODE: true if NODE was last started with a stream TLS listener.
+node_tls() { grep -q '^stream.listeners.ssl' "$ROOT$DATA/$1/rabbitmq.conf" 2>/dev/null; }
 
 # plugins_dir: the install's plugin directory, as seen inside the root. The CLI tools need it
 # (RABBITMQ_PLUGINS_DIR) to offer plugin commands such as rabbitmq-streams add_super_stream.
@@ -215,6 +244,10 @@ unmount_under() {
 # After the last node stopped: end epmd and unmount proc, so nothing of ours keeps running.
 release_root() {
   local p
+  # Another node (one of PARTLOG_RABBITMQ_PORT_OFFSET's, or the others) still needs epmd.
+  for p in $(root_pids "$ROOT"); do
+    [[ $(cat "/proc/$p/comm" 2>/dev/null) == beam* ]] && return 0
+  done
   for p in $(root_pids "$ROOT"); do
     [[ $(cat "/proc/$p/comm" 2>/dev/null) == epmd ]] && kill "$p" 2>/dev/null
   done
@@ -223,8 +256,43 @@ release_root() {
   return 0
 }
 
+# write_tls_files NODE: a test CA and, signed by it, a server certificate for localhost and a
+# client certificate, made once and again when the server certificate has less than 30 days left.
+write_tls_files() {
+  local d
+  d=$(tls_dir "$1")
+  if [[ -s $d/server.pem && -s $d/client.key ]] &&
+    openssl x509 -checkend 2592000 -noout -in "$d/server.pem" >/dev/null 2>&1; then
+    return 0
+  fi
+  command -v openssl >/dev/null || die "start --tls needs openssl (apt-get install openssl)"
+  rm -rf "$d"
+  mkdir -p "$d"
+  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  {
+    openssl req -x509 "${ec[@]}" -days 3650 -subj "/CN=partlog test CA" \
+      -keyout "$d/ca.key" -out "$d/ca.pem" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    openssl req "${ec[@]}" -subj "/CN=localhost" -keyout "$d/server.key" -out "$d/server.csr"
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$d/server.ext"
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+      -days 825 -extfile "$d/server.ext" -out "$d/server.pem"
+    # openssl 3 writes PKCS#8 keys (BEGIN PRIVATE KEY), which partlog needs for a client key.
+    openssl req "${ec[@]}" -subj "/CN=partlog" -keyout "$d/client.key" -out "$d/client.csr"
+    printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' >"$d/client.ext"
+    openssl x509 -req -in "$d/client.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+      -days 825 -extfile "$d/client.ext" -out "$d/client.pem"
+  } >"$d/openssl.log" 2>&1 || die "openssl could not make the test certificates (log: $d/openssl.log)"
+  grep -q "BEGIN PRIVATE KEY" "$d/client.key" ||
+    die "openssl wrote $d/client.key in another format than PKCS#8 (openssl < 3?)"
+  rm -f "$d"/*.csr "$d"/*.ext
+  # Readable by the tests (root) and the node (its own files); the CA key only by root.
+  chmod 600 "$d"/*.key
+  say "made test TLS certificates in $d"
+}
+
 write_node_files() {
-  local n=$1 dir=$ROOT$DATA/$1 plugins=rabbitmq_stream
+  local n=$1 tls=${2:-} dir=$ROOT$DATA/$1 plugins=rabbitmq_stream
   local stream amqp dist
   stream=$(stream_port "$n") amqp=$(amqp_port "$n") dist=$(dist_port "$n")
   mkdir -p "$dir/mnesia" "$dir/log"
@@ -245,16 +313,31 @@ write_node_files() {
       echo "management.tcp.ip = 127.0.0.1"
       echo "management.tcp.port = $(mgmt_port "$n")"
     fi
+    if [[ -n $tls ]]; then
+      echo "# start --tls: stream TLS beside the plain listener, certificates from tls-dir"
+      echo "stream.listeners.ssl.1 = 127.0.0.1:$(tls_port "$n")"
+      echo "stream.advertised_tls_port = $(tls_port "$n")"
+      echo "ssl_options.cacertfile = $DATA/$n/tls/ca.pem"
+      echo "ssl_options.certfile = $DATA/$n/tls/server.pem"
+      echo "ssl_options.keyfile = $DATA/$n/tls/server.key"
+      echo "# a client certificate is verified when presented, not required"
+      echo "ssl_options.verify = verify_peer"
+      echo "ssl_options.fail_if_no_peer_cert = false"
+    fi
     echo "log.file.level = info"
     echo "log.console = false"
   } >"$dir/rabbitmq.conf"
+  [[ -z $tls ]] || write_tls_files "$n"
   in_root chown -R rabbitmq:rabbitmq "$DATA/$n"
+  # The CA key stays root's: nothing in the node needs it.
+  [[ -z $tls ]] || chown root:root "$dir/tls/ca.key"
 }
 
 check_ports_free() {
   local n=$1 p what
-  for what in stream amqp dist mgmt; do
+  for what in stream amqp dist mgmt tls; do
     [[ $what == mgmt ]] && ! has_mgmt && continue
+    [[ $what == tls && -z ${2:-} ]] && continue
     p=$("${what}_port" "$n")
     if port_open 127.0.0.1 "$p"; then
       die "port $p ($what port of $n@localhost) is already in use on 127.0.0.1 (by another RabbitMQ" \
@@ -266,7 +349,7 @@ check_ports_free() {
 
 start_node() {
   local n=$1 out=$ROOT$DATA/$1/log/start.out
-  write_node_files "$n"
+  write_node_files "$n" "${2:-}"
   server_env "$n"
   # Every stream client connection is a file descriptor: RabbitMQ wants far more than the usual
   # soft limit of 1024 (its production guidance is 65536 and up). rabbitmq-server switches to
@@ -334,7 +417,9 @@ stop_node() {
 node_summary() {
   local n=$1 v line
   v=$(stream_version 127.0.0.1 "$(stream_port "$n")")
-  line="$n@localhost: RabbitMQ ${v:-?}, stream localhost:$(stream_port "$n"), AMQP localhost:$(amqp_port "$n")"
+  line="$n@localhost: RabbitMQ ${v:-?}, stream localhost:$(stream_port "$n")"
+  node_tls "$n" && line+=", stream TLS localhost:$(tls_port "$n") (CA: $(tls_dir "$n")/ca.pem)"
+  line+=", AMQP localhost:$(amqp_port "$n")"
   has_mgmt && line+=", management http://localhost:$(mgmt_port "$n")"
   echo "$line"
 }
@@ -458,12 +543,23 @@ ensure_root() {
 # ---------------------------------------------------------------------------------------------
 # Commands
 
+# cmd_start [--tls]
 cmd_start() {
+  local tls=
+  case ${1:-} in
+    --tls) tls=1 ;;
+    "") ;;
+    *) die "start: unknown option $1 (start [--tls])" ;;
+  esac
   init_paths
   lock
   if root_ok && node_alive "$SINGLE"; then
     need_root_user start
     wait_ready "$SINGLE"
+    if [[ -n $tls ]] && ! node_tls "$SINGLE"; then
+      die "$SINGLE@localhost runs without a stream TLS listener, and --tls asks for one; RabbitMQ" \
+        "reads listeners at boot: run '$0 restart --tls' (streams and data are kept)"
+    fi
     say "already running: $(node_summary "$SINGLE")"
     say "logs: $(node_log "$SINGLE")"
     return 0
@@ -481,17 +577,29 @@ cmd_start() {
         [[ $(stream_port "$n") == "$BROKER_PORT" ]] && node_alive "$n" && who=", partlog's cluster node $n@localhost"
       done
     fi
+    if [[ -n $tls ]]; then
+      local tls_port=${PARTLOG_RABBITMQ_TLS_PORT:-$(tls_port "$SINGLE")}
+      if [[ ! -s ${PARTLOG_RABBITMQ_TLS_DIR:-/nonexistent}/ca.pem ]] || ! port_open "$BROKER_HOST" "$tls_port"; then
+        die "--tls: the broker at $BROKER_HOST:$BROKER_PORT$who was not started by '$0 start --tls'," \
+          "so its stream TLS listener and CA are unknown. Stop it and run '$0 start --tls', or name" \
+          "its TLS port in PARTLOG_RABBITMQ_TLS_PORT and a directory with its CA as ca.pem in" \
+          "PARTLOG_RABBITMQ_TLS_DIR."
+      fi
+      say "reusing broker at $BROKER_HOST:$BROKER_PORT (RabbitMQ ${v:-of unknown version}$who)," \
+        "stream TLS on $tls_port (CA in $PARTLOG_RABBITMQ_TLS_DIR)"
+      return 0
+    fi
     say "reusing broker at $BROKER_HOST:$BROKER_PORT (RabbitMQ ${v:-of unknown version}$who)"
     return 0
   fi
   root_ok || report_native_rabbitmq
   ensure_root
   need_root_user start
-  check_ports_free "$SINGLE"
+  check_ports_free "$SINGLE" "$tls"
   mount_proc
   local t0=$SECONDS
-  say "starting $SINGLE@localhost"
-  start_node "$SINGLE"
+  say "starting $SINGLE@localhost${tls:+ with stream TLS on $(tls_port "$SINGLE")}"
+  start_node "$SINGLE" "$tls"
   wait_ready "$SINGLE"
   say "ready in $((SECONDS - t0))s: $(node_summary "$SINGLE")"
   say "logs: $(node_log "$SINGLE")"
@@ -504,6 +612,7 @@ running_members() {
 }
 
 cmd_start_cluster() {
+  ((PORT_OFFSET == 0)) || die "start-cluster: not with PARTLOG_RABBITMQ_PORT_OFFSET (a single node only)"
   init_paths
   lock
   ensure_root
@@ -558,14 +667,17 @@ cmd_start_cluster() {
   say "logs: $ROOT$DATA/partlog{1,2,3}/log/"
 }
 
-# restart: stops and starts again what runs now, the cluster or the single node (for tests
-# that take the broker away and bring it back).
+# restart [--tls]: stops and starts again what runs now, the cluster or the single node (for
+# tests that take the broker away and bring it back). The single node keeps its TLS listener.
 cmd_restart() {
   init_paths
-  local cluster=
-  root_ok && node_alive "${CLUSTER[0]}" && cluster=1
+  local cluster= tls=${1:-}
+  [[ -z $tls || $tls == --tls ]] || die "restart: unknown option $tls (restart [--tls])"
+  root_ok && ((${#CLUSTER[@]} > 0)) && node_alive "${CLUSTER[0]}" && cluster=1
+  [[ -z $cluster || -z $tls ]] || die "restart --tls: the cluster has no TLS listeners"
+  root_ok && node_tls "$SINGLE" && tls=--tls
   cmd_stop
-  if [[ -n $cluster ]]; then cmd_start_cluster; else cmd_start; fi
+  if [[ -n $cluster ]]; then cmd_start_cluster; else cmd_start $tls; fi
 }
 
 cmd_stop() {
@@ -579,14 +691,19 @@ cmd_stop() {
     any=1
   done
   # Node 1 last: when the cluster comes back, the others wait for the last one stopped.
-  for n in "$SINGLE" "${CLUSTER[2]}" "${CLUSTER[1]}" "${CLUSTER[0]}"; do stop_node "$n"; done
+  for n in "$SINGLE" "${CLUSTER[@]:2:1}" "${CLUSTER[@]:1:1}" "${CLUSTER[@]:0:1}"; do stop_node "$n"; done
   if [[ $(id -u) -eq 0 ]]; then release_root; fi
   if [[ -n $any ]]; then say "stopped"; else say "no partlog node was running"; fi
 }
 
 cmd_wipe() {
   cmd_stop
-  if [[ -d $ROOT$DATA ]]; then
+  if ((PORT_OFFSET > 0)); then
+    [[ -d $ROOT$DATA/$SINGLE ]] || return 0
+    need_root_user wipe
+    rm -rf --one-file-system "${ROOT:?}$DATA/$SINGLE"
+    say "wiped node data in $ROOT$DATA/$SINGLE"
+  elif [[ -d $ROOT$DATA ]]; then
     need_root_user wipe
     rm -rf --one-file-system "${ROOT:?}$DATA"
     mkdir -p "$ROOT$DATA"
@@ -644,11 +761,26 @@ cmd_logs() {
 chosen_node() {
   local node=${PARTLOG_NODE:-}
   if [[ -z $node ]]; then
-    if node_alive "$SINGLE"; then node=$SINGLE; else node=${CLUSTER[0]}; fi
+    if node_alive "$SINGLE" || ((${#CLUSTER[@]} == 0)); then node=$SINGLE; else node=${CLUSTER[0]}; fi
   fi
   node=${node%@localhost}
   node_off "$node" >/dev/null
   echo "$node"
+}
+
+cmd_tls_dir() {
+  if [[ -n ${PARTLOG_RABBITMQ_TLS_DIR:-} ]]; then
+    echo "$PARTLOG_RABBITMQ_TLS_DIR"
+    return 0
+  fi
+  init_paths
+  local d
+  d=$(tls_dir "$SINGLE")
+  [[ -s $d/ca.pem ]] || die "no TLS files for $SINGLE@localhost yet: run '$0 start --tls' (or restart --tls)"
+  if node_alive "$SINGLE" && ! node_tls "$SINGLE"; then
+    die "$SINGLE@localhost runs without its stream TLS listener: run '$0 restart --tls'"
+  fi
+  echo "$d"
 }
 
 cmd_stream_dir() {
@@ -674,8 +806,8 @@ cmd_exec() {
 }
 
 case ${1:-} in
-  start) cmd_start ;;
-  restart) cmd_restart ;;
+  start) shift; cmd_start "$@" ;;
+  restart) shift; cmd_restart "$@" ;;
   start-cluster) cmd_start_cluster ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
@@ -683,6 +815,7 @@ case ${1:-} in
   wipe) cmd_wipe ;;
   exec) shift; cmd_exec "$@" ;;
   stream-dir) cmd_stream_dir ;;
+  tls-dir) cmd_tls_dir ;;
   -h | --help | help) usage ;;
   "") usage >&2; exit 2 ;;
   *) printf '[rabbitmq] error: unknown command %s\n\n' "$1" >&2; usage >&2; exit 2 ;;

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 const ENV_PREFIX: &str = "PARTLOG_";
 
+/// Values of `auth.client_cert_principal`.
+pub const CLIENT_CERT_PRINCIPALS: [&str; 4] = ["none", "subject_cn", "san_dns", "san_uri"];
+
 /// Largest number of partitions a super stream may have.
 pub const MAX_PARTITIONS: u32 = 256;
 
@@ -29,6 +32,7 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub limits: Limits,
     pub offsets: OffsetsConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +73,90 @@ pub struct ServerConfig {
     pub listen: String,
     /// Longest time a graceful shutdown waits for in-flight calls.
     pub shutdown_timeout_ms: u64,
+    /// TLS on the listener; off while `cert_file` is empty.
+    pub tls: ServerTlsConfig,
+}
+
+/// `[server.tls]`: PEM files, re-read on SIGHUP and when they change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// The server's certificate chain, leaf first; set with `key_file`.
+    pub cert_file: String,
+    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// CA certificates that sign client certificates: when set, every
+    /// client must present one (mutual TLS).
+    pub client_ca_file: String,
+}
+
+impl ServerTlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty()
+    }
+}
+
+/// `[auth]`: who may call, and what they may do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The principals file (names, token hashes, permissions); empty: no
+    /// authentication, every caller may do everything.
+    pub tokens_file: String,
+    /// With mutual TLS: what of a client certificate names its principal
+    /// when the call carries no token: "none", "subject_cn", "san_dns" or
+    /// "san_uri".
+    pub client_cert_principal: String,
+    /// Server reflection: "authenticated" (any principal) or "open".
+    pub reflection: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            tokens_file: String::new(),
+            client_cert_principal: "none".into(),
+            reflection: "authenticated".into(),
+        }
+    }
+}
+
+impl AuthConfig {
+    pub fn enabled(&self) -> bool {
+        !self.tokens_file.is_empty()
+    }
+}
+
+/// A secret configuration value (a password): `Debug` never shows it, so
+/// neither does any struct that holds one, nor a log line that prints such
+/// a struct.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret::new(value))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,7 +171,11 @@ pub struct BrokerConfig {
     /// cluster's metadata names are added as partlog learns them.
     pub other_nodes: Vec<String>,
     pub user: String,
-    pub password: String,
+    /// Never logged (see [`Secret`]); `password_file` is the safer source.
+    pub password: Secret,
+    /// A file whose content (without a trailing newline) is the password;
+    /// replaces `password`, read at start-up.
+    pub password_file: String,
     pub vhost: String,
     /// Largest frame partlog sends; must not exceed the broker's
     /// `stream.frame_max`.
@@ -97,6 +189,28 @@ pub struct BrokerConfig {
     /// How long published records may wait for the broker's confirms before
     /// they fail with UNAVAILABLE (stored or not: retry idempotently).
     pub confirm_timeout_ms: u64,
+    /// TLS to the broker's stream TLS port, for every connection.
+    pub tls: BrokerTlsConfig,
+}
+
+/// `[broker.tls]`: TLS for every connection to the broker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerTlsConfig {
+    /// Connect with TLS (to the nodes' stream TLS port, usually 5551).
+    pub enabled: bool,
+    /// CA certificates that sign the nodes' certificates (required: partlog
+    /// never connects without verifying the broker).
+    pub ca_file: String,
+    /// A client certificate for brokers that ask for one; set with
+    /// `key_file`.
+    pub cert_file: String,
+    /// The client certificate's private key, PKCS#8.
+    pub key_file: String,
+    /// The name every node's certificate must carry; empty: the host partlog
+    /// connects to (`broker.host`, `other_nodes`, or as the node advertises
+    /// itself).
+    pub server_name: String,
 }
 
 impl BrokerConfig {
@@ -107,6 +221,36 @@ impl BrokerConfig {
         std::iter::once((self.host.clone(), self.port))
             .chain(self.other_nodes.iter().filter_map(|n| parse_node(n).ok()))
             .collect()
+    }
+}
+
+impl BrokerConfig {
+    /// Replaces `password` by the content of `password_file`, if set.
+    fn read_password_file(&mut self) -> Result<(), ConfigError> {
+        if self.password_file.is_empty() {
+            return Ok(());
+        }
+        if self.password != BrokerConfig::default().password {
+            return Err(ConfigError(
+                "broker.password and broker.password_file are both set; keep one".into(),
+            ));
+        }
+        let path = &self.password_file;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "broker.password_file {path:?}: cannot read it: {e}"
+            ))
+        })?;
+        // Editors and `echo` end files with a newline that is no part of it.
+        let password = text.strip_suffix('\n').unwrap_or(&text);
+        let password = password.strip_suffix('\r').unwrap_or(password);
+        if password.is_empty() {
+            return Err(ConfigError(format!(
+                "broker.password_file {path:?} is empty"
+            )));
+        }
+        self.password = Secret::new(password);
+        Ok(())
     }
 }
 
@@ -155,6 +299,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:50051".into(),
             shutdown_timeout_ms: 30_000,
+            tls: ServerTlsConfig::default(),
         }
     }
 }
@@ -166,12 +311,14 @@ impl Default for BrokerConfig {
             port: 5552,
             other_nodes: Vec::new(),
             user: "guest".into(),
-            password: "guest".into(),
+            password: Secret::new("guest"),
+            password_file: String::new(),
             vhost: "/".into(),
             max_frame_bytes: 4 * 1024 * 1024,
             heartbeat_secs: 60,
             request_timeout_ms: 10_000,
             confirm_timeout_ms: 30_000,
+            tls: BrokerTlsConfig::default(),
         }
     }
 }
@@ -210,10 +357,11 @@ impl Config {
             merge(&mut table, from_file, path)?;
         }
         apply_env(&mut table, env)?;
-        let config: Config = toml::Value::Table(table)
+        let mut config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e| ConfigError(e.to_string()))?;
         config.validate()?;
+        config.broker.read_password_file()?;
         Ok(config)
     }
 
@@ -276,6 +424,81 @@ impl Config {
                 l.max_value_bytes, l.max_batch_bytes
             )));
         }
+        self.validate_security()
+    }
+
+    /// The TLS and authentication keys: combinations that cannot work, or
+    /// that would silently be less secure than they look.
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let tls = &self.server.tls;
+        if tls.cert_file.is_empty() != tls.key_file.is_empty() {
+            return Err(ConfigError(
+                "server.tls.cert_file and server.tls.key_file must be set together".into(),
+            ));
+        }
+        if !tls.client_ca_file.is_empty() && !tls.enabled() {
+            return Err(ConfigError(
+                "server.tls.client_ca_file (mutual TLS) needs server.tls.cert_file and \
+                 server.tls.key_file"
+                    .into(),
+            ));
+        }
+        let auth = &self.auth;
+        if !CLIENT_CERT_PRINCIPALS.contains(&auth.client_cert_principal.as_str()) {
+            return Err(ConfigError(format!(
+                "auth.client_cert_principal = {:?}; use one of {}",
+                auth.client_cert_principal,
+                CLIENT_CERT_PRINCIPALS.join(", ")
+            )));
+        }
+        if auth.client_cert_principal != "none" {
+            if tls.client_ca_file.is_empty() {
+                return Err(ConfigError(format!(
+                    "auth.client_cert_principal = {:?} needs verified client certificates: \
+                     set server.tls.client_ca_file",
+                    auth.client_cert_principal
+                )));
+            }
+            if !auth.enabled() {
+                return Err(ConfigError(
+                    "auth.client_cert_principal names principals of auth.tokens_file, \
+                     which is not set"
+                        .into(),
+                ));
+            }
+        }
+        if !["open", "authenticated"].contains(&auth.reflection.as_str()) {
+            return Err(ConfigError(format!(
+                "auth.reflection = {:?}; use \"open\" or \"authenticated\"",
+                auth.reflection
+            )));
+        }
+        let broker = &self.broker.tls;
+        if broker.enabled && broker.ca_file.is_empty() {
+            return Err(ConfigError(
+                "broker.tls.enabled needs broker.tls.ca_file: partlog verifies the broker's \
+                 certificate (for a public CA, name the system bundle, e.g. \
+                 /etc/ssl/certs/ca-certificates.crt)"
+                    .into(),
+            ));
+        }
+        if broker.cert_file.is_empty() != broker.key_file.is_empty() {
+            return Err(ConfigError(
+                "broker.tls.cert_file and broker.tls.key_file must be set together".into(),
+            ));
+        }
+        let unused = [
+            ("broker.tls.ca_file", &broker.ca_file),
+            ("broker.tls.cert_file", &broker.cert_file),
+            ("broker.tls.server_name", &broker.server_name),
+        ];
+        if let Some((key, _)) = unused.iter().find(|(_, v)| !v.is_empty()) {
+            if !broker.enabled {
+                return Err(ConfigError(format!(
+                    "{key} is set but broker.tls.enabled is false; enable TLS or remove it"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -311,23 +534,48 @@ fn merge(into: &mut toml::Table, from: toml::Table, path: &Path) -> Result<(), C
                 path.display()
             )));
         };
-        for (key, value) in values {
-            if !target.contains_key(&key) {
+        merge_keys(target, values, &section, path)?;
+    }
+    Ok(())
+}
+
+/// Overlays the keys of one section (`[server]`) or subsection
+/// (`[server.tls]`), named `prefix`.
+fn merge_keys(
+    target: &mut toml::Table,
+    values: toml::Table,
+    prefix: &str,
+    path: &Path,
+) -> Result<(), ConfigError> {
+    for (key, value) in values {
+        let name = format!("{prefix}.{key}");
+        match (target.get_mut(&key), value) {
+            (None, _) => {
                 return Err(ConfigError(format!(
-                    "{}: unknown key {section}.{key}",
+                    "{}: unknown key {name}",
                     path.display()
-                )));
+                )))
             }
-            target.insert(key, value);
+            (Some(toml::Value::Table(sub)), toml::Value::Table(values)) => {
+                merge_keys(sub, values, &name, path)?
+            }
+            (Some(toml::Value::Table(_)), _) => {
+                return Err(ConfigError(format!(
+                    "{}: {name} must be a [{name}] section",
+                    path.display()
+                )))
+            }
+            (Some(slot), value) => *slot = value,
         }
     }
     Ok(())
 }
 
-/// Applies `PARTLOG_<SECTION>_<KEY>` variables, parsed as the type of the
-/// key's default. A variable that names a section but no key of it is
-/// rejected (a typo must not silently keep a default); other `PARTLOG_*`
-/// variables belong to other tools (the broker script, the test harness).
+/// Applies `PARTLOG_<SECTION>_<KEY>` variables (`PARTLOG_<SECTION>_<SUB>_<KEY>`
+/// for a subsection such as `[server.tls]`), parsed as the type of the key's
+/// default. A variable that names a section but no key of it is rejected (a
+/// typo must not silently keep a default); other `PARTLOG_*` variables
+/// belong to other tools (the broker script, the test harness, the CLI).
 fn apply_env(table: &mut toml::Table, env: &HashMap<String, String>) -> Result<(), ConfigError> {
     let mut known = Vec::new();
     let mut sections = Vec::new();
@@ -335,15 +583,9 @@ fn apply_env(table: &mut toml::Table, env: &HashMap<String, String>) -> Result<(
         let toml::Value::Table(values) = values else {
             continue;
         };
-        sections.push(format!("{ENV_PREFIX}{section}_").to_uppercase());
-        for (key, value) in values.iter_mut() {
-            let var = format!("{ENV_PREFIX}{section}_{key}").to_uppercase();
-            if let Some(raw) = env.get(&var) {
-                *value = parse_like(value, raw)
-                    .map_err(|why| ConfigError(format!("{var}={raw:?}: {why}")))?;
-            }
-            known.push(var);
-        }
+        let prefix = format!("{ENV_PREFIX}{section}").to_uppercase();
+        sections.push(format!("{prefix}_"));
+        apply_env_to(values, &prefix, env, &mut known)?;
     }
     let unknown = env
         .keys()
@@ -353,6 +595,30 @@ fn apply_env(table: &mut toml::Table, env: &HashMap<String, String>) -> Result<(
             "unknown variable {unknown}; known ones are {}",
             known.join(", ")
         )));
+    }
+    Ok(())
+}
+
+/// Applies the variables of one (sub)section whose variables start with
+/// `prefix`, and adds their names to `known`.
+fn apply_env_to(
+    values: &mut toml::Table,
+    prefix: &str,
+    env: &HashMap<String, String>,
+    known: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    for (key, value) in values.iter_mut() {
+        let var = format!("{prefix}_{key}").to_uppercase();
+        if let toml::Value::Table(sub) = value {
+            apply_env_to(sub, &var, env, known)?;
+            continue;
+        }
+        if let Some(raw) = env.get(&var) {
+            // Strings always parse: the message never shows a secret's value.
+            *value = parse_like(value, raw)
+                .map_err(|why| ConfigError(format!("{var}={raw:?}: {why}")))?;
+        }
+        known.push(var);
     }
     Ok(())
 }
@@ -515,5 +781,150 @@ mod tests {
         let err =
             Config::load(None, &env(&[("PARTLOG_BROKER_MAX_FRAME_BYTES", "1048576")])).unwrap_err();
         assert!(err.to_string().contains("broker.max_frame_bytes"), "{err}");
+    }
+
+    #[test]
+    fn subsections_come_from_the_file_and_from_variables() {
+        let f = file(
+            "[server.tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n\
+             [broker.tls]\nenabled = true\nca_file = \"/ca.pem\"\n",
+        );
+        let config = Config::load(
+            Some(f.path()),
+            &env(&[
+                ("PARTLOG_SERVER_TLS_CLIENT_CA_FILE", "/clients.pem"),
+                ("PARTLOG_BROKER_TLS_SERVER_NAME", "rabbit"),
+                ("PARTLOG_AUTH_TOKENS_FILE", "/tokens.toml"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.tls.cert_file, "/c.pem");
+        assert_eq!(config.server.tls.client_ca_file, "/clients.pem");
+        assert!(config.broker.tls.enabled);
+        assert_eq!(config.broker.tls.server_name, "rabbit");
+        assert_eq!(config.auth.tokens_file, "/tokens.toml");
+
+        let f = file("[server.tls]\ncert_fiel = \"x\"\n");
+        let err = Config::load(Some(f.path()), &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("server.tls.cert_fiel"), "{err}");
+        let f = file("[server]\ntls = \"on\"\n");
+        let err = Config::load(Some(f.path()), &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("[server.tls]"), "{err}");
+        let err = Config::load(None, &env(&[("PARTLOG_SERVER_TLS_CERT", "x")])).unwrap_err();
+        assert!(err.to_string().contains("PARTLOG_SERVER_TLS_CERT"), "{err}");
+    }
+
+    #[test]
+    fn security_settings_that_cannot_work_are_rejected() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("PARTLOG_SERVER_TLS_CERT_FILE", "c")],
+                "server.tls.key_file",
+            ),
+            (
+                &[("PARTLOG_SERVER_TLS_CLIENT_CA_FILE", "ca")],
+                "server.tls.client_ca_file",
+            ),
+            (
+                &[("PARTLOG_AUTH_CLIENT_CERT_PRINCIPAL", "cn")],
+                "auth.client_cert_principal",
+            ),
+            (
+                &[
+                    ("PARTLOG_AUTH_CLIENT_CERT_PRINCIPAL", "subject_cn"),
+                    ("PARTLOG_AUTH_TOKENS_FILE", "t"),
+                ],
+                "server.tls.client_ca_file",
+            ),
+            (
+                &[
+                    ("PARTLOG_SERVER_TLS_CERT_FILE", "c"),
+                    ("PARTLOG_SERVER_TLS_KEY_FILE", "k"),
+                    ("PARTLOG_SERVER_TLS_CLIENT_CA_FILE", "ca"),
+                    ("PARTLOG_AUTH_CLIENT_CERT_PRINCIPAL", "san_dns"),
+                ],
+                "auth.tokens_file",
+            ),
+            (&[("PARTLOG_AUTH_REFLECTION", "closed")], "auth.reflection"),
+            (
+                &[("PARTLOG_BROKER_TLS_ENABLED", "true")],
+                "broker.tls.ca_file",
+            ),
+            (
+                &[("PARTLOG_BROKER_TLS_CA_FILE", "ca")],
+                "broker.tls.enabled",
+            ),
+            (
+                &[
+                    ("PARTLOG_BROKER_TLS_ENABLED", "true"),
+                    ("PARTLOG_BROKER_TLS_CA_FILE", "ca"),
+                    ("PARTLOG_BROKER_TLS_KEY_FILE", "k"),
+                ],
+                "broker.tls.cert_file",
+            ),
+        ];
+        for (vars, key) in cases {
+            let err = Config::load(None, &env(vars)).unwrap_err();
+            assert!(err.to_string().contains(key), "{vars:?}: {err}");
+        }
+        let secure = env(&[
+            ("PARTLOG_SERVER_TLS_CERT_FILE", "c"),
+            ("PARTLOG_SERVER_TLS_KEY_FILE", "k"),
+            ("PARTLOG_SERVER_TLS_CLIENT_CA_FILE", "ca"),
+            ("PARTLOG_AUTH_TOKENS_FILE", "t"),
+            ("PARTLOG_AUTH_CLIENT_CERT_PRINCIPAL", "subject_cn"),
+            ("PARTLOG_AUTH_REFLECTION", "open"),
+            ("PARTLOG_BROKER_TLS_ENABLED", "true"),
+            ("PARTLOG_BROKER_TLS_CA_FILE", "ca"),
+            ("PARTLOG_BROKER_TLS_SERVER_NAME", "rabbit"),
+        ]);
+        Config::load(None, &secure).unwrap();
+    }
+
+    #[test]
+    fn the_password_comes_from_its_file_and_is_never_printed() {
+        let f = file("s3cret-from-file\n");
+        let config = Config::load(
+            None,
+            &env(&[("PARTLOG_BROKER_PASSWORD_FILE", f.path().to_str().unwrap())]),
+        )
+        .unwrap();
+        assert_eq!(config.broker.password.expose(), "s3cret-from-file");
+        let printed = format!("{config:?} {:?}", config.broker);
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
+
+        let config =
+            Config::load(None, &env(&[("PARTLOG_BROKER_PASSWORD", "env-s3cret")])).unwrap();
+        assert_eq!(config.broker.password.expose(), "env-s3cret");
+        assert!(!format!("{config:?}").contains("env-s3cret"));
+
+        let err = Config::load(
+            None,
+            &env(&[
+                ("PARTLOG_BROKER_PASSWORD", "env-s3cret"),
+                ("PARTLOG_BROKER_PASSWORD_FILE", f.path().to_str().unwrap()),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("both set"), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+
+        let err = Config::load(
+            None,
+            &env(&[("PARTLOG_BROKER_PASSWORD_FILE", "/no/such/file")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/no/such/file"), "{err}");
+        let empty = file("\n");
+        let err = Config::load(
+            None,
+            &env(&[(
+                "PARTLOG_BROKER_PASSWORD_FILE",
+                empty.path().to_str().unwrap(),
+            )]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("is empty"), "{err}");
     }
 }

@@ -12,19 +12,21 @@
 //! a thin edge over it, and [`cli`] is a client of the edge.
 //!
 //! - [`server`]: the gRPC services (partlog, health, reflection), the
-//!   protobuf ↔ core conversions with the one error → status mapping, and
-//!   graceful shutdown.
+//!   protobuf ↔ core conversions with the one error → status mapping,
+//!   graceful shutdown, and security at the edge: TLS, authentication and
+//!   authorization.
 //! - [`log`]: [`log::PartitionedLog`], the core operations — streams, Read,
 //!   the write path, subscriptions and consumer groups.
 //! - [`broker`]: the RabbitMQ adapter — the cluster handle (administration
 //!   through any node, metadata, offsets, the super stream cache),
-//!   producers with pipelined confirms, chunk readers with credit flow.
+//!   producers with pipelined confirms, chunk readers with credit flow, TLS
+//!   for every broker connection.
 //! - [`offsets`]: the sled store of consumer groups' committed offsets.
 //! - Leaves: [`config`] (TOML with `PARTLOG_*` overrides), [`error`] (the
 //!   one core error type), [`routing`] (murmur3 key → partition),
 //!   [`record`] (records and their AMQP 1.0 form), [`validate`] (requests
 //!   checked before the broker is asked), [`sync`] (the locking
-//!   convention).
+//!   convention), [`pem`] (certificate and key files).
 //! - [`proto`]: generated protobuf types.
 //! - [`cli`]: the client subcommands of the `partlog` binary (`stream`,
 //!   `publish`, `read`, `tail`, `offsets`, ...).
@@ -35,6 +37,7 @@ pub mod config;
 pub(crate) mod error;
 pub(crate) mod log;
 pub(crate) mod offsets;
+pub(crate) mod pem;
 pub mod proto;
 pub mod record;
 pub mod routing;

@@ -28,7 +28,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     #[command(flatten)]
-    Client(partlog::cli::Command),
+    Client(Box<partlog::cli::Command>),
 }
 
 /// The log filter without `PARTLOG_LOG`. The client library's dispatcher
@@ -38,6 +38,10 @@ const DEFAULT_LOG_FILTER: &str = "info,rabbitmq_stream_client::client::dispatche
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One crypto provider for every TLS connection of the process (partlog's,
+    // tonic's and the broker client library's), whatever features the
+    // dependencies enable.
+    let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(colour_logs())
@@ -48,7 +52,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Client(command) => partlog::cli::run(command),
+        Command::Client(command) => partlog::cli::run(*command),
     }
 }
 

@@ -9,19 +9,23 @@ use rabbitmq_stream_client::{Client, ClientOptions};
 
 use super::node::Node;
 use super::raw::{Credentials, RawConnection};
+use super::tls::Transport;
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
 
-/// The broker settings and the request timeout; cheap to clone.
+/// The broker settings, the request timeout and the transport (plain or
+/// TLS); cheap to clone.
 #[derive(Clone)]
 pub struct Connector {
     config: Arc<BrokerConfig>,
     timeout: Duration,
+    transport: Arc<Transport>,
 }
 
 impl Connector {
     pub fn new(config: BrokerConfig, timeout: Duration) -> Connector {
         Connector {
+            transport: Arc::new(Transport::new(&config.tls)),
             config: Arc::new(config),
             timeout,
         }
@@ -44,15 +48,18 @@ impl Connector {
     /// Opens a client library connection to `node` within the timeout;
     /// `name` is the connection name the broker shows.
     pub async fn open_client(&self, node: &Node, name: &str) -> Result<Client> {
+        let (tls, tls_server_name) = self.transport.library_settings()?;
         let options = ClientOptions::builder()
             .host(&node.host)
             .port(node.port)
             .user(&self.config.user)
-            .password(&self.config.password)
+            .password(self.config.password.expose())
             .v_host(&self.config.vhost)
             .heartbeat(self.config.heartbeat_secs)
             .max_frame_size(self.config.max_frame_bytes)
             .client_provided_name(name.to_owned())
+            .tls(tls)
+            .tls_server_name(tls_server_name)
             .build();
         self.within(&format!("connecting to {node}"), Client::connect(options))
             .await?
@@ -67,6 +74,7 @@ impl Connector {
             user: self.config.user.clone(),
             password: self.config.password.clone(),
             vhost: self.config.vhost.clone(),
+            tls: self.transport.tls()?,
         };
         RawConnection::open(&credentials, self.timeout).await
     }

@@ -16,6 +16,7 @@
 //!   pool of idle connections; [`bounds`] learns where records begin and
 //!   end.
 //! - [`backoff`]: capped exponential backoff for reconnecting.
+//! - [`tls`]: every connection is plain or TLS as `[broker.tls]` says.
 //!
 //! The rabbitmq-stream-client's `Environment` helpers are deliberately not
 //! used: they open a fresh connection per call and its super stream metadata
@@ -32,6 +33,7 @@ mod publish_connection;
 mod raw;
 pub(crate) mod reader;
 mod super_stream;
+mod tls;
 
 pub(crate) use backoff::Backoff;
 pub(crate) use cluster::{Broker, StreamSettings};

@@ -17,9 +17,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 use super::node::{Node, PartitionPlacement};
+use super::tls::{self, BrokerStream, BrokerTls};
+use crate::config::Secret;
 use crate::error::{Error, Result};
 
 const PEER_PROPERTIES: u16 = 0x0011;
@@ -60,12 +61,14 @@ pub struct Credentials {
     pub host: String,
     pub port: u16,
     pub user: String,
-    pub password: String,
+    pub password: Secret,
     pub vhost: String,
+    /// `None`: plain TCP.
+    pub tls: Option<std::sync::Arc<BrokerTls>>,
 }
 
 pub struct RawConnection {
-    io: BufReader<TcpStream>,
+    io: BufReader<BrokerStream>,
     next_correlation: u32,
     broker_frame_max: u32,
 }
@@ -88,13 +91,14 @@ impl RawConnection {
     }
 
     async fn handshake(credentials: &Credentials) -> Result<Self> {
-        let address = format!("{}:{}", credentials.host, credentials.port);
-        let tcp = TcpStream::connect(&address).await.map_err(|e| {
-            Error::Unavailable(format!("cannot connect to the broker at {address}: {e}"))
-        })?;
-        tcp.set_nodelay(true).ok();
+        let stream = tls::connect(
+            &credentials.host,
+            credentials.port,
+            credentials.tls.as_deref(),
+        )
+        .await?;
         let mut conn = RawConnection {
-            io: BufReader::new(tcp),
+            io: BufReader::new(stream),
             next_correlation: 1,
             broker_frame_max: 0,
         };
@@ -112,7 +116,7 @@ impl RawConnection {
 
         let mut body = Vec::new();
         put_string(&mut body, "PLAIN")?;
-        let plain = format!("\0{}\0{}", credentials.user, credentials.password);
+        let plain = format!("\0{}\0{}", credentials.user, credentials.password.expose());
         put_u32(&mut body, plain.len() as u32);
         body.extend_from_slice(plain.as_bytes());
         let user = &credentials.user;

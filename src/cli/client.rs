@@ -5,9 +5,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tonic::codegen::http::Uri;
-use tonic::transport::{Channel, Endpoint};
+use tonic::codegen::InterceptedService;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
+use super::Common;
 use crate::proto::part_log_client::PartLogClient;
 
 /// Largest response the client accepts: a Read answers up to the server's
@@ -97,23 +101,101 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// Opens a connection of its own to partlog.
-pub async fn connect(server: &Uri) -> Result<PartLogClient<Channel>> {
-    let channel = Endpoint::from(server.clone())
+/// A client of partlog whose calls carry the bearer token, if any.
+pub type Client = PartLogClient<InterceptedService<Channel, BearerToken>>;
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+impl BearerToken {
+    /// From `--token`, else `--token-file`; none without either.
+    fn from_args(common: &Common) -> Result<BearerToken> {
+        let token = match (&common.token, &common.token_file) {
+            (Some(token), _) => token.expose().to_owned(),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Failure::Usage(format!("cannot read --token-file {}: {e}", path.display()))
+                })?;
+                // Written with `echo`: the newline is no part of the token.
+                text.lines().next().unwrap_or("").to_owned()
+            }
+            (None, None) => return Ok(BearerToken(None)),
+        };
+        if token.trim().is_empty() {
+            return Err(Failure::Usage("the bearer token is empty".into()));
+        }
+        let mut value = MetadataValue::try_from(format!("Bearer {}", token.trim()))
+            .map_err(|_| Failure::Usage("the bearer token must be printable ASCII".into()))?;
+        // Keeps it out of Debug output.
+        value.set_sensitive(true);
+        Ok(BearerToken(Some(value)))
+    }
+}
+
+/// Opens a connection of its own to partlog: TLS for an https:// server
+/// (verified with --ca, else the system's CAs; --cert/--key for mutual TLS),
+/// and the bearer token on every call.
+pub async fn connect(common: &Common) -> Result<Client> {
+    let server = &common.server;
+    let token = BearerToken::from_args(common)?;
+    let mut endpoint = Endpoint::from(server.clone())
         .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| {
-            Failure::Call(Status::unavailable(format!(
-                "cannot connect to partlog at {}: {}",
+        .tcp_nodelay(true);
+    if server.scheme_str() == Some("https") {
+        endpoint = endpoint.tls_config(tls_config(common)?).map_err(|e| {
+            Failure::Usage(format!(
+                "TLS set-up for {}: {}",
                 server_name(server),
                 error_chain(&e)
-            )))
+            ))
         })?;
-    Ok(PartLogClient::new(channel)
+    } else if common.ca.is_some() || common.cert.is_some() {
+        return Err(Failure::Usage(format!(
+            "--ca, --cert and --key are for TLS: use --server https://{}",
+            server_name(server)
+        )));
+    }
+    let channel = endpoint.connect().await.map_err(|e| {
+        Failure::Call(Status::unavailable(format!(
+            "cannot connect to partlog at {}: {}",
+            server_name(server),
+            error_chain(&e)
+        )))
+    })?;
+    Ok(PartLogClient::with_interceptor(channel, token)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+fn tls_config(common: &Common) -> Result<ClientTlsConfig> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| Failure::Usage(format!("cannot read {flag} {}: {e}", path.display())))
+    };
+    let mut tls = ClientTlsConfig::new();
+    tls = match &common.ca {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(read("--ca", ca)?)),
+        None => tls.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&common.cert, &common.key) {
+        tls = tls.identity(Identity::from_pem(
+            read("--cert", cert)?,
+            read("--key", key)?,
+        ));
+    }
+    Ok(tls)
 }
 
 /// `host:port` of the server, never any user information in the URL.

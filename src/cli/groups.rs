@@ -115,7 +115,7 @@ impl Row for GroupRow {
 }
 
 pub async fn offsets(args: OffsetsArgs) -> Result<()> {
-    let mut client = client::connect(&args.common.server).await?;
+    let mut client = client::connect(&args.common).await?;
     let answer = client
         .get_offsets(proto::GetOffsetsRequest {
             group: args.group,
@@ -137,7 +137,7 @@ pub async fn commit(args: CommitArgs) -> Result<()> {
             )));
         }
     }
-    let mut client = client::connect(&args.common.server).await?;
+    let mut client = client::connect(&args.common).await?;
     let answer = client
         .commit(proto::CommitRequest {
             group: args.group,
@@ -153,7 +153,7 @@ pub async fn commit(args: CommitArgs) -> Result<()> {
 }
 
 pub async fn reset(args: ResetArgs) -> Result<()> {
-    let mut client = client::connect(&args.common.server).await?;
+    let mut client = client::connect(&args.common).await?;
     let answer = client
         .reset_offsets(proto::ResetOffsetsRequest {
             group: args.group,
@@ -170,7 +170,7 @@ pub async fn reset(args: ResetArgs) -> Result<()> {
 }
 
 pub async fn list(args: GroupsArgs) -> Result<()> {
-    let mut client = client::connect(&args.common.server).await?;
+    let mut client = client::connect(&args.common).await?;
     let answer = client
         .list_groups(proto::ListGroupsRequest {
             stream: args.stream,

@@ -7,7 +7,8 @@
 //! - [`parse`]: argument values (`--from`, `P=OFFSET`, sizes, durations);
 //! - [`input`]: records read from standard input by `publish`;
 //! - [`output`]: tables, JSON lines and value rendering, shared by all;
-//! - `stream`, `publish`, `read`, `tail`, `groups`: one module per concern.
+//! - `stream`, `publish`, `read`, `tail`, `groups`: one module per concern;
+//! - `token`: bearer tokens and their entries for the principals file.
 //!
 //! Exit codes: 0 success, 1 a call (or a published record) failed, 2 bad
 //! usage or input.
@@ -21,12 +22,15 @@ mod publish;
 mod read;
 mod stream;
 mod tail;
+mod token;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use tonic::codegen::http::Uri;
 
+use crate::config::Secret;
 use client::Failure;
 use input::InputFormat;
 use output::ValueFormat;
@@ -48,6 +52,35 @@ pub struct Common {
     /// Print one JSON object per line instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// PEM CA certificate(s) that partlog's TLS certificate must chain to
+    /// (https:// servers) [default: the system's trusted CAs].
+    #[arg(long, env = "PARTLOG_CA", value_name = "FILE", global = true)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a partlog with mutual TLS; with --key.
+    #[arg(
+        long,
+        env = "PARTLOG_CERT",
+        value_name = "FILE",
+        requires = "key",
+        global = true
+    )]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "PARTLOG_KEY",
+        value_name = "FILE",
+        requires = "cert",
+        global = true
+    )]
+    pub key: Option<PathBuf>,
+    /// Bearer token sent with every call. Prefer PARTLOG_TOKEN or
+    /// --token-file: other users of the machine can see arguments.
+    #[arg(long, env = "PARTLOG_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<Secret>,
+    /// A file holding the bearer token (used when no --token is given).
+    #[arg(long, env = "PARTLOG_TOKEN_FILE", value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// How record values (and keys that are not UTF-8) are printed.
@@ -80,6 +113,22 @@ pub enum Command {
     Reset(ResetArgs),
     /// List the consumer groups this partlog instance knows for a stream.
     Groups(GroupsArgs),
+    /// Make a bearer token, or the principals-file entry for one.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Print a new random token (256 bits, base64url) on standard output.
+    New,
+    /// Read a token from standard input (its first line) and print the
+    /// principals-file entry (auth.tokens_file) with its SHA-256.
+    Hash {
+        /// The principal's name in the entry.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -274,6 +323,7 @@ pub fn run(command: Command) -> ExitCode {
             Command::Commit(args) => groups::commit(args).await,
             Command::Reset(args) => groups::reset(args).await,
             Command::Groups(args) => groups::list(args).await,
+            Command::Token(command) => token::run(command),
         }
     });
     match result {

@@ -138,10 +138,11 @@ pub fn server(text: &str) -> Result<Uri, String> {
         format!("{text:?} is not a server address like http://127.0.0.1:50051 ({e})")
     })?;
     match uri.scheme_str() {
-        Some("http") => {}
+        Some("http" | "https") => {}
         Some(other) => {
             return Err(format!(
-                "{other}:// is not supported; partlog serves plain gRPC (http://HOST:PORT)"
+                "{other}:// is not supported; use http://HOST:PORT, or https://HOST:PORT for \
+                 a partlog with TLS"
             ))
         }
         None => return Err(format!("{text:?} names no scheme")),
@@ -239,7 +240,8 @@ mod tests {
             "http://127.0.0.1:50051/"
         );
         assert!(server("http://partlog.internal:50051").is_ok());
-        assert!(server("https://partlog:50051").is_err());
+        assert!(server("https://partlog:50051").is_ok());
+        assert!(server("grpc://partlog:50051").is_err());
         assert!(server("http://").is_err());
         assert!(server("not a url").is_err());
     }

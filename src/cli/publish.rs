@@ -253,7 +253,7 @@ impl Tally {
 }
 
 pub async fn run(args: PublishArgs) -> Result<()> {
-    let mut client = client::connect(&args.common.server).await?;
+    let mut client = client::connect(&args.common).await?;
     // Before reading any input: an unknown stream fails at once, and the
     // summary lists every partition.
     let described = client

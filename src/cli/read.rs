@@ -2,19 +2,17 @@
 //! a count or to the partition's end.
 
 use futures::StreamExt;
-use tonic::transport::Channel;
 
 use super::client::{self, Result};
 use super::output::{Printer, RecordRow};
 use super::ReadArgs;
-use crate::proto::part_log_client::PartLogClient;
 use crate::proto::{self, start_position, subscribe_response::Event, StartPosition};
 
 /// Records asked for per Read call.
 const PAGE: u64 = 1000;
 
 pub async fn run(args: ReadArgs) -> Result<()> {
-    let mut client = client::connect(&args.common.server).await?;
+    let mut client = client::connect(&args.common).await?;
     let mut printer = Printer::new(args.common.json);
     let mut offset = match (&args.offset, &args.from_time) {
         (Some(offset), _) => *offset,
@@ -61,7 +59,7 @@ pub async fn run(args: ReadArgs) -> Result<()> {
 /// chunk's time is looked at first, the way partlog resolves a reset to a
 /// time. Records carry their chunk's time.
 async fn offset_at_time(
-    client: &mut PartLogClient<Channel>,
+    client: &mut client::Client,
     stream: &str,
     partition: u32,
     time: prost_types::Timestamp,
@@ -104,7 +102,7 @@ async fn offset_at_time(
 
 /// The first record a plain subscription at `start` delivers.
 async fn first_record_from(
-    client: &mut PartLogClient<Channel>,
+    client: &mut client::Client,
     stream: &str,
     partition: u32,
     start: start_position::Position,

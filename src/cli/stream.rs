@@ -57,7 +57,7 @@ struct Deleted<'a> {
 
 pub async fn run(args: StreamArgs) -> Result<()> {
     let mut printer = Printer::new(args.common.json);
-    let mut client = client::connect(&args.common.server).await?;
+    let mut client = client::connect(&args.common).await?;
     match args.command {
         StreamCommand::Create {
             name,

@@ -9,14 +9,12 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 use tonic::Status;
 
 use super::client::{self, Failure, Result};
 use super::output::{Printer, RecordRow};
 use super::parse::Position;
 use super::TailArgs;
-use crate::proto::part_log_client::PartLogClient;
 use crate::proto::{self, subscribe_response::Event, AssignmentState};
 
 /// An assignment event as `--json` prints it.
@@ -47,12 +45,12 @@ pub async fn run(args: TailArgs) -> Result<()> {
             "--from committed needs --group: only a group has committed offsets".into(),
         ));
     }
-    let mut client = client::connect(&args.common.server).await?;
+    let mut client = client::connect(&args.common).await?;
     let mut committer = match (&args.group, args.commit) {
         (Some(group), true) => {
             // Its own connection: a unary Commit behind a busy Subscribe on
             // one HTTP/2 connection can wait for ever on flow control.
-            let commits = client::connect(&args.common.server).await?;
+            let commits = client::connect(&args.common).await?;
             Some(Committer::start(commits, &args.stream, group))
         }
         _ => None,
@@ -141,7 +139,7 @@ struct Shared {
 }
 
 impl Committer {
-    fn start(mut client: PartLogClient<Channel>, stream: &str, group: &str) -> Committer {
+    fn start(mut client: client::Client, stream: &str, group: &str) -> Committer {
         let shared = Arc::new(Shared::default());
         let (stream, group) = (stream.to_owned(), group.to_owned());
         let task = tokio::spawn({

@@ -1,6 +1,10 @@
 //! The gRPC edge: `partlog.v1.PartLog`, `grpc.health.v1.Health` and server
 //! reflection on one listener.
 //!
+//! Security is wired in by [`security`]: connections come through [`tls`],
+//! every call passes the [`auth`] layer, and each PartLog handler starts
+//! with [`auth::authorize`] (per message for the client-streaming calls).
+//!
 //! The service methods only translate between protobuf and the core
 //! ([`crate::log`]); [`convert`] holds the translations and the single
 //! mapping from core errors to status codes. [`run`] owns the process
@@ -8,8 +12,12 @@
 //! accepting calls, lets in-flight calls finish, flushes producers and
 //! closes broker connections, all within the configured shutdown timeout.
 
+pub(crate) mod auth;
 mod convert;
+mod reload;
+mod security;
 mod service;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +27,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
-use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
@@ -30,6 +37,7 @@ use crate::log::PartitionedLog;
 use crate::offsets::OffsetStore;
 use crate::proto;
 use crate::proto::part_log_server::PartLogServer;
+use security::Security;
 use service::PartLogService;
 
 /// How often health looks whether the broker still answers.
@@ -50,6 +58,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error(transparent)]
     Offsets(#[from] crate::offsets::OpenError),
+    #[error("{0}")]
+    Security(String),
 }
 
 /// Binds `server.listen`. (Port 0 picks a free port; partlog logs the one
@@ -73,6 +83,7 @@ pub async fn run(
     let local = listener
         .local_addr()
         .map_err(|e| ServeError::Bind(config.server.listen.clone(), e))?;
+    let security = Security::load(&config, local).map_err(ServeError::Security)?;
     let log = open_log(&config, local).await?;
     let (reporter, health) = tonic_health::server::health_reporter();
     let health_task = tokio::spawn(report_health(log.clone(), reporter));
@@ -81,13 +92,19 @@ pub async fn run(
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let router = tonic::transport::Server::builder()
+        .layer(security.layer())
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(partlog);
 
     tracing::info!(%local, "partlog listening");
-    let result = serve(router, listener, shutdown, &log, config.shutdown_timeout()).await;
+    let _reloading = security.watch();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = router.serve_with_incoming_shutdown(security.incoming(listener), async {
+        let _ = stopped.await;
+    });
+    let result = serve(server, stop, shutdown, &log, config.shutdown_timeout()).await;
     health_task.abort();
     result
 }
@@ -120,28 +137,22 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 
-/// Serves until `shutdown`, then stops taking calls, ends subscriptions and
-/// drains: in-flight calls finish and the log closes, within `timeout`.
+/// Serves until `shutdown`, then stops taking calls (`stop`), ends
+/// subscriptions and drains: in-flight calls finish and the log closes,
+/// within `timeout`.
 async fn serve(
-    router: Router,
-    listener: TcpListener,
+    server: impl Future<Output = Result<(), tonic::transport::Error>>,
+    stop: tokio::sync::oneshot::Sender<()>,
     shutdown: impl Future<Output = ()> + Send,
     log: &PartitionedLog,
     timeout: Duration,
 ) -> Result<(), ServeError> {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    // Without TCP_NODELAY a response's trailers wait for the client's
-    // delayed acknowledgement of its body: ~40 ms per call.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = router.serve_with_incoming_shutdown(incoming, async {
-        let _ = stop_rx.await;
-    });
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result.map_err(ServeError::from),
         () = shutdown => tracing::info!("shutting down: no new calls, finishing in-flight ones"),
     }
-    let _ = stop_tx.send(());
+    let _ = stop.send(());
     log.begin_shutdown();
     let drained = tokio::time::timeout(timeout, async {
         let served = server.await;

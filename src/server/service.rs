@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth;
 use super::convert::{self, status};
 use crate::error::Error;
 use crate::log::{ConsumeEvent, ConsumeEvents, PartitionedLog, ReadRequest, SubmittedBatch};
@@ -32,6 +33,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::CreateStreamRequest>,
     ) -> Result<Response<proto::CreateStreamResponse>, Status> {
+        auth::authorize(&request)?;
         let request = request.into_inner();
         let settings = convert::stream_settings(&request).map_err(status)?;
         let description = self
@@ -48,6 +50,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::DeleteStreamRequest>,
     ) -> Result<Response<proto::DeleteStreamResponse>, Status> {
+        auth::authorize(&request)?;
         self.log
             .delete_stream(&request.into_inner().stream)
             .await
@@ -59,6 +62,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::DescribeStreamRequest>,
     ) -> Result<Response<proto::DescribeStreamResponse>, Status> {
+        auth::authorize(&request)?;
         let description = self
             .log
             .describe_stream(&request.into_inner().stream)
@@ -73,6 +77,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::PublishRequest>,
     ) -> Result<Response<proto::PublishResponse>, Status> {
+        auth::authorize(&request)?;
         let request = request.into_inner();
         let submitted = submit(
             &self.log,
@@ -93,6 +98,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<Streaming<proto::PublishStreamRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let caller = auth::caller(request.extensions())?;
         let batches = request.into_inner();
         let log = self.log.clone();
         // Batches are queued on the producers one after the other, in the
@@ -101,8 +107,9 @@ impl PartLog for PartLogService {
         let answers = batches
             .then(move |batch| {
                 let log = log.clone();
+                let caller = caller.clone();
                 async move {
-                    let submitted = match batch {
+                    let submitted = match batch.and_then(|b| caller.check(&b).map(|()| b)) {
                         Ok(b) => submit(&log, b.stream, b.producer_id, b.records).await,
                         Err(status) => Err(status),
                     };
@@ -131,6 +138,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::ReadRequest>,
     ) -> Result<Response<proto::ReadResponse>, Status> {
+        auth::authorize(&request)?;
         let request = request.into_inner();
         let max_wait = request
             .max_wait
@@ -164,6 +172,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        auth::authorize(&request)?;
         let request = request.into_inner();
         let start = request
             .start
@@ -194,11 +203,14 @@ impl PartLog for PartLogService {
         &self,
         request: Request<Streaming<proto::ConsumeRequest>>,
     ) -> Result<Response<Self::ConsumeStream>, Status> {
+        let caller = auth::caller(request.extensions())?;
         let mut requests = request.into_inner();
         let first = requests
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("the Consume call sent no request"))?;
+        // The first request names what the call reads; later ones act on it.
+        caller.check(&first)?;
         let open = convert::consume_open(first).map_err(status)?;
         // Later requests as the session's inputs; a bad one ends the call
         // with its status, a transport error with UNAVAILABLE.
@@ -228,6 +240,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::CommitRequest>,
     ) -> Result<Response<proto::CommitResponse>, Status> {
+        auth::authorize(&request)?;
         let request = request.into_inner();
         let offsets = request.offsets.into_iter().collect();
         let results = self
@@ -244,6 +257,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::ResetOffsetsRequest>,
     ) -> Result<Response<proto::ResetOffsetsResponse>, Status> {
+        auth::authorize(&request)?;
         let request = request.into_inner();
         let to = request
             .to
@@ -265,6 +279,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::GetOffsetsRequest>,
     ) -> Result<Response<proto::GetOffsetsResponse>, Status> {
+        auth::authorize(&request)?;
         let request = request.into_inner();
         let rows = self
             .log
@@ -280,6 +295,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::ListGroupsRequest>,
     ) -> Result<Response<proto::ListGroupsResponse>, Status> {
+        auth::authorize(&request)?;
         let groups = self
             .log
             .list_groups(&request.into_inner().stream)

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use partlog::proto::part_log_client::PartLogClient;
 use partlog::proto::{self, CreateStreamRequest, PublishRecord};
 use rabbitmq_stream_client::Environment;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -40,6 +40,8 @@ pub struct Partlog {
     pub addr: String,
     log_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
+    /// How the harness reaches a partlog with TLS (health checks included).
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Partlog {
@@ -48,6 +50,16 @@ impl Partlog {
     /// (`127.0.0.1:0`) and logs which one.
     pub async fn start_with(settings: &[(&str, &str)]) -> Partlog {
         let mut server = Partlog::spawn_with(settings);
+        server.wait_for(Some(ServingStatus::Serving)).await;
+        server
+    }
+
+    /// Starts partlog with TLS on its listener (`settings` name the files)
+    /// and waits for SERVING, reaching it with `tls` (CA and, for mutual
+    /// TLS, a client identity).
+    pub async fn start_tls(settings: &[(&str, &str)], tls: ClientTlsConfig) -> Partlog {
+        let mut server = Partlog::spawn_with(settings);
+        server.tls = Some(tls.domain_name("localhost"));
         server.wait_for(Some(ServingStatus::Serving)).await;
         server
     }
@@ -80,6 +92,7 @@ impl Partlog {
             addr: String::new(),
             log_path,
             _dir: dir,
+            tls: None,
         }
     }
 
@@ -106,7 +119,17 @@ impl Partlog {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// A connection as the harness makes it (TLS when partlog has it).
+    pub async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
+        let mut endpoint = Endpoint::from_shared(self.url()).expect("partlog's url");
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone())?;
+        }
+        endpoint.connect().await
     }
 
     pub fn log(&self) -> String {
@@ -126,11 +149,7 @@ impl Partlog {
     }
 
     pub async fn health(&self, service: &str) -> Option<ServingStatus> {
-        let channel = Channel::from_shared(self.url())
-            .ok()?
-            .connect()
-            .await
-            .ok()?;
+        let channel = self.channel().await.ok()?;
         let mut client = HealthClient::new(channel);
         let response = client
             .check(HealthCheckRequest {
@@ -572,4 +591,108 @@ pub async fn assert_one_holder_each(
             context()
         );
     }
+}
+
+/// A certificate authority made for one test, and the files it issues.
+pub struct TestPki {
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    dir: tempfile::TempDir,
+}
+
+/// A certificate and its key, as PEM files.
+pub struct Issued {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl Issued {
+    /// The pair as a tonic client identity.
+    pub fn identity(&self) -> tonic::transport::Identity {
+        tonic::transport::Identity::from_pem(
+            std::fs::read(&self.cert).unwrap(),
+            std::fs::read(&self.key).unwrap(),
+        )
+    }
+}
+
+impl TestPki {
+    pub fn new(name: &str) -> TestPki {
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertifiedIssuer::self_signed(params, key).unwrap();
+        let pki = TestPki {
+            ca,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        pki.write("ca.pem", &pki.ca.pem());
+        pki
+    }
+
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    /// Writes `content` into the PKI's directory; returns the path.
+    pub fn write(&self, name: &str, content: &str) -> std::path::PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    /// A server certificate for localhost and 127.0.0.1.
+    pub fn server(&self) -> Issued {
+        self.issue(
+            "server",
+            "localhost",
+            vec!["localhost".into(), "127.0.0.1".into()],
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
+    /// A client certificate whose subject's common name is `name`.
+    pub fn client(&self, name: &str) -> Issued {
+        self.issue(
+            &format!("client-{name}"),
+            name,
+            vec![],
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        )
+    }
+
+    fn issue(
+        &self,
+        file: &str,
+        common_name: &str,
+        names: Vec<String>,
+        usage: rcgen::ExtendedKeyUsagePurpose,
+    ) -> Issued {
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        Issued {
+            cert: self.write(&format!("{file}.pem"), &cert.pem()),
+            key: self.write(&format!("{file}.key"), &key.serialize_pem()),
+        }
+    }
+}
+
+/// The client TLS settings for a partlog whose certificate `pki` issued.
+pub fn trusting(pki: &TestPki) -> ClientTlsConfig {
+    ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pki.ca_pem()))
 }

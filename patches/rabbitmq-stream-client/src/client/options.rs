@@ -43,6 +43,10 @@ pub struct ClientOptions {
     pub(crate) collector: Arc<dyn MetricsCollector>,
     #[cfg_attr(feature = "serde", serde(default = "default_client_provided_name"))]
     pub(crate) client_provided_name: String,
+    /// partlog patch: the name the broker's TLS certificate must carry;
+    /// `None`: the host connected to.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub(crate) tls_server_name: Option<String>,
 }
 
 impl Debug for ClientOptions {
@@ -51,7 +55,8 @@ impl Debug for ClientOptions {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("user", &self.user)
-            .field("password", &self.password)
+            // partlog patch: the password never reaches a log line.
+            .field("password", &"<redacted>")
             .field("v_host", &self.v_host)
             .field("heartbeat", &self.heartbeat)
             .field("max_frame_size", &self.max_frame_size)
@@ -74,6 +79,7 @@ impl Default for ClientOptions {
             collector: default_collector(),
             tls: Default::default(),
             client_provided_name: default_client_provided_name(),
+            tls_server_name: None,
         }
     }
 }
@@ -123,13 +129,22 @@ impl ClientOptions {
     }
 
     pub(crate) async fn build_generic_tcp_stream(&self) -> Result<GenericTcpStream, ClientError> {
+        // partlog patch: the server name may differ from the host, and a
+        // name that is none is an error, not a panic.
         async fn create_tls_connection(
             host: String,
             port: u16,
+            server_name: Option<String>,
             config: ClientConfig,
         ) -> Result<GenericTcpStream, ClientError> {
+            let name = server_name.unwrap_or_else(|| host.clone());
+            let domain = ServerName::try_from(name.clone()).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{name:?} is not a valid TLS server name"),
+                )
+            })?;
             let stream = TcpStream::connect((host.clone(), port)).await?;
-            let domain = ServerName::try_from(host.clone()).unwrap();
             let connector = TlsConnector::from(Arc::new(config));
             let conn = connector.connect(domain, stream).await?;
             Ok(GenericTcpStream::SecureTcp(Box::new(conn)))
@@ -156,21 +171,28 @@ impl ClientOptions {
                             Ok(keys) => keys,
                             Err(e) => return Err(ClientError::Io(e)),
                         };
-                        match builder.with_client_auth_cert(
-                            client_certs,
-                            client_keys.into_iter().next().unwrap(),
-                        ) {
+                        // partlog patch: a key file without a PKCS#8 key is an
+                        // error, not a panic.
+                        let Some(client_key) = client_keys.into_iter().next() else {
+                            return Err(ClientError::Io(std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                "the client key file holds no PKCS#8 private key",
+                            )));
+                        };
+                        match builder.with_client_auth_cert(client_certs, client_key) {
                             Ok(config) => config,
                             Err(e) => return Err(ClientError::GenericError(Box::new(e))),
                         }
                     }
                     None => builder.with_no_client_auth(),
                 };
-                create_tls_connection(self.host.clone(), self.port, config).await
+                let server_name = self.tls_server_name.clone();
+                create_tls_connection(self.host.clone(), self.port, server_name, config).await
             }
             TlsConfiguration::Untrusted => {
                 let config: ClientConfig = build_tls_client_configuration_untrusted().await?;
-                create_tls_connection(self.host.clone(), self.port, config).await
+                let server_name = self.tls_server_name.clone();
+                create_tls_connection(self.host.clone(), self.port, server_name, config).await
             }
             TlsConfiguration::Disabled => {
                 let stream = TcpStream::connect((self.host.as_str(), self.port)).await?;
@@ -225,6 +247,13 @@ impl ClientOptionsBuilder {
 
     pub fn client_provided_name(mut self, client_provided_name: String) -> Self {
         self.0.client_provided_name = client_provided_name;
+        self
+    }
+
+    /// partlog patch: verify the broker's TLS certificate for this name
+    /// instead of the host connected to.
+    pub fn tls_server_name(mut self, server_name: Option<String>) -> Self {
+        self.0.tls_server_name = server_name;
         self
     }
 
@@ -493,9 +522,12 @@ async fn build_root_store(root_ca_cert: &PathBuf) -> std::io::Result<rustls::Roo
         rustls_pemfile::certs(&mut cert_bytes.as_ref()).collect();
     let root_cert_store = root_cert_store?;
 
-    root_cert_store
-        .into_iter()
-        .for_each(|cert| roots.add(cert).unwrap());
+    // partlog patch: a certificate that is no CA is an error, not a panic.
+    for cert in root_cert_store {
+        roots
+            .add(cert)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    }
     Ok(roots)
 }
 

@@ -1,0 +1,477 @@
+//! Authentication and authorization at the gRPC edge.
+//!
+//! - [`AuthLayer`] runs in front of every service, before any request
+//!   reaches a handler: it leaves health open, lets reflection through when
+//!   `auth.reflection = "open"`, and otherwise authenticates the call — a
+//!   bearer token (`authorization: Bearer …`), or without one, with
+//!   `auth.client_cert_principal`, the verified client certificate — and
+//!   puts the [`Caller`] into the request's extensions. A call it cannot
+//!   authenticate is answered UNAUTHENTICATED right there: nothing of it
+//!   reaches partlog's core or the broker.
+//! - [`authorize`] (and [`Caller::check`] for each message of a client
+//!   stream) is the first thing every `partlog.v1.PartLog` handler does:
+//!   it checks the permissions [`rpcs`] lists for the decoded request and
+//!   answers PERMISSION_DENIED naming the permission and resource.
+//!
+//! UNAUTHENTICATED and PERMISSION_DENIED are produced here only; the core
+//! never learns who calls.
+
+pub mod certificate;
+pub mod principals;
+pub mod rpcs;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use tonic::codegen::http;
+use tonic::{Request, Status};
+
+use super::reload::Reload;
+use super::tls::ConnectionInfo;
+use crate::config::AuthConfig;
+use certificate::CertificateName;
+use principals::{Principal, Principals};
+use rpcs::Protected;
+
+/// Who makes a call, as the handlers see it.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// Authentication is off (no `auth.tokens_file`): everything is allowed.
+    Anyone,
+    Principal(Arc<Principal>),
+}
+
+impl Caller {
+    /// Whether this caller may send `message`; PERMISSION_DENIED names the
+    /// first permission and resource missing.
+    pub fn check(&self, message: &impl Protected) -> Result<(), Status> {
+        let Caller::Principal(principal) = self else {
+            return Ok(());
+        };
+        for need in message.needs() {
+            if need
+                .any_of
+                .iter()
+                .any(|p| principal.may(*p, &need.resource))
+            {
+                continue;
+            }
+            let permissions: Vec<_> = need.any_of.iter().map(|p| p.name()).collect();
+            let permission = match permissions.as_slice() {
+                [one] => format!("permission {one}"),
+                many => format!("one of the permissions {}", many.join(", ")),
+            };
+            let why = format!(
+                "principal {:?} lacks {permission} on {}",
+                principal.name, need.resource
+            );
+            tracing::info!(%why, "call denied");
+            return Err(Status::permission_denied(why));
+        }
+        Ok(())
+    }
+}
+
+/// The caller the [`AuthLayer`] put into a request's extensions. Its absence
+/// is a wiring bug, and refuses the call rather than allowing it.
+pub fn caller(extensions: &tonic::Extensions) -> Result<Caller, Status> {
+    extensions.get::<Caller>().cloned().ok_or_else(|| {
+        Status::internal(
+            "no caller identity on the call: partlog's authentication layer is missing",
+        )
+    })
+}
+
+/// Whether the caller of `request` may make it; the first line of every
+/// unary (and server-streaming) handler.
+pub fn authorize<T: Protected>(request: &Request<T>) -> Result<(), Status> {
+    caller(request.extensions())?.check(request.get_ref())
+}
+
+/// The principals file and how calls prove who they are; reloadable.
+pub struct Authenticator {
+    tokens_file: PathBuf,
+    certificate_name: CertificateName,
+    principals: RwLock<Arc<Principals>>,
+}
+
+impl Authenticator {
+    /// `None` when authentication is off. Errors name the file and the
+    /// principal at fault.
+    pub fn load(config: &AuthConfig) -> Result<Option<Authenticator>, String> {
+        if !config.enabled() {
+            return Ok(None);
+        }
+        let certificate_name = CertificateName::parse(&config.client_cert_principal)
+            .expect("the configuration validated auth.client_cert_principal");
+        let tokens_file = PathBuf::from(&config.tokens_file);
+        let principals = read_principals(&tokens_file, certificate_name)?;
+        Ok(Some(Authenticator {
+            tokens_file,
+            certificate_name,
+            principals: RwLock::new(Arc::new(principals)),
+        }))
+    }
+
+    fn principals(&self) -> Arc<Principals> {
+        self.principals
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The principal a call's metadata and connection name, or why there is
+    /// none: the message of its UNAUTHENTICATED status, which never repeats
+    /// a token.
+    pub fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        connection: Option<&ConnectionInfo>,
+    ) -> Result<Arc<Principal>, String> {
+        let principals = self.principals();
+        if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+            let token = bearer_token(value)?;
+            return principals
+                .by_token(token)
+                .ok_or_else(|| "the bearer token is not valid for this partlog".to_owned());
+        }
+        let by_certificate = self.certificate_name != CertificateName::None;
+        let leaf = connection
+            .and_then(|c| c.peer_certificates.as_ref())
+            .and_then(|chain| chain.first());
+        match (by_certificate, leaf) {
+            (true, Some(leaf)) => {
+                let what = self.certificate_name.describe();
+                let name = self.certificate_name.of(leaf).ok_or_else(|| {
+                    format!(
+                        "the client certificate has no {what} to name a principal by; send \
+                         `authorization: Bearer <token>`"
+                    )
+                })?;
+                principals.by_name(&name).ok_or_else(|| {
+                    format!(
+                        "the client certificate's {what} {name:?} is not a principal of this \
+                         partlog; send `authorization: Bearer <token>`"
+                    )
+                })
+            }
+            (true, None) => Err("missing credentials: send `authorization: Bearer <token>` \
+                 metadata, or a client certificate that names a principal"
+                .into()),
+            (false, _) => {
+                Err("missing credentials: send `authorization: Bearer <token>` metadata".into())
+            }
+        }
+    }
+}
+
+/// The principals file, checked against how principals can authenticate.
+fn read_principals(
+    path: &std::path::Path,
+    certificate_name: CertificateName,
+) -> Result<Principals, String> {
+    let principals = Principals::load(path)?;
+    if certificate_name == CertificateName::None {
+        if let Some(p) = principals.iter().find(|p| !p.has_token()) {
+            return Err(format!(
+                "auth.tokens_file {}: principal {:?} has no token_sha256, and \
+                 auth.client_cert_principal = \"none\" gives it no other way in",
+                path.display(),
+                p.name
+            ));
+        }
+    }
+    Ok(principals)
+}
+
+/// The token of an `authorization: Bearer <token>` value.
+fn bearer_token(value: &http::HeaderValue) -> Result<&str, String> {
+    let value = value
+        .to_str()
+        .map_err(|_| "the authorization metadata is not ASCII text".to_owned())?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    // RFC 6750: the scheme is case-insensitive.
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(
+            "the authorization metadata must be `Bearer <token>` (partlog knows no other scheme)"
+                .into(),
+        );
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err("the authorization metadata has an empty bearer token".into());
+    }
+    Ok(token)
+}
+
+impl Reload for Authenticator {
+    fn what(&self) -> &'static str {
+        "principals file"
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.tokens_file.clone()]
+    }
+
+    fn reload(&self) -> Result<(), String> {
+        let principals = read_principals(&self.tokens_file, self.certificate_name)?;
+        *self.principals.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(principals);
+        Ok(())
+    }
+}
+
+/// Services that are not partlog's own.
+const HEALTH: &str = "/grpc.health.v1.Health/";
+const REFLECTION: &str = "/grpc.reflection.";
+
+/// The tower layer in front of every service; see the module doc.
+#[derive(Clone)]
+pub struct AuthLayer {
+    authenticator: Option<Arc<Authenticator>>,
+    reflection_open: bool,
+}
+
+impl AuthLayer {
+    pub fn new(authenticator: Option<Arc<Authenticator>>, config: &AuthConfig) -> AuthLayer {
+        AuthLayer {
+            authenticator,
+            reflection_open: config.reflection == "open",
+        }
+    }
+
+    /// The caller to put into the request (`None`: the service needs none),
+    /// or the UNAUTHENTICATED answer.
+    fn admit(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+        connection: Option<&ConnectionInfo>,
+    ) -> Result<Option<Caller>, Status> {
+        if path.starts_with(HEALTH) {
+            return Ok(None);
+        }
+        let Some(authenticator) = &self.authenticator else {
+            return Ok(Some(Caller::Anyone));
+        };
+        if self.reflection_open && path.starts_with(REFLECTION) {
+            return Ok(None);
+        }
+        match authenticator.authenticate(headers, connection) {
+            Ok(principal) => Ok(Some(Caller::Principal(principal))),
+            Err(why) => {
+                let peer = connection.and_then(|c| c.remote_addr);
+                tracing::info!(?peer, path, %why, "unauthenticated call refused");
+                Err(Status::unauthenticated(why))
+            }
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// [`AuthLayer`] around a service.
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<S, B, ResBody> tower_service::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let admitted = self.layer.admit(
+            request.uri().path(),
+            request.headers(),
+            request.extensions().get::<ConnectionInfo>(),
+        );
+        match admitted {
+            Ok(caller) => {
+                if let Some(caller) = caller {
+                    request.extensions_mut().insert(caller);
+                }
+                // The service that was made ready is the one that is called.
+                let ready = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, ready);
+                Box::pin(inner.call(request))
+            }
+            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn tokens_file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    fn authenticator(text: &str, client_cert_principal: &str) -> Result<Authenticator, String> {
+        let file = tokens_file(text);
+        let config = AuthConfig {
+            tokens_file: file.path().display().to_string(),
+            client_cert_principal: client_cert_principal.into(),
+            reflection: "authenticated".into(),
+        };
+        Authenticator::load(&config).map(|a| a.unwrap())
+    }
+
+    fn file_with(token: &str) -> String {
+        format!(
+            "[[principal]]\nname = \"reader\"\ntoken_sha256 = \"{}\"\n\
+             [[principal.grant]]\npermissions = [\"read\"]\nstreams = [\"orders-*\"]\n",
+            principals::token_sha256_hex(token)
+        )
+    }
+
+    fn headers(authorization: Option<&str>) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn tokens_authenticate_and_failures_say_what_is_missing() {
+        let auth = authenticator(&file_with("s3cret-token"), "none").unwrap();
+        let ok = auth
+            .authenticate(&headers(Some("Bearer s3cret-token")), None)
+            .unwrap();
+        assert_eq!(ok.name, "reader");
+        assert!(auth
+            .authenticate(&headers(Some("bearer s3cret-token")), None)
+            .is_ok());
+
+        let cases = [
+            (None, "missing credentials"),
+            (Some("Bearer wrong-s3cret"), "not valid"),
+            (Some("Basic s3cret-token"), "must be `Bearer <token>`"),
+            (Some("Bearer "), "empty bearer token"),
+            (Some("s3cret-token"), "must be `Bearer <token>`"),
+        ];
+        for (value, expected) in cases {
+            let err = auth.authenticate(&headers(value), None).unwrap_err();
+            assert!(err.contains(expected), "{value:?}: {err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn principals_need_a_way_in() {
+        let no_token = "[[principal]]\nname = \"ops\"\n";
+        let err = authenticator(no_token, "none").err().unwrap();
+        assert!(err.contains("\"ops\" has no token_sha256"), "{err}");
+        assert!(authenticator(no_token, "subject_cn").is_ok());
+    }
+
+    #[test]
+    fn the_layer_leaves_health_open_and_reflection_as_configured() {
+        let auth = Arc::new(authenticator(&file_with("t0ken"), "none").unwrap());
+        let mut config = AuthConfig::default();
+        let layer = AuthLayer::new(Some(auth.clone()), &config);
+        let none = headers(None);
+        let reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+        let publish = "/partlog.v1.PartLog/Publish";
+        assert!(matches!(
+            layer.admit("/grpc.health.v1.Health/Check", &none, None),
+            Ok(None)
+        ));
+        let err = layer.admit(reflection, &none, None).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        let err = layer.admit(publish, &none, None).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        assert!(matches!(
+            layer.admit(publish, &headers(Some("Bearer t0ken")), None),
+            Ok(Some(Caller::Principal(_)))
+        ));
+
+        config.reflection = "open".into();
+        let layer = AuthLayer::new(Some(auth), &config);
+        assert!(matches!(layer.admit(reflection, &none, None), Ok(None)));
+        assert!(layer.admit(publish, &none, None).is_err());
+
+        let open = AuthLayer::new(None, &config);
+        assert!(matches!(
+            open.admit(publish, &none, None),
+            Ok(Some(Caller::Anyone))
+        ));
+    }
+
+    #[test]
+    fn denials_name_the_permission_and_the_resource() {
+        let auth = authenticator(&file_with("t0ken"), "none").unwrap();
+        let caller = Caller::Principal(
+            auth.authenticate(&headers(Some("Bearer t0ken")), None)
+                .unwrap(),
+        );
+        let read = crate::proto::ReadRequest {
+            stream: "orders-eu".into(),
+            ..Default::default()
+        };
+        caller.check(&read).unwrap();
+        let publish = crate::proto::PublishRequest {
+            stream: "orders-eu".into(),
+            ..Default::default()
+        };
+        let err = caller.check(&publish).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            err.message(),
+            "principal \"reader\" lacks permission write on stream \"orders-eu\""
+        );
+        let describe = crate::proto::DescribeStreamRequest {
+            stream: "payments".into(),
+        };
+        let err = caller.check(&describe).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "principal \"reader\" lacks one of the permissions read, write, admin on stream \
+             \"payments\""
+        );
+        let commit = crate::proto::CommitRequest {
+            stream: "orders-eu".into(),
+            group: "billing".into(),
+            ..Default::default()
+        };
+        let err = caller.check(&commit).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "principal \"reader\" lacks permission group on group \"billing\" of stream \
+             \"orders-eu\""
+        );
+        Caller::Anyone.check(&commit).unwrap();
+    }
+}
