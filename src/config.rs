@@ -33,6 +33,74 @@ pub struct Config {
     pub limits: Limits,
     pub offsets: OffsetsConfig,
     pub auth: AuthConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+}
+
+/// `[metrics]`: Prometheus metrics on a listener of their own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the HTTP listener serving `/metrics`; empty: no metrics
+    /// listener (and no lag refresh).
+    pub listen: String,
+    /// How often the lag gauges of the groups this instance knows are
+    /// refreshed.
+    pub lag_refresh_ms: u64,
+    /// Most partitions whose lag one refresh asks the broker about; groups
+    /// beyond it are refreshed in later rounds, in turn.
+    pub lag_max_partitions: u32,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "127.0.0.1:9464".into(),
+            lag_refresh_ms: 15_000,
+            lag_max_partitions: 1_000,
+        }
+    }
+}
+
+impl MetricsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.listen.is_empty()
+    }
+
+    /// The listen address, `None` when metrics are off.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|e| {
+            ConfigError(format!(
+                "metrics.listen = {:?} is not an address like 127.0.0.1:9464 (or empty for no \
+                 metrics): {e}",
+                self.listen
+            ))
+        })
+    }
+
+    pub fn lag_refresh(&self) -> Duration {
+        Duration::from_millis(self.lag_refresh_ms)
+    }
+}
+
+/// `[log]`: how `partlog serve` writes its log (the filter is `PARTLOG_LOG`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// `log.format`: lines for people, or one JSON object per line for
+/// collectors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -376,6 +444,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.metrics.listen_addr()?;
         let l = &self.limits;
         let b = &self.broker;
         let positive = [
@@ -388,6 +457,11 @@ impl Config {
             ("broker.confirm_timeout_ms", b.confirm_timeout_ms),
             ("limits.default_window", u64::from(l.default_window)),
             ("limits.max_window", u64::from(l.max_window)),
+            ("metrics.lag_refresh_ms", self.metrics.lag_refresh_ms),
+            (
+                "metrics.lag_max_partitions",
+                u64::from(self.metrics.lag_max_partitions),
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -774,6 +848,37 @@ mod tests {
         let err = Config::load(None, &env(&[("PARTLOG_OFFSETS_FALLBACK", "middle")])).unwrap_err();
         let err = err.to_string();
         assert!(err.contains("fallback") && err.contains("`first`"), "{err}");
+    }
+
+    #[test]
+    fn metrics_can_be_turned_off_and_logs_written_as_json() {
+        let config = Config::load(
+            None,
+            &env(&[
+                ("PARTLOG_METRICS_LISTEN", ""),
+                ("PARTLOG_LOG_FORMAT", "json"),
+                // The log filter, not a key of [log].
+                ("PARTLOG_LOG", "debug"),
+            ]),
+        )
+        .unwrap();
+        assert!(!config.metrics.enabled());
+        assert_eq!(config.metrics.listen_addr().unwrap(), None);
+        assert_eq!(config.log.format, LogFormat::Json);
+        let defaults = Config::default();
+        assert_eq!(
+            defaults.metrics.listen_addr().unwrap(),
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(defaults.log.format, LogFormat::Text);
+
+        let err = Config::load(None, &env(&[("PARTLOG_METRICS_LISTEN", "9464")])).unwrap_err();
+        assert!(err.to_string().contains("metrics.listen"), "{err}");
+        let err = Config::load(None, &env(&[("PARTLOG_LOG_FORMAT", "xml")])).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("format") && err.contains("`json`"), "{err}");
+        let err = Config::load(None, &env(&[("PARTLOG_METRICS_LAG_REFRESH_MS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("metrics.lag_refresh_ms"), "{err}");
     }
 
     #[test]
