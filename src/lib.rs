@@ -22,6 +22,9 @@
 //!   producers with pipelined confirms, chunk readers with credit flow, TLS
 //!   for every broker connection.
 //! - [`offsets`]: the sled store of consumer groups' committed offsets.
+//! - [`telemetry`]: Prometheus metrics (the registry every layer updates,
+//!   the `/metrics` listener) and the log's set-up; a leaf every layer
+//!   calls.
 //! - Leaves: [`config`] (TOML with `PARTLOG_*` overrides), [`error`] (the
 //!   one core error type), [`routing`] (murmur3 key → partition),
 //!   [`record`] (records and their AMQP 1.0 form), [`validate`] (requests
@@ -43,4 +46,5 @@ pub mod record;
 pub mod routing;
 pub mod server;
 pub(crate) mod sync;
+pub mod telemetry;
 pub mod validate;

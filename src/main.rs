@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use partlog::config::Config;
+use partlog::telemetry::logging::{self, ErrorChain};
 
 #[derive(Parser)]
 #[command(
@@ -31,36 +32,19 @@ enum Command {
     Client(Box<partlog::cli::Command>),
 }
 
-/// The log filter without `PARTLOG_LOG`. The client library's dispatcher
-/// warns "Stream closed" on every connection that closes, also when partlog
-/// closes it; partlog logs broken connections itself, with context.
-const DEFAULT_LOG_FILTER: &str = "info,rabbitmq_stream_client::client::dispatcher=error";
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // One crypto provider for every TLS connection of the process (partlog's,
     // tonic's and the broker client library's), whatever features the
     // dependencies enable.
     let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(colour_logs())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PARTLOG_LOG")
-                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
-        )
-        .init();
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Client(command) => partlog::cli::run(*command),
+        Command::Client(command) => {
+            logging::init_client();
+            partlog::cli::run(*command)
+        }
     }
-}
-
-/// Colour only for a person at a terminal, and not when `NO_COLOR` asks
-/// for none (<https://no-color.org>): log files and collectors get plain text.
-fn colour_logs() -> bool {
-    use std::io::IsTerminal;
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn serve(config_path: Option<PathBuf>) -> ExitCode {
@@ -68,14 +52,16 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     let config = match Config::load(config_path.as_deref(), &env) {
         Ok(config) => config,
         Err(e) => {
+            // Before the log exists: its format is part of the configuration.
             eprintln!("partlog: {e}");
             return ExitCode::from(2);
         }
     };
+    logging::init(config.log.format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("partlog: cannot start the async runtime: {e}");
+            tracing::error!(error = %ErrorChain(&e), "cannot start the async runtime");
             return ExitCode::FAILURE;
         }
     };
@@ -86,7 +72,8 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("partlog: {e}");
+            // In the log's format, so that a collector sees why partlog stopped.
+            tracing::error!(error = %ErrorChain(&e), "partlog stopped");
             ExitCode::FAILURE
         }
     }
