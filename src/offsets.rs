@@ -133,6 +133,34 @@ impl OffsetStore {
         Ok(groups)
     }
 
+    /// Every (stream, group) with offsets in the store, sorted: one seek
+    /// per pair, however many partitions each has.
+    pub fn stream_groups(&self) -> Result<Vec<(String, String)>> {
+        let mut pairs = Vec::new();
+        let mut from = Vec::new();
+        while let Some(entry) = self.committed.range(from.as_slice()..).next() {
+            let (key, _) = entry.map_err(storage)?;
+            let mut names = key.splitn(3, |b| *b == 0);
+            let (Some(stream), Some(group), Some(_partition)) =
+                (names.next(), names.next(), names.next())
+            else {
+                // Not a key of this layout: step over it.
+                from = [key.as_ref(), &[0]].concat();
+                continue;
+            };
+            let (stream, group) = (
+                String::from_utf8_lossy(stream).into_owned(),
+                String::from_utf8_lossy(group).into_owned(),
+            );
+            // The first key after every partition of the pair: its prefix
+            // ends in the 0x00 separator, which no name contains.
+            from = group_prefix(&stream, &group);
+            *from.last_mut().expect("a prefix ends in a separator") = 1;
+            pairs.push((stream, group));
+        }
+        Ok(pairs)
+    }
+
     /// Moves a partition's offset forward to `requested` (never back) and
     /// returns the offset committed before (if any) and now. Durable only
     /// after [`flush`]: a caller advances many and flushes once.
@@ -179,10 +207,12 @@ impl OffsetStore {
     /// concurrently (sled issue #1308), which stalled commits in the soak.
     pub async fn flush(&self) -> Result<()> {
         let db = self.db.clone();
+        let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || db.flush())
             .await
             .map_err(|e| Error::Internal(format!("offset store flush task failed: {e}")))?
             .map_err(storage)?;
+        crate::telemetry::offset_store_flushed(started);
         Ok(())
     }
 }
@@ -246,6 +276,25 @@ mod tests {
         (0..8)
             .filter_map(|p| Some((p, store.get(stream, group, p).unwrap()?)))
             .collect()
+    }
+
+    #[tokio::test]
+    async fn every_stream_and_group_is_listed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OffsetStore::open(dir.path()).unwrap();
+        commit(&store, "s", "g", &offsets(&[(0, 1), (1, 2), (300, 3)])).await;
+        commit(&store, "s", "g2", &offsets(&[(0, 1)])).await;
+        commit(&store, "s", "h", &offsets(&[(5, 1)])).await;
+        commit(&store, "t", "g", &offsets(&[(0, 1)])).await;
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(s, g)| (s.to_string(), g.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            store.stream_groups().unwrap(),
+            pairs(&[("s", "g"), ("s", "g2"), ("s", "h"), ("t", "g")])
+        );
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ use super::raw::{Credentials, RawConnection};
 use super::tls::Transport;
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
+use crate::telemetry::{self, ConnectionKind};
 
 /// The broker settings, the request timeout and the transport (plain or
 /// TLS); cheap to clone.
@@ -61,9 +62,12 @@ impl Connector {
             .tls(tls)
             .tls_server_name(tls_server_name)
             .build();
-        self.within(&format!("connecting to {node}"), Client::connect(options))
+        let client = self
+            .within(&format!("connecting to {node}"), Client::connect(options))
             .await?
-            .map_err(|e| unavailable(&format!("cannot connect to the broker at {node}"), e))
+            .map_err(|e| unavailable(&format!("cannot connect to the broker at {node}"), e))?;
+        telemetry::connection_opened(ConnectionKind::of_connection_name(name));
+        Ok(client)
     }
 
     /// Opens partlog's own query connection to `node`.

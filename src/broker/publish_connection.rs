@@ -30,6 +30,7 @@ use super::connect::{unavailable, Connector};
 use super::node::Node;
 use crate::error::{Error, Result};
 use crate::sync::lock;
+use crate::telemetry::{self, ConnectionKind};
 
 /// Where a publisher's confirms go.
 #[derive(Clone)]
@@ -168,6 +169,7 @@ impl PublishConnection {
                 move |item| {
                     let routes = routes.clone();
                     async move {
+                        telemetry::count_end(ConnectionKind::Producer, &item);
                         routes.dispatch(item);
                         Ok(())
                     }

@@ -22,6 +22,7 @@ use super::node::{Node, PartitionPlacement};
 use super::tls::{self, BrokerStream, BrokerTls};
 use crate::config::Secret;
 use crate::error::{Error, Result};
+use crate::telemetry::{ConnectionKind, OpenConnection};
 
 const PEER_PROPERTIES: u16 = 0x0011;
 const SASL_HANDSHAKE: u16 = 0x0012;
@@ -71,6 +72,8 @@ pub struct RawConnection {
     io: BufReader<BrokerStream>,
     next_correlation: u32,
     broker_frame_max: u32,
+    /// Counted while it lives: the socket closes when it is dropped.
+    _counted: OpenConnection,
 }
 
 impl RawConnection {
@@ -101,6 +104,7 @@ impl RawConnection {
             io: BufReader::new(stream),
             next_correlation: 1,
             broker_frame_max: 0,
+            _counted: OpenConnection::new(ConnectionKind::Query),
         };
 
         let mut body = Vec::new();

@@ -36,6 +36,7 @@ use super::node::Node;
 use crate::error::{Error, Result};
 use crate::record::StoredRecord;
 use crate::sync::lock;
+use crate::telemetry::{self, ConnectionKind};
 
 /// One chunk as delivered: consecutive records from `first_offset`.
 pub struct Chunk {
@@ -217,6 +218,7 @@ impl ReaderConnection {
             .set_handler(move |item: MessageResult| {
                 let tx = tx.clone();
                 async move {
+                    telemetry::count_end(ConnectionKind::Reader, &item);
                     let tagged = match item {
                         Some(Ok(response)) => match response.kind_ref() {
                             ResponseKind::Deliver(deliver) => (

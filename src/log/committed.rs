@@ -160,6 +160,11 @@ impl CommittedOffsets {
         Ok(())
     }
 
+    /// Every (stream, group) with offsets in this instance's store.
+    pub fn stream_groups(&self) -> Result<Vec<(String, String)>> {
+        self.store.stream_groups()
+    }
+
     /// Groups with offsets in this instance's store for `stream`.
     pub fn groups(&self, stream: &str) -> Result<Vec<String>> {
         self.store.groups(stream)

@@ -35,6 +35,7 @@ use crate::broker::SuperStream;
 use crate::error::{Error, Result};
 use crate::offsets::Committed;
 use crate::record::StoredRecord;
+use crate::telemetry::StreamMetrics;
 use crate::validate;
 
 /// How much more the client can take.
@@ -138,6 +139,8 @@ pub struct Session<I> {
     held: BTreeSet<u32>,
     pending: FuturesOrdered<PendingAck>,
     output: mpsc::Sender<Result<ConsumeEvent>>,
+    /// The stream's delivery counters.
+    metrics: Arc<StreamMetrics>,
 }
 
 impl<I> Session<I>
@@ -145,13 +148,15 @@ where
     I: Stream<Item = Result<ClientInput>> + Unpin + Send + 'static,
 {
     /// A session over `subscription`; `inputs` are the client's requests
-    /// after the first; `committer` is set for a group member.
+    /// after the first; `committer` is set for a group member; `metrics`
+    /// are the stream's.
     pub fn new(
         subscription: Subscription,
         inputs: I,
         committer: Option<Committer>,
         credit: Credit,
         output: mpsc::Sender<Result<ConsumeEvent>>,
+        metrics: Arc<StreamMetrics>,
     ) -> Self {
         Session {
             subscription,
@@ -162,11 +167,13 @@ where
             held: BTreeSet::new(),
             pending: FuturesOrdered::new(),
             output,
+            metrics,
         }
     }
 
     /// Runs until the session ends (see the module docs).
     pub async fn run(mut self) {
+        let _active = self.metrics.subscription();
         if let Err(Some(e)) = self.serve().await {
             let _ = self.output.send(Err(e)).await;
         }
@@ -219,6 +226,7 @@ where
             if front.records.is_empty() {
                 self.queue.pop_front();
             }
+            self.metrics.delivered(&batch);
             emit(&self.output, ConsumeEvent::Records(batch)).await?;
         }
         Ok(())

@@ -2,7 +2,7 @@
 //! (stream, group, partition): what `GetOffsets` and `ListGroups` report.
 //! The broker decides; subscriptions record its decisions here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use crate::sync::lock;
@@ -23,6 +23,23 @@ impl ActiveMembers {
         } else if registry.get(&key).is_some_and(|m| m == member) {
             registry.remove(&key);
         }
+        // Under the lock: the gauges follow the registry's changes in order.
+        let held: Vec<&String> = registry
+            .iter()
+            .filter(|((s, g, _), _)| s == stream && g == group)
+            .map(|(_, member)| member)
+            .collect();
+        let members: HashSet<&&String> = held.iter().collect();
+        crate::telemetry::group_members(stream, group, members.len(), held.len());
+    }
+
+    /// Every (stream, group) with a member active here, sorted.
+    pub fn stream_groups(&self) -> Vec<(String, String)> {
+        let pairs: BTreeSet<(String, String)> = lock(&self.active)
+            .keys()
+            .map(|(s, g, _)| (s.clone(), g.clone()))
+            .collect();
+        pairs.into_iter().collect()
     }
 
     /// The member of this instance active for the partition.

@@ -14,7 +14,8 @@
 //!   `Subscribe` and `Consume`);
 //! - [`groups`]: Commit, ResetOffsets, GetOffsets and ListGroups over
 //!   [`committed`] offsets (this instance's store mirrored to the broker)
-//!   and the [`members`] the broker made active here.
+//!   and the [`members`] the broker made active here;
+//! - [`lag`]: the group offset gauges, refreshed in the background.
 //!
 //! None of them calls back into the log: they get the broker handle and
 //! the shared pieces they need, so every path goes server → log → broker.
@@ -22,6 +23,7 @@
 mod committed;
 mod consume;
 mod groups;
+pub(crate) mod lag;
 mod members;
 mod position;
 mod publish;
@@ -35,6 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::broker::{Broker, Node, StreamSettings, SuperStream};
 use crate::config::{Fallback, Limits};
@@ -238,6 +241,7 @@ impl PartitionedLog {
         validate::stream_name(stream)?;
         let result = self.broker.delete_super_stream(stream).await;
         self.writers.remove(stream).await;
+        crate::telemetry::forget_stream(stream);
         result
     }
 
@@ -271,7 +275,9 @@ impl PartitionedLog {
         let range = request.range(&self.limits)?;
         let stream = self.broker.super_stream(&request.stream).await?;
         let index = validate::partition(request.partition, stream.partitions.len(), &stream.name)?;
-        read::read(&self.broker, &stream.partitions[index], range).await
+        let records = read::read(&self.broker, &stream.partitions[index], range).await?;
+        crate::telemetry::stream(&stream.name).delivered(&records);
+        Ok(records)
     }
 
     /// Validates, routes and queues the records on their partitions'
@@ -393,14 +399,23 @@ impl PartitionedLog {
             budget,
         };
         let subscription = self.subscribers.start(stream.clone(), request, member);
+        let metrics = crate::telemetry::stream(&stream.name);
         let committer = open.group.map(|group| Committer {
             groups: self.groups.clone(),
             stream,
             group,
         });
         let (output, events) = mpsc::channel(SESSION_EVENTS);
-        let session = Session::new(subscription, inputs, committer, open.credit, output);
-        tokio::spawn(session.run());
+        let session = Session::new(
+            subscription,
+            inputs,
+            committer,
+            open.credit,
+            output,
+            metrics,
+        );
+        // In the call's span: the session's log lines belong to the call.
+        tokio::spawn(session.run().in_current_span());
         Ok(events)
     }
 

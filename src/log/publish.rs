@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use tokio::sync::Mutex;
@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::record::NewRecord;
 use crate::routing::{partition_for_key, RoundRobin};
 use crate::sync::lock;
+use crate::telemetry::{self, Published, StreamMetrics};
 
 /// Where one published record went, or why it did not.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,15 +44,27 @@ pub struct Writers {
 /// A batch queued on its partitions' producers; see [`Writers::submit`].
 pub struct SubmittedBatch {
     writer: Arc<StreamWriter>,
-    /// Partition and sequence of each record, in request order.
-    routed: Vec<(u32, Option<u64>)>,
+    /// Partition, sequence and size of each record, in request order.
+    routed: Vec<Routed>,
     /// Request indexes of each partition's records and their submission.
     parts: Vec<(Vec<usize>, Result<Submitted>)>,
+    /// When the records were queued on their producers.
+    submitted_at: Instant,
+}
+
+/// Where a record went: its partition, its sequence, and its bytes as the
+/// published-bytes counter counts them.
+struct Routed {
+    partition: u32,
+    sequence: Option<u64>,
+    bytes: u64,
 }
 
 /// Publishing state of one stream.
 pub struct StreamWriter {
     stream: Arc<SuperStream>,
+    /// The stream's series, looked up once.
+    metrics: Arc<StreamMetrics>,
     round_robin: RoundRobin,
     /// Per partition; tokio mutexes, held while the producer opens.
     producers: Vec<Mutex<Option<Arc<PartitionProducer>>>>,
@@ -85,13 +98,18 @@ impl Writers {
             } else {
                 partition_for_key(&record.key, count)
             };
-            routed.push((partition, record.sequence));
+            routed.push(Routed {
+                partition,
+                sequence: record.sequence,
+                bytes: record.size(),
+            });
             let group = &mut groups[partition as usize];
             group.0.push(index);
             group.1.push(record);
         }
 
         let mut parts = Vec::new();
+        let submitted_at = Instant::now();
         for (partition, (indexes, records)) in groups.into_iter().enumerate() {
             if indexes.is_empty() {
                 continue;
@@ -106,6 +124,7 @@ impl Writers {
             writer,
             routed,
             parts,
+            submitted_at,
         })
     }
 
@@ -159,9 +178,17 @@ impl Writers {
 impl SubmittedBatch {
     /// Each record's outcome, in request order, once the broker answered.
     pub async fn outcome(self, writers: &Writers, broker: &Broker) -> Vec<Appended> {
+        let metrics = &self.writer.metrics;
+        let submitted_at = self.submitted_at;
         let answers = self.parts.into_iter().map(|(indexes, part)| async move {
             let outcome = match part {
-                Ok(submitted) => submitted.outcome().await,
+                Ok(submitted) => {
+                    let outcome = submitted.outcome().await;
+                    if outcome.iter().all(Result::is_ok) {
+                        metrics.confirmed_after(submitted_at.elapsed());
+                    }
+                    outcome
+                }
                 Err(e) => vec![Err(e); indexes.len()],
             };
             (indexes, outcome)
@@ -178,21 +205,37 @@ impl SubmittedBatch {
             broker.forget(&self.writer.stream);
             writers.forget(&self.writer);
         }
-        self.routed
+        let mut published = Published::default();
+        let appended = self
+            .routed
             .into_iter()
             .zip(results)
-            .map(|((partition, sequence), result)| Appended {
-                partition,
-                sequence,
-                result: result.expect("every record belongs to one partition"),
+            .map(|(routed, result)| {
+                let result = result.expect("every record belongs to one partition");
+                match &result {
+                    Ok(Stored::Written) => {
+                        published.stored += 1;
+                        published.stored_bytes += routed.bytes;
+                    }
+                    Ok(Stored::Duplicate) => published.duplicates += 1,
+                    Err(_) => published.failed += 1,
+                }
+                Appended {
+                    partition: routed.partition,
+                    sequence: routed.sequence,
+                    result,
+                }
             })
-            .collect()
+            .collect();
+        self.writer.metrics.published(&published);
+        appended
     }
 }
 
 impl StreamWriter {
     fn new(stream: Arc<SuperStream>) -> StreamWriter {
         StreamWriter {
+            metrics: telemetry::stream(&stream.name),
             producers: stream.partitions.iter().map(|_| Mutex::new(None)).collect(),
             stream,
             round_robin: RoundRobin::default(),
@@ -215,14 +258,18 @@ impl StreamWriter {
             }
             let producer = Arc::new(self.open(broker, partition, None).await?);
             if let Some(broken) = slot.replace(producer.clone()) {
+                self.metrics.producer_recreated();
                 tokio::spawn(async move { broken.close().await });
             }
             return Ok(producer);
         };
         let mut named = self.named.lock().await;
         let key = (producer_id.to_owned(), partition);
-        if let Some(producer) = named.get(&key).filter(|p| !p.is_closed()) {
-            return Ok(producer.clone());
+        if let Some(producer) = named.get(&key) {
+            if !producer.is_closed() {
+                return Ok(producer.clone());
+            }
+            self.metrics.producer_recreated();
         }
         // Each named producer holds a publisher on the broker (and a share
         // of a connection): before adding one, retire those idle for long

@@ -238,6 +238,7 @@ impl PartitionTask {
                         backoff.reset();
                     }
                     let delay = backoff.next_delay();
+                    crate::telemetry::stream(&self.stream.name).subscription_reconnected();
                     tracing::warn!(
                         %why,
                         "subscription lost its broker connection; reconnecting in {delay:?}"

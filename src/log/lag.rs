@@ -1,0 +1,163 @@
+//! The group offset gauges: committed offset, tail and lag per (group,
+//! stream, partition), for the groups this instance knows — offsets in its
+//! store, or members the broker made active here — exactly as `GetOffsets`
+//! answers them, refreshed every `metrics.lag_refresh_ms`.
+//!
+//! Bounded cost: rounds run one after the other on one task (a tick that
+//! comes while a round runs is skipped, and counted); a round asks about
+//! `metrics.lag_max_partitions` partitions at most — it starts no further
+//! group once that many were asked about — and the next round goes on with
+//! the groups after the last one refreshed, so that with many groups each
+//! is refreshed in turn. A broker that does not answer ends the round (the
+//! gauges keep their last values; `partlog_broker_up` says why). Gauges of
+//! a group no longer known here, or of a stream that no longer exists, are
+//! removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+use super::PartitionedLog;
+use crate::error::Error;
+use crate::telemetry::{self, GroupPartition, PartitionLag};
+
+/// (stream, group).
+type Pair = (String, String);
+
+/// Refreshes the gauges until dropped.
+pub struct LagRefresh(JoinHandle<()>);
+
+impl Drop for LagRefresh {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts refreshing every `every`, asking about `max_partitions`
+/// partitions per round at most.
+pub fn spawn(log: Arc<PartitionedLog>, every: Duration, max_partitions: usize) -> LagRefresh {
+    LagRefresh(tokio::spawn(async move {
+        let mut refresher = Refresher {
+            log,
+            max_partitions,
+            shown: BTreeMap::new(),
+            last: None,
+        };
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            ticks.tick().await;
+            let started = Instant::now();
+            let partitions = refresher.round().await;
+            let took = started.elapsed();
+            let skipped = took.as_nanos() / every.as_nanos().max(1);
+            telemetry::lag_refreshed(took, partitions, skipped as u64);
+        }
+    }))
+}
+
+struct Refresher {
+    log: Arc<PartitionedLog>,
+    max_partitions: usize,
+    /// The partitions whose gauges are set, per pair.
+    shown: BTreeMap<Pair, BTreeSet<u32>>,
+    /// The pair refreshed last; the next round starts after it.
+    last: Option<Pair>,
+}
+
+impl Refresher {
+    /// One round; returns the partitions asked about.
+    async fn round(&mut self) -> usize {
+        let known = match self.known() {
+            Ok(known) => known,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the groups for the lag gauges");
+                return 0;
+            }
+        };
+        let gone: Vec<Pair> = self
+            .shown
+            .keys()
+            .filter(|pair| !known.contains(*pair))
+            .cloned()
+            .collect();
+        for pair in gone {
+            self.forget(&pair);
+        }
+        // In turn: the pairs after the last one refreshed, then from the
+        // start.
+        let after = |pair: &&Pair| self.last.as_ref().is_none_or(|last| *pair > last);
+        let order: Vec<Pair> = known
+            .iter()
+            .filter(after)
+            .chain(known.iter().filter(|p| !after(p)))
+            .cloned()
+            .collect();
+        let mut asked = 0;
+        for pair in order {
+            if asked >= self.max_partitions {
+                tracing::debug!(
+                    asked,
+                    "lag refresh reached metrics.lag_max_partitions; the other groups follow \
+                     in the next rounds"
+                );
+                break;
+            }
+            let (stream, group) = &pair;
+            match self.log.get_offsets(stream, group).await {
+                Ok(rows) => {
+                    asked += rows.len();
+                    let shown = self.shown.entry(pair.clone()).or_default();
+                    let now: BTreeSet<u32> = rows.iter().map(|r| r.partition).collect();
+                    for partition in shown.difference(&now) {
+                        telemetry::metrics().forget_group_offsets(&at(&pair, *partition));
+                    }
+                    for row in &rows {
+                        let lag = PartitionLag {
+                            committed: row.committed.offset,
+                            tail: row.tail,
+                            lag: row.lag,
+                        };
+                        telemetry::metrics().group_offsets(&at(&pair, row.partition), lag);
+                    }
+                    *shown = now;
+                }
+                Err(Error::Unavailable(why)) => {
+                    tracing::debug!(%why, "lag refresh stopped: the broker does not answer");
+                    break;
+                }
+                Err(e) => {
+                    // The stream is gone (or was never valid): nothing to show.
+                    tracing::debug!(stream, group, error = %e, "no lag gauges for the group");
+                    self.forget(&pair);
+                }
+            }
+            self.last = Some(pair);
+        }
+        asked
+    }
+
+    /// The pairs with offsets in the store or members active here, sorted.
+    fn known(&self) -> crate::error::Result<BTreeSet<Pair>> {
+        let mut known: BTreeSet<Pair> = self.log.committed.stream_groups()?.into_iter().collect();
+        known.extend(self.log.subscribers.members.stream_groups());
+        Ok(known)
+    }
+
+    fn forget(&mut self, pair: &Pair) {
+        for partition in self.shown.remove(pair).unwrap_or_default() {
+            telemetry::metrics().forget_group_offsets(&at(pair, partition));
+        }
+    }
+}
+
+fn at((stream, group): &Pair, partition: u32) -> GroupPartition {
+    GroupPartition {
+        group: group.clone(),
+        stream: stream.clone(),
+        partition,
+    }
+}
