@@ -11,9 +11,14 @@
 //! lifetime: it serves until the shutdown future resolves, then stops
 //! accepting calls, lets in-flight calls finish, flushes producers and
 //! closes broker connections, all within the configured shutdown timeout.
+//!
+//! Every call passes [`observe`] first (its span and the RPC metrics);
+//! [`run`] also serves the metrics (`metrics.listen`) and refreshes the lag
+//! gauges while it serves.
 
 pub(crate) mod auth;
 mod convert;
+mod observe;
 mod reload;
 mod security;
 mod service;
@@ -37,6 +42,7 @@ use crate::log::PartitionedLog;
 use crate::offsets::OffsetStore;
 use crate::proto;
 use crate::proto::part_log_server::PartLogServer;
+use crate::telemetry::exporter::MetricsServer;
 use security::Security;
 use service::PartLogService;
 
@@ -50,6 +56,8 @@ pub enum ServeError {
     Config(#[from] crate::config::ConfigError),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
+    #[error("cannot listen on metrics.listen {0}: {1}")]
+    MetricsBind(String, std::io::Error),
     #[error("the broker cannot be used: {0}")]
     Broker(Error),
     #[error("gRPC server failed: {0}")]
@@ -84,7 +92,13 @@ pub async fn run(
         .local_addr()
         .map_err(|e| ServeError::Bind(config.server.listen.clone(), e))?;
     let security = Security::load(&config, local).map_err(ServeError::Security)?;
+    let metrics = serve_metrics(&config).await?;
     let log = open_log(&config, local).await?;
+    let _lag = metrics.as_ref().map(|_| {
+        let every = config.metrics.lag_refresh();
+        let max_partitions = config.metrics.lag_max_partitions as usize;
+        crate::log::lag::spawn(log.clone(), every, max_partitions)
+    });
     let (reporter, health) = tonic_health::server::health_reporter();
     let health_task = tokio::spawn(report_health(log.clone(), reporter));
     let max_message = config.max_grpc_message_bytes();
@@ -92,6 +106,7 @@ pub async fn run(
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let router = tonic::transport::Server::builder()
+        .layer(observe::ObserveLayer)
         .layer(security.layer())
         .add_service(health)
         .add_service(reflection().build_v1()?)
@@ -107,6 +122,25 @@ pub async fn run(
     let result = serve(server, stop, shutdown, &log, config.shutdown_timeout()).await;
     health_task.abort();
     result
+}
+
+/// The `/metrics` listener, when `metrics.listen` names one; it serves
+/// until dropped.
+async fn serve_metrics(config: &Config) -> Result<Option<MetricsServer>, ServeError> {
+    let Some(addr) = config.metrics.listen_addr()? else {
+        tracing::info!("metrics off (metrics.listen is empty)");
+        return Ok(None);
+    };
+    let bind_error = |e| ServeError::MetricsBind(config.metrics.listen.clone(), e);
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let server = MetricsServer::start(listener).map_err(bind_error)?;
+    if !addr.ip().is_loopback() && config.auth.enabled() {
+        tracing::warn!(
+            "metrics.listen {addr} answers anyone who reaches it, without authentication; its \
+             labels name streams and groups"
+        );
+    }
+    Ok(Some(server))
 }
 
 /// The broker handle, offset store and log of this process. A broker that
@@ -183,6 +217,7 @@ async fn report_health(log: Arc<PartitionedLog>, reporter: HealthReporter) {
     let mut backoff = Backoff::default();
     loop {
         let reachable = log.broker().is_reachable().await;
+        crate::telemetry::broker_up(reachable);
         let status = if reachable {
             ServingStatus::Serving
         } else {

@@ -46,10 +46,12 @@ impl Caller {
     /// Whether this caller may send `message`; PERMISSION_DENIED names the
     /// first permission and resource missing.
     pub fn check(&self, message: &impl Protected) -> Result<(), Status> {
+        let needs = message.needs();
+        super::observe::record_target(&needs);
         let Caller::Principal(principal) = self else {
             return Ok(());
         };
-        for need in message.needs() {
+        for need in needs {
             if need
                 .any_of
                 .iter()
@@ -260,8 +262,8 @@ impl AuthLayer {
         match authenticator.authenticate(headers, connection) {
             Ok(principal) => Ok(Some(Caller::Principal(principal))),
             Err(why) => {
-                let peer = connection.and_then(|c| c.remote_addr);
-                tracing::info!(?peer, path, %why, "unauthenticated call refused");
+                // The call's span names the method and the peer.
+                tracing::info!(path, %why, "unauthenticated call refused");
                 Err(Status::unauthenticated(why))
             }
         }
