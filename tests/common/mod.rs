@@ -38,6 +38,9 @@ pub struct Partlog {
     child: Child,
     /// Where it listens, as it logged it (empty until then).
     pub addr: String,
+    /// Where it serves `/metrics`, as it logged it (empty until then, and
+    /// when metrics are off).
+    pub metrics_addr: String,
     log_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
     /// How the harness reaches a partlog with TLS (health checks included).
@@ -47,7 +50,7 @@ pub struct Partlog {
 impl Partlog {
     /// Starts partlog with extra `PARTLOG_*` settings and waits until its
     /// health check says SERVING. It listens on a port of its own choosing
-    /// (`127.0.0.1:0`) and logs which one.
+    /// (`127.0.0.1:0`), metrics too, and logs which ones.
     pub async fn start_with(settings: &[(&str, &str)]) -> Partlog {
         let mut server = Partlog::spawn_with(settings);
         server.wait_for(Some(ServingStatus::Serving)).await;
@@ -79,6 +82,7 @@ impl Partlog {
         command
             .arg("serve")
             .env("PARTLOG_SERVER_LISTEN", "127.0.0.1:0")
+            .env("PARTLOG_METRICS_LISTEN", "127.0.0.1:0")
             .env("PARTLOG_OFFSETS_DATA_DIR", dir.path().join("offsets"))
             .env("PARTLOG_LOG", "info,partlog=debug")
             .stdout(Stdio::null())
@@ -90,6 +94,7 @@ impl Partlog {
         Partlog {
             child,
             addr: String::new(),
+            metrics_addr: String::new(),
             log_path,
             _dir: dir,
             tls: None,
@@ -171,7 +176,8 @@ impl Partlog {
                 );
             }
             if self.addr.is_empty() {
-                self.addr = self.logged_address().unwrap_or_default();
+                self.addr = self.logged_address("partlog listening").unwrap_or_default();
+                self.metrics_addr = self.logged_address("metrics listening").unwrap_or_default();
             }
             let status = match self.addr.is_empty() {
                 true => None,
@@ -191,12 +197,30 @@ impl Partlog {
         }
     }
 
-    /// The address of the "partlog listening local=ADDR" log line.
-    fn logged_address(&self) -> Option<String> {
+    /// The address of the log line "`message` local=ADDR" (text), or
+    /// `{"message": message, "local": ADDR}` (JSON).
+    fn logged_address(&self, message: &str) -> Option<String> {
         let log = self.log();
-        let line = log.lines().find(|l| l.contains("partlog listening"))?;
+        let line = log.lines().find(|l| l.contains(message))?;
+        if line.starts_with('{') {
+            let line: serde_json::Value = serde_json::from_str(line).ok()?;
+            return Some(line["local"].as_str()?.to_owned());
+        }
         let addr = line.split("local=").nth(1)?.split_whitespace().next()?;
         Some(addr.to_owned())
+    }
+
+    /// `GET /metrics`: the metrics in the Prometheus text format.
+    pub async fn metrics(&self) -> String {
+        assert!(
+            !self.metrics_addr.is_empty(),
+            "partlog logged no metrics address:\n{}",
+            self.log()
+        );
+        let answer = http_get(&self.metrics_addr, "/metrics").await;
+        let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        body.to_owned()
     }
 
     /// kill -9: no shutdown, no flushing.
@@ -236,6 +260,20 @@ impl Drop for Partlog {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A plain HTTP/1.1 GET of `path` on `addr`; the whole answer, head and
+/// body.
+pub async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
 }
 
 /// A stream name no other test (or earlier run) uses.
