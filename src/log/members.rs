@@ -29,7 +29,7 @@ impl ActiveMembers {
             .filter(|((s, g, _), _)| s == stream && g == group)
             .map(|(_, member)| member)
             .collect();
-        let members: HashSet<&&String> = held.iter().collect();
+        let members: HashSet<&String> = held.iter().copied().collect();
         crate::telemetry::group_members(stream, group, members.len(), held.len());
     }
 

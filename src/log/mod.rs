@@ -241,7 +241,9 @@ impl PartitionedLog {
         validate::stream_name(stream)?;
         let result = self.broker.delete_super_stream(stream).await;
         self.writers.remove(stream).await;
-        crate::telemetry::forget_stream(stream);
+        if matches!(result, Ok(()) | Err(Error::NotFound(_))) {
+            crate::telemetry::forget_stream(stream);
+        }
         result
     }
 

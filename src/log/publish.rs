@@ -46,10 +46,9 @@ pub struct SubmittedBatch {
     writer: Arc<StreamWriter>,
     /// Partition, sequence and size of each record, in request order.
     routed: Vec<Routed>,
-    /// Request indexes of each partition's records and their submission.
-    parts: Vec<(Vec<usize>, Result<Submitted>)>,
-    /// When the records were queued on their producers.
-    submitted_at: Instant,
+    /// Request indexes of each partition's records and their submission,
+    /// with when it was handed to the partition's producer.
+    parts: Vec<(Vec<usize>, Result<(Instant, Submitted)>)>,
 }
 
 /// Where a record went: its partition, its sequence, and its bytes as the
@@ -109,13 +108,12 @@ impl Writers {
         }
 
         let mut parts = Vec::new();
-        let submitted_at = Instant::now();
         for (partition, (indexes, records)) in groups.into_iter().enumerate() {
             if indexes.is_empty() {
                 continue;
             }
             let part = match writer.producer(broker, partition, producer_id).await {
-                Ok(producer) => Ok(producer.submit(records).await),
+                Ok(producer) => Ok((Instant::now(), producer.submit(records).await)),
                 Err(e) => Err(e),
             };
             parts.push((indexes, part));
@@ -124,7 +122,6 @@ impl Writers {
             writer,
             routed,
             parts,
-            submitted_at,
         })
     }
 
@@ -179,13 +176,12 @@ impl SubmittedBatch {
     /// Each record's outcome, in request order, once the broker answered.
     pub async fn outcome(self, writers: &Writers, broker: &Broker) -> Vec<Appended> {
         let metrics = &self.writer.metrics;
-        let submitted_at = self.submitted_at;
         let answers = self.parts.into_iter().map(|(indexes, part)| async move {
             let outcome = match part {
-                Ok(submitted) => {
+                Ok((handed, submitted)) => {
                     let outcome = submitted.outcome().await;
                     if outcome.iter().all(Result::is_ok) {
-                        metrics.confirmed_after(submitted_at.elapsed());
+                        metrics.confirmed_after(handed.elapsed());
                     }
                     outcome
                 }

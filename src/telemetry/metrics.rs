@@ -222,8 +222,8 @@ impl Metrics {
         );
         r.register_with_unit(
             "publish_confirm",
-            "From queuing a batch's records on a partition's producer to the broker's last \
-             confirm for them",
+            "From handing a batch's records to a partition's producer to the broker's confirm \
+             of the last of them",
             Unit::Seconds,
             m.publish_confirm.clone(),
         );
