@@ -52,15 +52,17 @@ RUN apt-get update \
 COPY --from=builder /out/partlog /usr/local/bin/partlog
 COPY config/partlog.toml /etc/partlog/partlog.toml
 
-# The file's default listen address is 127.0.0.1, unreachable from outside the
-# container; listen on all interfaces instead.
+# The file's default listen addresses are 127.0.0.1, unreachable from outside
+# the container; listen on all interfaces instead (metrics have no
+# authentication: publish 9464 only where the scraper alone reaches it).
 ENV PARTLOG_SERVER_LISTEN=0.0.0.0:50051
+ENV PARTLOG_METRICS_LISTEN=0.0.0.0:9464
 # The offset store (sled) of consumer groups; keep it on a volume.
 ENV PARTLOG_OFFSETS_DATA_DIR=/var/lib/partlog/offsets
 VOLUME /var/lib/partlog
 
 USER 10001:10001
-EXPOSE 50051
+EXPOSE 50051 9464
 
 # partlog runs as PID 1 and handles SIGTERM itself (graceful shutdown waits up
 # to server.shutdown_timeout_ms, 30 s by default: give `docker stop` -t 40).
