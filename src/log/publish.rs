@@ -46,10 +46,12 @@ pub struct SubmittedBatch {
     writer: Arc<StreamWriter>,
     /// Partition, sequence and size of each record, in request order.
     routed: Vec<Routed>,
-    /// Request indexes of each partition's records and their submission,
-    /// with when it was handed to the partition's producer.
-    parts: Vec<(Vec<usize>, Result<(Instant, Submitted)>)>,
+    /// Request indexes of each partition's records and their submission.
+    parts: Vec<(Vec<usize>, Result<Handed>)>,
 }
+
+/// Records handed to a partition's producer, and when.
+type Handed = (Instant, Submitted);
 
 /// Where a record went: its partition, its sequence, and its bytes as the
 /// published-bytes counter counts them.
