@@ -10,7 +10,7 @@
 //! - [`raw`]: partlog's own connection for metadata queries.
 //! - [`super_stream`]: super streams and their partitions, cached.
 //! - [`producer`]: appending to a partition with pipelined confirms, on
-//!   connections of its own or shared ones ([`publish_connection`]), with
+//!   connections producers share per node ([`publish_connection`]), with
 //!   the bookkeeping of [`confirms`].
 //! - [`reader`]: reading a partition chunk by chunk, with credit flow and a
 //!   pool of idle connections; [`bounds`] learns where records begin and

@@ -2,13 +2,13 @@
 //!
 //! The stream protocol numbers a connection's publishers with one byte and
 //! tags every confirm and publish error with that number, so one connection
-//! can carry up to 255 producers. Named (deduplicating) producers to a node
-//! share connections through [`SharedPublishConnections`]: many producer ids
-//! then do not mean many connections, and a new producer id costs a
-//! publisher declaration instead of a new connection (about 90 ms, see
-//! [`super::reader::ReaderPool`]). An unnamed partition producer keeps a
-//! connection of its own, so that each partition's busiest write path has
-//! its own socket and broker process.
+//! can carry up to 255 producers. All producers to a node share
+//! [`SharedPublishConnections`]: at most [`CONNECTIONS_PER_NODE`] per node,
+//! a new producer joining the one with the fewest: connections grow with
+//! the cluster's nodes, not with partitions and producer ids, while the
+//! busiest partitions still spread over a few sockets and broker processes.
+//! A new producer costs a publisher declaration instead of a new connection
+//! (about 90 ms, see [`super::reader::ReaderPool`]).
 //!
 //! Lifetime: a connection lives while it carries publishers; the last one
 //! to detach closes it. When it fails, every publisher on it loses its
@@ -193,12 +193,20 @@ impl PublishConnection {
         }
     }
 
+    /// Publishers on it now.
+    fn publishers(&self) -> usize {
+        self.routes.state().publishers.len()
+    }
+
     fn takes_publishers(&self) -> bool {
         !self.routes.state().retired && !self.client.is_closed()
     }
 }
 
-/// The connections named producers share, per node; one per broker handle.
+/// Most connections partlog opens to one node for publishing.
+pub const CONNECTIONS_PER_NODE: usize = 4;
+
+/// The connections producers share, per node; one per broker handle.
 #[derive(Default)]
 pub struct SharedPublishConnections {
     /// A tokio mutex: held while a connection opens, so that publishers
@@ -207,9 +215,11 @@ pub struct SharedPublishConnections {
 }
 
 impl SharedPublishConnections {
-    /// Attaches `route` to a connection to `node` with room, opening one when
-    /// none has. Held while opening, so that publishers arriving together
-    /// share the new connection instead of opening one each.
+    /// Attaches `route` to the connection to `node` with the fewest
+    /// publishers, opening one while the node has fewer than
+    /// [`CONNECTIONS_PER_NODE`] (or all are full). Held while opening, so
+    /// that publishers arriving together share the new connection instead
+    /// of opening one each.
     pub(super) async fn attach(
         &self,
         connector: &Connector,
@@ -219,9 +229,13 @@ impl SharedPublishConnections {
         let mut by_node = self.by_node.lock().await;
         let connections = by_node.entry(node.clone()).or_default();
         connections.retain(|c| c.takes_publishers());
-        for connection in connections.iter() {
-            if let Some(id) = connection.attach(route.clone()) {
-                return Ok((connection.clone(), id));
+        if connections.len() >= CONNECTIONS_PER_NODE {
+            let mut by_load: Vec<&Arc<PublishConnection>> = connections.iter().collect();
+            by_load.sort_by_key(|c| c.publishers());
+            for connection in by_load {
+                if let Some(id) = connection.attach(route.clone()) {
+                    return Ok((connection.clone(), id));
+                }
             }
         }
         let connection = Arc::new(PublishConnection::open(connector, node).await?);
