@@ -321,11 +321,9 @@ impl ReaderPool {
             }
         }
         let connection = Arc::new(ReaderConnection::open(&self.connector, node).await?);
-        let (id, events) = connection
-            .routes
-            .state()
-            .add(stream)
-            .ok_or_else(|| Error::Internal("a new reader connection refused a subscription".into()))?;
+        let (id, events) = connection.routes.state().add(stream).ok_or_else(|| {
+            Error::Internal("a new reader connection refused a subscription".into())
+        })?;
         connections.push(connection.clone());
         Ok((connection, id, events))
     }
@@ -344,8 +342,8 @@ impl ReaderPool {
                 .filter(|c| c.routes.state().by_id.is_empty())
                 .count();
             let state = connection.routes.state();
-            let close = state.by_id.is_empty()
-                && (closed || state.spent() || idle > MAX_IDLE_PER_NODE);
+            let close =
+                state.by_id.is_empty() && (closed || state.spent() || idle > MAX_IDLE_PER_NODE);
             drop(state);
             if close {
                 connections.retain(|c| !Arc::ptr_eq(c, connection));
