@@ -6,7 +6,7 @@
 CARGO ?= cargo
 CONFIG ?= config/partlog.toml
 
-.PHONY: run test test-cluster soak broker broker-cluster broker-stop build lint fmt clean-broker
+.PHONY: run test test-cluster soak bench broker broker-cluster broker-stop build lint fmt clean-broker
 
 run: broker
 	$(CARGO) build --release --locked --bin partlog
@@ -22,6 +22,11 @@ test-cluster: broker-cluster
 # 60 s of load with a broker restart in the middle; prints the counts.
 soak: broker
 	$(CARGO) test --locked --release --features soak --test soak -- --nocapture
+
+# partlog against the native stream client in one run (a few minutes); prints a table of
+# ratios and writes bench/results/<UTC time>.json. Flags: make bench ARGS="--help".
+bench: broker
+	$(CARGO) bench --locked --bench partlog_vs_native -- $(ARGS)
 
 broker:
 	scripts/rabbitmq.sh start

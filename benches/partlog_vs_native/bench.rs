@@ -1,0 +1,203 @@
+//! The run's context and its methodology: warm-up, rounds in which
+//! partlog and native variants alternate, resource metering around each
+//! measurement, raw samples into the report.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rabbitmq_stream_client::Environment;
+use serde_json::{Map, Value};
+
+use crate::options::Options;
+use crate::procfs::{self, CpuSnapshot, Sampler};
+use crate::report::{Report, Resources, Sample, Side};
+use crate::setup::{Broker, Partlog, Result, Streams};
+use crate::stats::Percentiles;
+
+pub struct Bench {
+    pub options: Options,
+    pub broker: Broker,
+    pub partlog: Partlog,
+    pub environment: Environment,
+    pub streams: Streams,
+    pub sampler: Sampler,
+    ticks_per_sec: f64,
+    pub report: Mutex<Report>,
+}
+
+/// A set-up compared in a section (a publishing path, a consumer, ...).
+pub trait Variant: Copy {
+    fn side(self) -> Side;
+    /// Stable name in the JSON.
+    fn id(self) -> &'static str;
+}
+
+/// Which call of a measurement this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Round {
+    /// Unmeasured, with the warm-up record count.
+    Warmup,
+    /// Measured round, from 0.
+    Measured(usize),
+}
+
+/// What a measurement gives before it becomes a sample.
+pub struct Measured {
+    pub records: u64,
+    pub elapsed: Duration,
+    pub latency: Option<Percentiles>,
+    pub service_latency: Option<Percentiles>,
+    pub resources: Resources,
+    pub extra: Map<String, Value>,
+}
+
+/// CPU time and peaks from [`Bench::meter`] to [`Meter::finish`].
+pub struct Meter<'a> {
+    bench: &'a Bench,
+    start: CpuSnapshot,
+}
+
+impl Meter<'_> {
+    pub fn finish(self) -> Resources {
+        let end = self.bench.cpu();
+        let seconds = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / self.bench.ticks_per_sec),
+            _ => None,
+        };
+        Resources {
+            partlog_cpu_s: seconds(self.start.partlog, end.partlog),
+            broker_cpu_s: seconds(self.start.broker, end.broker),
+            client_cpu_s: seconds(self.start.client, end.client).unwrap_or(0.0),
+            peaks: self.bench.sampler.take(),
+        }
+    }
+}
+
+impl Bench {
+    pub fn new(
+        options: Options,
+        broker: Broker,
+        partlog: Partlog,
+        environment: Environment,
+        streams: Streams,
+    ) -> Bench {
+        let sampler = Sampler::start(partlog.pid, vec![broker.port]);
+        Bench {
+            options,
+            broker,
+            partlog,
+            environment,
+            streams,
+            sampler,
+            ticks_per_sec: procfs::clock_ticks(),
+            report: Mutex::default(),
+        }
+    }
+
+    fn cpu(&self) -> CpuSnapshot {
+        CpuSnapshot {
+            partlog: self.partlog.pid.and_then(procfs::cpu_ticks),
+            broker: self.broker.pid.and_then(procfs::cpu_ticks),
+            client: procfs::cpu_ticks(std::process::id()),
+        }
+    }
+
+    /// Starts metering the measured part of a measurement.
+    pub fn meter(&self) -> Meter<'_> {
+        self.sampler.take();
+        Meter {
+            bench: self,
+            start: self.cpu(),
+        }
+    }
+
+    /// Creates a fresh super stream and watches its nodes' ports for
+    /// connection counts.
+    pub async fn fresh_stream(&self, what: &str, partitions: u32) -> Result<String> {
+        let (name, ports) = self.streams.create(what, partitions).await?;
+        self.sampler.watch_ports(&ports);
+        Ok(name)
+    }
+
+    /// Runs `measure` for every variant once unmeasured (warm-up), then
+    /// `rounds` times. Within a round the variants run in the given order,
+    /// which alternates partlog and native; every other round runs them in
+    /// reverse (ABBA), so that neither side always follows the other (page
+    /// cache, broker segment files, a neighbour's build starting). Every
+    /// sample goes into the report as it is taken.
+    pub async fn rounds<V, F, Fut>(
+        &self,
+        section: &str,
+        variants: &[V],
+        rounds: usize,
+        mut measure: F,
+    ) -> Result<()>
+    where
+        V: Variant,
+        F: FnMut(V, Round) -> Fut,
+        Fut: Future<Output = Result<Measured>>,
+    {
+        println!("{section}");
+        for &variant in variants {
+            measure(variant, Round::Warmup)
+                .await
+                .map_err(|e| format!("{section}: warm-up of {}: {e}", variant.id()))?;
+        }
+        for round in 0..rounds {
+            let mut order = variants.to_vec();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for variant in order {
+                let measured = measure(variant, Round::Measured(round))
+                    .await
+                    .map_err(|e| format!("{section}: {} round {}: {e}", variant.id(), round + 1))?;
+                let sample = Sample {
+                    section: section.to_owned(),
+                    variant: variant.id().to_owned(),
+                    side: variant.side(),
+                    round,
+                    records: measured.records,
+                    seconds: measured.elapsed.as_secs_f64(),
+                    records_per_sec: measured.records as f64 / measured.elapsed.as_secs_f64(),
+                    latency: measured.latency,
+                    service_latency: measured.service_latency,
+                    resources: measured.resources,
+                    extra: measured.extra,
+                };
+                println!("  {}", progress(&sample));
+                self.report.lock().unwrap().samples.push(sample);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One line per sample while the run goes on.
+fn progress(sample: &Sample) -> String {
+    let mut line = format!(
+        "round {} {:<30} {:>8} in {:>7.3} s = {:>8.0}/s",
+        sample.round + 1,
+        sample.variant,
+        sample.records,
+        sample.seconds,
+        sample.records_per_sec
+    );
+    if let Some(l) = &sample.latency {
+        line += &format!(
+            ", p50 {:.2} p99 {:.2} p99.9 {:.2} ms",
+            l.p50_ms, l.p99_ms, l.p999_ms
+        );
+    }
+    for (name, value) in &sample.extra {
+        line += &format!(", {name} {value}");
+    }
+    let r = &sample.resources;
+    let cpu =
+        |label: &str, s: Option<f64>| s.map(|s| format!(", {label} {s:.2}")).unwrap_or_default();
+    line += &cpu("CPU-s partlog", r.partlog_cpu_s);
+    line += &cpu("broker", r.broker_cpu_s);
+    line += &cpu("bench", Some(r.client_cpu_s));
+    line
+}
