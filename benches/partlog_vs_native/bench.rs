@@ -112,6 +112,27 @@ impl Bench {
         }
     }
 
+    /// Waits (up to two minutes) until the broker takes connections and
+    /// partlog reports SERVING again.
+    pub async fn wait_until_serving(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while tokio::time::Instant::now() < deadline {
+            let broker_up = match self.broker.admin_client().await {
+                Ok(client) => {
+                    let _ = client.close().await;
+                    true
+                }
+                Err(_) => false,
+            };
+            let serving = self.partlog.health().await
+                == Some(tonic_health::pb::health_check_response::ServingStatus::Serving);
+            if broker_up && serving {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Creates a fresh super stream and watches its nodes' ports for
     /// connection counts.
     pub async fn fresh_stream(&self, what: &str, partitions: u32) -> Result<String> {
@@ -150,9 +171,22 @@ impl Bench {
                 order.reverse();
             }
             for variant in order {
-                let measured = measure(variant, Round::Measured(round))
-                    .await
-                    .map_err(|e| format!("{section}: {} round {}: {e}", variant.id(), round + 1))?;
+                let what = format!("{section}: {} round {}", variant.id(), round + 1);
+                let measured = match measure(variant, Round::Measured(round)).await {
+                    Ok(measured) => measured,
+                    Err(first) => {
+                        // The shared broker may have been restarted under
+                        // the run: measure once more when it is back, and
+                        // say so in the report.
+                        let incident = format!("{what} failed and was measured again: {first}");
+                        println!("  {incident}");
+                        self.streams.incidents.lock().unwrap().push(incident);
+                        self.wait_until_serving().await;
+                        measure(variant, Round::Measured(round))
+                            .await
+                            .map_err(|e| format!("{what}: {e} (and before: {first})"))?
+                    }
+                };
                 let sample = Sample {
                     section: section.to_owned(),
                     variant: variant.id().to_owned(),

@@ -86,7 +86,19 @@ async fn run(options: Options) -> Result<()> {
         cores(),
     );
 
-    let outcome = lines::run_all(&bench).await;
+    let outcome = tokio::select! {
+        outcome = lines::run_all(&bench) => outcome,
+        () = interrupted() => Err("interrupted".into()),
+    };
+    let left_over = bench.streams.delete_left_over().await;
+    if !left_over.is_empty() {
+        bench
+            .streams
+            .incidents
+            .lock()
+            .unwrap()
+            .push(format!("streams that could not be deleted: {left_over:?}"));
+    }
     let partlog_hwm = bench
         .partlog
         .pid
@@ -154,6 +166,21 @@ async fn run(options: Options) -> Result<()> {
         println!("partlog's log: {}", log.display());
     }
     outcome
+}
+
+/// SIGINT or SIGTERM: the run stops, reports what it measured, deletes its
+/// streams and stops partlog.
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 fn cores() -> usize {

@@ -18,9 +18,16 @@ pub struct Options {
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
 
-    /// Records per throughput measurement (publish, consume, group).
+    /// Records per throughput measurement (publish, consume, group), up to
+    /// --max-mb of values.
     #[arg(long, default_value_t = 300_000)]
     pub records: u64,
+
+    /// Most megabytes (10^6 bytes) of values per throughput measurement:
+    /// fewer records of large values keep a run's time and the broker's
+    /// disk in bounds.
+    #[arg(long, default_value_t = 100)]
+    pub max_mb: u64,
 
     /// Records of the unmeasured warm-up before each line.
     #[arg(long, default_value_t = 20_000)]
@@ -149,10 +156,19 @@ impl Options {
         if self.records == 0 || self.latency_records == 0 || self.delivery_records == 0 {
             return Err("record counts must be at least 1".into());
         }
-        if self.delivery_rate == 0 || self.commits_in_flight == 0 {
-            return Err("--delivery-rate and --commits-in-flight must be at least 1".into());
+        if self.max_mb == 0 || self.delivery_rate == 0 || self.commits_in_flight == 0 {
+            return Err(
+                "--max-mb, --delivery-rate and --commits-in-flight must be at least 1".into(),
+            );
         }
         Ok(())
+    }
+
+    /// Records of `value_size` bytes per throughput measurement.
+    pub fn records_of(&self, value_size: usize) -> u64 {
+        self.records
+            .min(self.max_mb * 1_000_000 / value_size as u64)
+            .max(1)
     }
 
     /// Partitions of every line but the publish matrix.

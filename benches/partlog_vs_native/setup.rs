@@ -1,6 +1,7 @@
 //! What a run stands on: the broker, a partlog server process, clients of
 //! both, and fresh super streams.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -182,7 +183,7 @@ impl Partlog {
         }
     }
 
-    async fn health(&self) -> Option<ServingStatus> {
+    pub async fn health(&self) -> Option<ServingStatus> {
         let channel = Endpoint::from_shared(self.url.clone())
             .ok()?
             .connect()
@@ -270,6 +271,8 @@ pub struct Streams {
     admin: PartLogClient<Channel>,
     prefix: String,
     next: AtomicU32,
+    /// Created and not deleted yet.
+    live: Mutex<BTreeSet<String>>,
     /// Failures that a retry got past, for the report.
     pub incidents: Mutex<Vec<String>>,
 }
@@ -280,6 +283,7 @@ impl Streams {
             admin,
             prefix: format!("bench-{:06x}", rand::random::<u32>() & 0xff_ffff),
             next: AtomicU32::new(0),
+            live: Mutex::default(),
             incidents: Mutex::default(),
         }
     }
@@ -316,6 +320,7 @@ impl Streams {
     ) -> std::result::Result<(String, Vec<u16>), (String, Error)> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}-{what}-{n}", self.prefix);
+        self.live.lock().unwrap().insert(name.clone());
         let described = async {
             let mut admin = self.admin.clone();
             admin
@@ -351,15 +356,35 @@ impl Streams {
         Ok((name, ports))
     }
 
+    /// Deletes a stream; one that is gone already counts as deleted.
     pub async fn delete(&self, name: &str) -> Result<()> {
-        self.admin
+        let deleted = self
+            .admin
             .clone()
             .delete_stream(DeleteStreamRequest {
                 stream: name.to_owned(),
             })
-            .await
-            .map_err(|e| format!("delete {name}: {e}"))?;
+            .await;
+        match deleted {
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::NotFound => {}
+            Err(status) => return Err(format!("delete {name}: {status}").into()),
+        }
+        self.live.lock().unwrap().remove(name);
         Ok(())
+    }
+
+    /// Deletes every stream a failed or interrupted measurement left; the
+    /// broker's disk is shared. Returns the ones that could not be deleted.
+    pub async fn delete_left_over(&self) -> Vec<String> {
+        let names: Vec<String> = self.live.lock().unwrap().iter().cloned().collect();
+        let mut left = Vec::new();
+        for name in names {
+            if self.delete(&name).await.is_err() {
+                left.push(name);
+            }
+        }
+        left
     }
 }
 

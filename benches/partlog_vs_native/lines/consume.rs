@@ -28,7 +28,7 @@ pub async fn from_first(bench: &Bench) -> Result<()> {
         .rounds(&section, &VARIANTS, o.rounds, |variant, round| {
             let records = match round {
                 Round::Warmup => o.warmup_records,
-                Round::Measured(_) => o.records,
+                Round::Measured(_) => o.records_of(dataset.value_size),
             };
             consume_once(bench, &dataset, variant, records)
         })

@@ -38,7 +38,7 @@ pub async fn with_commits(bench: &Bench) -> Result<()> {
         .rounds(&section, &VARIANTS, o.rounds, |variant, round| {
             let records = match round {
                 Round::Warmup => o.warmup_records,
-                Round::Measured(_) => o.records,
+                Round::Measured(_) => o.records_of(dataset.value_size),
             };
             group_once(bench, &dataset, variant, records)
         })

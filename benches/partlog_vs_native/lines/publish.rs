@@ -47,7 +47,7 @@ pub async fn throughput(bench: &Bench) -> Result<()> {
                 .rounds(&section, &VARIANTS, o.rounds, |variant, round| {
                     let records = match round {
                         Round::Warmup => o.warmup_records,
-                        Round::Measured(_) => o.records,
+                        Round::Measured(_) => o.records_of(dataset.value_size),
                     };
                     publish_once(bench, &dataset, variant, Speed::Full, records, o.batch)
                 })
@@ -99,7 +99,7 @@ pub async fn half_rate_latency(bench: &Bench) -> Result<()> {
                     |variant, round| {
                         let records = match round {
                             Round::Warmup => o.warmup_records,
-                            Round::Measured(_) => o.records,
+                            Round::Measured(_) => o.records_of(dataset.value_size),
                         };
                         publish_once(bench, &dataset, variant, Speed::Full, records, o.batch)
                     },

@@ -1,7 +1,9 @@
 //! The native client's producers as publishing paths.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -17,6 +19,51 @@ use tokio::sync::oneshot;
 use super::{Confirmed, PublishPath, Target};
 use crate::records::Record;
 use crate::setup::{partition_stream, Result};
+
+/// Holds a native producer so that it is never dropped on a runtime worker:
+/// 0.11's producers close themselves in `Drop` by blocking on a future that
+/// needs the runtime's workers, which hangs the worker (and, with two
+/// workers, the run) when the producer was not closed before — after a
+/// failed measurement, say. Dropped, it goes to a blocking thread instead.
+struct Aside<T: Send + 'static>(Option<T>);
+
+/// Longest wait for a producer to close; a close that hangs (the broker
+/// went away) keeps its own task.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl<T: Send + 'static> Aside<T> {
+    fn new(value: T) -> Aside<T> {
+        Aside(Some(value))
+    }
+
+    fn get(&self) -> &T {
+        self.0.as_ref().expect("present until closed or dropped")
+    }
+
+    fn get_mut(&mut self) -> &mut T {
+        self.0.as_mut().expect("present until closed or dropped")
+    }
+
+    /// Closes the value with `close` on a task of its own.
+    async fn close<Fut>(mut self, close: impl FnOnce(T) -> Fut + Send + 'static)
+    where
+        Fut: Future + Send + 'static,
+    {
+        let value = self.0.take().expect("present until closed or dropped");
+        let task = tokio::spawn(async move {
+            close(value).await;
+        });
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, task).await;
+    }
+}
+
+impl<T: Send + 'static> Drop for Aside<T> {
+    fn drop(&mut self) {
+        if let Some(value) = self.0.take() {
+            tokio::task::spawn_blocking(move || drop(value));
+        }
+    }
+}
 
 /// `clients` super stream producers, each its own connections.
 pub async fn super_stream_paths(
@@ -35,7 +82,9 @@ pub async fn super_stream_paths(
             .client_provided_name("partlog-bench")
             .build(target.stream)
             .await?;
-        paths.push(Box::new(NativeSuperStream { producer }));
+        paths.push(Box::new(NativeSuperStream {
+            producer: Aside::new(producer),
+        }));
     }
     Ok(paths)
 }
@@ -47,15 +96,14 @@ pub async fn per_partition_paths(
 ) -> Result<Vec<Box<dyn PublishPath>>> {
     let mut producers = Vec::new();
     for p in 0..target.partitions {
-        producers.push(
-            target
-                .environment
-                .producer()
-                .batch_size(native_frame_records(target.batch, target.value_size))
-                .client_provided_name("partlog-bench")
-                .build(&partition_stream(target.stream, p))
-                .await?,
-        );
+        let producer = target
+            .environment
+            .producer()
+            .batch_size(native_frame_records(target.batch, target.value_size))
+            .client_provided_name("partlog-bench")
+            .build(&partition_stream(target.stream, p))
+            .await?;
+        producers.push(Aside::new(producer));
     }
     let producers = Arc::new(producers);
     let mut paths: Vec<Box<dyn PublishPath>> = Vec::new();
@@ -157,7 +205,7 @@ impl BatchConfirm {
 }
 
 struct NativeSuperStream {
-    producer: SuperStreamProducer<NoDedup>,
+    producer: Aside<SuperStreamProducer<NoDedup>>,
 }
 
 impl PublishPath for NativeSuperStream {
@@ -166,6 +214,7 @@ impl PublishPath for NativeSuperStream {
             let (confirm, confirmed) = BatchConfirm::new(batch.len());
             for record in batch {
                 self.producer
+                    .get_mut()
                     .send(native_message(record), confirm.callback())
                     .await
                     .map_err(|e| format!("native super stream send: {e:?}"))?;
@@ -177,14 +226,18 @@ impl PublishPath for NativeSuperStream {
 
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
         async move {
-            let _ = self.producer.close().await;
+            self.producer
+                .close(|producer| async move {
+                    let _ = producer.close().await;
+                })
+                .await;
         }
         .boxed()
     }
 }
 
 struct NativePerPartition {
-    producers: Arc<Vec<Producer<NoDedup>>>,
+    producers: Arc<Vec<Aside<Producer<NoDedup>>>>,
 }
 
 impl PublishPath for NativePerPartition {
@@ -200,6 +253,7 @@ impl PublishPath for NativePerPartition {
             for (producer, messages) in self.producers.iter().zip(routed) {
                 if !messages.is_empty() {
                     producer
+                        .get()
                         .batch_send(messages, confirm.callback())
                         .await
                         .map_err(|e| format!("native batch send: {e:?}"))?;
@@ -215,7 +269,11 @@ impl PublishPath for NativePerPartition {
             // The last path to close closes the shared producers.
             if let Ok(producers) = Arc::try_unwrap(self.producers) {
                 for producer in producers {
-                    let _ = producer.close().await;
+                    producer
+                        .close(|producer| async move {
+                            let _ = producer.close().await;
+                        })
+                        .await;
                 }
             }
         }
