@@ -65,9 +65,14 @@ impl Meter<'_> {
             (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / self.bench.ticks_per_sec),
             _ => None,
         };
+        // Unmeasured when the broker was restarted in between.
+        let broker = match (self.start.broker, end.broker) {
+            (Some((a, start)), Some((b, end))) if a == b => (Some(start), Some(end)),
+            _ => (None, None),
+        };
         Resources {
             partlog_cpu_s: seconds(self.start.partlog, end.partlog),
-            broker_cpu_s: seconds(self.start.broker, end.broker),
+            broker_cpu_s: seconds(broker.0, broker.1),
             client_cpu_s: seconds(self.start.client, end.client).unwrap_or(0.0),
             peaks: self.bench.sampler.take(),
         }
@@ -98,7 +103,10 @@ impl Bench {
     fn cpu(&self) -> CpuSnapshot {
         CpuSnapshot {
             partlog: self.partlog.pid.and_then(procfs::cpu_ticks),
-            broker: self.broker.pid.and_then(procfs::cpu_ticks),
+            broker: self
+                .broker
+                .pid()
+                .and_then(|pid| Some((pid, procfs::cpu_ticks(pid)?))),
             client: procfs::cpu_ticks(std::process::id()),
         }
     }
@@ -109,6 +117,28 @@ impl Bench {
         Meter {
             bench: self,
             start: self.cpu(),
+        }
+    }
+
+    /// Runs a measurement; when it fails — the shared broker may have been
+    /// restarted under the run — runs it once more when broker and partlog
+    /// serve again, and says so in the report.
+    async fn measure_retrying<F, Fut>(&self, what: &str, mut measure: F) -> Result<Measured>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Measured>>,
+    {
+        match measure().await {
+            Ok(measured) => Ok(measured),
+            Err(first) => {
+                let incident = format!("{what} failed and was measured again: {first}");
+                println!("  {incident}");
+                self.streams.incidents.lock().unwrap().push(incident);
+                self.wait_until_serving().await;
+                measure()
+                    .await
+                    .map_err(|e| format!("{what}: {e} (and before: {first})").into())
+            }
         }
     }
 
@@ -161,9 +191,9 @@ impl Bench {
     {
         println!("{section}");
         for &variant in variants {
-            measure(variant, Round::Warmup)
-                .await
-                .map_err(|e| format!("{section}: warm-up of {}: {e}", variant.id()))?;
+            let what = format!("{section}: warm-up of {}", variant.id());
+            self.measure_retrying(&what, || measure(variant, Round::Warmup))
+                .await?;
         }
         for round in 0..rounds {
             let mut order = variants.to_vec();
@@ -172,21 +202,9 @@ impl Bench {
             }
             for variant in order {
                 let what = format!("{section}: {} round {}", variant.id(), round + 1);
-                let measured = match measure(variant, Round::Measured(round)).await {
-                    Ok(measured) => measured,
-                    Err(first) => {
-                        // The shared broker may have been restarted under
-                        // the run: measure once more when it is back, and
-                        // say so in the report.
-                        let incident = format!("{what} failed and was measured again: {first}");
-                        println!("  {incident}");
-                        self.streams.incidents.lock().unwrap().push(incident);
-                        self.wait_until_serving().await;
-                        measure(variant, Round::Measured(round))
-                            .await
-                            .map_err(|e| format!("{what}: {e} (and before: {first})"))?
-                    }
-                };
+                let measured = self
+                    .measure_retrying(&what, || measure(variant, Round::Measured(round)))
+                    .await?;
                 let sample = Sample {
                     section: section.to_owned(),
                     variant: variant.id().to_owned(),

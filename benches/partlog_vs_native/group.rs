@@ -159,6 +159,52 @@ impl GroupImpl {
     }
 }
 
+impl GroupImpl {
+    /// The group's state as the implementation sees it, for a failure's
+    /// message: per partition committed offset, tail and active member.
+    pub async fn describe(self, bench: &Bench, stream: &str, group: &str) -> String {
+        match self {
+            GroupImpl::PartlogSubscribeCommit => {
+                let rows = async {
+                    let rows = bench
+                        .partlog
+                        .client()
+                        .await?
+                        .get_offsets(GetOffsetsRequest {
+                            group: group.to_owned(),
+                            stream: stream.to_owned(),
+                        })
+                        .await?
+                        .into_inner()
+                        .partitions;
+                    Ok::<_, crate::setup::Error>(rows)
+                }
+                .await;
+                match rows {
+                    Ok(rows) => rows
+                        .iter()
+                        .map(|r| {
+                            format!(
+                                "{}: committed {:?} tail {:?} active {:?}",
+                                r.partition, r.committed, r.tail, r.active_member
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    Err(e) => format!("GetOffsets failed: {e}"),
+                }
+            }
+            GroupImpl::NativeSingleActive => {
+                let partitions = bench.options.group_partitions;
+                match self.committed(bench, stream, group, partitions).await {
+                    Ok(stored) => format!("stored offsets {stored:?}"),
+                    Err(e) => format!("stored offsets unknown: {e}"),
+                }
+            }
+        }
+    }
+}
+
 /// What a group consumption gave besides the tally.
 pub struct GroupOutcome {
     pub commits: u64,

@@ -82,7 +82,10 @@ async fn run(options: Options) -> Result<()> {
         bench.broker.version,
         bench.broker.host,
         bench.broker.port,
-        bench.broker.pid.map_or("unknown".into(), |p| p.to_string()),
+        bench
+            .broker
+            .pid()
+            .map_or("unknown".into(), |p| p.to_string()),
         cores(),
     );
 
@@ -139,7 +142,7 @@ async fn run(options: Options) -> Result<()> {
         },
         "broker": {
             "address": format!("{}:{}", bench.broker.host, bench.broker.port),
-            "pid_known": bench.broker.pid.is_some(),
+            "pid_known": bench.broker.pid().is_some(),
         },
         "partlog": {
             "url": bench.partlog.url,

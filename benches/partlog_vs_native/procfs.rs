@@ -122,11 +122,12 @@ pub fn listener_pid(port: u16) -> Option<u32> {
         .find(|pid| socket_inodes(*pid).contains(&inode))
 }
 
-/// CPU ticks of the processes a measurement watches.
+/// CPU ticks of the processes a measurement watches; the broker's with its
+/// pid, as a restarted broker is another process.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuSnapshot {
     pub partlog: Option<u64>,
-    pub broker: Option<u64>,
+    pub broker: Option<(u32, u64)>,
     pub client: Option<u64>,
 }
 

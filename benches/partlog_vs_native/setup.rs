@@ -30,7 +30,10 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 pub struct Broker {
     pub host: String,
     pub port: u16,
-    pub pid: Option<u32>,
+    /// The process serving the stream port, when local; looked up again
+    /// when it ends (the broker was restarted).
+    pid: Mutex<Option<u32>>,
+    local: bool,
     pub version: String,
 }
 
@@ -66,17 +69,28 @@ impl Broker {
             .unwrap_or_else(|| "unknown".into());
         let _ = client.close().await;
         let local = matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1");
-        let pid = if local {
-            crate::procfs::listener_pid(port)
-        } else {
-            None
-        };
-        Ok(Broker {
+        let broker = Broker {
             host,
             port,
-            pid,
+            pid: Mutex::new(None),
+            local,
             version,
-        })
+        };
+        broker.pid();
+        Ok(broker)
+    }
+
+    /// The broker's process, if it runs on this machine.
+    pub fn pid(&self) -> Option<u32> {
+        if !self.local {
+            return None;
+        }
+        let mut pid = self.pid.lock().unwrap();
+        let running = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        if !running {
+            *pid = crate::procfs::listener_pid(self.port);
+        }
+        *pid
     }
 
     pub async fn environment(&self) -> Result<Environment> {

@@ -22,6 +22,9 @@ pub struct Tally {
     /// One bit per expected sequence.
     seen: Vec<AtomicU64>,
     distinct: AtomicU64,
+    /// Per partition: records expected and distinct records seen.
+    expected: Vec<u64>,
+    distinct_in: Vec<AtomicU64>,
     deliveries: AtomicU64,
     /// Sequences outside the expected range or undecodable values.
     foreign: AtomicU64,
@@ -48,6 +51,8 @@ impl Tally {
             count,
             seen: (0..count.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             distinct: AtomicU64::new(0),
+            expected: dataset.expected_per_partition(first, count),
+            distinct_in: (0..dataset.partitions).map(|_| AtomicU64::new(0)).collect(),
             deliveries: AtomicU64::new(0),
             foreign: AtomicU64::new(0),
             misrouted: AtomicU64::new(0),
@@ -96,6 +101,7 @@ impl Tally {
         let bit = 1u64 << (index % 64);
         let before = self.seen[(index / 64) as usize].fetch_or(bit, Ordering::Relaxed);
         if before & bit == 0 {
+            self.distinct_in[partition as usize].fetch_add(1, Ordering::Relaxed);
             let distinct = self.distinct.fetch_add(1, Ordering::Relaxed) + 1;
             if distinct == self.count {
                 self.progress.notify_waiters();
@@ -155,14 +161,26 @@ impl Tally {
     }
 
     pub fn summary(&self) -> String {
+        let missing: Vec<String> = self
+            .expected
+            .iter()
+            .zip(&self.distinct_in)
+            .enumerate()
+            .filter_map(|(p, (expected, seen))| {
+                let missing = expected.saturating_sub(seen.load(Ordering::Relaxed));
+                (missing > 0).then(|| format!("{p}: {missing}"))
+            })
+            .collect();
         format!(
-            "expected {}, distinct {}, deliveries {}, foreign {}, misrouted {}, out of order {}",
+            "expected {}, distinct {}, deliveries {}, foreign {}, misrouted {}, out of order {}, \
+             missing per partition {{{}}}",
             self.count,
             self.distinct.load(Ordering::Relaxed),
             self.deliveries(),
             self.foreign.load(Ordering::Relaxed),
             self.misrouted.load(Ordering::Relaxed),
             self.out_of_order.load(Ordering::Relaxed),
+            missing.join(", ")
         )
     }
 

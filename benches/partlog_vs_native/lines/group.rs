@@ -83,7 +83,13 @@ async fn group_once(
             group::consume(bench, implementation, &stream, &group, &last, tally.clone()).await;
         let elapsed = started.elapsed();
         let resources = meter.finish();
-        let outcome = consumed?;
+        let outcome = match consumed {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let state = implementation.describe(bench, &stream, &group).await;
+                return Err(format!("{e}; the group: {state}").into());
+            }
+        };
         tally.verify(false)?;
 
         let deadline = tokio::time::Instant::now() + STORED_OFFSET_VISIBLE;

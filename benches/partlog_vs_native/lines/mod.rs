@@ -56,7 +56,7 @@ pub fn summary_notes(bench: &Bench, report: &mut Report, partlog_hwm_kib: Option
                 .into(),
         ),
     }
-    if bench.broker.pid.is_none() {
+    if bench.broker.pid().is_none() {
         report.notes.push(
             "the broker does not run on this machine (or its process was not found): broker CPU \
              is unmeasured"
