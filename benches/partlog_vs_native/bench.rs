@@ -171,8 +171,8 @@ impl Bench {
         Ok(name)
     }
 
-    /// Runs `measure` for every variant once unmeasured (warm-up), then
-    /// `rounds` times. Within a round the variants run in the given order,
+    /// Runs `measure` for every variant once unmeasured (warm-up, when
+    /// `warm_up`), then `rounds` times. Within a round the variants run in the given order,
     /// which alternates partlog and native; every other round runs them in
     /// reverse (ABBA), so that neither side always follows the other (page
     /// cache, broker segment files, a neighbour's build starting). Every
@@ -182,6 +182,7 @@ impl Bench {
         section: &str,
         variants: &[V],
         rounds: usize,
+        warm_up: bool,
         mut measure: F,
     ) -> Result<()>
     where
@@ -190,7 +191,7 @@ impl Bench {
         Fut: Future<Output = Result<Measured>>,
     {
         println!("{section}");
-        for &variant in variants {
+        for &variant in variants.iter().filter(|_| warm_up) {
             let what = format!("{section}: warm-up of {}", variant.id());
             self.measure_retrying(&what, || measure(variant, Round::Warmup))
                 .await?;

@@ -51,7 +51,7 @@ impl ConsumeVariant {
         match self {
             ConsumeVariant::PartlogSubscribe => "Subscribe",
             ConsumeVariant::PartlogRead => "Read loop",
-            ConsumeVariant::NativeConsumer => "native consumer per partition",
+            ConsumeVariant::NativeConsumer => "native Consumer per partition",
         }
     }
 }

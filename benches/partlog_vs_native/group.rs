@@ -94,8 +94,8 @@ impl Variant for GroupImpl {
 impl GroupImpl {
     pub fn label(self) -> &'static str {
         match self {
-            GroupImpl::PartlogSubscribeCommit => "Subscribe + Commit (2 channels)",
-            GroupImpl::NativeSingleActive => "native single active consumers",
+            GroupImpl::PartlogSubscribeCommit => "Subscribe + Commit",
+            GroupImpl::NativeSingleActive => "native single active consumer",
         }
     }
 

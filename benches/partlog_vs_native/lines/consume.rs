@@ -25,7 +25,7 @@ pub async fn from_first(bench: &Bench) -> Result<()> {
         o.base_partitions()
     );
     bench
-        .rounds(&section, &VARIANTS, o.rounds, |variant, round| {
+        .rounds(&section, &VARIANTS, o.rounds, true, |variant, round| {
             let records = match round {
                 Round::Warmup => o.warmup_records,
                 Round::Measured(_) => o.records_of(dataset.value_size),

@@ -33,7 +33,7 @@ pub async fn latency(bench: &Bench) -> Result<()> {
         o.base_partitions()
     );
     bench
-        .rounds(&section, &VARIANTS, o.rounds, |variant, round| {
+        .rounds(&section, &VARIANTS, o.rounds, true, |variant, round| {
             let records = match round {
                 Round::Warmup => o.warmup_records,
                 Round::Measured(_) => o.delivery_records,

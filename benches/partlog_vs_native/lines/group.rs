@@ -28,14 +28,14 @@ pub async fn with_commits(bench: &Bench) -> Result<()> {
     let o = &bench.options;
     let dataset = Dataset::new(o.keys, o.base_value_size(), o.group_partitions);
     let section = format!(
-        "group of {} members from first, committing every {} records, {} B values, {} partitions",
+        "group of {} members from first, each committing every {} records (partlog: Commit on a second channel), {} B values, {} partitions",
         o.group_members,
         o.commit_every,
         o.base_value_size(),
         o.group_partitions
     );
     bench
-        .rounds(&section, &VARIANTS, o.rounds, |variant, round| {
+        .rounds(&section, &VARIANTS, o.rounds, true, |variant, round| {
             let records = match round {
                 Round::Warmup => o.warmup_records,
                 Round::Measured(_) => o.records_of(dataset.value_size),

@@ -39,12 +39,16 @@ fn section_name(value_size: usize, partitions: u32, bench: &Bench) -> String {
 /// partition count; latency at full speed for the first of each.
 pub async fn throughput(bench: &Bench) -> Result<()> {
     let o = &bench.options;
+    // One warm-up for the matrix: every measurement opens its connections
+    // and producers before it is timed anyway.
+    let mut warm_up = true;
     for &value_size in &o.value_size {
         for &partitions in &o.partitions {
             let dataset = Dataset::new(o.keys, value_size, partitions);
             let section = section_name(value_size, partitions, bench);
+            let warm = std::mem::take(&mut warm_up);
             bench
-                .rounds(&section, &VARIANTS, o.rounds, |variant, round| {
+                .rounds(&section, &VARIANTS, o.rounds, warm, |variant, round| {
                     let records = match round {
                         Round::Warmup => o.warmup_records,
                         Round::Measured(_) => o.records_of(dataset.value_size),
@@ -96,6 +100,7 @@ pub async fn half_rate_latency(bench: &Bench) -> Result<()> {
                     &full_speed,
                     &[NativePerPartition],
                     o.rounds,
+                    true,
                     |variant, round| {
                         let records = match round {
                             Round::Warmup => o.warmup_records,
@@ -119,7 +124,7 @@ pub async fn half_rate_latency(bench: &Bench) -> Result<()> {
         o.latency_batch
     );
     bench
-        .rounds(&section, &VARIANTS, o.rounds, |variant, round| {
+        .rounds(&section, &VARIANTS, o.rounds, true, |variant, round| {
             let records = match round {
                 Round::Warmup => o.warmup_records,
                 Round::Measured(_) => o.latency_records,

@@ -38,20 +38,26 @@ pub async fn connections(bench: &Bench) -> Result<()> {
         o.scale.partitions, o.scale.groups
     );
     bench
-        .rounds(&section, &VARIANTS, o.scale_rounds, |variant, round| {
-            let scale = match round {
-                Round::Warmup => WARMUP,
-                Round::Measured(_) => o.scale,
-            };
-            scale_once(bench, variant, scale)
-        })
+        .rounds(
+            &section,
+            &VARIANTS,
+            o.scale_rounds,
+            true,
+            |variant, round| {
+                let scale = match round {
+                    Round::Warmup => WARMUP,
+                    Round::Measured(_) => o.scale,
+                };
+                scale_once(bench, variant, scale)
+            },
+        )
         .await?;
     let mut report = bench.report.lock().unwrap();
     let (partlog, native) = (PartlogSubscribeCommit, NativeSingleActive);
     report.compare(
         &section,
         format!(
-            "seconds until every partition is ACTIVE, {} vs {}",
+            "until all ACTIVE, {} vs {}",
             partlog.label(),
             native.label()
         ),
@@ -62,7 +68,7 @@ pub async fn connections(bench: &Bench) -> Result<()> {
     report.compare(
         &section,
         format!(
-            "broker connections (partlog's / the native clients'), {} vs {}",
+            "broker connections of partlog / of the native client, {} vs {}",
             partlog.label(),
             native.label()
         ),

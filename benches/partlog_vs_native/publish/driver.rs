@@ -127,7 +127,10 @@ async fn drive_path(
         stamp(&mut batch);
         let records = batch.len() as u64;
         let submitted = Instant::now();
-        let confirmed = path.submit(batch).await?;
+        // A path whose connection died may never take the batch.
+        let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, path.submit(batch))
+            .await
+            .map_err(|_| format!("a batch was not taken within {CONFIRM_TIMEOUT:?}"))??;
         let counted_from = due.unwrap_or(submitted);
         // A task of its own, so the confirm is timed when it arrives, not
         // when this loop next looks.

@@ -68,8 +68,8 @@ impl PublishVariant {
         match self {
             PublishVariant::PartlogPublish => "Publish",
             PublishVariant::PartlogPublishStream => "PublishStream",
-            PublishVariant::NativeSuperStream => "native super stream producer",
-            PublishVariant::NativePerPartition => "native producer per partition",
+            PublishVariant::NativeSuperStream => "native SuperStreamProducer",
+            PublishVariant::NativePerPartition => "native Producer per partition",
         }
     }
 
