@@ -23,7 +23,7 @@ test-cluster: broker-cluster
 soak: broker
 	$(CARGO) test --locked --release --features soak --test soak -- --nocapture
 
-# partlog against the native stream client in one run (a few minutes); prints a table of
+# partlog against the native stream client in one run (~9 minutes on 2 cores); prints a table of
 # ratios and writes bench/results/<UTC time>.json. Flags: make bench ARGS="--help".
 bench: broker
 	$(CARGO) bench --locked --bench partlog_vs_native -- $(ARGS)

@@ -74,6 +74,7 @@ impl Meter<'_> {
             partlog_cpu_s: seconds(self.start.partlog, end.partlog),
             broker_cpu_s: seconds(broker.0, broker.1),
             client_cpu_s: seconds(self.start.client, end.client).unwrap_or(0.0),
+            machine_cpu_s: seconds(self.start.machine, end.machine),
             peaks: self.bench.sampler.take(),
         }
     }
@@ -108,6 +109,7 @@ impl Bench {
                 .pid()
                 .and_then(|pid| Some((pid, procfs::cpu_ticks(pid)?))),
             client: procfs::cpu_ticks(std::process::id()),
+            machine: procfs::machine_busy_ticks(),
         }
     }
 
@@ -252,5 +254,6 @@ fn progress(sample: &Sample) -> String {
     line += &cpu("CPU-s partlog", r.partlog_cpu_s);
     line += &cpu("broker", r.broker_cpu_s);
     line += &cpu("bench", Some(r.client_cpu_s));
+    line += &cpu("rest of the machine", r.other_cpu_s());
     line
 }

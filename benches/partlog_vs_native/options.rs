@@ -98,10 +98,6 @@ pub struct Options {
     #[arg(long, default_value_t = 5_000)]
     pub scale_records: u64,
 
-    /// Rounds of the connection scale line (it creates many streams).
-    #[arg(long, default_value_t = 1)]
-    pub scale_rounds: usize,
-
     /// Use this broker (stream port) instead of starting or reusing the
     /// local one with scripts/rabbitmq.sh.
     #[arg(long, value_name = "HOST:PORT")]
@@ -132,8 +128,8 @@ impl Options {
     }
 
     pub fn check(&self) -> Result<(), String> {
-        if self.rounds == 0 || self.scale_rounds == 0 {
-            return Err("--rounds and --scale-rounds must be at least 1".into());
+        if self.rounds == 0 {
+            return Err("--rounds must be at least 1".into());
         }
         if self.partitions.is_empty() || self.partitions.iter().any(|p| !(1..=256).contains(p)) {
             return Err("--partitions takes counts from 1 to 256".into());

@@ -28,6 +28,22 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Busy CPU ticks of the whole machine so far (all cores, everything but
+/// idle and I/O wait), from /proc/stat.
+pub fn machine_busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let total: u64 = fields.iter().take(8).sum();
+    Some(total - fields.get(3)? - fields.get(4)?)
+}
+
 /// A `/proc/<pid>/status` field in KiB (VmRSS, VmHWM).
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -129,6 +145,7 @@ pub struct CpuSnapshot {
     pub partlog: Option<u64>,
     pub broker: Option<(u32, u64)>,
     pub client: Option<u64>,
+    pub machine: Option<u64>,
 }
 
 /// Peaks seen by a [`Sampler`] since its last reset.

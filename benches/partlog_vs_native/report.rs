@@ -28,8 +28,22 @@ pub struct Resources {
     /// This process: the load generator and, on the native side, the
     /// native client library.
     pub client_cpu_s: f64,
+    /// The whole machine, all cores: what is not partlog's, the broker's
+    /// or this process's is the rest of the machine — other processes
+    /// (another build, say) and interrupt handling (loopback TCP).
+    pub machine_cpu_s: Option<f64>,
     #[serde(flatten)]
     pub peaks: Peaks,
+}
+
+impl Resources {
+    /// CPU seconds of the rest of the machine: other processes and
+    /// interrupt handling.
+    pub fn other_cpu_s(&self) -> Option<f64> {
+        let machine = self.machine_cpu_s?;
+        let ours = self.partlog_cpu_s.unwrap_or(0.0) + self.broker_cpu_s? + self.client_cpu_s;
+        Some((machine - ours).max(0.0))
+    }
 }
 
 /// One measurement of one variant in one round.

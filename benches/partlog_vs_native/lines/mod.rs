@@ -63,6 +63,26 @@ pub fn summary_notes(bench: &Bench, report: &mut Report, partlog_hwm_kib: Option
                 .into(),
         );
     }
+    let (mut measured, mut busy, mut rest) = (0.0, 0.0, 0.0);
+    for sample in &report.samples {
+        if let (Some(machine), Some(other)) = (
+            sample.resources.machine_cpu_s,
+            sample.resources.other_cpu_s(),
+        ) {
+            measured += sample.seconds;
+            busy += machine;
+            rest += other;
+        }
+    }
+    if measured > 0.0 && busy > 0.0 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        report.notes.push(format!(
+            "while measuring, the machine's cores were {:.0} % busy; {:.0} % of that busy time \
+             was neither partlog's, the broker's nor the bench's (other processes, interrupts)",
+            100.0 * busy / (measured * cores),
+            100.0 * rest / busy
+        ));
+    }
     report.notes.push(format!(
         "ratios are partlog/native within this run on a shared {}-core machine (broker, partlog, \
          load generator and any other work share it); compare ratios, not absolute numbers",

@@ -38,19 +38,13 @@ pub async fn connections(bench: &Bench) -> Result<()> {
         o.scale.partitions, o.scale.groups
     );
     bench
-        .rounds(
-            &section,
-            &VARIANTS,
-            o.scale_rounds,
-            true,
-            |variant, round| {
-                let scale = match round {
-                    Round::Warmup => WARMUP,
-                    Round::Measured(_) => o.scale,
-                };
-                scale_once(bench, variant, scale)
-            },
-        )
+        .rounds(&section, &VARIANTS, o.rounds, true, |variant, round| {
+            let scale = match round {
+                Round::Warmup => WARMUP,
+                Round::Measured(_) => o.scale,
+            };
+            scale_once(bench, variant, scale)
+        })
         .await?;
     let mut report = bench.report.lock().unwrap();
     let (partlog, native) = (PartlogSubscribeCommit, NativeSingleActive);
