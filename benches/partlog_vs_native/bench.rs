@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::options::Options;
 use crate::procfs::{self, CpuSnapshot, Sampler};
-use crate::report::{Report, Resources, Sample, Side};
+use crate::report::{Report, Resources, Sample, Side, Unit};
 use crate::setup::{Broker, Partlog, Result, Streams};
 use crate::stats::Percentiles;
 
@@ -44,6 +44,9 @@ pub enum Round {
 
 /// What a measurement gives before it becomes a sample.
 pub struct Measured {
+    /// What `records` counts, when not records: the scale line counts
+    /// activations.
+    pub unit: Unit,
     pub records: u64,
     pub elapsed: Duration,
     pub latency: Option<Percentiles>,
@@ -59,7 +62,7 @@ pub struct Meter<'a> {
 }
 
 impl Meter<'_> {
-    pub fn finish(self) -> Resources {
+    pub async fn finish(self) -> Resources {
         let end = self.bench.cpu();
         let seconds = |a: Option<u64>, b: Option<u64>| match (a, b) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / self.bench.ticks_per_sec),
@@ -75,7 +78,7 @@ impl Meter<'_> {
             broker_cpu_s: seconds(broker.0, broker.1),
             client_cpu_s: seconds(self.start.client, end.client).unwrap_or(0.0),
             machine_cpu_s: seconds(self.start.machine, end.machine),
-            peaks: self.bench.sampler.take(),
+            peaks: self.bench.sampler.take().await,
         }
     }
 }
@@ -114,8 +117,8 @@ impl Bench {
     }
 
     /// Starts metering the measured part of a measurement.
-    pub fn meter(&self) -> Meter<'_> {
-        self.sampler.take();
+    pub async fn meter(&self) -> Meter<'_> {
+        self.sampler.take().await;
         Meter {
             bench: self,
             start: self.cpu(),
@@ -213,6 +216,7 @@ impl Bench {
                     variant: variant.id().to_owned(),
                     side: variant.side(),
                     round,
+                    unit: measured.unit,
                     records: measured.records,
                     seconds: measured.elapsed.as_secs_f64(),
                     records_per_sec: measured.records as f64 / measured.elapsed.as_secs_f64(),

@@ -117,7 +117,8 @@ async fn run(options: Options) -> Result<()> {
         report.notes.push(format!("the run stopped early: {e}"));
     }
     let table = report.table();
-    println!("\n{table}");
+    let resources = report.resources_table();
+    println!("\n{table}\n{resources}");
     for note in &report.notes {
         println!("- {note}");
     }
@@ -153,6 +154,7 @@ async fn run(options: Options) -> Result<()> {
             "first_warnings": warnings.iter().take(20).collect::<Vec<_>>(),
         },
         "table": table,
+        "resources_table": resources,
     });
     let path = bench.options.json_out.clone().unwrap_or_else(|| {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

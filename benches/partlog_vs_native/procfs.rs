@@ -163,6 +163,8 @@ pub struct Peaks {
 pub struct Sampler {
     state: Arc<SamplerState>,
     task: tokio::task::JoinHandle<()>,
+    /// Samples asked for by measurements, not yet awaited.
+    pending: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 struct SamplerState {
@@ -217,7 +219,11 @@ impl Sampler {
                 }
             }
         });
-        Sampler { state, task }
+        Sampler {
+            state,
+            task,
+            pending: Mutex::default(),
+        }
     }
 
     /// Adds broker stream ports learned later (other cluster nodes).
@@ -230,18 +236,28 @@ impl Sampler {
         }
     }
 
-    /// Counts connections now, off the async threads: measurements call it
-    /// when everything they opened is open.
+    /// Counts connections now, off the async threads and without waiting:
+    /// measurements call it when everything they opened is open. The next
+    /// [`Sampler::take`] includes it.
     pub fn sample_connections(&self) {
         let state = self.state.clone();
-        tokio::task::spawn_blocking(move || state.sample_connections());
+        let sample = tokio::task::spawn_blocking(move || state.sample_connections());
+        self.pending.lock().unwrap().push(sample);
     }
 
-    /// The peaks since the previous call (with samples taken now), and a
-    /// fresh start.
-    pub fn take(&self) -> Peaks {
-        self.state.sample_memory();
-        self.state.sample_connections();
+    /// The peaks since the previous call (with the samples asked for and
+    /// samples taken now), and a fresh start.
+    pub async fn take(&self) -> Peaks {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap());
+        for sample in pending {
+            let _ = sample.await;
+        }
+        let state = self.state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            state.sample_memory();
+            state.sample_connections();
+        })
+        .await;
         std::mem::take(&mut *self.state.peaks.lock().unwrap())
     }
 }

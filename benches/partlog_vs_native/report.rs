@@ -46,6 +46,15 @@ impl Resources {
     }
 }
 
+/// What a sample's count counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    Records,
+    /// Partitions that became active (the scale line).
+    Activations,
+}
+
 /// One measurement of one variant in one round.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sample {
@@ -53,6 +62,7 @@ pub struct Sample {
     pub variant: String,
     pub side: Side,
     pub round: usize,
+    pub unit: Unit,
     pub records: u64,
     pub seconds: f64,
     pub records_per_sec: f64,
@@ -234,6 +244,113 @@ impl Report {
                 let _ = writeln!(text, "{}", line.section);
             }
             let _ = writeln!(text, "{}", render(row));
+        }
+        text
+    }
+
+    /// Resources per section and variant, medians over rounds (peaks: the
+    /// highest): CPU seconds per million records of partlog, the broker,
+    /// this process (load generator and native client) and the rest of the
+    /// machine; partlog's peak RSS; broker connections of partlog and of
+    /// this process.
+    pub fn resources_table(&self) -> String {
+        let mut rows: Vec<[String; 8]> = vec![[
+            "section / variant".into(),
+            "rec/s".into(),
+            "partlog".into(),
+            "broker".into(),
+            "bench".into(),
+            "rest".into(),
+            "partlog RSS".into(),
+            "connections".into(),
+        ]];
+        let mut seen: Vec<(&str, &str)> = Vec::new();
+        for sample in &self.samples {
+            let key = (sample.section.as_str(), sample.variant.as_str());
+            if seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+            let rounds: Vec<&Sample> = self
+                .samples
+                .iter()
+                .filter(|s| (s.section.as_str(), s.variant.as_str()) == key)
+                .collect();
+            let of_records: Vec<&&Sample> =
+                rounds.iter().filter(|s| s.unit == Unit::Records).collect();
+            let per_million = |cpu: &dyn Fn(&Sample) -> Option<f64>| {
+                let values: Vec<f64> = of_records
+                    .iter()
+                    .filter_map(|s| Some(cpu(s)? / s.records as f64 * 1e6))
+                    .collect();
+                median(&values).map_or("—".into(), significant)
+            };
+            let rate: Vec<f64> = of_records.iter().map(|s| s.records_per_sec).collect();
+            let rss = rounds
+                .iter()
+                .filter_map(|s| s.resources.peaks.partlog_rss_kib)
+                .max();
+            let partlog_connections = rounds
+                .iter()
+                .filter_map(|s| s.resources.peaks.partlog_broker_connections)
+                .max();
+            let client_connections = rounds
+                .iter()
+                .map(|s| s.resources.peaks.client_broker_connections)
+                .max()
+                .unwrap_or(0);
+            if seen.iter().filter(|(section, _)| *section == key.0).count() == 1 {
+                rows.push([
+                    key.0.to_owned(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ]);
+            }
+            rows.push([
+                format!("  {}", key.1),
+                median(&rate).map_or("—".into(), |r| thousands(r.round() as u64)),
+                per_million(&|s| s.resources.partlog_cpu_s),
+                per_million(&|s| s.resources.broker_cpu_s),
+                per_million(&|s| Some(s.resources.client_cpu_s)),
+                per_million(&|s| s.resources.other_cpu_s()),
+                rss.map_or("—".into(), |kib| format!("{:.0} MB", kib as f64 / 1024.0)),
+                format!(
+                    "{} / {client_connections}",
+                    partlog_connections.map_or("—".into(), |c| c.to_string())
+                ),
+            ]);
+        }
+        let mut widths = [0; 8];
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut text = String::from(
+            "CPU seconds per million records (medians): partlog, broker, bench (load generator \
+             and native client), rest of the machine; partlog's peak RSS; broker connections of \
+             partlog / of the bench\n",
+        );
+        for row in &rows {
+            if row[1].is_empty() {
+                let _ = writeln!(text, "{}", row[0]);
+                continue;
+            }
+            let mut line = String::new();
+            for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+                let pad = " ".repeat(w - cell.chars().count());
+                if i == 0 {
+                    line += &format!("{cell}{pad}");
+                } else {
+                    line += &format!("  {pad}{cell}");
+                }
+            }
+            let _ = writeln!(text, "{}", line.trim_end());
         }
         text
     }

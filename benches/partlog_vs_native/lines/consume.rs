@@ -7,7 +7,7 @@ use super::{prefill, with_fresh_stream};
 use crate::bench::{Bench, Measured, Round, Variant};
 use crate::consume::{ConsumeVariant, Consumers, From};
 use crate::records::Dataset;
-use crate::report::Metric;
+use crate::report::{Metric, Unit};
 use crate::setup::Result;
 use crate::tally::Tally;
 
@@ -69,7 +69,7 @@ async fn consume_once(
     with_fresh_stream(bench, "consume", dataset.partitions, |stream| async move {
         let expected = prefill(bench, dataset, &stream, records).await?;
         let tally = Arc::new(Tally::new(dataset, 0, records, false));
-        let meter = bench.meter();
+        let meter = bench.meter().await;
         let started = tokio::time::Instant::now();
         let consumed = async {
             let consumers = Consumers::start(
@@ -86,10 +86,11 @@ async fn consume_once(
         }
         .await;
         let elapsed = started.elapsed();
-        let resources = meter.finish();
+        let resources = meter.finish().await;
         consumed?;
         tally.verify(true)?;
         Ok(Measured {
+            unit: Unit::Records,
             records,
             elapsed,
             latency: None,

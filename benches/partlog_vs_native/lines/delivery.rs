@@ -12,7 +12,7 @@ use crate::bench::{Bench, Measured, Round};
 use crate::consume::{ConsumeVariant, Consumers, From};
 use crate::publish::{close, drive, prime, Pace, PublishVariant, Target};
 use crate::records::Dataset;
-use crate::report::Metric;
+use crate::report::{Metric, Unit};
 use crate::setup::Result;
 use crate::stats::Percentile;
 use crate::tally::Tally;
@@ -93,17 +93,18 @@ async fn delivery_once(
             records_per_sec: o.delivery_rate as f64,
         };
         let batches = dataset.batches(0, records, o.latency_batch);
-        let meter = bench.meter();
+        let meter = bench.meter().await;
         let started = tokio::time::Instant::now();
         let published = drive(paths, pace, batches).await;
         let consumed = consumers.finish(&tally).await;
         let elapsed = started.elapsed();
-        let resources = meter.finish();
+        let resources = meter.finish().await;
         let (paths, _) = published?;
         close(paths).await;
         consumed?;
         tally.verify(true)?;
         Ok(Measured {
+            unit: Unit::Records,
             records,
             elapsed,
             latency: tally.latency().and_then(|l| l.percentiles()),

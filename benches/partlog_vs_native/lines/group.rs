@@ -11,7 +11,7 @@ use super::{prefill, with_fresh_stream};
 use crate::bench::{Bench, Measured, Round, Variant};
 use crate::group::{self, GroupImpl};
 use crate::records::Dataset;
-use crate::report::Metric;
+use crate::report::{Metric, Unit};
 use crate::setup::Result;
 use crate::tally::Tally;
 
@@ -77,12 +77,12 @@ async fn group_once(
         let last: Vec<Option<u64>> = per_partition.iter().map(|n| n.checked_sub(1)).collect();
         let group = format!("{stream}-group");
         let tally = Arc::new(Tally::new(dataset, 0, records, false));
-        let meter = bench.meter();
+        let meter = bench.meter().await;
         let started = tokio::time::Instant::now();
         let consumed =
             group::consume(bench, implementation, &stream, &group, &last, tally.clone()).await;
         let elapsed = started.elapsed();
-        let resources = meter.finish();
+        let resources = meter.finish().await;
         let outcome = match consumed {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -112,6 +112,7 @@ async fn group_once(
         extra.insert("commits".into(), json!(outcome.commits));
         extra.insert("joined_s".into(), json!(outcome.joined.as_secs_f64()));
         Ok(Measured {
+            unit: Unit::Records,
             records,
             elapsed,
             latency: None,

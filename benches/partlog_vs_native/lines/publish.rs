@@ -8,7 +8,7 @@ use super::{stored_per_partition, with_fresh_stream};
 use crate::bench::{Bench, Measured, Round, Variant};
 use crate::publish::{close, drive, prime, Pace, PublishVariant, Target};
 use crate::records::{Dataset, PRIME_FIRST};
-use crate::report::{Metric, Report};
+use crate::report::{Metric, Report, Unit};
 use crate::setup::Result;
 use crate::stats::Percentile;
 
@@ -214,9 +214,9 @@ async fn publish_once(
             Speed::RecordsPerSec(records_per_sec) => Pace::Rate { records_per_sec },
         };
         let batches = dataset.batches(0, records, batch);
-        let meter = bench.meter();
+        let meter = bench.meter().await;
         let driven = drive(paths, pace, batches).await;
-        let resources = meter.finish();
+        let resources = meter.finish().await;
         let (paths, outcome) = driven?;
         close(paths).await;
 
@@ -234,6 +234,7 @@ async fn publish_once(
             .into());
         }
         Ok(Measured {
+            unit: Unit::Records,
             records: outcome.records,
             elapsed: outcome.elapsed,
             latency: outcome.latency.percentiles(),

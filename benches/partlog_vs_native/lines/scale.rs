@@ -15,7 +15,7 @@ use crate::bench::{Bench, Measured, Round, Variant};
 use crate::group::{GroupImpl, GroupMember, MemberEvent};
 use crate::options::Scale;
 use crate::records::Dataset;
-use crate::report::Metric;
+use crate::report::{Metric, Unit};
 use crate::setup::Result;
 
 use GroupImpl::{NativeSingleActive, PartlogSubscribeCommit};
@@ -94,7 +94,7 @@ async fn scale_once(bench: &Bench, implementation: GroupImpl, scale: Scale) -> R
             all: Notify::new(),
         });
         let all_active = activations.all.notified();
-        let meter = bench.meter();
+        let meter = bench.meter().await;
         let started = tokio::time::Instant::now();
         let joins = (0..scale.groups).map(|g| {
             let group = format!("{stream}-g{g}");
@@ -116,7 +116,7 @@ async fn scale_once(bench: &Bench, implementation: GroupImpl, scale: Scale) -> R
             .collect();
         let activated = tokio::time::timeout(ACTIVATION_TIMEOUT, all_active).await;
         let elapsed = started.elapsed();
-        let resources = meter.finish();
+        let resources = meter.finish().await;
         let _ = stop.send(true);
         for watcher in watchers {
             watcher.await?.close().await;
@@ -132,7 +132,7 @@ async fn scale_once(bench: &Bench, implementation: GroupImpl, scale: Scale) -> R
         let mut extra = Map::new();
         extra.insert("activations".into(), json!(activations.wanted));
         Ok(Measured {
-            // Counted per activation: the line compares time and connections.
+            unit: Unit::Activations,
             records: activations.wanted as u64,
             elapsed,
             latency: None,
