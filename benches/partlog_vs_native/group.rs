@@ -1,8 +1,7 @@
 //! Consumer group members: one trait for every implementation (partlog
-//! `Subscribe` + `Commit`, native single active consumers; issue 9's
-//! `Consume` becomes one more [`GroupImpl`] variant and one more
-//! [`GroupMember`]), and one driver that consumes, commits every N records
-//! and finishes with a last commit, the same for all.
+//! `Consume`, partlog `Subscribe` + `Commit`, native single active
+//! consumers), and one driver that consumes, commits every N records and
+//! finishes with a last commit, the same for all.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -14,7 +13,8 @@ use futures::{FutureExt, StreamExt};
 use partlog::proto::part_log_client::PartLogClient;
 use partlog::proto::subscribe_response::Event;
 use partlog::proto::{
-    AssignmentState, CommitRequest, GetOffsetsRequest, SubscribeRequest, SubscribeResponse,
+    consume_response, AssignmentState, CommitRequest, ConsumeOpen, ConsumeRequest, ConsumeResponse,
+    GetOffsetsRequest, SubscribeRequest, SubscribeResponse,
 };
 use rabbitmq_stream_client::types::{OffsetSpecification, SuperStreamConsumer};
 use rabbitmq_stream_client::MessageContext;
@@ -63,6 +63,11 @@ pub trait GroupMember: Send {
 /// Consumer group implementations compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupImpl {
+    /// `Consume`: one bidirectional stream per member for records within
+    /// its credit and commits answered in line; commits are not waited
+    /// for (partlog answers them in order), credit is granted as records
+    /// are processed.
+    PartlogConsume,
     /// `Subscribe` with the group, and unary `Commit` on a second channel:
     /// on the subscription's channel, unread records can fill HTTP/2's
     /// connection window so that Commit answers never arrive (issue 9).
@@ -78,13 +83,14 @@ pub enum GroupImpl {
 impl Variant for GroupImpl {
     fn side(self) -> Side {
         match self {
-            GroupImpl::PartlogSubscribeCommit => Side::Partlog,
+            GroupImpl::PartlogConsume | GroupImpl::PartlogSubscribeCommit => Side::Partlog,
             GroupImpl::NativeSingleActive => Side::Native,
         }
     }
 
     fn id(self) -> &'static str {
         match self {
+            GroupImpl::PartlogConsume => "partlog-consume",
             GroupImpl::PartlogSubscribeCommit => "partlog-subscribe-commit",
             GroupImpl::NativeSingleActive => "native-single-active-consumer",
         }
@@ -94,6 +100,7 @@ impl Variant for GroupImpl {
 impl GroupImpl {
     pub fn label(self) -> &'static str {
         match self {
+            GroupImpl::PartlogConsume => "Consume",
             GroupImpl::PartlogSubscribeCommit => "Subscribe + Commit",
             GroupImpl::NativeSingleActive => "native single active consumer",
         }
@@ -107,6 +114,7 @@ impl GroupImpl {
         group: &str,
     ) -> Result<Box<dyn GroupMember>> {
         Ok(match self {
+            GroupImpl::PartlogConsume => Box::new(ConsumeMember::join(bench, stream, group).await?),
             GroupImpl::PartlogSubscribeCommit => {
                 Box::new(PartlogMember::join(bench, stream, group).await?)
             }
@@ -126,7 +134,7 @@ impl GroupImpl {
         partitions: u32,
     ) -> Result<Vec<Option<u64>>> {
         match self {
-            GroupImpl::PartlogSubscribeCommit => {
+            GroupImpl::PartlogConsume | GroupImpl::PartlogSubscribeCommit => {
                 let rows = bench
                     .partlog
                     .client()
@@ -164,7 +172,7 @@ impl GroupImpl {
     /// message: per partition committed offset, tail and active member.
     pub async fn describe(self, bench: &Bench, stream: &str, group: &str) -> String {
         match self {
-            GroupImpl::PartlogSubscribeCommit => {
+            GroupImpl::PartlogConsume | GroupImpl::PartlogSubscribeCommit => {
                 let rows = async {
                     let rows = bench
                         .partlog
@@ -455,6 +463,136 @@ impl GroupMember for PartlogMember {
 
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
         // Dropping the call ends the subscription.
+        futures::future::ready(()).boxed()
+    }
+}
+
+/// Credit a `Consume` member grants at first and tops up in steps of.
+const CONSUME_CREDIT: u32 = 2000;
+
+/// A member on a `Consume` stream.
+struct ConsumeMember {
+    events: Streaming<ConsumeResponse>,
+    requests: mpsc::UnboundedSender<ConsumeRequest>,
+    /// Records received since credit was last granted.
+    owed_credit: u32,
+    /// Commits sent and not answered yet.
+    open_commits: usize,
+}
+
+impl ConsumeMember {
+    async fn join(bench: &Bench, stream: &str, group: &str) -> Result<ConsumeMember> {
+        let (requests, outgoing) = mpsc::unbounded_channel();
+        requests
+            .send(ConsumeRequest {
+                open: Some(ConsumeOpen {
+                    stream: stream.to_owned(),
+                    group: group.to_owned(),
+                    ..Default::default()
+                }),
+                credit_records: CONSUME_CREDIT,
+                ..Default::default()
+            })
+            .map_err(|_| "the Consume call ended")?;
+        let events = bench
+            .partlog
+            .client()
+            .await?
+            .consume(tokio_stream::wrappers::UnboundedReceiverStream::new(
+                outgoing,
+            ))
+            .await?
+            .into_inner();
+        Ok(ConsumeMember {
+            events,
+            requests,
+            owed_credit: 0,
+            open_commits: 0,
+        })
+    }
+
+    fn send(&self, request: ConsumeRequest) -> Result<()> {
+        self.requests
+            .send(request)
+            .map_err(|_| "the Consume call ended".into())
+    }
+
+    /// The next event of the call; commit answers are taken here (a commit
+    /// refused because its partition moved is the new owner's to redo).
+    async fn next_event(&mut self) -> Result<Option<MemberEvent>> {
+        use consume_response::Event;
+        loop {
+            let Some(message) = self.events.message().await? else {
+                return Ok(None);
+            };
+            let event = match message.event {
+                Some(Event::Record(r)) => {
+                    self.owed_credit += 1;
+                    if self.owed_credit >= CONSUME_CREDIT / 2 {
+                        let credit_records = std::mem::take(&mut self.owed_credit);
+                        self.send(ConsumeRequest {
+                            credit_records,
+                            ..Default::default()
+                        })?;
+                    }
+                    MemberEvent::Record {
+                        partition: r.partition,
+                        offset: r.offset,
+                        decoded: decode(&r.value),
+                    }
+                }
+                Some(Event::Assignment(a)) => match a.state() {
+                    AssignmentState::Active => MemberEvent::Active(a.partition),
+                    AssignmentState::Inactive => MemberEvent::Inactive(a.partition),
+                    _ => continue,
+                },
+                Some(Event::Commit(ack)) => {
+                    self.open_commits -= 1;
+                    if let Some(error) = ack.error {
+                        if error.code != tonic::Code::FailedPrecondition as i32 {
+                            return Err(format!("commit refused: {}", error.message).into());
+                        }
+                    }
+                    continue;
+                }
+                None => continue,
+            };
+            return Ok(Some(event));
+        }
+    }
+}
+
+impl GroupMember for ConsumeMember {
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<MemberEvent>>> {
+        self.next_event().boxed()
+    }
+
+    fn commit(&mut self, offsets: HashMap<u32, u64>) -> BoxFuture<'_, Result<()>> {
+        async move {
+            self.open_commits += offsets.len();
+            self.send(ConsumeRequest {
+                commits: offsets,
+                ..Default::default()
+            })
+        }
+        .boxed()
+    }
+
+    fn flush(&mut self) -> BoxFuture<'_, Result<()>> {
+        async move {
+            // Records still coming are not processed any more.
+            while self.open_commits > 0 {
+                if self.next_event().await?.is_none() {
+                    return Err("the Consume call ended with commits open".into());
+                }
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+        // Ending the requests ends the call.
         futures::future::ready(()).boxed()
     }
 }

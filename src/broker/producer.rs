@@ -207,6 +207,15 @@ impl PartitionProducer {
                     "partition stream {stream:?} does not exist"
                 )));
             }
+            // The broker blocks publishers while a resource alarm (disk or
+            // memory below its limit) lasts.
+            ResponseCode::PreconditionFailed => {
+                return Err(Error::Unavailable(format!(
+                    "the broker at {leader} refuses publishers to {stream:?} for now \
+                     (PreconditionFailed: a disk or memory alarm blocks publishing; see \
+                     `rabbitmq-diagnostics alarms`)"
+                )));
+            }
             code => {
                 return Err(Error::Unavailable(format!(
                     "cannot publish to {stream:?} on {leader}: {code:?}"

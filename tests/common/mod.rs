@@ -485,7 +485,7 @@ impl MemberEvents {
         self.events()
             .into_iter()
             .filter_map(|e| match e {
-                Event::Record(r) => Some(r.value),
+                Event::Record(r) => Some(r.value.to_vec()),
                 Event::Assignment(_) => None,
             })
             .collect()

@@ -15,10 +15,10 @@ use crate::report::{Metric, Unit};
 use crate::setup::Result;
 use crate::tally::Tally;
 
-use GroupImpl::{NativeSingleActive, PartlogSubscribeCommit};
+use GroupImpl::{NativeSingleActive, PartlogConsume, PartlogSubscribeCommit};
 
-/// Partlog and native alternate. Issue 9's `Consume` joins here.
-const VARIANTS: [GroupImpl; 2] = [PartlogSubscribeCommit, NativeSingleActive];
+/// Partlog and native alternate.
+const VARIANTS: [GroupImpl; 3] = [PartlogConsume, NativeSingleActive, PartlogSubscribeCommit];
 
 /// How long a native stored offset may take to become visible: the broker
 /// does not acknowledge store_offset.
@@ -28,7 +28,7 @@ pub async fn with_commits(bench: &Bench) -> Result<()> {
     let o = &bench.options;
     let dataset = Dataset::new(o.keys, o.base_value_size(), o.group_partitions);
     let section = format!(
-        "group of {} members from first, each committing every {} records (partlog: Commit on a second channel), {} B values, {} partitions",
+        "group of {} members from first, each committing every {} records (partlog Subscribe: Commit on a second channel), {} B values, {} partitions",
         o.group_members,
         o.commit_every,
         o.base_value_size(),
@@ -44,19 +44,21 @@ pub async fn with_commits(bench: &Bench) -> Result<()> {
         })
         .await?;
     let mut report = bench.report.lock().unwrap();
-    let (partlog, native) = (PartlogSubscribeCommit, NativeSingleActive);
-    for (what, metric) in [
-        ("", Metric::Throughput),
-        ("broker CPU, ", Metric::BrokerCpu),
-        ("CPU outside the broker, ", Metric::OutsideBrokerCpu),
-    ] {
-        report.compare(
-            &section,
-            format!("{what}{} vs {}", partlog.label(), native.label()),
-            partlog.id(),
-            native.id(),
-            metric,
-        );
+    let native = NativeSingleActive;
+    for partlog in [PartlogConsume, PartlogSubscribeCommit] {
+        for (what, metric) in [
+            ("", Metric::Throughput),
+            ("broker CPU, ", Metric::BrokerCpu),
+            ("CPU outside the broker, ", Metric::OutsideBrokerCpu),
+        ] {
+            report.compare(
+                &section,
+                format!("{what}{} vs {}", partlog.label(), native.label()),
+                partlog.id(),
+                native.id(),
+                metric,
+            );
+        }
     }
     Ok(())
 }

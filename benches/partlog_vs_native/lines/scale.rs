@@ -18,9 +18,9 @@ use crate::records::Dataset;
 use crate::report::{Metric, Unit};
 use crate::setup::Result;
 
-use GroupImpl::{NativeSingleActive, PartlogSubscribeCommit};
+use GroupImpl::{NativeSingleActive, PartlogConsume};
 
-const VARIANTS: [GroupImpl; 2] = [PartlogSubscribeCommit, NativeSingleActive];
+const VARIANTS: [GroupImpl; 2] = [PartlogConsume, NativeSingleActive];
 
 /// The shape of the unmeasured warm-up.
 const WARMUP: Scale = Scale {
@@ -47,7 +47,7 @@ pub async fn connections(bench: &Bench) -> Result<()> {
         })
         .await?;
     let mut report = bench.report.lock().unwrap();
-    let (partlog, native) = (PartlogSubscribeCommit, NativeSingleActive);
+    let (partlog, native) = (PartlogConsume, NativeSingleActive);
     report.compare(
         &section,
         format!(
