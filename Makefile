@@ -13,7 +13,7 @@ TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 BUF_STAMP := $(TOOLS)/buf-$(BUF_VERSION).installed
 
-.PHONY: run test test-cluster soak broker broker-cluster broker-stop build lint fmt clean-broker tools proto-baseline
+.PHONY: run test test-cluster soak soak-cluster bench broker broker-cluster broker-stop build lint fmt clean-broker tools proto-baseline
 
 run: broker
 	$(CARGO) build --release --locked --bin partlog
@@ -29,6 +29,15 @@ test-cluster: broker-cluster
 # 60 s of load with a broker restart in the middle; prints the counts.
 soak: broker
 	$(CARGO) test --locked --release --features soak --test soak -- --nocapture
+
+# The same against the three-node cluster (the one make test-cluster leaves running).
+soak-cluster: broker-cluster
+	$(CARGO) test --locked --release --features soak --test soak -- --nocapture
+
+# partlog against the native stream client in one run (~9 minutes on 2 cores); prints a table of
+# ratios and writes bench/results/<UTC time>.json. Flags: make bench ARGS="--help".
+bench: broker
+	$(CARGO) bench --locked --bench partlog_vs_native -- $(ARGS)
 
 # With a stream TLS listener (5551) beside the plain one (5552): tests/broker_tls.rs
 # connects partlog through it. A node started earlier without it stops here with a hint

@@ -8,6 +8,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc);
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // A stored record's value is a slice of the chunk partlog read it
+        // from, sent without a copy.
+        .bytes(".partlog.v1.Record.value")
         .file_descriptor_set_path(out_dir.join("partlog_descriptor.bin"))
         .compile_protos(&["proto/partlog/v1/partlog.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");

@@ -52,7 +52,10 @@ async fn partlog_recovers_from_a_broker_restart() {
             while let Ok(Some(message)) = events.message().await {
                 match message.event.expect("event") {
                     Event::Record(r) => {
-                        let seq = String::from_utf8(r.value).unwrap().parse().unwrap();
+                        let seq = String::from_utf8(r.value.to_vec())
+                            .unwrap()
+                            .parse()
+                            .unwrap();
                         received.lock().unwrap().push((r.key, seq));
                     }
                     Event::Assignment(a) if a.state() == AssignmentState::Reattached => {

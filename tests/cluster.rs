@@ -162,7 +162,12 @@ async fn leader_stop_loses_no_acknowledged_record(configure_other_nodes: bool) {
     let mut stored: HashMap<u64, usize> = HashMap::new();
     for r in read_all(&mut client, &stream, partition).await {
         *stored
-            .entry(String::from_utf8(r.value).unwrap().parse().unwrap())
+            .entry(
+                String::from_utf8(r.value.to_vec())
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+            )
             .or_default() += 1;
     }
     let lost: Vec<_> = acknowledged

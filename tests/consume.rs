@@ -13,97 +13,15 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use common::{create_stream, publish_ok, record, unique_stream, Partlog};
+use common::{create_stream, publish_ok, record, unique_stream, Member, Partlog, EVENT_TIMEOUT};
 use partlog::proto::consume_response::Event;
 use partlog::proto::part_log_client::PartLogClient;
 use partlog::proto::{
-    AssignmentState, ConsumeOpen, ConsumeRequest, ConsumeResponse, GetOffsetsRequest, PublishRecord,
+    AssignmentState, ConsumeOpen, ConsumeRequest, GetOffsetsRequest, PublishRecord,
 };
 use partlog::routing::partition_for_key;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-use tonic::{Code, Streaming};
-
-/// Generous bound for events that must come; a test fails, never hangs.
-const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// One Consume call: what the test sends and what partlog answers.
-struct Member {
-    requests: mpsc::Sender<ConsumeRequest>,
-    responses: Streaming<ConsumeResponse>,
-}
-
-impl Member {
-    async fn open(
-        client: &mut PartLogClient<Channel>,
-        stream: &str,
-        group: &str,
-        credit_records: u32,
-    ) -> Member {
-        let (requests, outgoing) = mpsc::channel(64);
-        requests
-            .send(ConsumeRequest {
-                open: Some(ConsumeOpen {
-                    stream: stream.into(),
-                    group: group.into(),
-                    ..Default::default()
-                }),
-                credit_records,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let responses = client
-            .consume(ReceiverStream::new(outgoing))
-            .await
-            .expect("consume")
-            .into_inner();
-        Member {
-            requests,
-            responses,
-        }
-    }
-
-    async fn send(&self, request: ConsumeRequest) {
-        self.requests.send(request).await.expect("call open");
-    }
-
-    async fn credit(&self, records: u32) {
-        self.send(ConsumeRequest {
-            credit_records: records,
-            ..Default::default()
-        })
-        .await;
-    }
-
-    async fn commit(&self, offsets: BTreeMap<u32, u64>) {
-        self.send(ConsumeRequest {
-            commits: offsets.into_iter().collect(),
-            ..Default::default()
-        })
-        .await;
-    }
-
-    /// The next event, failing the test after [`EVENT_TIMEOUT`].
-    async fn next(&mut self) -> Event {
-        tokio::time::timeout(EVENT_TIMEOUT, self.responses.message())
-            .await
-            .expect("an event within the timeout")
-            .expect("call healthy")
-            .expect("call open")
-            .event
-            .expect("event set")
-    }
-
-    /// The next event if one comes within `wait`.
-    async fn next_within(&mut self, wait: Duration) -> Option<Event> {
-        let message = tokio::time::timeout(wait, self.responses.message()).await;
-        message
-            .ok()
-            .map(|m| m.expect("call healthy").expect("call open").event.unwrap())
-    }
-}
+use tonic::Code;
 
 /// `n` records for each of `partitions` partitions (keys chosen by
 /// partlog's routing), published in order.

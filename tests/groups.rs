@@ -74,7 +74,7 @@ async fn next_records(events: &mut Streaming<SubscribeResponse>, n: usize) -> Ve
 fn values(records: &[Record]) -> Vec<String> {
     records
         .iter()
-        .map(|r| String::from_utf8(r.value.clone()).unwrap())
+        .map(|r| String::from_utf8(r.value.to_vec()).unwrap())
         .collect()
 }
 
@@ -524,7 +524,7 @@ async fn a_group_subscriber_sees_offset_and_key_order() {
         per_key
             .entry(r.key.clone())
             .or_default()
-            .push(String::from_utf8(r.value).unwrap());
+            .push(String::from_utf8(r.value.to_vec()).unwrap());
     }
     for (key, values) in per_key {
         let mut sorted = values.clone();

@@ -49,7 +49,10 @@ async fn assert_exactly_once(
     let mut per_key: HashMap<String, Vec<u64>> = HashMap::new();
     for partition in 0..partitions {
         for r in read_all(client, stream, partition).await {
-            let seq: u64 = String::from_utf8(r.value).unwrap().parse().unwrap();
+            let seq: u64 = String::from_utf8(r.value.to_vec())
+                .unwrap()
+                .parse()
+                .unwrap();
             *seen.entry(seq).or_default() += 1;
             per_key.entry(r.key).or_default().push(seq);
         }

@@ -183,7 +183,7 @@ async fn a_session_shows_in_the_metrics_and_the_lag_gauges_equal_get_offsets() {
             .unwrap()
             .event
             .unwrap();
-        if matches!(&event, Event::Record(r) if r.value == b"late") {
+        if matches!(&event, Event::Record(r) if r.value[..] == b"late"[..]) {
             break;
         }
     }

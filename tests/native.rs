@@ -105,7 +105,7 @@ async fn routing_agrees(partitions: u32) {
     let mut native_partition: HashMap<String, u32> = HashMap::new();
     for partition in 0..partitions {
         for r in read_all(&mut client, &stream, partition).await {
-            let target = match r.value.as_slice() {
+            let target = match &r.value[..] {
                 b"partlog" => &mut partlog_partition,
                 b"native" => &mut native_partition,
                 other => panic!("unexpected value {other:?}"),
@@ -228,11 +228,11 @@ async fn read_returns_records_a_native_producer_wrote() {
 
     let records = read_all(&mut client, &stream, 1).await;
     assert_eq!(records.len(), 2);
-    assert_eq!(records[0].value, b"keyed");
+    assert_eq!(&records[0].value[..], b"keyed");
     assert_eq!(records[0].key, "k-1");
     assert_eq!(records[0].headers["source"], "native");
     assert_eq!(records[0].headers["attempt"], "3");
-    assert_eq!(records[1].value, b"plain");
+    assert_eq!(&records[1].value[..], b"plain");
     assert_eq!(records[1].key, "");
     assert!(records[1].headers.is_empty());
     assert_eq!((records[0].offset, records[1].offset), (0, 1));

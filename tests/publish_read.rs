@@ -61,7 +61,7 @@ async fn every_record_comes_back_once_in_per_key_order() {
                 "{} in the wrong partition",
                 r.key
             );
-            let seq = u32::from_be_bytes(r.value.as_slice().try_into().expect("4-byte value"));
+            let seq = u32::from_be_bytes(r.value[..].try_into().expect("4-byte value"));
             assert_eq!(r.headers["seq"], seq.to_string());
             assert_eq!(r.headers["ünïcode"], "✓");
             assert_eq!(r.headers.len(), 2, "no extra headers: {:?}", r.headers);
@@ -120,7 +120,7 @@ async fn read_is_bounded_and_resumes_at_next_offset() {
     let values: Vec<String> = middle
         .records
         .iter()
-        .map(|r| String::from_utf8(r.value.clone()).unwrap())
+        .map(|r| String::from_utf8(r.value.to_vec()).unwrap())
         .collect();
     assert_eq!(values, (55..65).map(|i| i.to_string()).collect::<Vec<_>>());
     let tail = client.read(read(95, 100)).await.unwrap().into_inner();
@@ -219,7 +219,7 @@ async fn read_of_an_empty_partition_answers_at_once_or_waits_for_data() {
     publish_ok(&mut client, &stream, vec![record("k", "late")]).await;
     let answered = waiting.await.unwrap();
     assert_eq!(answered.records.len(), 1);
-    assert_eq!(answered.records[0].value, b"late");
+    assert_eq!(&answered.records[0].value[..], b"late");
     assert_eq!(answered.next_offset, 1);
 }
 
@@ -257,7 +257,7 @@ async fn concurrent_publishers_keep_each_keys_order() {
             per_key
                 .entry(r.key)
                 .or_default()
-                .push(String::from_utf8(r.value).unwrap());
+                .push(String::from_utf8(r.value.to_vec()).unwrap());
             total += 1;
         }
     }

@@ -176,7 +176,7 @@ async fn sigterm_during_publishing_loses_no_acknowledged_record() {
     for partition in 0..3 {
         for r in read_all(&mut client, &stream, partition).await {
             assert!(
-                stored.insert(String::from_utf8(r.value).unwrap()),
+                stored.insert(String::from_utf8(r.value.to_vec()).unwrap()),
                 "no duplicates"
             );
         }

@@ -1,19 +1,22 @@
 //! Soak (`make soak`, not part of `make test`): 100 idempotent publishers
-//! and 10 members of one consumer group for 60 s on loopback, with a broker
-//! (application) restart in the middle. Afterwards every acknowledged record is stored
-//! exactly once, in per-key order, and reached the group; the counts are
-//! printed.
+//! and 10 members of one consumer group (each a `Consume` call) for 60 s on
+//! loopback, with a broker restart in the middle — of the single node, or
+//! of the three-node cluster when that runs (`make soak-cluster`).
+//! Afterwards every acknowledged record is stored exactly once, in per-key
+//! order, and reached the group; the counts, and how long the group took
+//! to catch up once publishing stopped, are printed.
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{broker_script, create_stream, read_all, unique_stream, IdempotentPublisher, Partlog};
-use partlog::proto::subscribe_response::Event;
-use partlog::proto::{CommitRequest, SubscribeRequest};
+use common::{
+    broker_script, create_stream, read_all, unique_stream, IdempotentPublisher, Member, Partlog,
+};
+use partlog::proto::consume_response::Event;
 
 const PUBLISHERS: u64 = 100;
 const MEMBERS: usize = 10;
@@ -33,6 +36,41 @@ fn parse(value: &[u8]) -> (u64, u64) {
     (p.parse().unwrap(), s.parse().unwrap())
 }
 
+/// A member of the group on a Consume stream: records every delivery,
+/// grants a record of credit per record read, and commits the last
+/// processed offset of each partition every 50 records, as a consumer
+/// batching its commits would, without waiting for the answers. Commits
+/// refused (the broker away, a partition moved) are counted; the next
+/// commit or the next owner covers them. Reconnects when the call ends
+/// (the broker restart).
+async fn consume(
+    mut member: Member,
+    delivered: Arc<Mutex<Vec<(u64, u64)>>>,
+    commit_failures: Arc<AtomicU64>,
+) {
+    let (mut uncommitted, mut processed) = (BTreeMap::new(), 0u64);
+    loop {
+        let Some(event) = member.next_within(STALL).await else {
+            continue;
+        };
+        match event {
+            Event::Record(r) => {
+                delivered.lock().unwrap().push(parse(&r.value));
+                uncommitted.insert(r.partition, r.offset);
+                processed += 1;
+                if processed % 50 == 0 {
+                    member.commit(std::mem::take(&mut uncommitted)).await;
+                }
+                member.credit(1).await;
+            }
+            Event::Commit(ack) if ack.error.is_some() => {
+                commit_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::Commit(_) | Event::Assignment(_) => {}
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn soak_with_a_broker_restart() {
     let server = Partlog::start_with(&[("PARTLOG_BROKER_REQUEST_TIMEOUT_MS", "3000")]).await;
@@ -45,44 +83,9 @@ async fn soak_with_a_broker_restart() {
     let mut members = Vec::new();
     for _ in 0..MEMBERS {
         let mut client = server.client().await;
-        let (stream, delivered) = (stream.clone(), delivered.clone());
-        let commit_failures = commit_failures.clone();
-        let mut events = client
-            .subscribe(SubscribeRequest {
-                stream: stream.clone(),
-                group: "soak-group".into(),
-                window: 500,
-                ..Default::default()
-            })
-            .await
-            .expect("subscribe")
-            .into_inner();
-        members.push(tokio::spawn(async move {
-            // Commits the last processed offset of each partition every 50
-            // records, as a consumer batching its commits would.
-            let (mut uncommitted, mut processed) = (HashMap::new(), 0u64);
-            while let Ok(Some(message)) = events.message().await {
-                let Some(Event::Record(r)) = message.event else {
-                    continue;
-                };
-                delivered.lock().unwrap().push(parse(&r.value));
-                uncommitted.insert(r.partition, r.offset);
-                processed += 1;
-                if processed % 50 == 0 {
-                    let offsets = std::mem::take(&mut uncommitted);
-                    let committed = client
-                        .commit(CommitRequest {
-                            group: "soak-group".into(),
-                            stream: stream.clone(),
-                            offsets,
-                        })
-                        .await;
-                    if committed.is_err() {
-                        commit_failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }));
+        let member = Member::open(&mut client, &stream, "soak-group", 500).await;
+        let (delivered, commit_failures) = (delivered.clone(), commit_failures.clone());
+        members.push(tokio::spawn(consume(member, delivered, commit_failures)));
     }
 
     let mut publishers = Vec::new();

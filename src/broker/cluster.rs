@@ -104,7 +104,7 @@ impl Broker {
         &self.readers
     }
 
-    /// Connections named producers share.
+    /// Connections producers share.
     pub fn publish_connections(&self) -> &SharedPublishConnections {
         &self.publishers
     }

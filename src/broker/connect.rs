@@ -8,8 +8,9 @@ use std::time::Duration;
 use rabbitmq_stream_client::{Client, ClientOptions};
 
 use super::node::Node;
-use super::raw::{Credentials, RawConnection};
+use super::raw::RawConnection;
 use super::tls::Transport;
+use super::wire::Credentials;
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
 use crate::telemetry::{self, ConnectionKind};
@@ -70,17 +71,23 @@ impl Connector {
         Ok(client)
     }
 
-    /// Opens partlog's own query connection to `node`.
-    pub async fn open_raw(&self, node: &Node) -> Result<RawConnection> {
-        let credentials = Credentials {
+    /// How partlog's own connections reach `node`.
+    pub fn credentials(&self, node: &Node) -> Credentials {
+        Credentials {
             host: node.host.clone(),
             port: node.port,
             user: self.config.user.clone(),
             password: self.config.password.clone(),
             vhost: self.config.vhost.clone(),
-            tls: self.transport.tls()?,
-        };
-        RawConnection::open(&credentials, self.timeout).await
+            tls: self.transport.tls().ok().flatten(),
+        }
+    }
+
+    /// Opens partlog's own query connection to `node`.
+    pub async fn open_raw(&self, node: &Node) -> Result<RawConnection> {
+        // A TLS setting that cannot be used fails here, not as plain TCP.
+        self.transport.tls()?;
+        RawConnection::open(&self.credentials(node), self.timeout).await
     }
 
     /// Runs a broker request with the timeout; `what` says what was being

@@ -7,10 +7,11 @@
 //! - [`node`]: nodes and partition placements; the nodes partlog may
 //!   administer through.
 //! - [`connect`]: opening connections and bounding requests in time.
-//! - [`raw`]: partlog's own connection for metadata queries.
+//! - [`raw`]: partlog's own connection for metadata queries; [`wire`] is
+//!   the stream protocol as partlog's own connections speak it.
 //! - [`super_stream`]: super streams and their partitions, cached.
 //! - [`producer`]: appending to a partition with pipelined confirms, on
-//!   connections of its own or shared ones ([`publish_connection`]), with
+//!   connections producers share per node ([`publish_connection`]), with
 //!   the bookkeeping of [`confirms`].
 //! - [`reader`]: reading a partition chunk by chunk, with credit flow and a
 //!   pool of idle connections; [`bounds`] learns where records begin and
@@ -34,6 +35,7 @@ mod raw;
 pub(crate) mod reader;
 mod super_stream;
 mod tls;
+mod wire;
 
 pub(crate) use backoff::Backoff;
 pub(crate) use cluster::{Broker, StreamSettings};

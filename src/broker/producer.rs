@@ -1,7 +1,7 @@
 //! Appending to one partition stream with pipelined confirms.
 //!
-//! A [`PartitionProducer`] is a publisher on a connection to the partition's
-//! leader (its own, or one shared by named producers: see
+//! A [`PartitionProducer`] is a publisher on one of the connections to the
+//! partition's leader that producers share (see
 //! [`super::publish_connection`]) and a writer task. Callers hand it batches
 //! with [`PartitionProducer::submit`]; the writer task takes every batch
 //! queued so far, numbers the records with consecutive publishing ids, packs
@@ -123,8 +123,7 @@ pub struct PartitionProducer {
 
 impl PartitionProducer {
     /// Declares a publisher on `stream` at `leader`, named (deduplicating)
-    /// when `name` is given: a named one joins a connection shared with
-    /// other named producers, an unnamed one opens its own.
+    /// when `name` is given, on one of the connections producers share.
     pub async fn open(
         broker: &Broker,
         stream: &str,
@@ -138,22 +137,10 @@ impl PartitionProducer {
             confirms: confirms.clone(),
             closed: closed.clone(),
         };
-        let (connection, publisher_id) = match name {
-            Some(_) => {
-                broker
-                    .publish_connections()
-                    .attach(broker.connector(), leader, route)
-                    .await?
-            }
-            None => {
-                let connection =
-                    Arc::new(PublishConnection::open(broker.connector(), leader).await?);
-                let id = connection.attach(route).ok_or_else(|| {
-                    Error::Internal("a new connection refused a publisher".into())
-                })?;
-                (connection, id)
-            }
-        };
+        let (connection, publisher_id) = broker
+            .publish_connections()
+            .attach(broker.connector(), leader, route)
+            .await?;
         let declared = Self::declare(broker, &connection, publisher_id, stream, leader, name).await;
         let numbering = match declared {
             Ok(numbering) => numbering,
@@ -218,6 +205,15 @@ impl PartitionProducer {
             ResponseCode::StreamDoesNotExist => {
                 return Err(Error::NotFound(format!(
                     "partition stream {stream:?} does not exist"
+                )));
+            }
+            // The broker blocks publishers while a resource alarm (disk or
+            // memory below its limit) lasts.
+            ResponseCode::PreconditionFailed => {
+                return Err(Error::Unavailable(format!(
+                    "the broker at {leader} refuses publishers to {stream:?} for now \
+                     (PreconditionFailed: a disk or memory alarm blocks publishing; see \
+                     `rabbitmq-diagnostics alarms`)"
                 )));
             }
             code => {

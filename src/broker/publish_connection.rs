@@ -2,13 +2,13 @@
 //!
 //! The stream protocol numbers a connection's publishers with one byte and
 //! tags every confirm and publish error with that number, so one connection
-//! can carry up to 255 producers. Named (deduplicating) producers to a node
-//! share connections through [`SharedPublishConnections`]: many producer ids
-//! then do not mean many connections, and a new producer id costs a
-//! publisher declaration instead of a new connection (about 90 ms, see
-//! [`super::reader::ReaderPool`]). An unnamed partition producer keeps a
-//! connection of its own, so that each partition's busiest write path has
-//! its own socket and broker process.
+//! can carry up to 255 producers. All producers to a node share
+//! [`SharedPublishConnections`]: at most [`CONNECTIONS_PER_NODE`] per node,
+//! a new producer joining the one with the fewest: connections grow with
+//! the cluster's nodes, not with partitions and producer ids, while the
+//! busiest partitions still spread over a few sockets and broker processes.
+//! A new producer costs a publisher declaration instead of a new connection
+//! (about 90 ms, see [`super::reader::ReaderPool`]).
 //!
 //! Lifetime: a connection lives while it carries publishers; the last one
 //! to detach closes it. When it fails, every publisher on it loses its
@@ -22,8 +22,6 @@ use std::time::Duration;
 
 use rabbitmq_stream_client::types::{MessageResult, ResponseKind};
 use rabbitmq_stream_client::Client;
-use rabbitmq_stream_protocol::codec::Encoder;
-use rabbitmq_stream_protocol::commands::metadata_update::MetadataUpdateCommand;
 
 use super::confirms::{publish_error, Confirms, Stored};
 use super::connect::{unavailable, Connector};
@@ -111,8 +109,8 @@ impl Routes {
                 ResponseKind::MetadataUpdate(update) => {
                     // The stream moved or was deleted: the broker dropped its
                     // publishers, whose records in flight will not be
-                    // confirmed. (All of them when the name is unreadable.)
-                    let stream = updated_stream(&update);
+                    // confirmed. (All of them when it names no stream.)
+                    let stream = Some(update.stream()).filter(|s| !s.is_empty());
                     let error = Error::Unavailable(
                         "the partition's leader changed or the stream was deleted".into(),
                     );
@@ -120,7 +118,7 @@ impl Routes {
                     state
                         .publishers
                         .values()
-                        .filter(|r| stream.as_ref().is_none_or(|s| *s == r.stream))
+                        .filter(|r| stream.is_none_or(|s| s == r.stream))
                         .for_each(|r| r.lose(&error));
                 }
                 _ => {}
@@ -137,20 +135,6 @@ impl Routes {
         state.retired = true;
         state.publishers.values().for_each(|r| r.lose(error));
     }
-}
-
-/// The stream a metadata update names, `None` when it names none (the
-/// patched decoder reads a null or empty name as ""). The protocol crate
-/// keeps the field private; its encoder writes the code (u16), then the
-/// stream (i16 length and bytes).
-fn updated_stream(update: &MetadataUpdateCommand) -> Option<String> {
-    let mut bytes = Vec::new();
-    update.encode(&mut bytes).ok()?;
-    let len = i16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?);
-    let name = bytes.get(4..4 + usize::try_from(len).ok()?)?;
-    String::from_utf8(name.to_vec())
-        .ok()
-        .filter(|name| !name.is_empty())
 }
 
 /// One broker connection and the publishers it carries.
@@ -211,12 +195,20 @@ impl PublishConnection {
         }
     }
 
+    /// Publishers on it now.
+    fn publishers(&self) -> usize {
+        self.routes.state().publishers.len()
+    }
+
     fn takes_publishers(&self) -> bool {
         !self.routes.state().retired && !self.client.is_closed()
     }
 }
 
-/// The connections named producers share, per node; one per broker handle.
+/// Most connections partlog opens to one node for publishing.
+pub const CONNECTIONS_PER_NODE: usize = 4;
+
+/// The connections producers share, per node; one per broker handle.
 #[derive(Default)]
 pub struct SharedPublishConnections {
     /// A tokio mutex: held while a connection opens, so that publishers
@@ -225,9 +217,11 @@ pub struct SharedPublishConnections {
 }
 
 impl SharedPublishConnections {
-    /// Attaches `route` to a connection to `node` with room, opening one when
-    /// none has. Held while opening, so that publishers arriving together
-    /// share the new connection instead of opening one each.
+    /// Attaches `route` to the connection to `node` with the fewest
+    /// publishers, opening one while the node has fewer than
+    /// [`CONNECTIONS_PER_NODE`] (or all are full). Held while opening, so
+    /// that publishers arriving together share the new connection instead
+    /// of opening one each.
     pub(super) async fn attach(
         &self,
         connector: &Connector,
@@ -237,9 +231,13 @@ impl SharedPublishConnections {
         let mut by_node = self.by_node.lock().await;
         let connections = by_node.entry(node.clone()).or_default();
         connections.retain(|c| c.takes_publishers());
-        for connection in connections.iter() {
-            if let Some(id) = connection.attach(route.clone()) {
-                return Ok((connection.clone(), id));
+        if connections.len() >= CONNECTIONS_PER_NODE {
+            let mut by_load: Vec<&Arc<PublishConnection>> = connections.iter().collect();
+            by_load.sort_by_key(|c| c.publishers());
+            for connection in by_load {
+                if let Some(id) = connection.attach(route.clone()) {
+                    return Ok((connection.clone(), id));
+                }
             }
         }
         let connection = Arc::new(PublishConnection::open(connector, node).await?);
@@ -254,7 +252,6 @@ impl SharedPublishConnections {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rabbitmq_stream_protocol::codec::Decoder;
 
     fn route() -> Route {
         Route {
@@ -286,15 +283,5 @@ mod tests {
         state.retired = true;
         state.publishers.remove(&7);
         assert_eq!(state.add(route()), None);
-    }
-
-    #[test]
-    fn the_stream_of_a_metadata_update_is_read_back() {
-        let mut frame = Vec::new();
-        frame.extend_from_slice(&0x06u16.to_be_bytes()); // stream not available
-        frame.extend_from_slice(&8i16.to_be_bytes());
-        frame.extend_from_slice(b"orders-2");
-        let (_, update) = MetadataUpdateCommand::decode(&frame).unwrap();
-        assert_eq!(updated_stream(&update).as_deref(), Some("orders-2"));
     }
 }

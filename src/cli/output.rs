@@ -417,7 +417,7 @@ mod tests {
             partition: 2,
             offset: 7,
             key: "k".into(),
-            value: b"v".to_vec(),
+            value: b"v".to_vec().into(),
             headers: [
                 ("b".to_owned(), "2".to_owned()),
                 ("a".to_owned(), "1".to_owned()),

@@ -367,7 +367,7 @@ mod tests {
             partition: 0,
             offset: 0,
             key: String::new(),
-            value: vec![0; bytes],
+            value: vec![0; bytes].into(),
             headers: Default::default(),
             timestamp_ms: 0,
         }

@@ -371,7 +371,7 @@ mod tests {
             partition: 0,
             offset: 0,
             key: String::new(),
-            value: Vec::new(),
+            value: Vec::new().into(),
             headers: Default::default(),
             timestamp_ms: 1_700_000_000_123,
         });

@@ -523,7 +523,7 @@ impl MemberEvents {
         self.events()
             .into_iter()
             .filter_map(|e| match e {
-                Event::Record(r) => Some(r.value),
+                Event::Record(r) => Some(r.value.to_vec()),
                 Event::Assignment(_) => None,
             })
             .collect()
@@ -733,4 +733,84 @@ impl TestPki {
 /// The client TLS settings for a partlog whose certificate `pki` issued.
 pub fn trusting(pki: &TestPki) -> ClientTlsConfig {
     ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pki.ca_pem()))
+}
+
+/// Generous bound for events that must come; a test fails, never hangs.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One Consume call: what the test sends and what partlog answers.
+pub struct Member {
+    requests: tokio::sync::mpsc::Sender<proto::ConsumeRequest>,
+    responses: tonic::Streaming<proto::ConsumeResponse>,
+}
+
+impl Member {
+    pub async fn open(
+        client: &mut PartLogClient<Channel>,
+        stream: &str,
+        group: &str,
+        credit_records: u32,
+    ) -> Member {
+        let (requests, outgoing) = tokio::sync::mpsc::channel(64);
+        requests
+            .send(proto::ConsumeRequest {
+                open: Some(proto::ConsumeOpen {
+                    stream: stream.into(),
+                    group: group.into(),
+                    ..Default::default()
+                }),
+                credit_records,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let responses = client
+            .consume(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+            .await
+            .expect("consume")
+            .into_inner();
+        Member {
+            requests,
+            responses,
+        }
+    }
+
+    pub async fn send(&self, request: proto::ConsumeRequest) {
+        self.requests.send(request).await.expect("call open");
+    }
+
+    pub async fn credit(&self, records: u32) {
+        self.send(proto::ConsumeRequest {
+            credit_records: records,
+            ..Default::default()
+        })
+        .await;
+    }
+
+    pub async fn commit(&self, offsets: std::collections::BTreeMap<u32, u64>) {
+        self.send(proto::ConsumeRequest {
+            commits: offsets.into_iter().collect(),
+            ..Default::default()
+        })
+        .await;
+    }
+
+    /// The next event, failing the test after [`EVENT_TIMEOUT`].
+    pub async fn next(&mut self) -> proto::consume_response::Event {
+        tokio::time::timeout(EVENT_TIMEOUT, self.responses.message())
+            .await
+            .expect("an event within the timeout")
+            .expect("call healthy")
+            .expect("call open")
+            .event
+            .expect("event set")
+    }
+
+    /// The next event if one comes within `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<proto::consume_response::Event> {
+        let message = tokio::time::timeout(wait, self.responses.message()).await;
+        message
+            .ok()
+            .map(|m| m.expect("call healthy").expect("call open").event.unwrap())
+    }
 }

@@ -25,6 +25,12 @@ impl ConsumerUpdateCommand {
         }
     }
 
+    // PATCH(partlog): accessor; a connection carrying several subscriptions
+    // routes the update by it.
+    pub fn subscription_id(&self) -> u8 {
+        self.subscription_id
+    }
+
     pub fn get_correlation_id(&self) -> u32 {
         self.correlation_id
     }

@@ -26,6 +26,14 @@ pub struct DeliverCommand {
     pub messages: Vec<Message>,
 }
 
+// PATCH(partlog): accessor; the chunk's timestamp is a record's time.
+impl DeliverCommand {
+    /// When the broker wrote the chunk, milliseconds since the Unix epoch.
+    pub fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 impl DeliverCommand {
     pub fn new(

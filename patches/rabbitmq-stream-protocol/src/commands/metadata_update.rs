@@ -13,6 +13,15 @@ pub struct MetadataUpdateCommand {
     stream: String,
 }
 
+// PATCH(partlog): accessor; the update concerns the publishers and
+// consumers of this stream only.
+impl MetadataUpdateCommand {
+    /// The stream that moved or was deleted ("" when the broker named none).
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+}
+
 impl Decoder for MetadataUpdateCommand {
     fn decode(input: &[u8]) -> Result<(&[u8], Self), DecodeError> {
         let (input, code) = ResponseCode::decode(input)?;

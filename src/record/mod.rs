@@ -16,7 +16,10 @@
 
 use std::collections::BTreeMap;
 
-use rabbitmq_stream_client::types::{Message, SimpleValue};
+mod amqp;
+
+use bytes::Bytes;
+use rabbitmq_stream_client::types::Message;
 
 /// Application property that carries the record key.
 pub const KEY_PROPERTY: &str = "partlog.key";
@@ -67,7 +70,8 @@ pub struct StoredRecord {
     pub partition: u32,
     pub offset: u64,
     pub key: String,
-    pub value: Vec<u8>,
+    /// A slice of the chunk it was read from.
+    pub value: Bytes,
     pub headers: BTreeMap<String, String>,
     /// Milliseconds since the Unix epoch at which the broker stored the
     /// chunk holding this record.
@@ -80,32 +84,23 @@ impl StoredRecord {
         payload_size(&self.key, &self.value, &self.headers)
     }
 
-    /// Decodes a message that partlog or a native client wrote.
-    pub fn from_message(message: &Message, partition: u32, offset: u64, timestamp_ms: i64) -> Self {
-        let value = match message.data() {
-            Some(data) => data.to_vec(),
-            None => {
-                if let Ok(Some(text)) = message.value_ref::<&String>() {
-                    text.clone().into_bytes()
-                } else if let Ok(Some(bytes)) = message.value_ref::<&Vec<u8>>() {
-                    bytes.clone()
-                } else {
-                    Vec::new()
-                }
+    /// The record a message (one entry of a chunk) holds, written by
+    /// partlog or a native client: see [`amqp`] for what is kept. Bytes
+    /// that are not an AMQP 1.0 message are the value, whole.
+    pub fn decode(message: Bytes, partition: u32, offset: u64, timestamp_ms: i64) -> Self {
+        let (value, mut headers) = match amqp::decode(&message) {
+            Ok(decoded) => (decoded.value, decoded.properties),
+            Err(amqp::NotAmqp(why)) => {
+                tracing::debug!(
+                    partition,
+                    offset,
+                    why,
+                    "not an AMQP 1.0 message; its bytes are the value"
+                );
+                (message, BTreeMap::new())
             }
         };
-        let mut key = String::new();
-        let mut headers = BTreeMap::new();
-        if let Some(properties) = message.application_properties() {
-            for (name, value) in properties.iter() {
-                let text = simple_value_text(value);
-                if name == KEY_PROPERTY {
-                    key = text;
-                } else {
-                    headers.insert(name.clone(), text);
-                }
-            }
-        }
+        let key = headers.remove(KEY_PROPERTY).unwrap_or_default();
         StoredRecord {
             partition,
             offset,
@@ -117,41 +112,17 @@ impl StoredRecord {
     }
 }
 
-/// An application property value as header text.
-fn simple_value_text(value: &SimpleValue) -> String {
-    match value {
-        SimpleValue::String(s) => s.clone(),
-        SimpleValue::Symbol(s) => s.to_string(),
-        SimpleValue::Null => String::new(),
-        SimpleValue::Boolean(v) => v.to_string(),
-        SimpleValue::Ubyte(v) => v.to_string(),
-        SimpleValue::Ushort(v) => v.to_string(),
-        SimpleValue::Uint(v) => v.to_string(),
-        SimpleValue::Ulong(v) => v.to_string(),
-        SimpleValue::Byte(v) => v.to_string(),
-        SimpleValue::Short(v) => v.to_string(),
-        SimpleValue::Int(v) => v.to_string(),
-        SimpleValue::Long(v) => v.to_string(),
-        SimpleValue::Char(v) => v.to_string(),
-        SimpleValue::Uuid(v) => v.to_string(),
-        // Floats, timestamps and binaries have no canonical text form in the
-        // protocol crate; their debug form keeps the information visible.
-        other => format!("{other:?}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rabbitmq_stream_protocol::codec::{Decoder, Encoder};
+    use rabbitmq_stream_client::types::SimpleValue;
+    use rabbitmq_stream_protocol::codec::Encoder;
 
-    /// Encodes and decodes like the broker round trip does.
-    fn over_the_wire(message: &Message) -> Message {
+    /// The message's bytes as the broker stores them, read back.
+    fn read_back(message: &Message) -> StoredRecord {
         let mut bytes = Vec::new();
         message.encode(&mut bytes).unwrap();
-        let (rest, decoded) = Message::decode(&bytes).unwrap();
-        assert!(rest.is_empty());
-        decoded
+        StoredRecord::decode(bytes.into(), 2, 7, 1234)
     }
 
     #[test]
@@ -165,8 +136,7 @@ mod tests {
             ]),
             sequence: None,
         };
-        let stored =
-            StoredRecord::from_message(&over_the_wire(&record.clone().into_message(0)), 2, 7, 1234);
+        let stored = read_back(&record.clone().into_message(0));
         assert_eq!(stored.key, record.key);
         assert_eq!(stored.value, record.value);
         assert_eq!(stored.headers, record.headers);
@@ -182,12 +152,12 @@ mod tests {
             value: b"v".to_vec(),
             ..Default::default()
         };
-        let message = over_the_wire(&record.into_message(0));
+        let message = record.into_message(0);
         let has_key = message
             .application_properties()
             .is_some_and(|p| p.contains_key(KEY_PROPERTY));
         assert!(!has_key);
-        assert_eq!(StoredRecord::from_message(&message, 0, 0, 0).key, "");
+        assert_eq!(read_back(&message).key, "");
     }
 
     #[test]
@@ -197,13 +167,61 @@ mod tests {
             .application_properties()
             .insert("count", 42i32)
             .insert("flag", true)
+            .insert("big", u64::MAX)
+            .insert("small", -5i8)
+            .insert("letter", SimpleValue::Char('λ'))
+            .insert("nothing", SimpleValue::Null)
+            .insert("bytes", SimpleValue::Binary(vec![0xca, 0xfe]))
+            .insert(KEY_PROPERTY, "customer-7")
             .message_builder()
             .build();
-        let stored = StoredRecord::from_message(&over_the_wire(&message), 0, 0, 0);
-        assert_eq!(stored.value, b"native body");
-        assert_eq!(stored.key, "");
-        assert_eq!(stored.headers["count"], "42");
-        assert_eq!(stored.headers["flag"], "true");
+        let stored = read_back(&message);
+        assert_eq!(stored.value, b"native body".as_slice());
+        assert_eq!(stored.key, "customer-7");
+        let text = |name: &str| stored.headers[name].as_str();
+        assert_eq!(text("count"), "42");
+        assert_eq!(text("flag"), "true");
+        assert_eq!(text("big"), u64::MAX.to_string());
+        assert_eq!(text("small"), "-5");
+        assert_eq!(text("letter"), "λ");
+        assert_eq!(text("nothing"), "");
+        assert_eq!(text("bytes"), "cafe");
+        assert!(!stored.headers.contains_key(KEY_PROPERTY));
+    }
+
+    #[test]
+    fn a_binary_amqp_value_body_is_the_value() {
+        let message = Message::builder().body(vec![9u8, 8, 7]).build();
+        assert_eq!(read_back(&message).value, [9u8, 8, 7].as_slice());
+    }
+
+    #[test]
+    fn bytes_that_are_not_amqp_are_the_value_whole() {
+        for bytes in [
+            &b"plain text"[..],
+            &[0x00, 0x53][..],
+            &[0x00, 0x53, 0x75, 0xa0, 9, 1][..],
+        ] {
+            let stored = StoredRecord::decode(Bytes::copy_from_slice(bytes), 0, 0, 0);
+            assert_eq!(stored.value, bytes);
+            assert!(stored.key.is_empty() && stored.headers.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_data_body_is_a_slice_of_the_message_not_a_copy() {
+        let mut bytes = Vec::new();
+        NewRecord {
+            value: vec![1; 100],
+            ..Default::default()
+        }
+        .into_message(0)
+        .encode(&mut bytes)
+        .unwrap();
+        let message = Bytes::from(bytes);
+        let stored = StoredRecord::decode(message.clone(), 0, 0, 0);
+        let inside = message.as_ptr_range();
+        assert!(inside.contains(&stored.value.as_ptr()));
     }
 
     #[test]
@@ -215,5 +233,18 @@ mod tests {
             sequence: None,
         };
         assert_eq!(record.size(), 2 + 10 + 1 + 3);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// No bytes make reading a record panic.
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+                let _ = StoredRecord::decode(bytes.into(), 0, 0, 0);
+            }
+        }
     }
 }
