@@ -519,3 +519,89 @@ async fn a_client_without_credit_does_not_make_partlog_buffer() {
         }
     }
 }
+
+/// A kill -9 of the instance a member consumes through, while it reads
+/// and commits: the member that takes over starts every partition right
+/// after a commit the first one sent — never before one it was answered
+/// for (nothing acknowledged is read again), never after the last it
+/// sent (nothing uncommitted is skipped) — and reads on from there without
+/// a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_under_load_keeps_every_answered_commit() {
+    let mut one = Partlog::start().await;
+    let two = Partlog::start().await;
+    let mut client = two.client().await;
+    let stream = unique_stream("consume-kill");
+    let partitions = 4u32;
+    create_stream(&mut client, &stream, partitions).await;
+    publish_per_partition(&mut client, &stream, partitions, 3000).await;
+
+    // A commits every 10 records of a partition without waiting for the
+    // answers, so commits are in flight when its instance dies.
+    let mut a = Member::open(&mut one.client().await, &stream, "kill", 200).await;
+    let (mut sent, mut answered) = (HashMap::<u32, u64>::new(), HashMap::<u32, u64>::new());
+    let mut since: HashMap<u32, u64> = HashMap::new();
+    let mut read = 0;
+    while read < 4000 {
+        match a.next().await {
+            Event::Record(r) => {
+                read += 1;
+                let n = since.entry(r.partition).or_default();
+                *n += 1;
+                if *n == 10 {
+                    *n = 0;
+                    a.commit(BTreeMap::from([(r.partition, r.offset)])).await;
+                    sent.insert(r.partition, r.offset);
+                }
+                a.credit(1).await;
+            }
+            Event::Commit(ack) => {
+                assert!(ack.error.is_none(), "{ack:?}");
+                let best = answered.entry(ack.partition).or_default();
+                *best = (*best).max(ack.committed.expect("an answered commit's offset"));
+            }
+            Event::Assignment(_) => {}
+        }
+    }
+    one.kill();
+    assert!(!answered.is_empty(), "A was answered for no commit");
+
+    let mut b = Member::open(&mut client, &stream, "kill", 20_000).await;
+    let mut next: HashMap<u32, u64> = HashMap::new();
+    let mut remaining: u64 = 0;
+    while next.len() < partitions as usize || remaining > 0 {
+        match b.next().await {
+            Event::Assignment(assignment) if assignment.state() == AssignmentState::Active => {
+                let p = assignment.partition;
+                let start = assignment.next_offset.unwrap_or(0);
+                let floor = answered.get(&p).map_or(0, |c| c + 1);
+                let ceiling = sent.get(&p).map_or(0, |c| c + 1);
+                assert!(
+                    (floor..=ceiling).contains(&start),
+                    "partition {p}: B starts at {start}, A was answered up to {:?} and sent up \
+                     to {:?}",
+                    answered.get(&p),
+                    sent.get(&p)
+                );
+                assert!(
+                    next.insert(p, start).is_none(),
+                    "partition {p} activated twice"
+                );
+                remaining += 3000 - start;
+            }
+            Event::Record(r) => {
+                let expected = next
+                    .get_mut(&r.partition)
+                    .expect("a record of a held partition");
+                assert_eq!(
+                    r.offset, *expected,
+                    "partition {}: a gap or a repeat",
+                    r.partition
+                );
+                *expected += 1;
+                remaining -= 1;
+            }
+            event => panic!("unexpected {event:?}"),
+        }
+    }
+}
