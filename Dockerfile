@@ -19,9 +19,12 @@ WORKDIR /src
 
 # Dependency layer: build all dependencies against placeholder sources, so that
 # editing src/ does not recompile them. Rebuilt only when the manifest, the
-# lock file, build.rs or the .proto files change.
+# lock file, build.rs, the .proto files or the patched crates change
+# (patches/: the manifest's [patch.crates-io] points there, so the
+# dependencies cannot be resolved without them).
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
+COPY patches ./patches
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
