@@ -658,6 +658,15 @@ impl Client {
 
         let response = receiver.recv().await.ok_or(ClientError::ConnectionClosed)?;
 
+        // partlog patch: an answer is a sign of life like any frame. The
+        // broker sends heartbeats only on a connection it has nothing else
+        // to send on, so counting heartbeats and pushed frames alone closed
+        // connections kept busy with requests as dead.
+        {
+            let state = self.state.read().await;
+            *state.last_received_message.write().await = Instant::now();
+        }
+
         self.handle_response::<T>(response).await
     }
 
@@ -758,8 +767,10 @@ impl Client {
                 tokio::time::sleep(Duration::from_secs(heartbeat_interval.into())).await;
 
                 let now = Instant::now();
-                let last_message = last_received_message.read().await;
-                if now.duration_since(*last_message) >= Duration::from_secs(timeout_threashold) {
+                // partlog patch: a copy, not the guard: closing waits for
+                // an answer, which takes the write lock.
+                let last_message = *last_received_message.read().await;
+                if now.duration_since(last_message) >= Duration::from_secs(timeout_threashold) {
                     warn!("Heartbeat timeout reached. Force closing connection.");
                     if !client.is_closed() {
                         if let Err(e) = client.close().await {
