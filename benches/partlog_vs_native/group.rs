@@ -520,46 +520,65 @@ impl ConsumeMember {
     /// The next event of the call; commit answers are taken here (a commit
     /// refused because its partition moved is the new owner's to redo).
     async fn next_event(&mut self) -> Result<Option<MemberEvent>> {
-        use consume_response::Event;
         loop {
-            let Some(message) = self.events.message().await? else {
-                return Ok(None);
-            };
-            let event = match message.event {
-                Some(Event::Record(r)) => {
-                    self.owed_credit += 1;
-                    if self.owed_credit >= CONSUME_CREDIT / 2 {
-                        let credit_records = std::mem::take(&mut self.owed_credit);
-                        self.send(ConsumeRequest {
-                            credit_records,
-                            ..Default::default()
-                        })?;
-                    }
-                    MemberEvent::Record {
-                        partition: r.partition,
-                        offset: r.offset,
-                        decoded: decode(&r.value),
-                    }
-                }
-                Some(Event::Assignment(a)) => match a.state() {
-                    AssignmentState::Active => MemberEvent::Active(a.partition),
-                    AssignmentState::Inactive => MemberEvent::Inactive(a.partition),
-                    _ => continue,
-                },
-                Some(Event::Commit(ack)) => {
-                    self.open_commits -= 1;
-                    if let Some(error) = ack.error {
-                        if error.code != tonic::Code::FailedPrecondition as i32 {
-                            return Err(format!("commit refused: {}", error.message).into());
-                        }
-                    }
-                    continue;
-                }
-                None => continue,
-            };
-            return Ok(Some(event));
+            match self.next_message().await? {
+                Taken::Event(event) => return Ok(Some(event)),
+                Taken::Nothing => continue,
+                Taken::End => return Ok(None),
+            }
         }
     }
+
+    /// Takes the call's next message: an event for the member, or a commit
+    /// answer (or state the member ignores) taken here.
+    async fn next_message(&mut self) -> Result<Taken> {
+        use consume_response::Event;
+        let Some(message) = self.events.message().await? else {
+            return Ok(Taken::End);
+        };
+        let event = match message.event {
+            Some(Event::Record(r)) => {
+                self.owed_credit += 1;
+                if self.owed_credit >= CONSUME_CREDIT / 2 {
+                    let credit_records = std::mem::take(&mut self.owed_credit);
+                    self.send(ConsumeRequest {
+                        credit_records,
+                        ..Default::default()
+                    })?;
+                }
+                MemberEvent::Record {
+                    partition: r.partition,
+                    offset: r.offset,
+                    decoded: decode(&r.value),
+                }
+            }
+            Some(Event::Assignment(a)) => match a.state() {
+                AssignmentState::Active => MemberEvent::Active(a.partition),
+                AssignmentState::Inactive => MemberEvent::Inactive(a.partition),
+                _ => return Ok(Taken::Nothing),
+            },
+            Some(Event::Commit(ack)) => {
+                self.open_commits -= 1;
+                if let Some(error) = ack.error {
+                    if error.code != tonic::Code::FailedPrecondition as i32 {
+                        return Err(format!("commit refused: {}", error.message).into());
+                    }
+                }
+                return Ok(Taken::Nothing);
+            }
+            None => return Ok(Taken::Nothing),
+        };
+        Ok(Taken::Event(event))
+    }
+}
+
+/// What [`ConsumeMember::next_message`] took.
+enum Taken {
+    Event(MemberEvent),
+    /// A commit answer, or nothing the member acts on.
+    Nothing,
+    /// The call ended.
+    End,
 }
 
 impl GroupMember for ConsumeMember {
@@ -581,8 +600,17 @@ impl GroupMember for ConsumeMember {
     fn flush(&mut self) -> BoxFuture<'_, Result<()>> {
         async move {
             // Records still coming are not processed any more.
+            // (Waiting for an event instead would wait for ever once the
+            // last answer came and no record follows.)
             while self.open_commits > 0 {
-                if self.next_event().await?.is_none() {
+                let Ok(taken) = tokio::time::timeout(STALL, self.next_message()).await else {
+                    return Err(format!(
+                        "{} commits unanswered after {STALL:?}",
+                        self.open_commits
+                    )
+                    .into());
+                };
+                if let Taken::End = taken? {
                     return Err("the Consume call ended with commits open".into());
                 }
             }
