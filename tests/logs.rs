@@ -1,12 +1,14 @@
 //! partlog's JSON log at trace level, with tokens and a broker password of
 //! its own: no line shows a secret, every line is one JSON object, and the
-//! lines of a call carry its span (method, peer, stream).
+//! lines of a call carry its span (method, peer, stream); the text log
+//! names a call's stream and group once.
 
 mod common;
 
 use std::process::Command;
 
-use common::{record, unique_stream, Partlog};
+use common::{create_stream, record, unique_stream, Member, Partlog};
+use partlog::proto::consume_response;
 use partlog::proto::part_log_client::PartLogClient;
 use partlog::proto::{self, subscribe_response};
 use serde_json::Value;
@@ -234,5 +236,29 @@ async fn json_lines_carry_the_call_and_never_a_secret() {
         assert_eq!(span["method"], "partlog.v1.PartLog/Subscribe");
         assert_eq!(span["stream"], stream.as_str());
         assert_eq!(span["group"], "audit");
+    }
+}
+
+/// A Consume call needs two permissions on its stream (read, group), and
+/// its span still names the stream once.
+#[tokio::test]
+async fn a_text_line_names_the_stream_of_its_call_once() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("logs-text");
+    create_stream(&mut client, &stream, 1).await;
+    let mut member = Member::open(&mut client, &stream, "once", 10).await;
+    while !matches!(member.next().await, consume_response::Event::Assignment(_)) {}
+    let log = server.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("rpc{method=\"partlog.v1.PartLog/Consume\""))
+        .collect();
+    assert!(!lines.is_empty(), "no line inside the Consume call:\n{log}");
+    for line in lines {
+        let span = &line[line.find("rpc{").unwrap()..];
+        let span = &span[..span.find('}').unwrap()];
+        assert_eq!(span.matches("stream=").count(), 1, "{line}");
+        assert_eq!(span.matches("group=").count(), 1, "{line}");
     }
 }

@@ -76,19 +76,23 @@ fn method_label(path: &str) -> &'static str {
 }
 
 /// Records the stream (and group) a call's request names in the call's
-/// span.
+/// span, each once: a call can need several permissions on one stream
+/// (Consume: `read` and `group`), and a field recorded twice is printed
+/// twice.
 pub fn record_target(needs: &[Need<'_>]) {
     let span = tracing::Span::current();
-    for need in needs {
-        match need.resource {
-            Resource::Stream(stream) => {
-                span.record("stream", stream);
-            }
-            Resource::Group { stream, group } => {
-                span.record("stream", stream);
-                span.record("group", group);
-            }
-        }
+    let stream = needs.first().map(|need| match need.resource {
+        Resource::Stream(stream) | Resource::Group { stream, .. } => stream,
+    });
+    let group = needs.iter().find_map(|need| match need.resource {
+        Resource::Group { group, .. } => Some(group),
+        Resource::Stream(_) => None,
+    });
+    if let Some(stream) = stream {
+        span.record("stream", stream);
+    }
+    if let Some(group) = group {
+        span.record("group", group);
     }
 }
 
