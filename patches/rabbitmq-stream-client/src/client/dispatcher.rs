@@ -160,7 +160,12 @@ where
 
     pub async fn close(self, error: Option<ClientError>) {
         self.requests.close();
-        if let Some(handler) = self.handler.read().await.as_ref() {
+        // partlog patch: taken, not borrowed. The handler is the client,
+        // which holds this dispatcher: left in place, the cycle kept every
+        // closed connection's client (its buffers, its tasks) alive for
+        // ever. Nothing comes after the connection's end.
+        let handler = self.handler.write().await.take();
+        if let Some(handler) = handler.as_ref() {
             if let Some(err) = error {
                 if let Err(e) = handler.handle_message(Some(Err(err))).await {
                     warn!("Message handler returned error during close: {}", e);
