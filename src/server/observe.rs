@@ -212,7 +212,6 @@ impl Call {
             .unwrap_or_else(|| Status::cancelled("the client went away before the answer"));
         let code = status.code();
         let m = metrics();
-        m.rpc_in_flight.get_or_create(&MethodLabel { method }).dec();
         m.rpc_duration
             .get_or_create(&MethodLabel { method })
             .observe(took.as_secs_f64());
@@ -222,6 +221,9 @@ impl Call {
                 code: code_name(code),
             })
             .inc();
+        // Last: a scrape that no longer sees the call in flight sees it
+        // counted.
+        m.rpc_in_flight.get_or_create(&MethodLabel { method }).dec();
         let _entered = self.span.enter();
         let code = code_name(code);
         // Milliseconds to the microsecond.
