@@ -29,7 +29,8 @@
 //!   one core error type), [`routing`] (murmur3 key → partition),
 //!   [`record`] (records and their AMQP 1.0 form), [`validate`] (requests
 //!   checked before the broker is asked), [`sync`] (the locking
-//!   convention), [`pem`] (certificate and key files).
+//!   convention), [`pem`] (certificate and key files), [`tls_stream`] (a
+//!   connection plain or through TLS).
 //! - [`proto`]: generated protobuf types.
 //! - [`cli`]: the client subcommands of the `partlog` binary (`stream`,
 //!   `publish`, `read`, `tail`, `offsets`, ...).
@@ -47,4 +48,5 @@ pub mod routing;
 pub mod server;
 pub(crate) mod sync;
 pub mod telemetry;
+pub(crate) mod tls_stream;
 pub mod validate;

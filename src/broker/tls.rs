@@ -7,13 +7,9 @@
 //! not use stops partlog at start-up with the key and file named (through
 //! [`super::Broker::check`]) instead of failing each connection later.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use rabbitmq_stream_client::TlsConfiguration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig};
@@ -22,6 +18,7 @@ use tokio_rustls::TlsConnector;
 use crate::config::BrokerTlsConfig;
 use crate::error::{Error, Result};
 use crate::pem::{read_certificates, read_private_key, root_store};
+use crate::tls_stream::MaybeTls;
 
 /// TLS settings of every broker connection.
 pub struct BrokerTls {
@@ -133,10 +130,7 @@ impl Transport {
 }
 
 /// A connection of partlog's own to a node.
-pub enum BrokerStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
+pub type BrokerStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// Connects to `host:port`, through TLS when `tls` is given (TCP_NODELAY
 /// set: requests are small and answered one at a time).
@@ -147,7 +141,7 @@ pub async fn connect(host: &str, port: u16, tls: Option<&BrokerTls>) -> Result<B
     })?;
     tcp.set_nodelay(true).ok();
     let Some(tls) = tls else {
-        return Ok(BrokerStream::Plain(tcp));
+        return Ok(MaybeTls::Plain(tcp));
     };
     let stream = tls
         .connector
@@ -168,47 +162,7 @@ pub async fn connect(host: &str, port: u16, tls: Option<&BrokerTls>) -> Result<B
                 Error::Unavailable(why)
             }
         })?;
-    Ok(BrokerStream::Tls(Box::new(stream)))
-}
-
-impl AsyncRead for BrokerStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BrokerStream::Plain(io) => Pin::new(io).poll_read(cx, buf),
-            BrokerStream::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for BrokerStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            BrokerStream::Plain(io) => Pin::new(io).poll_write(cx, buf),
-            BrokerStream::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BrokerStream::Plain(io) => Pin::new(io).poll_flush(cx),
-            BrokerStream::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BrokerStream::Plain(io) => Pin::new(io).poll_shutdown(cx),
-            BrokerStream::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
-        }
-    }
+    Ok(MaybeTls::Tls(Box::new(stream)))
 }
 
 #[cfg(test)]

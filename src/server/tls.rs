@@ -13,13 +13,10 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::rustls::pki_types::CertificateDer;
@@ -30,6 +27,7 @@ use tonic::transport::server::{Connected, TcpIncoming};
 
 use crate::config::ServerTlsConfig;
 use crate::pem::{read_certificates, read_private_key, root_store};
+use crate::tls_stream::MaybeTls;
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -138,10 +136,7 @@ impl TlsFiles {
 }
 
 /// A connection as tonic serves it: plain TCP or TLS over TCP.
-pub enum ServerIo {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
+pub type ServerIo = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
 
 /// What partlog knows of a connection; in every request's extensions.
 #[derive(Debug, Clone)]
@@ -157,11 +152,11 @@ impl Connected for ServerIo {
 
     fn connect_info(&self) -> ConnectionInfo {
         match self {
-            ServerIo::Plain(tcp) => ConnectionInfo {
+            MaybeTls::Plain(tcp) => ConnectionInfo {
                 remote_addr: tcp.peer_addr().ok(),
                 peer_certificates: None,
             },
-            ServerIo::Tls(tls) => {
+            MaybeTls::Tls(tls) => {
                 let (tcp, session) = tls.get_ref();
                 ConnectionInfo {
                     remote_addr: tcp.peer_addr().ok(),
@@ -170,64 +165,6 @@ impl Connected for ServerIo {
                         .map(|certs| Arc::new(certs.to_vec())),
                 }
             }
-        }
-    }
-}
-
-impl AsyncRead for ServerIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Plain(io) => Pin::new(io).poll_read(cx, buf),
-            ServerIo::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ServerIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerIo::Plain(io) => Pin::new(io).poll_write(cx, buf),
-            ServerIo::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerIo::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            ServerIo::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ServerIo::Plain(io) => io.is_write_vectored(),
-            ServerIo::Tls(io) => io.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Plain(io) => Pin::new(io).poll_flush(cx),
-            ServerIo::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Plain(io) => Pin::new(io).poll_shutdown(cx),
-            ServerIo::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -245,7 +182,7 @@ pub fn incoming(
     // delayed acknowledgement of its body: ~40 ms per call.
     let tcp = TcpIncoming::from(listener).with_nodelay(Some(true));
     match tls {
-        None => tcp.map(|tcp| tcp.map(ServerIo::Plain)).left_stream(),
+        None => tcp.map(|tcp| tcp.map(MaybeTls::Plain)).left_stream(),
         Some(tls) => tls_incoming(tcp, tls).right_stream(),
     }
 }
@@ -271,7 +208,7 @@ fn tls_incoming(
                                 acceptor.accept(stream),
                             );
                             let result = match handshake.await {
-                                Ok(Ok(tls)) => Ok(ServerIo::Tls(Box::new(tls))),
+                                Ok(Ok(tls)) => Ok(MaybeTls::Tls(Box::new(tls))),
                                 Ok(Err(e)) => Err(e.to_string()),
                                 Err(_) => Err(format!("no handshake within {HANDSHAKE_TIMEOUT:?}")),
                             };
