@@ -14,7 +14,7 @@ use partlog::proto::part_log_client::PartLogClient;
 use partlog::proto::subscribe_response::Event;
 use partlog::proto::{
     consume_response, AssignmentState, CommitRequest, ConsumeOpen, ConsumeRequest, ConsumeResponse,
-    GetOffsetsRequest, SubscribeRequest, SubscribeResponse,
+    GetOffsetsRequest, PartitionOffsets, SubscribeRequest, SubscribeResponse,
 };
 use rabbitmq_stream_client::types::{OffsetSpecification, SuperStreamConsumer};
 use rabbitmq_stream_client::MessageContext;
@@ -135,17 +135,7 @@ impl GroupImpl {
     ) -> Result<Vec<Option<u64>>> {
         match self {
             GroupImpl::PartlogConsume | GroupImpl::PartlogSubscribeCommit => {
-                let rows = bench
-                    .partlog
-                    .client()
-                    .await?
-                    .get_offsets(GetOffsetsRequest {
-                        group: group.to_owned(),
-                        stream: stream.to_owned(),
-                    })
-                    .await?
-                    .into_inner()
-                    .partitions;
+                let rows = partlog_offsets(bench, stream, group).await?;
                 let mut committed = vec![None; partitions as usize];
                 for row in rows {
                     committed[row.partition as usize] = row.committed;
@@ -173,22 +163,7 @@ impl GroupImpl {
     pub async fn describe(self, bench: &Bench, stream: &str, group: &str) -> String {
         match self {
             GroupImpl::PartlogConsume | GroupImpl::PartlogSubscribeCommit => {
-                let rows = async {
-                    let rows = bench
-                        .partlog
-                        .client()
-                        .await?
-                        .get_offsets(GetOffsetsRequest {
-                            group: group.to_owned(),
-                            stream: stream.to_owned(),
-                        })
-                        .await?
-                        .into_inner()
-                        .partitions;
-                    Ok::<_, crate::setup::Error>(rows)
-                }
-                .await;
-                match rows {
+                match partlog_offsets(bench, stream, group).await {
                     Ok(rows) => rows
                         .iter()
                         .map(|r| {
@@ -211,6 +186,25 @@ impl GroupImpl {
             }
         }
     }
+}
+
+/// The group's offsets per partition as partlog's `GetOffsets` answers.
+async fn partlog_offsets(
+    bench: &Bench,
+    stream: &str,
+    group: &str,
+) -> Result<Vec<PartitionOffsets>> {
+    Ok(bench
+        .partlog
+        .client()
+        .await?
+        .get_offsets(GetOffsetsRequest {
+            group: group.to_owned(),
+            stream: stream.to_owned(),
+        })
+        .await?
+        .into_inner()
+        .partitions)
 }
 
 /// What a group consumption gave besides the tally.
