@@ -21,6 +21,9 @@ pub enum Error {
     ResourceExhausted(String),
     /// The broker cannot be reached or refused for a transient reason; retry.
     Unavailable(String),
+    /// Stored records cannot be read (a corrupt chunk, a batch that does not
+    /// decompress); retrying reads the same bytes again.
+    DataLoss(String),
     /// A bug or an unexpected broker answer.
     Internal(String),
 }
@@ -36,6 +39,7 @@ impl Error {
             | Error::FailedPrecondition(m)
             | Error::ResourceExhausted(m)
             | Error::Unavailable(m)
+            | Error::DataLoss(m)
             | Error::Internal(m) => m,
         }
     }

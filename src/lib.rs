@@ -39,6 +39,8 @@ pub(crate) mod broker;
 pub mod cli;
 pub mod config;
 pub(crate) mod error;
+#[cfg(test)]
+mod generative;
 pub(crate) mod log;
 pub(crate) mod offsets;
 pub(crate) mod pem;

@@ -17,7 +17,7 @@ impl Backoff {
     /// The delay before the next attempt.
     pub fn next_delay(&mut self) -> Duration {
         let delay = self.next;
-        self.next = (delay * 2).min(Self::MAX);
+        self.next = delay.saturating_mul(2).min(Self::MAX);
         delay
     }
 

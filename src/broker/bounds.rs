@@ -4,13 +4,8 @@
 //! but is never delivered. A subscription at `Last` attaches to the last
 //! chunk of records.
 
-use std::collections::HashMap;
-
-use rabbitmq_stream_client::types::OffsetSpecification;
-use tokio::time::Instant;
-
 use super::cluster::Broker;
-use super::reader::{Chunk, ChunkReader};
+use super::protocol::{Chunk, ChunkReader, Consumer, ReadFrom};
 use super::super_stream::Partition;
 use crate::error::{Error, Result};
 
@@ -33,15 +28,14 @@ pub async fn at_last_chunk(broker: &Broker, partition: &Partition) -> Result<AtL
     let leader = broker.leader(partition).await?;
     let mut reader = broker
         .readers()
-        .open(stream, &leader, OffsetSpecification::Last, HashMap::new())
+        .open(partition, &leader, ReadFrom::Last, Consumer::Alone)
         .await?;
     let last = async {
         let stats = broker.stream_stats(stream).await?;
         if stats.committed_chunk_id.is_none() {
             return Ok((None, stats));
         }
-        let timeout = broker.connector().timeout();
-        let chunk = reader.next_chunk(Instant::now() + timeout).await?;
+        let chunk = reader.next_chunk(broker.connector().deadline()).await?;
         if chunk.is_none() {
             // Chunks but no records: only offset tracking was written.
             tracing::debug!(
@@ -98,16 +92,16 @@ pub async fn partition_bounds(broker: &Broker, partition: &Partition) -> Result<
 pub async fn first_chunk_at(
     broker: &Broker,
     partition: &Partition,
-    start: OffsetSpecification,
+    start: ReadFrom,
 ) -> Result<Chunk> {
     let stream = &partition.stream;
     let leader = broker.leader(partition).await?;
     let timeout = broker.connector().timeout();
     let mut reader = broker
         .readers()
-        .open(stream, &leader, start, HashMap::new())
+        .open(partition, &leader, start, Consumer::Alone)
         .await?;
-    let chunk = reader.next_chunk(Instant::now() + timeout).await;
+    let chunk = reader.next_chunk(broker.connector().deadline()).await;
     reader.close();
     chunk?.ok_or_else(|| {
         Error::Unavailable(format!(

@@ -3,7 +3,7 @@
 //! take their connections from.
 //!
 //! It owns one long-lived administrative connection (super stream
-//! create/delete, offsets) and one [`RawConnection`] (metadata, partitions,
+//! create/delete, offsets) and one [`MetadataConnection`] (metadata, partitions,
 //! statistics); both are reopened on the next call after a failure, on the
 //! first node that answers: the configured nodes, then the ones the
 //! cluster's metadata named, starting with the node that answered last.
@@ -19,9 +19,9 @@ use rabbitmq_stream_client::Client;
 
 use super::connect::{unavailable, Connector};
 use super::node::{KnownNodes, Node, PartitionPlacement};
+use super::protocol::metadata::{MetadataConnection, StreamStats};
+use super::protocol::ReaderPool;
 use super::publish_connection::SharedPublishConnections;
-use super::raw::{RawConnection, StreamStats};
-use super::reader::ReaderPool;
 use super::super_stream::{Partition, SuperStream, SuperStreams};
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
@@ -64,7 +64,7 @@ pub struct Broker {
     /// tokio mutexes: held while the connection opens, so that concurrent
     /// calls share one.
     admin: tokio::sync::Mutex<Option<Client>>,
-    raw: tokio::sync::Mutex<Option<RawConnection>>,
+    metadata: tokio::sync::Mutex<Option<MetadataConnection>>,
     readers: Arc<ReaderPool>,
     publishers: SharedPublishConnections,
     super_streams: SuperStreams,
@@ -74,16 +74,20 @@ impl Broker {
     /// A handle that connects on first use; every operation fails with
     /// UNAVAILABLE while no node of the cluster can be reached.
     pub fn new(config: BrokerConfig, timeout: Duration) -> Broker {
-        let nodes = config
+        let first = Node {
+            host: config.host.clone(),
+            port: config.port,
+        };
+        let others = config
             .nodes()
             .into_iter()
-            .map(|(host, port)| Node { host, port })
-            .collect();
+            .map(|(host, port)| Node { host, port });
+        let known = KnownNodes::new(first, others);
         let connector = Connector::new(config, timeout);
         Broker {
-            known: std::sync::Mutex::new(KnownNodes::new(nodes)),
+            known: std::sync::Mutex::new(known),
             admin: tokio::sync::Mutex::new(None),
-            raw: tokio::sync::Mutex::new(None),
+            metadata: tokio::sync::Mutex::new(None),
             readers: Arc::new(ReaderPool::new(connector.clone())),
             publishers: SharedPublishConnections::default(),
             super_streams: SuperStreams::default(),
@@ -149,7 +153,7 @@ impl Broker {
     /// connection may look open long after the broker went away: it only
     /// notices missed heartbeats.)
     pub async fn is_reachable(&self) -> bool {
-        let ping = self.raw_query("checking the broker", RawConnection::ping);
+        let ping = self.metadata_query("checking the broker", MetadataConnection::ping);
         if ping.await.is_err() {
             // The admin connection is as dead, whether it noticed or not.
             self.admin.lock().await.take();
@@ -159,8 +163,8 @@ impl Broker {
     }
 
     async fn check_frame_size(&self) -> Result<()> {
-        let mut raw = self.raw.lock().await;
-        let conn = self.raw_connection(&mut raw).await?;
+        let mut slot = self.metadata.lock().await;
+        let conn = self.metadata_connection(&mut slot).await?;
         let broker_max = conn.broker_frame_max();
         let max_frame_bytes = self.connector.config().max_frame_bytes;
         if broker_max != 0 && broker_max < max_frame_bytes {
@@ -215,28 +219,29 @@ impl Broker {
         }
     }
 
-    async fn raw_connection<'a>(
+    async fn metadata_connection<'a>(
         &self,
-        slot: &'a mut Option<RawConnection>,
-    ) -> Result<&'a mut RawConnection> {
+        slot: &'a mut Option<MetadataConnection>,
+    ) -> Result<&'a mut MetadataConnection> {
         if slot.is_none() {
             let connection = self
-                .connect_any(async |node| self.connector.open_raw(&node).await)
+                .connect_any(async |node| self.connector.open_metadata(&node).await)
                 .await?;
             *slot = Some(connection);
         }
-        Ok(slot.as_mut().expect("just filled"))
+        slot.as_mut()
+            .ok_or_else(|| Error::Internal("the metadata connection is missing".into()))
     }
 
-    /// Runs one query on the raw connection, reopening it first if needed
+    /// Runs one query on the metadata connection, reopening it first if needed
     /// and dropping it after a transport failure.
-    async fn raw_query<T>(
+    async fn metadata_query<T>(
         &self,
         what: &str,
-        query: impl AsyncFnOnce(&mut RawConnection) -> Result<T>,
+        query: impl AsyncFnOnce(&mut MetadataConnection) -> Result<T>,
     ) -> Result<T> {
-        let mut slot = self.raw.lock().await;
-        let conn = self.raw_connection(&mut slot).await?;
+        let mut slot = self.metadata.lock().await;
+        let conn = self.metadata_connection(&mut slot).await?;
         let result = self.within(what, query(conn)).await.and_then(|r| r);
         if matches!(result, Err(Error::Unavailable(_) | Error::Internal(_))) {
             slot.take();
@@ -246,7 +251,7 @@ impl Broker {
 
     /// First and last committed chunk of a partition stream.
     pub async fn stream_stats(&self, stream: &str) -> Result<StreamStats> {
-        self.raw_query(&format!("reading statistics of {stream:?}"), async |c| {
+        self.metadata_query(&format!("reading statistics of {stream:?}"), async |c| {
             c.stream_stats(stream).await
         })
         .await
@@ -321,7 +326,7 @@ impl Broker {
             return Ok(cached.clone());
         }
         let partitions = self
-            .raw_query(&format!("listing partitions of {name:?}"), async |c| {
+            .metadata_query(&format!("listing partitions of {name:?}"), async |c| {
                 c.partitions(name).await
             })
             .await
@@ -360,7 +365,7 @@ impl Broker {
     /// named are remembered as ones to administer through.
     pub async fn placements(&self, streams: &[String]) -> Result<Vec<PartitionPlacement>> {
         let placements = self
-            .raw_query("reading stream metadata", async |c| {
+            .metadata_query("reading stream metadata", async |c| {
                 c.placements(streams).await
             })
             .await?;
@@ -413,6 +418,6 @@ impl Broker {
         if let Some(client) = self.admin.lock().await.take() {
             let _ = client.close().await;
         }
-        self.raw.lock().await.take();
+        self.metadata.lock().await.take();
     }
 }

@@ -82,20 +82,18 @@ impl Confirms {
         let Some(pending) = state.batches.get_mut(&batch) else {
             return;
         };
-        let slot = &mut pending.outcome[index];
-        if slot.is_none() {
+        if let Some(slot @ None) = pending.outcome.get_mut(index) {
             *slot = Some(result);
-            pending.remaining -= 1;
+            pending.remaining = pending.remaining.saturating_sub(1);
         }
         if pending.remaining == 0 {
-            let pending = state.batches.remove(&batch).expect("present");
-            let _ = pending.done.send(
-                pending
-                    .outcome
-                    .into_iter()
-                    .map(|r| r.expect("settled"))
-                    .collect(),
-            );
+            if let Some(pending) = state.batches.remove(&batch) {
+                let unsettled = || Err(Error::Internal("a record's outcome went missing".into()));
+                let outcomes = pending.outcome.into_iter();
+                let _ = pending
+                    .done
+                    .send(outcomes.map(|r| r.unwrap_or_else(unsettled)).collect());
+            }
         }
         if state.batches.is_empty() {
             self.idle.notify_waiters();

@@ -8,9 +8,9 @@ use std::time::Duration;
 use rabbitmq_stream_client::{Client, ClientOptions};
 
 use super::node::Node;
-use super::raw::RawConnection;
+use super::protocol::metadata::MetadataConnection;
+use super::protocol::wire::Credentials;
 use super::tls::Transport;
-use super::wire::Credentials;
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
 use crate::telemetry::{self, ConnectionKind};
@@ -40,6 +40,11 @@ impl Connector {
     /// How long one broker request may take.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// When a broker request started now must have been answered.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        deadline(self.timeout)
     }
 
     /// How long published records may wait for their confirms.
@@ -84,10 +89,10 @@ impl Connector {
     }
 
     /// Opens partlog's own query connection to `node`.
-    pub async fn open_raw(&self, node: &Node) -> Result<RawConnection> {
+    pub async fn open_metadata(&self, node: &Node) -> Result<MetadataConnection> {
         // A TLS setting that cannot be used fails here, not as plain TCP.
         self.transport.tls()?;
-        RawConnection::open(&self.credentials(node), self.timeout).await
+        MetadataConnection::open(&self.credentials(node), self.timeout).await
     }
 
     /// Runs a broker request with the timeout; `what` says what was being
@@ -100,6 +105,14 @@ impl Connector {
             ))
         })
     }
+}
+
+/// Now plus `wait`. Allowed arithmetic: the waits partlog computes
+/// deadlines for are configured timeouts, far below the range of an
+/// `Instant` (hundreds of years).
+#[allow(clippy::arithmetic_side_effects)]
+pub fn deadline(wait: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + wait
 }
 
 /// A client library error as UNAVAILABLE: transport failures are transient

@@ -26,34 +26,47 @@ pub struct PartitionPlacement {
 pub(super) struct KnownNodes {
     /// Configured nodes first, then the ones metadata named.
     nodes: Vec<Node>,
-    /// Index of the node that answered last; tried first.
-    preferred: usize,
+    /// The node that answered last; tried first. One of `nodes`.
+    preferred: Node,
 }
 
 impl KnownNodes {
-    /// The configured nodes, the first one preferred. There is at least one
-    /// (`broker.host`).
-    pub(super) fn new(nodes: Vec<Node>) -> KnownNodes {
-        KnownNodes {
-            nodes,
-            preferred: 0,
-        }
+    /// The configured nodes, `first` (`broker.host`) preferred.
+    pub(super) fn new(first: Node, others: impl IntoIterator<Item = Node>) -> KnownNodes {
+        let mut known = KnownNodes {
+            nodes: vec![first.clone()],
+            preferred: first,
+        };
+        known.learn(others);
+        known
     }
 
     /// The node that answered last.
     pub(super) fn preferred(&self) -> &Node {
-        &self.nodes[self.preferred]
+        &self.preferred
     }
 
-    /// Every node, the preferred one first.
+    /// Every node once, the preferred one first, the others in their order
+    /// after it.
     pub(super) fn in_order(&self) -> Vec<Node> {
-        let (before, after) = self.nodes.split_at(self.preferred);
-        after.iter().chain(before).cloned().collect()
+        let at = self
+            .nodes
+            .iter()
+            .position(|n| *n == self.preferred)
+            .unwrap_or_default();
+        let count = self.nodes.len();
+        self.nodes
+            .iter()
+            .cycle()
+            .skip(at)
+            .take(count)
+            .cloned()
+            .collect()
     }
 
     pub(super) fn prefer(&mut self, node: &Node) {
-        if let Some(index) = self.nodes.iter().position(|n| n == node) {
-            self.preferred = index;
+        if self.nodes.contains(node) {
+            self.preferred = node.clone();
         }
     }
 
@@ -79,7 +92,7 @@ mod tests {
 
     #[test]
     fn known_nodes_try_the_last_good_one_first_and_learn_new_ones_once() {
-        let mut known = KnownNodes::new(vec![at(1), at(2)]);
+        let mut known = KnownNodes::new(at(1), [at(2)]);
         assert_eq!(known.in_order(), [at(1), at(2)]);
 
         known.learn([at(2), at(3), at(3)]);

@@ -41,6 +41,7 @@ use tokio::task::JoinHandle;
 use super::cluster::Broker;
 use super::confirms::{BatchOutcome, Confirms, Stored};
 use super::connect::unavailable;
+use super::message::message;
 use super::node::Node;
 use super::publish_connection::{PublishConnection, Route};
 use crate::error::{Error, Result};
@@ -366,13 +367,14 @@ async fn write_loop(
         let mut frame_bytes = PUBLISH_FRAME_HEADER;
         for append in taken.drain(..) {
             let batch = next_batch;
-            next_batch += 1;
+            next_batch = next_batch.wrapping_add(1);
             confirms.register(batch, append.records.len(), append.done);
             for (index, record) in append.records.into_iter().enumerate() {
                 let id = match &mut numbering {
                     Numbering::Counter(next) => {
-                        *next += 1;
-                        *next - 1
+                        let id = *next;
+                        *next = next.wrapping_add(1);
+                        id
                     }
                     Numbering::Sequences { last, .. } => {
                         let sequence = record.sequence.unwrap_or(0);
@@ -385,9 +387,9 @@ async fn write_loop(
                     }
                 };
                 confirms.expect(id, batch, index);
-                let message = record.into_message(id);
-                let size = PUBLISH_MESSAGE_HEADER + message.encoded_size() as usize;
-                if !frame.is_empty() && frame_bytes + size > max_frame_bytes {
+                let message = message(record, id);
+                let size = PUBLISH_MESSAGE_HEADER.saturating_add(message.encoded_size() as usize);
+                if !frame.is_empty() && frame_bytes.saturating_add(size) > max_frame_bytes {
                     if let Err(e) = client
                         .publish(publisher_id, std::mem::take(&mut frame), 1)
                         .await
@@ -398,7 +400,7 @@ async fn write_loop(
                     }
                     frame_bytes = PUBLISH_FRAME_HEADER;
                 }
-                frame_bytes += size;
+                frame_bytes = frame_bytes.saturating_add(size);
                 frame.push(message);
             }
         }

@@ -33,6 +33,8 @@ pub struct SuperStream {
 /// One partition of a super stream.
 #[derive(Debug)]
 pub struct Partition {
+    /// The name of the super stream (partlog stream) it belongs to.
+    pub super_stream: Arc<str>,
     pub index: u32,
     /// The RabbitMQ stream that holds the partition.
     pub stream: String,
@@ -47,12 +49,14 @@ const NONE_SEEN: u64 = u64::MAX;
 impl SuperStream {
     /// The stream `name` with partition streams `partitions` (routing order).
     pub fn new(name: &str, partitions: Vec<String>) -> SuperStream {
+        let super_stream: Arc<str> = name.into();
         SuperStream {
             name: name.to_owned(),
             partitions: partitions
                 .into_iter()
                 .enumerate()
                 .map(|(index, stream)| Partition {
+                    super_stream: super_stream.clone(),
                     index: index as u32,
                     stream,
                     last_record: AtomicU64::new(NONE_SEEN),

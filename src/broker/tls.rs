@@ -1,6 +1,6 @@
 //! How partlog reaches the broker: plain TCP or TLS (`[broker.tls]`), for
 //! every connection it opens — the client library's (administration,
-//! producers, readers) and its own [`super::raw::RawConnection`].
+//! producers, readers) and its own [`super::protocol::metadata::MetadataConnection`].
 //!
 //! The client library reads the CA and client files itself on every
 //! connection; [`Transport::new`] reads them first, so that a file it could

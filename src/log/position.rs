@@ -1,8 +1,7 @@
 //! Where reading starts in a partition, and how that becomes a broker
 //! offset.
 
-use rabbitmq_stream_client::types::OffsetSpecification;
-
+use crate::broker::ReadFrom;
 use crate::config::Fallback;
 use crate::error::{Error, Result};
 
@@ -44,17 +43,21 @@ pub fn broker_offset(
     position: StartPosition,
     committed: Option<u64>,
     fallback: Fallback,
-) -> (OffsetSpecification, Option<u64>) {
+) -> (ReadFrom, Option<u64>) {
     match position {
         StartPosition::Committed => match committed {
-            Some(offset) => (OffsetSpecification::Offset(offset + 1), Some(offset + 1)),
+            // A committed offset names a record: the one after it fits.
+            Some(offset) => {
+                let next = offset.saturating_add(1);
+                (ReadFrom::Offset(next), Some(next))
+            }
             None => broker_offset(fallback.into(), None, fallback),
         },
-        StartPosition::First => (OffsetSpecification::First, None),
-        StartPosition::Last => (OffsetSpecification::Last, None),
-        StartPosition::Next => (OffsetSpecification::Next, None),
-        StartPosition::Offset(offset) => (OffsetSpecification::Offset(offset), Some(offset)),
-        StartPosition::Timestamp(ms) => (OffsetSpecification::Timestamp(ms), None),
+        StartPosition::First => (ReadFrom::First, None),
+        StartPosition::Last => (ReadFrom::Last, None),
+        StartPosition::Next => (ReadFrom::Next, None),
+        StartPosition::Offset(offset) => (ReadFrom::Offset(offset), Some(offset)),
+        StartPosition::Timestamp(ms) => (ReadFrom::Timestamp(ms), None),
     }
 }
 
@@ -72,9 +75,9 @@ impl From<Fallback> for StartPosition {
 mod tests {
     use super::*;
 
-    fn offset(spec: &OffsetSpecification) -> Option<u64> {
+    fn offset(spec: &ReadFrom) -> Option<u64> {
         match spec {
-            OffsetSpecification::Offset(o) => Some(*o),
+            ReadFrom::Offset(o) => Some(*o),
             _ => None,
         }
     }
@@ -84,7 +87,7 @@ mod tests {
         let (spec, next) = broker_offset(StartPosition::Committed, Some(41), Fallback::Last);
         assert_eq!((offset(&spec), next), (Some(42), Some(42)));
         let (spec, next) = broker_offset(StartPosition::Committed, None, Fallback::Last);
-        assert!(matches!(spec, OffsetSpecification::Last));
+        assert!(matches!(spec, ReadFrom::Last));
         assert_eq!(next, None);
     }
 
@@ -93,9 +96,9 @@ mod tests {
         let (spec, next) = broker_offset(StartPosition::Offset(7), Some(100), Fallback::First);
         assert_eq!((offset(&spec), next), (Some(7), Some(7)));
         let (spec, _) = broker_offset(StartPosition::First, Some(100), Fallback::Next);
-        assert!(matches!(spec, OffsetSpecification::First));
+        assert!(matches!(spec, ReadFrom::First));
         let (spec, next) = broker_offset(StartPosition::Timestamp(5), None, Fallback::First);
-        assert!(matches!(spec, OffsetSpecification::Timestamp(5)));
+        assert!(matches!(spec, ReadFrom::Timestamp(5)));
         assert_eq!(next, None);
     }
 

@@ -7,12 +7,10 @@
 
 use std::time::Duration;
 
-use rabbitmq_stream_client::types::OffsetSpecification;
 use tokio::time::Instant;
 
 use crate::broker::bounds::{at_last_chunk, AtLast};
-use crate::broker::reader::{Chunk, ChunkReader};
-use crate::broker::{Broker, Partition};
+use crate::broker::{Broker, Chunk, ChunkReader, Partition, ReadFrom};
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::record::StoredRecord;
@@ -112,9 +110,7 @@ async fn read_with(
     if let Some(last) = last {
         tail = Some(last.last_offset());
         if range.from < last.first_offset {
-            reader
-                .resubscribe(OffsetSpecification::Offset(range.from))
-                .await?;
+            reader.resubscribe(ReadFrom::Offset(range.from)).await?;
         } else {
             pending = Some(last);
         }
@@ -150,7 +146,14 @@ async fn read_with(
                 }
             }
         };
-        for record in chunk.records(partition.index, range.from) {
+        let chunk_records = match chunk.records(partition, range.from) {
+            Ok(chunk_records) => chunk_records,
+            // What came before the damage is answered; reading on from
+            // there answers the error.
+            Err(Error::DataLoss(_)) if !records.is_empty() => return Ok(records),
+            Err(e) => return Err(e),
+        };
+        for record in chunk_records {
             bytes += record.payload_bytes();
             if bytes > range.max_bytes && !records.is_empty() {
                 return Ok(records);

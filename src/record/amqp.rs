@@ -69,9 +69,9 @@ pub fn decode(message: &Bytes) -> Result<Decoded, NotAmqp> {
         }
         at = cursor.at;
     }
-    decoded.value = match data.len() {
-        0 => Bytes::new(),
-        1 => data.pop().expect("one"),
+    decoded.value = match data.as_slice() {
+        [] => Bytes::new(),
+        [one] => one.clone(),
         _ => data.concat().into(),
     };
     Ok(decoded)
@@ -94,9 +94,18 @@ impl<'a> Cursor<'a> {
             .checked_add(n)
             .filter(|end| *end <= self.bytes.len())
             .ok_or(NotAmqp("a value runs past the end of the message"))?;
-        let taken = &self.bytes[self.at..end];
+        let taken = self
+            .bytes
+            .get(self.at..end)
+            .ok_or(NotAmqp("a value runs past the end of the message"))?;
         self.at = end;
         Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], NotAmqp> {
+        self.take(N)?
+            .try_into()
+            .map_err(|_| NotAmqp("a value runs past the end of the message"))
     }
 
     fn slice(&mut self, n: usize) -> Result<Bytes, NotAmqp> {
@@ -106,11 +115,20 @@ impl<'a> Cursor<'a> {
     }
 
     fn u8(&mut self) -> Result<u8, NotAmqp> {
-        Ok(self.take(1)?[0])
+        let [byte] = self.array()?;
+        Ok(byte)
     }
 
     fn u32(&mut self) -> Result<u32, NotAmqp> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4")))
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    /// The next byte, not taken.
+    fn peek(&self) -> Result<u8, NotAmqp> {
+        self.bytes
+            .get(self.at)
+            .copied()
+            .ok_or(NotAmqp("a value runs past the end of the message"))
     }
 
     /// A length or count of `width` bytes (1 or 4).
@@ -125,7 +143,7 @@ impl<'a> Cursor<'a> {
     fn descriptor(&mut self) -> Result<u64, NotAmqp> {
         match self.u8()? {
             0x53 => Ok(u64::from(self.u8()?)),
-            0x80 => Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8"))),
+            0x80 => Ok(u64::from_be_bytes(self.array()?)),
             0x44 => Ok(0),
             code @ (0xa3 | 0xb3) => {
                 let n = self.size(if code == 0xa3 { 1 } else { 4 })?;
@@ -165,12 +183,12 @@ impl<'a> Cursor<'a> {
     /// A string's or a binary's bytes; `None` (nothing read) for any other
     /// type.
     fn string_or_binary(&mut self) -> Result<Option<Bytes>, NotAmqp> {
-        let width = match self.bytes.get(self.at) {
-            Some(0xa0 | 0xa1) => 1,
-            Some(0xb0 | 0xb1) => 4,
+        let width = match self.peek()? {
+            0xa0 | 0xa1 => 1,
+            0xb0 | 0xb1 => 4,
             _ => return Ok(None),
         };
-        self.at += 1;
+        self.u8()?;
         let n = self.size(width)?;
         self.slice(n).map(Some)
     }
@@ -186,8 +204,9 @@ impl<'a> Cursor<'a> {
         }
         let constructor = self.u8()?;
         if constructor == 0x00 {
-            self.skip_nested(depth + 1)?; // the descriptor
-            return self.skip_nested(depth + 1);
+            let inner = depth.saturating_add(1);
+            self.skip_nested(inner)?; // the descriptor
+            return self.skip_nested(inner);
         }
         match fixed_width(constructor) {
             Some(n) => {
@@ -242,42 +261,34 @@ impl<'a> Cursor<'a> {
     /// A simple value as text; `None` (skipped) for compound and described
     /// values.
     fn text(&mut self) -> Result<Option<String>, NotAmqp> {
-        let constructor = *self
-            .bytes
-            .get(self.at)
-            .ok_or(NotAmqp("a value runs past the end of the message"))?;
         let start = self.at;
-        self.at += 1;
-        let fixed = |cursor: &mut Self, n: usize| cursor.take(n);
+        let constructor = self.u8()?;
         let text = match constructor {
             0x40 => String::new(),
             0x41 => "true".into(),
             0x42 => "false".into(),
             0x43 | 0x44 => "0".into(),
-            0x56 => (fixed(self, 1)?[0] != 0).to_string(),
-            0x50 | 0x52 | 0x53 => fixed(self, 1)?[0].to_string(),
-            0x51 | 0x54 | 0x55 => (fixed(self, 1)?[0] as i8).to_string(),
-            0x60 => u16::from_be_bytes(fixed(self, 2)?.try_into().expect("2")).to_string(),
-            0x61 => i16::from_be_bytes(fixed(self, 2)?.try_into().expect("2")).to_string(),
-            0x70 => u32::from_be_bytes(fixed(self, 4)?.try_into().expect("4")).to_string(),
-            0x71 => i32::from_be_bytes(fixed(self, 4)?.try_into().expect("4")).to_string(),
-            0x72 => f32::from_be_bytes(fixed(self, 4)?.try_into().expect("4")).to_string(),
+            0x56 => (self.u8()? != 0).to_string(),
+            0x50 | 0x52 | 0x53 => self.u8()?.to_string(),
+            0x51 | 0x54 | 0x55 => i8::from_be_bytes(self.array()?).to_string(),
+            0x60 => u16::from_be_bytes(self.array()?).to_string(),
+            0x61 => i16::from_be_bytes(self.array()?).to_string(),
+            0x70 => u32::from_be_bytes(self.array()?).to_string(),
+            0x71 => i32::from_be_bytes(self.array()?).to_string(),
+            0x72 => f32::from_be_bytes(self.array()?).to_string(),
             0x73 => {
-                let code = u32::from_be_bytes(fixed(self, 4)?.try_into().expect("4"));
+                let code = u32::from_be_bytes(self.array()?);
                 char::from_u32(code).map_or_else(String::new, String::from)
             }
-            0x80 => u64::from_be_bytes(fixed(self, 8)?.try_into().expect("8")).to_string(),
-            0x81 => i64::from_be_bytes(fixed(self, 8)?.try_into().expect("8")).to_string(),
-            0x82 => f64::from_be_bytes(fixed(self, 8)?.try_into().expect("8")).to_string(),
-            0x83 => {
-                let ms = i64::from_be_bytes(fixed(self, 8)?.try_into().expect("8"));
-                timestamp_text(ms)
-            }
-            0x74 | 0x84 | 0x94 => {
-                let n = fixed_width(constructor).expect("fixed");
-                hex(fixed(self, n)?)
-            }
-            0x98 => uuid_text(fixed(self, 16)?),
+            0x80 => u64::from_be_bytes(self.array()?).to_string(),
+            0x81 => i64::from_be_bytes(self.array()?).to_string(),
+            0x82 => f64::from_be_bytes(self.array()?).to_string(),
+            0x83 => timestamp_text(i64::from_be_bytes(self.array()?)),
+            // decimal32, decimal64, decimal128
+            0x74 => hex(&self.array::<4>()?),
+            0x84 => hex(&self.array::<8>()?),
+            0x94 => hex(&self.array::<16>()?),
+            0x98 => uuid_text(self.array()?),
             0xa1 | 0xa3 | 0xb1 | 0xb3 => {
                 let n = self.size(if constructor < 0xb0 { 1 } else { 4 })?;
                 String::from_utf8_lossy(self.take(n)?).into_owned()
@@ -318,15 +329,15 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn uuid_text(bytes: &[u8]) -> String {
-    let h = hex(bytes);
+fn uuid_text(bytes: [u8; 16]) -> String {
+    let [a0, a1, a2, a3, b0, b1, c0, c1, d0, d1, e0, e1, e2, e3, e4, e5] = bytes;
     format!(
         "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
+        hex(&[a0, a1, a2, a3]),
+        hex(&[b0, b1]),
+        hex(&[c0, c1]),
+        hex(&[d0, d1]),
+        hex(&[e0, e1, e2, e3, e4, e5])
     )
 }
 
@@ -337,6 +348,9 @@ fn timestamp_text(ms: i64) -> String {
     if !(0..YEAR_10000_MS).contains(&ms) {
         return ms.to_string();
     }
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
-    humantime::format_rfc3339_millis(time).to_string()
+    let since_epoch = std::time::Duration::from_millis(ms.unsigned_abs());
+    match std::time::UNIX_EPOCH.checked_add(since_epoch) {
+        Some(time) => humantime::format_rfc3339_millis(time).to_string(),
+        None => ms.to_string(),
+    }
 }

@@ -25,6 +25,7 @@ pub fn code(error: &Error) -> Code {
         Error::FailedPrecondition(_) => Code::FailedPrecondition,
         Error::ResourceExhausted(_) => Code::ResourceExhausted,
         Error::Unavailable(_) => Code::Unavailable,
+        Error::DataLoss(_) => Code::DataLoss,
         Error::Internal(_) => Code::Internal,
     }
 }

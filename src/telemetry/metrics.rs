@@ -97,6 +97,7 @@ pub(crate) struct Metrics {
     bytes_delivered: Family<StreamLabel, Counter>,
     publish_confirm: HistogramFamily<StreamLabel>,
     subscription_reconnects: Family<StreamLabel, Counter>,
+    chunks_unreadable: Family<StreamLabel, Counter>,
     producer_recreations: Family<StreamLabel, Counter>,
     subscriptions_active: Family<StreamLabel, Gauge>,
     broker_up: Gauge,
@@ -142,6 +143,7 @@ impl Metrics {
             bytes_delivered: Family::default(),
             publish_confirm: Family::new_with_constructor(operation_histogram),
             subscription_reconnects: Family::default(),
+            chunks_unreadable: Family::default(),
             producer_recreations: Family::default(),
             subscriptions_active: Family::default(),
             broker_up: Gauge::default(),
@@ -231,6 +233,11 @@ impl Metrics {
             "subscription_reconnects",
             "Partition subscriptions that lost their broker connection and reconnect",
             m.subscription_reconnects.clone(),
+        );
+        r.register(
+            "chunks_unreadable",
+            "Chunks delivered for the stream that partlog could not read (DATA_LOSS)",
+            m.chunks_unreadable.clone(),
         );
         r.register(
             "producer_recreations",
@@ -333,6 +340,7 @@ impl Metrics {
             delivered_bytes: self.bytes_delivered.get_or_create_owned(&label),
             confirm: self.publish_confirm.get_or_create_owned(&label),
             reconnects: self.subscription_reconnects.get_or_create_owned(&label),
+            unreadable: self.chunks_unreadable.get_or_create_owned(&label),
             recreations: self.producer_recreations.get_or_create_owned(&label),
             name: label.stream,
         });
@@ -356,6 +364,7 @@ impl Metrics {
             &self.records_delivered,
             &self.bytes_delivered,
             &self.subscription_reconnects,
+            &self.chunks_unreadable,
             &self.producer_recreations,
         ] {
             family.remove(&label);
@@ -501,6 +510,7 @@ pub(crate) struct StreamMetrics {
     delivered_bytes: Counter,
     confirm: Histogram,
     reconnects: Counter,
+    unreadable: Counter,
     recreations: Counter,
 }
 
@@ -528,6 +538,11 @@ impl StreamMetrics {
 
     pub fn subscription_reconnected(&self) {
         self.reconnects.inc();
+    }
+
+    /// A chunk could not be read: the call reading it ended with DATA_LOSS.
+    pub fn chunk_unreadable(&self) {
+        self.unreadable.inc();
     }
 
     pub fn producer_recreated(&self) {

@@ -31,141 +31,65 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
-use rabbitmq_stream_client::types::OffsetSpecification;
-use rabbitmq_stream_protocol::codec::Encoder;
+use bytes::Bytes;
 use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::connect::Connector;
-use super::node::Node;
-use super::tls::{self, BrokerStream};
+use super::chunk::{data_loss, Chunk};
 use super::wire::{
     self, broken, handshake, read_frame, Body, Reader, CLOSE, CODE_OK, CODE_STREAM_DOES_NOT_EXIST,
     CONSUMER_UPDATE, CREDIT, DELIVER, HEARTBEAT, METADATA_UPDATE, RESPONSE, SUBSCRIBE, UNSUBSCRIBE,
 };
+use crate::broker::connect::Connector;
+use crate::broker::node::Node;
+use crate::broker::super_stream::Partition;
+use crate::broker::tls::{self, BrokerStream};
 use crate::error::{Error, Result};
-use crate::record::StoredRecord;
 use crate::sync::lock;
 use crate::telemetry::{ConnectionKind, OpenConnection};
 
-/// One chunk as delivered: consecutive records from `first_offset`, each
-/// still the bytes of its message.
-pub struct Chunk {
-    pub first_offset: u64,
-    /// When the broker wrote the chunk, milliseconds since the Unix epoch.
-    pub timestamp_ms: i64,
-    /// Each record's message, in offset order (slices of the delivery).
-    entries: Vec<Bytes>,
+/// Where in a partition stream a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    First,
+    /// The last chunk.
+    Last,
+    /// Only chunks written from now on.
+    Next,
+    Offset(u64),
+    /// The first chunk stored at or after this time (ms since the epoch).
+    Timestamp(i64),
 }
 
-impl Chunk {
-    /// Offset of the chunk's last record.
-    pub fn last_offset(&self) -> u64 {
-        self.first_offset + (self.entries.len() as u64).saturating_sub(1)
-    }
-
-    /// The chunk's records from offset `from` on, as records of `partition`.
-    pub fn records(&self, partition: u32, from: u64) -> impl Iterator<Item = StoredRecord> + '_ {
-        let skip = from.saturating_sub(self.first_offset);
-        self.entries
-            .iter()
-            .enumerate()
-            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
-            .map(move |(i, message)| {
-                let offset = self.first_offset + i as u64;
-                StoredRecord::decode(message.clone(), partition, offset, self.timestamp_ms)
-            })
-    }
-
-    /// Parses a chunk as a delivery carries it (after the subscription id):
-    /// the osiris chunk header, the bloom filter to skip, then the entries
-    /// — simple ones, or uncompressed sub-entry batches.
-    fn parse(mut data: Bytes) -> Result<Chunk> {
-        let bad =
-            |why: &str| Error::Internal(format!("the broker delivered a malformed chunk: {why}"));
-        if data.len() < CHUNK_HEADER {
-            return Err(bad("shorter than its header"));
+impl ReadFrom {
+    /// The protocol's offset specification: its type, then its value.
+    fn encode(self, body: Body) -> Body {
+        match self {
+            ReadFrom::First => body.u16(1),
+            ReadFrom::Last => body.u16(2),
+            ReadFrom::Next => body.u16(3),
+            ReadFrom::Offset(offset) => body.u16(4).u64(offset),
+            ReadFrom::Timestamp(ms) => body.u16(5).u64(ms as u64),
         }
-        let _magic_version = data.get_u8();
-        let _chunk_type = data.get_u8();
-        let _entries = data.get_u16();
-        let records = data.get_u32();
-        let timestamp_ms = data.get_i64();
-        let _epoch = data.get_u64();
-        let first_offset = data.get_u64();
-        let _crc = data.get_u32();
-        let data_length = data.get_u32() as usize;
-        let _trailer_length = data.get_u32();
-        let bloom_size = usize::from(data.get_u8());
-        data.advance(3);
-        if data.len() < bloom_size + data_length {
-            return Err(bad("its data runs past the delivery"));
-        }
-        data.advance(bloom_size);
-        let mut data = data.split_to(data_length);
-        let mut entries = Vec::with_capacity((records as usize).min(data.len() / 4));
-        while data.has_remaining() {
-            if data.len() < 4 {
-                return Err(bad("a truncated entry"));
-            }
-            let head = data.get_u32();
-            if head & SUB_BATCH == 0 {
-                entries.push(
-                    take(&mut data, head as usize)
-                        .ok_or_else(|| bad("an entry runs past its data"))?,
-                );
-                continue;
-            }
-            // Sub-entry batch: compression (3 bits) and reserved in the top
-            // byte, the record count, uncompressed and stored lengths.
-            let compression = (head >> 28) & 0b111;
-            if data.len() < 6 {
-                return Err(bad("a truncated sub-entry batch"));
-            }
-            let in_batch = ((head >> 8) & 0xffff) as usize;
-            let _uncompressed =
-                ((head & 0xff) << 24) | u32::from(data.get_u8()) << 16 | u32::from(data.get_u16());
-            let stored = data.get_u32() as usize;
-            let mut batch = take(&mut data, stored)
-                .ok_or_else(|| bad("a sub-entry batch runs past its data"))?;
-            if compression != 0 {
-                return Err(Error::Internal(format!(
-                    "a producer wrote a compressed sub-entry batch (compression {compression}), \
-                     which partlog cannot read"
-                )));
-            }
-            for _ in 0..in_batch {
-                if batch.len() < 4 {
-                    return Err(bad("a truncated record in a sub-entry batch"));
-                }
-                let size = batch.get_u32() as usize;
-                entries.push(
-                    take(&mut batch, size).ok_or_else(|| bad("a record runs past its batch"))?,
-                );
-            }
-        }
-        Ok(Chunk {
-            first_offset,
-            timestamp_ms,
-            entries,
-        })
     }
 }
 
-/// The first `n` bytes of `data`, taken off it; `None` when shorter.
-fn take(data: &mut Bytes, n: usize) -> Option<Bytes> {
-    (data.len() >= n).then(|| data.split_to(n))
+/// Who a subscription reads as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consumer<'a> {
+    /// On its own: the broker delivers from the start position.
+    Alone,
+    /// A single active consumer of `group` in super stream mode: the broker
+    /// activates one member per partition (with a consumer update, answered
+    /// with where to start) and spreads a group's partitions over its
+    /// members.
+    Member { group: &'a str },
 }
-
-/// Bytes of an osiris chunk header.
-const CHUNK_HEADER: usize = 1 + 1 + 2 + 4 + 8 + 8 + 8 + 4 + 4 + 4 + 4;
-/// The top bit of an entry's first word marks a sub-entry batch.
-const SUB_BATCH: u32 = 0x8000_0000;
 
 /// What a subscription hears from the broker.
+#[derive(Debug)]
 pub enum ReaderEvent {
     Chunk(Chunk),
     /// Single active consumer: this subscription became active (it must
@@ -236,24 +160,51 @@ struct RouteState {
     pending: HashMap<u32, oneshot::Sender<u16>>,
 }
 
+/// What the reading task hands a subscription: a chunk still as its bytes
+/// (the subscription reads it, off the connection's task), or a consumer
+/// update.
+enum Delivered {
+    Chunk(Bytes),
+    ConsumerUpdate { active: bool, correlation_id: u32 },
+}
+
+type Deliveries = mpsc::UnboundedReceiver<Result<Delivered>>;
+
 /// Where one subscription's frames go.
 struct Route {
     stream: String,
-    events: mpsc::UnboundedSender<Result<ReaderEvent>>,
+    /// The consumer group of a single active consumer.
+    group: Option<String>,
+    events: mpsc::UnboundedSender<Result<Delivered>>,
 }
 
 impl RouteState {
-    /// A fresh id for a subscription to `stream`; `None` when the ids are
-    /// used up.
-    fn add(&mut self, stream: &str) -> Option<(u8, mpsc::UnboundedReceiver<Result<ReaderEvent>>)> {
-        if self.given >= IDS_PER_CONNECTION {
+    /// A fresh id for a subscription to `stream` as `consumer`; `None` when
+    /// the ids are used up, or when the connection carries a member of the
+    /// same group on the same stream: RabbitMQ before 4.0.8 could activate
+    /// a consumer of a dead connection when several consumers of one group
+    /// shared it (rabbitmq-server #13657), leaving the partition without an
+    /// active member, so a group's members never share a connection.
+    fn add(&mut self, stream: &str, consumer: Consumer<'_>) -> Option<(u8, Deliveries)> {
+        let group = match consumer {
+            Consumer::Alone => None,
+            Consumer::Member { group } => Some(group),
+        };
+        let same_group = |route: &Route| route.stream == stream && route.group.as_deref() == group;
+        if self.given >= IDS_PER_CONNECTION
+            || (group.is_some() && self.by_id.values().any(same_group))
+        {
             return None;
         }
-        let id = self.given as u8;
-        self.given += 1;
+        let id = u8::try_from(self.given).ok()?;
+        self.given = self.given.saturating_add(1);
         let (events, receiver) = mpsc::unbounded_channel();
-        let stream = stream.to_owned();
-        self.by_id.insert(id, Route { stream, events });
+        let route = Route {
+            stream: stream.to_owned(),
+            group: group.map(str::to_owned),
+            events,
+        };
+        self.by_id.insert(id, route);
         Some((id, receiver))
     }
 
@@ -286,22 +237,20 @@ impl Routes {
     /// Hands a frame of the connection to the subscription or request it
     /// concerns. An error ends the connection.
     fn dispatch(&self, frame: wire::Frame) -> Result<Option<Vec<u8>>> {
-        let mut body = Reader(&frame.body);
+        let mut body = Reader::new(frame.body);
         match frame.key {
             DELIVER => {
                 let id = body.u8()?;
                 if frame.version >= 2 {
                     body.u64()?; // the committed chunk id
                 }
-                let at = frame.body.len() - body.0.len();
-                let chunk = Chunk::parse(frame.body.slice(at..))?;
-                self.route(id, ReaderEvent::Chunk(chunk));
+                self.route(id, Delivered::Chunk(body.rest()));
             }
             CONSUMER_UPDATE => {
                 let correlation_id = body.u32()?;
                 let id = body.u8()?;
                 let active = body.u8()? == 1;
-                let update = ReaderEvent::ConsumerUpdate {
+                let update = Delivered::ConsumerUpdate {
                     active,
                     correlation_id,
                 };
@@ -347,7 +296,7 @@ impl Routes {
         Ok(None)
     }
 
-    fn route(&self, id: u8, event: ReaderEvent) {
+    fn route(&self, id: u8, event: Delivered) {
         // A subscription that ended meanwhile hears nothing more.
         if let Some(route) = self.state().by_id.get(&id) {
             let _ = route.events.send(Ok(event));
@@ -448,8 +397,25 @@ impl Drop for ReaderConnection {
     }
 }
 
+/// Fails a connection's subscriptions when its reading task ends, however
+/// it ends: an error, the broker's close, a panic or an abort. Nothing
+/// else would tell them until a heartbeat was missed (never with
+/// heartbeats off).
+struct FailOnExit(Arc<Routes>);
+
+impl Drop for FailOnExit {
+    fn drop(&mut self) {
+        if !self.0.has_failed() {
+            self.0.fail(&Error::Unavailable(
+                "the reading connection's task ended".into(),
+            ));
+        }
+    }
+}
+
 /// Reads the connection's frames in order and dispatches them, until the
-/// connection fails; then every subscription hears why.
+/// connection fails; then every subscription hears why, as UNAVAILABLE:
+/// its subscriber reconnects.
 async fn read_loop(
     mut reading: ReadHalf<BufReader<BrokerStream>>,
     max_frame: u32,
@@ -460,6 +426,7 @@ async fn read_loop(
     // Counted open while its frames are read: the loop ends (or is
     // aborted) when the socket does or when the connection is closed.
     let _counted = OpenConnection::new(ConnectionKind::Reader);
+    let _fail_on_exit = FailOnExit(routes.clone());
     let failure = loop {
         let frame = match read_frame(&mut reading, max_frame).await {
             Ok(frame) => frame,
@@ -476,7 +443,10 @@ async fn read_loop(
         }
     };
     tracing::debug!(%failure, "reader connection ends");
-    routes.fail(&failure);
+    routes.fail(&match failure {
+        Error::Unavailable(_) => failure,
+        other => Error::Unavailable(format!("the reading connection failed: {other}")),
+    });
 }
 
 /// Sends a heartbeat every `interval`, and ends the connection when the
@@ -496,10 +466,10 @@ async fn heartbeats(
         if routes.has_failed() {
             return;
         }
-        if lock(&received).elapsed() > interval * 2 {
+        let silence = interval.saturating_mul(2);
+        if lock(&received).elapsed() > silence {
             routes.fail(&Error::Unavailable(format!(
-                "the broker sent nothing for {:?} (heartbeats missed)",
-                interval * 2
+                "the broker sent nothing for {silence:?} (heartbeats missed)"
             )));
             return;
         }
@@ -523,44 +493,50 @@ impl ReaderPool {
         }
     }
 
-    /// A reader subscribed to `stream` on `node` from `start`. `properties`
-    /// are the subscription's properties (consumer name, single active
-    /// consumer, ...).
+    /// A reader of `partition` on `node` from `start`, as `consumer`.
     pub async fn open(
         self: &Arc<Self>,
-        stream: &str,
+        partition: &Partition,
         node: &Node,
-        start: OffsetSpecification,
-        properties: HashMap<String, String>,
+        start: ReadFrom,
+        consumer: Consumer<'_>,
     ) -> Result<ChunkReader> {
-        let (connection, id, events) = self.attach(node, stream).await?;
+        self.subscribe(PartitionName::of(partition), node, start, consumer)
+            .await
+    }
+
+    async fn subscribe(
+        self: &Arc<Self>,
+        partition: PartitionName,
+        node: &Node,
+        start: ReadFrom,
+        consumer: Consumer<'_>,
+    ) -> Result<ChunkReader> {
+        let (connection, id, events) = self.attach(node, &partition.stream, consumer).await?;
         let mut reader = ChunkReader {
             connection,
             id,
             events,
             node: node.clone(),
             pool: self.clone(),
-            stream: stream.to_owned(),
+            partition,
             credit_owed: false,
         };
-        if let Err(e) = reader.subscribe(start, properties).await {
+        if let Err(e) = reader.subscribe(start, consumer).await {
             reader.close();
             return Err(e);
         }
         Ok(reader)
     }
 
-    /// A route on a connection to `node` with a free id, opening a
-    /// connection when none has one.
+    /// A route on a connection to `node` that takes the subscription,
+    /// opening a connection when none does.
     async fn attach(
         &self,
         node: &Node,
         stream: &str,
-    ) -> Result<(
-        Arc<ReaderConnection>,
-        u8,
-        mpsc::UnboundedReceiver<Result<ReaderEvent>>,
-    )> {
+        consumer: Consumer<'_>,
+    ) -> Result<(Arc<ReaderConnection>, u8, Deliveries)> {
         let mut pool = self.by_node.lock().await;
         if pool.closed {
             return Err(Error::Unavailable("partlog is shutting down".into()));
@@ -568,14 +544,18 @@ impl ReaderPool {
         let connections = pool.connections.entry(node.clone()).or_default();
         connections.retain(|c| !c.routes.has_failed());
         for connection in connections.iter().filter(|c| c.takes_subscriptions()) {
-            if let Some((id, events)) = connection.routes.state().add(stream) {
+            if let Some((id, events)) = connection.routes.state().add(stream, consumer) {
                 return Ok((connection.clone(), id, events));
             }
         }
         let connection = Arc::new(ReaderConnection::open(&self.connector, node).await?);
-        let (id, events) = connection.routes.state().add(stream).ok_or_else(|| {
-            Error::Internal("a new reader connection refused a subscription".into())
-        })?;
+        let (id, events) = connection
+            .routes
+            .state()
+            .add(stream, consumer)
+            .ok_or_else(|| {
+                Error::Internal("a new reader connection refused a subscription".into())
+            })?;
         connections.push(connection.clone());
         Ok((connection, id, events))
     }
@@ -619,30 +599,52 @@ impl ReaderPool {
 pub struct ChunkReader {
     connection: Arc<ReaderConnection>,
     id: u8,
-    events: mpsc::UnboundedReceiver<Result<ReaderEvent>>,
+    events: Deliveries,
     node: Node,
     pool: Arc<ReaderPool>,
-    stream: String,
+    partition: PartitionName,
     /// A chunk arrived and its credit has not been given back yet.
     credit_owed: bool,
 }
 
+/// What a reader knows of its partition: the names its subscription and
+/// its errors use.
+#[derive(Debug, Clone)]
+struct PartitionName {
+    super_stream: Arc<str>,
+    index: u32,
+    stream: String,
+}
+
+impl PartitionName {
+    fn of(partition: &Partition) -> PartitionName {
+        PartitionName {
+            super_stream: partition.super_stream.clone(),
+            index: partition.index,
+            stream: partition.stream.clone(),
+        }
+    }
+}
+
 impl ChunkReader {
-    async fn subscribe(
-        &mut self,
-        start: OffsetSpecification,
-        properties: HashMap<String, String>,
-    ) -> Result<()> {
+    async fn subscribe(&mut self, start: ReadFrom, consumer: Consumer<'_>) -> Result<()> {
         // A new subscription starts with one credit of its own.
         self.credit_owed = false;
-        let stream = &self.stream;
-        let mut body = Body::default().u8(self.id).string(stream)?;
-        start
-            .encode(&mut body.0)
-            .map_err(|e| Error::Internal(format!("encoding an offset failed: {e:?}")))?;
-        body = body.u16(1).u32(properties.len() as u32);
-        for (name, value) in &properties {
-            body = body.string(name)?.string(value)?;
+        let stream = &self.partition.stream;
+        let body = Body::default().u8(self.id).string(stream)?;
+        let mut body = start.encode(body).u16(1);
+        match consumer {
+            Consumer::Alone => body = body.u32(0),
+            Consumer::Member { group } => {
+                body = body
+                    .u32(3)
+                    .string("single-active-consumer")?
+                    .string("true")?
+                    .string("name")?
+                    .string(group)?
+                    .string("super-stream")?
+                    .string(&self.partition.super_stream)?;
+            }
         }
         let what = format!("subscribing to {stream:?}");
         match self.connection.request(SUBSCRIBE, &body.0, &what).await? {
@@ -658,10 +660,10 @@ impl ChunkReader {
 
     /// Moves the reader to `start`: a new subscription to the same stream
     /// on the same node, this one ended.
-    pub async fn resubscribe(&mut self, start: OffsetSpecification) -> Result<()> {
+    pub async fn resubscribe(&mut self, start: ReadFrom) -> Result<()> {
         let moved = self
             .pool
-            .open(&self.stream, &self.node, start, HashMap::new())
+            .subscribe(self.partition.clone(), &self.node, start, Consumer::Alone)
             .await?;
         std::mem::replace(self, moved).close();
         Ok(())
@@ -677,15 +679,37 @@ impl ChunkReader {
                 .await?;
             self.credit_owed = false;
         }
-        let event = match tokio::time::timeout_at(deadline, self.events.recv()).await {
-            Err(_) => return Ok(None),
-            Ok(Some(event)) => event?,
-            Ok(None) => return Err(Error::Unavailable("the reading connection closed".into())),
-        };
-        if let ReaderEvent::Chunk(_) = event {
-            self.credit_owed = true;
+        match tokio::time::timeout_at(deadline, self.next_held()).await {
+            Err(_) => Ok(None),
+            Ok(event) => event.map(Some),
         }
-        Ok(Some(event))
+    }
+
+    /// The next event without giving the last chunk's credit back: while a
+    /// subscriber holds a chunk it cannot hand on, the broker sends no
+    /// other, and what can come is a consumer update or the connection's
+    /// failure.
+    pub async fn next_held(&mut self) -> Result<ReaderEvent> {
+        let delivered = match self.events.recv().await {
+            Some(delivered) => delivered?,
+            None => return Err(Error::Unavailable("the reading connection closed".into())),
+        };
+        Ok(match delivered {
+            Delivered::Chunk(bytes) => {
+                self.credit_owed = true;
+                let partition = &self.partition;
+                ReaderEvent::Chunk(Chunk::parse(bytes).map_err(|why| {
+                    data_loss(&partition.super_stream, partition.index, None, &why)
+                })?)
+            }
+            Delivered::ConsumerUpdate {
+                active,
+                correlation_id,
+            } => ReaderEvent::ConsumerUpdate {
+                active,
+                correlation_id,
+            },
+        })
     }
 
     /// The next chunk, or `None` when none arrived before `deadline`.
@@ -702,15 +726,8 @@ impl ChunkReader {
 
     /// Answers a consumer update: where this now active (or, ignored by the
     /// broker, inactive) consumer starts. The broker sends nothing back.
-    pub async fn answer_update(
-        &self,
-        correlation_id: u32,
-        start: OffsetSpecification,
-    ) -> Result<()> {
-        let mut body = Body::default().u32(correlation_id).u16(CODE_OK);
-        start
-            .encode(&mut body.0)
-            .map_err(|e| Error::Internal(format!("encoding an offset failed: {e:?}")))?;
+    pub async fn answer_update(&self, correlation_id: u32, start: ReadFrom) -> Result<()> {
+        let body = start.encode(Body::default().u32(correlation_id).u16(CODE_OK));
         self.connection
             .send(&wire::frame(CONSUMER_UPDATE | RESPONSE, &body.0))
             .await
@@ -741,17 +758,19 @@ impl ChunkReader {
 mod tests {
     use super::*;
 
+    const GROUP: Consumer<'static> = Consumer::Member { group: "billing" };
+
     #[test]
     fn ids_are_given_once_and_a_spent_connection_is_closed() {
         let mut state = RouteState::default();
-        let (first, _a) = state.add("s-0").unwrap();
-        let (second, _b) = state.add("s-1").unwrap();
+        let (first, _a) = state.add("s-0", Consumer::Alone).unwrap();
+        let (second, _b) = state.add("s-1", Consumer::Alone).unwrap();
         assert_eq!((first, second), (0, 1));
         state.by_id.remove(&first);
-        let (third, _c) = state.add("s-0").unwrap();
+        let (third, _c) = state.add("s-0", Consumer::Alone).unwrap();
         assert_eq!(third, 2, "a freed id is not given again");
         let mut receivers = Vec::new();
-        while let Some((_, receiver)) = state.add("s-2") {
+        while let Some((_, receiver)) = state.add("s-2", Consumer::Alone) {
             receivers.push(receiver);
         }
         assert_eq!(state.given, IDS_PER_CONNECTION);
@@ -760,99 +779,140 @@ mod tests {
         assert!(state.spent());
     }
 
+    #[test]
+    fn members_of_one_group_on_one_stream_never_share_a_connection() {
+        let mut state = RouteState::default();
+        let (member, _a) = state.add("s-0", GROUP).unwrap();
+        assert!(state.add("s-0", GROUP).is_none(), "the same group's member");
+        let other = Consumer::Member { group: "audit" };
+        let (_, _b) = state.add("s-0", other).unwrap();
+        let (_, _c) = state.add("s-1", GROUP).unwrap();
+        let (_, _d) = state.add("s-0", Consumer::Alone).unwrap();
+        let (_, _e) = state.add("s-0", Consumer::Alone).unwrap();
+        state.by_id.remove(&member);
+        assert!(state.add("s-0", GROUP).is_some(), "once the first left");
+    }
+
     #[tokio::test]
     async fn a_failed_connection_tells_every_subscription() {
         let routes = Routes::default();
-        let (_, mut a) = routes.state().add("s-0").unwrap();
-        let (_, mut b) = routes.state().add("s-1").unwrap();
+        let (_, mut a) = routes.state().add("s-0", Consumer::Alone).unwrap();
+        let (_, mut b) = routes.state().add("s-1", GROUP).unwrap();
         routes.fail(&Error::Unavailable("gone".into()));
         assert!(routes.has_failed());
         assert!(matches!(a.recv().await, Some(Err(Error::Unavailable(_)))));
         assert!(matches!(b.recv().await, Some(Err(Error::Unavailable(_)))));
     }
 
-    /// A chunk as osiris writes it: header, bloom filter, entries.
-    fn chunk(first_offset: u64, timestamp: i64, bloom: &[u8], entries: &[Vec<u8>]) -> Bytes {
-        let mut data = Vec::new();
-        let mut records = 0u32;
-        for entry in entries {
-            data.extend_from_slice(entry);
-            records += 1;
-        }
-        let u64 = |body: Body, value: u64| body.u32((value >> 32) as u32).u32(value as u32);
-        let mut chunk = Body::default()
-            .u8(0x50)
-            .u8(0)
-            .u16(entries.len() as u16)
-            .u32(records);
-        chunk = u64(chunk, timestamp as u64);
-        chunk = u64(chunk, 1);
-        chunk = u64(chunk, first_offset)
-            .u32(0)
-            .u32(data.len() as u32)
-            .u32(0)
-            .u8(bloom.len() as u8)
-            .u8(0)
-            .u16(0);
-        chunk.0.extend_from_slice(bloom);
-        chunk.0.extend_from_slice(&data);
-        chunk.0.into()
-    }
-
-    fn simple(record: &[u8]) -> Vec<u8> {
-        let mut entry = (record.len() as u32).to_be_bytes().to_vec();
-        entry.extend_from_slice(record);
-        entry
+    /// The reading task that panics (or is aborted, or ends) fails every
+    /// subscription at once; before, they heard of it only at a missed
+    /// heartbeat.
+    #[tokio::test]
+    async fn a_reading_task_that_panics_fails_its_subscriptions() {
+        let routes = Arc::new(Routes::default());
+        let (_, mut events) = routes.state().add("s-0", Consumer::Alone).unwrap();
+        let task = tokio::spawn({
+            let routes = routes.clone();
+            async move {
+                let _fail_on_exit = FailOnExit(routes);
+                panic!("a bug in a decoder");
+            }
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(routes.has_failed());
+        assert!(matches!(
+            events.recv().await,
+            Some(Err(Error::Unavailable(_)))
+        ));
     }
 
     #[test]
-    fn a_chunk_yields_its_records_with_their_offsets() {
-        let bytes = chunk(
-            40,
-            1234,
-            &[9; 16],
-            &[simple(b"a"), simple(b"bb"), simple(b"ccc")],
-        );
-        let chunk = Chunk::parse(bytes).unwrap();
+    fn start_positions_encode_as_the_protocol_says() {
+        let encoded = |start: ReadFrom| start.encode(Body::default()).0;
+        assert_eq!(encoded(ReadFrom::First), [0, 1]);
+        assert_eq!(encoded(ReadFrom::Last), [0, 2]);
+        assert_eq!(encoded(ReadFrom::Next), [0, 3]);
         assert_eq!(
-            (chunk.first_offset, chunk.last_offset(), chunk.timestamp_ms),
-            (40, 42, 1234)
+            encoded(ReadFrom::Offset(258)),
+            [0, 4, 0, 0, 0, 0, 0, 0, 1, 2]
         );
-        let records: Vec<_> = chunk.records(3, 41).collect();
-        assert_eq!(records.len(), 2);
-        assert_eq!((records[0].offset, records[0].partition), (41, 3));
-        // Not AMQP: the bytes are the value.
-        assert_eq!(records[1].value, b"ccc".as_slice());
+        assert_eq!(
+            encoded(ReadFrom::Timestamp(-1)),
+            [0, 5, 255, 255, 255, 255, 255, 255, 255, 255]
+        );
     }
 
-    #[test]
-    fn uncompressed_sub_entry_batches_are_read_and_compressed_ones_refused() {
-        let batch = |compression: u32| {
-            let records = [simple(b"x"), simple(b"yy")].concat();
-            let mut entry = Vec::new();
-            // flag, compression, 2 records, uncompressed length, length
-            let head = SUB_BATCH | compression << 28 | 2 << 8;
-            entry.extend_from_slice(&head.to_be_bytes());
-            entry.extend_from_slice(&[0, 0, records.len() as u8]);
-            entry.extend_from_slice(&(records.len() as u32).to_be_bytes());
-            entry.extend_from_slice(&records);
-            entry
-        };
-        let parsed = Chunk::parse(chunk(0, 0, &[], &[batch(0), simple(b"z")])).unwrap();
-        let values: Vec<_> = parsed.records(0, 0).map(|r| r.value).collect();
-        assert_eq!(values, [&b"x"[..], b"yy", b"z"]);
-        assert!(Chunk::parse(chunk(0, 0, &[], &[batch(1)])).is_err());
-    }
+    mod generative {
+        use proptest::prelude::*;
 
-    #[test]
-    fn malformed_chunks_are_errors_not_panics() {
-        let good = chunk(0, 0, &[], &[simple(b"abc")]);
-        for cut in 0..good.len() {
-            let _ = Chunk::parse(good.slice(..cut));
+        use super::*;
+        use crate::broker::protocol::chunk::tests::{chunk, simple};
+        use crate::generative::{check, damaged};
+
+        /// A frame the broker sends a reader connection: key, version and a
+        /// valid body.
+        fn frame() -> impl Strategy<Value = (u16, u16, Vec<u8>)> {
+            let deliver = (0u8..3, 1u16..=2, prop::collection::vec(any::<u8>(), 0..20)).prop_map(
+                |(id, version, record)| {
+                    let mut body = Body::default().u8(id);
+                    if version == 2 {
+                        body = body.u64(7);
+                    }
+                    body.0
+                        .extend_from_slice(&chunk(0, 1, &[], 1, &[simple(&record)]));
+                    (DELIVER, version, body.0)
+                },
+            );
+            let update = (any::<u32>(), 0u8..3, 0u8..2).prop_map(|(correlation, id, active)| {
+                let body = Body::default().u32(correlation).u8(id).u8(active);
+                (CONSUMER_UPDATE, 1, body.0)
+            });
+            let moved = "[a-z-]{0,10}".prop_map(|stream| {
+                let body = Body::default().u16(6).string(&stream).unwrap();
+                (METADATA_UPDATE, 1, body.0)
+            });
+            let answer = (any::<u32>(), any::<u16>()).prop_map(|(correlation, code)| {
+                (
+                    SUBSCRIBE | RESPONSE,
+                    1,
+                    Body::default().u32(correlation).u16(code).0,
+                )
+            });
+            let close = any::<u32>().prop_map(|correlation| {
+                let body = Body::default()
+                    .u32(correlation)
+                    .u16(1)
+                    .string("bye")
+                    .unwrap();
+                (CLOSE, 1, body.0)
+            });
+            prop_oneof![deliver, update, moved, answer, close]
         }
-        let mut lying = good.to_vec();
-        let at = lying.len() - 7;
-        lying[at..at + 4].copy_from_slice(&100u32.to_be_bytes());
-        assert!(Chunk::parse(lying.into()).is_err());
+
+        #[test]
+        fn damaged_frames_are_dispatched_or_refused_never_a_panic() {
+            let frames = frame().prop_flat_map(|(key, version, body)| {
+                damaged(Just(body)).prop_map(move |body| (key, version, body))
+            });
+            check(frames, |(key, version, body)| {
+                let routes = Routes::default();
+                let (_, mut events) = routes.state().add("s-0", Consumer::Alone).unwrap();
+                let frame = wire::Frame {
+                    key,
+                    version,
+                    body: body.into(),
+                };
+                if routes.dispatch(frame).is_ok() {
+                    while let Ok(delivered) = events.try_recv() {
+                        if let Ok(Delivered::Chunk(bytes)) = delivered {
+                            if let Ok(chunk) = Chunk::parse(bytes) {
+                                prop_assert!(chunk.first_offset <= chunk.last_offset());
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            });
+        }
     }
 }

@@ -2,13 +2,13 @@
 //! and codes, building and parsing frame bodies, reading frames, and the
 //! connection handshake (peer properties, SASL PLAIN, tune, open).
 //!
-//! Used by [`super::raw`] (metadata queries) and [`super::reader`] (reading
+//! Used by [`super::metadata`] (metadata queries) and [`super::reader`] (reading
 //! partitions); producers and administration use the client library.
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::tls::BrokerTls;
+use crate::broker::tls::BrokerTls;
 use crate::config::Secret;
 use crate::error::{Error, Result};
 
@@ -66,6 +66,10 @@ impl Body {
         self.0.extend_from_slice(&value.to_be_bytes());
         self
     }
+    pub fn u64(mut self, value: u64) -> Self {
+        self.0.extend_from_slice(&value.to_be_bytes());
+        self
+    }
     /// A protocol string: i16 length and UTF-8 bytes.
     pub fn string(mut self, value: &str) -> Result<Self> {
         let len = i16::try_from(value.len()).map_err(|_| {
@@ -86,51 +90,82 @@ impl Body {
 
 /// A whole frame: size, key, version 1, body.
 pub fn frame(key: u16, body: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(body.len() + 8);
-    frame.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    // partlog's own frames are small requests: their sizes fit.
+    let size = body.len().saturating_add(4);
+    let mut frame = Vec::with_capacity(size.saturating_add(4));
+    frame.extend_from_slice(&(size as u32).to_be_bytes());
     frame.extend_from_slice(&key.to_be_bytes());
     frame.extend_from_slice(&1u16.to_be_bytes());
     frame.extend_from_slice(body);
     frame
 }
 
-/// Reads a frame body, big endian; running past its end is an error.
-pub struct Reader<'a>(pub &'a [u8]);
+/// Reads broker bytes, big endian: running past their end is an error,
+/// never a panic. Taking bytes gives a slice of the same buffer, not a
+/// copy.
+pub struct Reader(Bytes);
 
-impl<'a> Reader<'a> {
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+impl Reader {
+    pub fn new(bytes: impl Into<Bytes>) -> Reader {
+        Reader(bytes.into())
+    }
+
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.0.len()
+    }
+
+    /// What is left, taken.
+    pub fn rest(self) -> Bytes {
+        self.0
+    }
+
+    fn need(&self, n: usize) -> Result<()> {
         if self.0.len() < n {
-            return Err(Error::Internal("truncated broker frame".into()));
+            return Err(Error::Internal(format!(
+                "truncated broker frame: {n} more bytes expected, {} left",
+                self.0.len()
+            )));
         }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
+        Ok(())
     }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        Ok(self.take(N)?.try_into().expect("N bytes"))
+
+    pub fn take(&mut self, n: usize) -> Result<Bytes> {
+        self.need(n)?;
+        Ok(self.0.split_to(n))
     }
+
+    /// The next byte, not taken.
+    pub fn peek_u8(&self) -> Option<u8> {
+        self.0.first().copied()
+    }
+
     pub fn u8(&mut self) -> Result<u8> {
-        Ok(self.array::<1>()?[0])
+        self.need(1)?;
+        Ok(self.0.get_u8())
     }
     pub fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_be_bytes(self.array()?))
+        self.need(2)?;
+        Ok(self.0.get_u16())
     }
     pub fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_be_bytes(self.array()?))
+        self.need(4)?;
+        Ok(self.0.get_u32())
     }
     pub fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_be_bytes(self.array()?))
+        self.need(8)?;
+        Ok(self.0.get_u64())
     }
     pub fn i64(&mut self) -> Result<i64> {
-        Ok(i64::from_be_bytes(self.array()?))
+        self.need(8)?;
+        Ok(self.0.get_i64())
     }
     /// A protocol string; null (-1) reads as empty.
     pub fn string(&mut self) -> Result<String> {
-        let len = self.u16()? as i16;
-        if len < 0 {
+        let Ok(len) = usize::try_from(self.u16()? as i16) else {
             return Ok(String::new());
-        }
-        let bytes = self.take(len as usize)?;
+        };
+        let bytes = self.take(len)?;
         String::from_utf8(bytes.to_vec())
             .map_err(|_| Error::Internal("the broker sent a non-UTF-8 string".into()))
     }
@@ -143,6 +178,11 @@ pub struct Frame {
     pub body: Bytes,
 }
 
+/// Bytes of a frame allocated before they arrive; a larger frame's buffer
+/// grows with what arrives, so a peer that claims a large frame and sends
+/// nothing costs no more than this.
+const EAGER_FRAME_BYTES: u32 = 1024 * 1024;
+
 /// Reads one frame; a size outside 4..=`max` is an error.
 pub async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, max: u32) -> Result<Frame> {
     let size = io.read_u32().await.map_err(broken)?;
@@ -151,14 +191,30 @@ pub async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, max: u32) -> Result<Fr
             "the broker sent a frame of {size} bytes (at most {max} expected)"
         )));
     }
-    let mut frame = BytesMut::zeroed(size as usize);
-    io.read_exact(&mut frame).await.map_err(broken)?;
+    let size = size as usize;
+    let mut frame = BytesMut::with_capacity(size.min(EAGER_FRAME_BYTES as usize));
+    while frame.len() < size {
+        let missing = size.saturating_sub(frame.len());
+        if frame.len() == frame.capacity() {
+            // Doubles what arrived so far, up to the frame's size.
+            frame.reserve(frame.len().min(missing));
+        }
+        let read = (&mut *io)
+            .take(missing as u64)
+            .read_buf(&mut frame)
+            .await
+            .map_err(broken)?;
+        if read == 0 {
+            return Err(broken(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+    let mut frame = frame.freeze();
     let key = frame.get_u16();
     let version = frame.get_u16();
     Ok(Frame {
         key,
         version,
-        body: frame.freeze(),
+        body: frame,
     })
 }
 
@@ -227,7 +283,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             tune.key
         )));
     }
-    let frame_max = Reader(&tune.body).u32()?;
+    let frame_max = Reader::new(tune.body).u32()?;
     let body = Body::default().u32(frame_max).u32(heartbeat_secs);
     write_frame(calls.io, TUNE, &body.0).await?;
     let body = Body::default().string(&credentials.vhost)?;
@@ -260,7 +316,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Calls<'_, S> {
         body: Body,
         on_code: impl FnOnce(u16) -> Error,
     ) -> Result<()> {
-        self.correlation += 1;
+        self.correlation = self.correlation.wrapping_add(1);
         let mut request = Body::default().u32(self.correlation);
         request.0.extend_from_slice(&body.0);
         write_frame(self.io, key, &request.0).await?;
@@ -275,7 +331,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Calls<'_, S> {
                     response.key
                 )));
             }
-            let mut reader = Reader(&response.body);
+            let mut reader = Reader::new(response.body);
             reader.u32()?; // the correlation id
             return match reader.u16()? {
                 CODE_OK => Ok(()),
@@ -301,7 +357,7 @@ mod tests {
             .u32(u32::MAX)
             .u32(0)
             .u32(9);
-        let mut r = Reader(&body.0);
+        let mut r = Reader::new(body.0);
         assert_eq!(r.u8().unwrap(), 7);
         assert_eq!(r.u16().unwrap(), 0x1234);
         assert_eq!(r.u32().unwrap(), 2);
@@ -312,7 +368,12 @@ mod tests {
             r.u8().is_err(),
             "reading past the end is an error, not a panic"
         );
-        assert_eq!(Reader(&(-1i16).to_be_bytes()).string().unwrap(), "");
+        assert_eq!(
+            Reader::new((-1i16).to_be_bytes().to_vec())
+                .string()
+                .unwrap(),
+            ""
+        );
         assert!(Body::default().string(&"x".repeat(40_000)).is_err());
     }
 
@@ -326,5 +387,71 @@ mod tests {
         assert_eq!(&read.body[..], [1, 0, 1]);
         let mut too_big = &bytes[..];
         assert!(read_frame(&mut too_big, 6).await.is_err());
+    }
+
+    mod generative {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::generative::{check, damaged};
+
+        type Frames = Vec<(u16, u16, Vec<u8>)>;
+
+        fn frames() -> impl Strategy<Value = Frames> {
+            let body = prop::collection::vec(any::<u8>(), 0..300);
+            prop::collection::vec((any::<u16>(), any::<u16>(), body), 1..5)
+        }
+
+        fn encode(frames: &Frames) -> Vec<u8> {
+            let mut bytes = Vec::new();
+            for (key, version, body) in frames {
+                bytes.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+                bytes.extend_from_slice(&key.to_be_bytes());
+                bytes.extend_from_slice(&version.to_be_bytes());
+                bytes.extend_from_slice(body);
+            }
+            bytes
+        }
+
+        /// Every frame in `bytes`, then the error that ended them.
+        fn read_all(bytes: &[u8], max: u32) -> (Vec<Frame>, Error) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut io = bytes;
+                let mut frames = Vec::new();
+                loop {
+                    match read_frame(&mut io, max).await {
+                        Ok(frame) => frames.push(frame),
+                        Err(e) => return (frames, e),
+                    }
+                }
+            })
+        }
+
+        #[test]
+        fn frames_read_back_as_written() {
+            check(frames(), |frames| {
+                let (read, end) = read_all(&encode(&frames), 1024);
+                prop_assert!(matches!(end, Error::Unavailable(_)), "{end:?}");
+                let read: Frames = read
+                    .into_iter()
+                    .map(|f| (f.key, f.version, f.body.to_vec()))
+                    .collect();
+                prop_assert_eq!(read, frames);
+                Ok(())
+            });
+        }
+
+        #[test]
+        fn damaged_frames_end_in_an_error_never_a_panic() {
+            check(damaged(frames().prop_map(|f| encode(&f))), |bytes| {
+                let (read, end) = read_all(&bytes, 1024);
+                prop_assert!(read.len() <= bytes.len() / 8);
+                prop_assert!(!end.message().is_empty());
+                Ok(())
+            });
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! A minimal stream-protocol connection for partlog's metadata queries.
 //!
-//! A [`RawConnection`] speaks just enough of the protocol (peer properties,
+//! A [`MetadataConnection`] speaks just enough of the protocol (peer properties,
 //! SASL PLAIN, tune, open) to send, one at a time:
 //! - `StreamStats`, which rabbitmq-stream-client 0.11 does not offer;
 //! - `PartitionsQuery` and `Metadata`, the queries behind every stream
@@ -18,13 +18,15 @@ use std::time::Duration;
 
 use tokio::io::BufReader;
 
-use super::node::{Node, PartitionPlacement};
-use super::tls::{self, BrokerStream};
+use bytes::Bytes;
+
 use super::wire::{
     handshake, read_frame, unexpected, write_frame, Body, Credentials, Reader, CLOSE, CODE_OK,
     CODE_STREAM_DOES_NOT_EXIST, CODE_STREAM_NOT_AVAILABLE, HEARTBEAT, METADATA, PARTITIONS,
     RESPONSE, STREAM_STATS,
 };
+use crate::broker::node::{Node, PartitionPlacement};
+use crate::broker::tls::{self, BrokerStream};
 use crate::error::{Error, Result};
 use crate::telemetry::{ConnectionKind, OpenConnection};
 
@@ -42,7 +44,7 @@ pub struct StreamStats {
     pub committed_chunk_id: Option<u64>,
 }
 
-pub struct RawConnection {
+pub struct MetadataConnection {
     io: BufReader<BrokerStream>,
     next_correlation: u32,
     broker_frame_max: u32,
@@ -50,7 +52,7 @@ pub struct RawConnection {
     _counted: OpenConnection,
 }
 
-impl RawConnection {
+impl MetadataConnection {
     pub async fn open(credentials: &Credentials, timeout: Duration) -> Result<Self> {
         tokio::time::timeout(timeout, Self::handshake(credentials))
             .await
@@ -78,7 +80,7 @@ impl RawConnection {
         // Heartbeats off: the connection is idle between requests and is
         // reopened by its owner after any error.
         let tuned = handshake(&mut io, credentials, "partlog-queries", 0).await?;
-        Ok(RawConnection {
+        Ok(MetadataConnection {
             io,
             next_correlation: 1,
             broker_frame_max: tuned.frame_max,
@@ -99,20 +101,9 @@ impl RawConnection {
                 code => unexpected(STREAM_STATS, code),
             })
             .await?;
-        let mut reader = Reader(&payload);
-        let count = reader.u32()?;
-        let mut stats = HashMap::new();
-        for _ in 0..count {
-            let key = reader.string()?;
-            let value = reader.i64()?;
-            stats.insert(key, value);
-        }
+        let stats = decode_stats(payload)?;
         tracing::debug!(stream, ?stats, "stream stats");
-        let chunk = |name: &str| stats.get(name).and_then(|v| u64::try_from(*v).ok());
-        Ok(StreamStats {
-            first_chunk_id: chunk("first_chunk_id"),
-            committed_chunk_id: chunk("committed_chunk_id"),
-        })
+        Ok(stats)
     }
 
     /// The partition streams of a super stream in the broker's order.
@@ -126,17 +117,7 @@ impl RawConnection {
                 code => unexpected(PARTITIONS, code),
             })
             .await?;
-        let mut reader = Reader(&payload);
-        let count = reader.u32()?;
-        let partitions = (0..count)
-            .map(|_| reader.string())
-            .collect::<Result<Vec<_>>>()?;
-        if partitions.is_empty() {
-            return Err(Error::NotFound(format!(
-                "stream {super_stream:?} does not exist"
-            )));
-        }
-        Ok(partitions)
+        decode_partitions(payload, super_stream)
     }
 
     /// A round trip that proves the connection works: metadata of no
@@ -152,7 +133,7 @@ impl RawConnection {
             body = body.string(stream)?;
         }
         let payload = self.request(METADATA, &body.0).await?;
-        decode_placements(&payload, streams)
+        decode_placements(payload, streams)
     }
 
     /// Sends a request and returns the response body after its code, or the
@@ -162,18 +143,17 @@ impl RawConnection {
         key: u16,
         body: &[u8],
         on_code: impl FnOnce(u16) -> Error,
-    ) -> Result<Vec<u8>> {
-        let payload = self.request(key, body).await?;
-        let mut reader = Reader(&payload);
+    ) -> Result<Bytes> {
+        let mut reader = Reader::new(self.request(key, body).await?);
         match reader.u16()? {
-            CODE_OK => Ok(reader.0.to_vec()),
+            CODE_OK => Ok(reader.rest()),
             code => Err(on_code(code)),
         }
     }
 
     /// Sends a request and returns the response body after its correlation
     /// id.
-    async fn request(&mut self, key: u16, body: &[u8]) -> Result<Vec<u8>> {
+    async fn request(&mut self, key: u16, body: &[u8]) -> Result<Bytes> {
         let correlation = self.next_correlation;
         self.next_correlation = self.next_correlation.wrapping_add(1);
         let mut payload = Body::default().u32(correlation);
@@ -196,19 +176,51 @@ impl RawConnection {
                 }
                 _ => {}
             }
-            let mut reader = Reader(&response.body);
+            let mut reader = Reader::new(response.body);
             if reader.u32()? != correlation {
                 return Err(Error::Internal("response correlation id mismatch".into()));
             }
-            return Ok(reader.0.to_vec());
+            return Ok(reader.rest());
         }
     }
 }
 
+/// A stream statistics answer (after its code): named counters, of which
+/// partlog keeps the first and the last committed chunk id.
+fn decode_stats(payload: Bytes) -> Result<StreamStats> {
+    let mut reader = Reader::new(payload);
+    let mut stats = HashMap::new();
+    for _ in 0..reader.u32()? {
+        let key = reader.string()?;
+        let value = reader.i64()?;
+        stats.insert(key, value);
+    }
+    let chunk = |name: &str| stats.get(name).and_then(|v| u64::try_from(*v).ok());
+    Ok(StreamStats {
+        first_chunk_id: chunk("first_chunk_id"),
+        committed_chunk_id: chunk("committed_chunk_id"),
+    })
+}
+
+/// A partitions answer (after its code): the partition streams in the
+/// broker's order; none means the super stream does not exist.
+fn decode_partitions(payload: Bytes, super_stream: &str) -> Result<Vec<String>> {
+    let mut reader = Reader::new(payload);
+    let partitions = (0..reader.u32()?)
+        .map(|_| reader.string())
+        .collect::<Result<Vec<_>>>()?;
+    if partitions.is_empty() {
+        return Err(Error::NotFound(format!(
+            "stream {super_stream:?} does not exist"
+        )));
+    }
+    Ok(partitions)
+}
+
 /// A metadata response body (after the correlation id): brokers, then each
 /// stream's code, leader and replicas by broker reference.
-fn decode_placements(payload: &[u8], streams: &[String]) -> Result<Vec<PartitionPlacement>> {
-    let mut reader = Reader(payload);
+fn decode_placements(payload: Bytes, streams: &[String]) -> Result<Vec<PartitionPlacement>> {
+    let mut reader = Reader::new(payload);
     let mut nodes = HashMap::new();
     for _ in 0..reader.u32()? {
         let reference = reader.u16()?;
@@ -285,14 +297,159 @@ mod tests {
             port,
         };
         let streams = ["s-0".to_string(), "s-1".to_string()];
-        let placements = decode_placements(&body, &streams).unwrap();
+        let placements = decode_placements(body.clone().into(), &streams).unwrap();
         assert_eq!(placements[0].leader, at(5552));
         assert_eq!(placements[0].replicas, [at(5553)]);
         assert_eq!(placements[1].leader, at(5553));
 
-        let err = decode_placements(&body, &["gone".to_string()]).unwrap_err();
+        let err = decode_placements(body.clone().into(), &["gone".to_string()]).unwrap_err();
         assert!(matches!(err, Error::NotFound(_)), "{err:?}");
-        let err = decode_placements(&body[..body.len() - 3], &streams).unwrap_err();
+        let err = decode_placements(body[..body.len() - 3].to_vec().into(), &streams).unwrap_err();
         assert!(matches!(err, Error::Internal(_)), "truncated: {err:?}");
+    }
+
+    mod generative {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::generative::{check, damaged};
+
+        fn name() -> impl Strategy<Value = String> {
+            "[a-z0-9.-]{0,20}"
+        }
+
+        fn stats() -> impl Strategy<Value = Vec<(String, i64)>> {
+            prop::collection::vec((name(), any::<i64>()), 0..6)
+        }
+
+        fn encode_stats(stats: &[(String, i64)]) -> Vec<u8> {
+            let mut body = Body::default().u32(stats.len() as u32);
+            for (key, value) in stats {
+                body = body.string(key).unwrap().u64(*value as u64);
+            }
+            body.0
+        }
+
+        type Metadata = (Vec<(u16, String, u16)>, Vec<(String, u16, u16, Vec<u16>)>);
+
+        fn metadata() -> impl Strategy<Value = Metadata> {
+            let brokers = prop::collection::vec((0u16..4, name(), any::<u16>()), 0..4);
+            let code = prop_oneof![Just(CODE_OK), Just(CODE_STREAM_DOES_NOT_EXIST), 0u16..20];
+            let replicas = prop::collection::vec(0u16..4, 0..3);
+            let streams = prop::collection::vec((name(), code, 0u16..4, replicas), 0..4);
+            (brokers, streams)
+        }
+
+        fn encode_metadata((brokers, streams): &Metadata) -> Vec<u8> {
+            let mut body = Body::default().u32(brokers.len() as u32);
+            for (reference, host, port) in brokers {
+                body = body
+                    .u16(*reference)
+                    .string(host)
+                    .unwrap()
+                    .u32(u32::from(*port));
+            }
+            body = body.u32(streams.len() as u32);
+            for (stream, code, leader, replicas) in streams {
+                body = body.string(stream).unwrap().u16(*code).u16(*leader);
+                body = body.u32(replicas.len() as u32);
+                for replica in replicas {
+                    body = body.u16(*replica);
+                }
+            }
+            body.0
+        }
+
+        #[test]
+        fn stats_and_partitions_read_back_as_written() {
+            check(stats(), |stats| {
+                let read = decode_stats(encode_stats(&stats).into()).unwrap();
+                // The last value of a name counts, as in a map.
+                let value = |name: &str| {
+                    stats
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| k == name)
+                        .and_then(|(_, v)| u64::try_from(*v).ok())
+                };
+                prop_assert_eq!(read.first_chunk_id, value("first_chunk_id"));
+                prop_assert_eq!(read.committed_chunk_id, value("committed_chunk_id"));
+                let names: Vec<String> = stats.iter().map(|(k, _)| k.clone()).collect();
+                let mut body = Body::default().u32(names.len() as u32);
+                for name in &names {
+                    body = body.string(name).unwrap();
+                }
+                match decode_partitions(body.0.into(), "s") {
+                    Ok(read) => prop_assert_eq!(read, names),
+                    Err(e) => prop_assert!(names.is_empty() && matches!(e, Error::NotFound(_))),
+                }
+                Ok(())
+            });
+        }
+
+        #[test]
+        fn metadata_reads_back_as_written() {
+            check(metadata(), |metadata| {
+                let (brokers, answers) = &metadata;
+                let streams: Vec<String> = answers.iter().map(|s| s.0.clone()).collect();
+                let read = decode_placements(encode_metadata(&metadata).into(), &streams);
+                // References and names may repeat: the last one counts.
+                let nodes: HashMap<u16, Node> = brokers
+                    .iter()
+                    .map(|(r, host, port)| {
+                        (
+                            *r,
+                            Node {
+                                host: host.clone(),
+                                port: *port,
+                            },
+                        )
+                    })
+                    .collect();
+                let last: HashMap<&String, _> = answers.iter().map(|a| (&a.0, a)).collect();
+                let expected: Result<Vec<PartitionPlacement>> = streams
+                    .iter()
+                    .map(|stream| {
+                        let (_, code, leader, replicas) = last[stream];
+                        match (*code, nodes.get(leader)) {
+                            (CODE_OK, Some(leader)) => Ok(PartitionPlacement {
+                                leader: leader.clone(),
+                                replicas: replicas
+                                    .iter()
+                                    .filter_map(|r| nodes.get(r).cloned())
+                                    .collect(),
+                            }),
+                            (CODE_STREAM_DOES_NOT_EXIST, _) => Err(Error::NotFound(String::new())),
+                            _ => Err(Error::Unavailable(String::new())),
+                        }
+                    })
+                    .collect();
+                match (read, expected) {
+                    (Ok(read), Ok(expected)) => prop_assert_eq!(read, expected),
+                    (Err(read), Err(expected)) => prop_assert_eq!(
+                        std::mem::discriminant(&read),
+                        std::mem::discriminant(&expected)
+                    ),
+                    (read, expected) => prop_assert!(false, "read {read:?}, expected {expected:?}"),
+                }
+                Ok(())
+            });
+        }
+
+        #[test]
+        fn damaged_answers_are_errors_never_panics() {
+            check(damaged(stats().prop_map(|s| encode_stats(&s))), |bytes| {
+                let _ = decode_stats(bytes.clone().into());
+                let _ = decode_partitions(bytes.into(), "s");
+                Ok(())
+            });
+            check(
+                damaged(metadata().prop_map(|m| encode_metadata(&m))),
+                |bytes| {
+                    let _ = decode_placements(bytes.into(), &["s".to_string()]);
+                    Ok(())
+                },
+            );
+        }
     }
 }
