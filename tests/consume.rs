@@ -23,6 +23,18 @@ use partlog::routing::partition_for_key;
 use tonic::transport::Channel;
 use tonic::Code;
 
+/// A key of each partition, by partlog's routing.
+fn partition_keys(partitions: u32) -> Vec<String> {
+    (0..partitions)
+        .map(|p| {
+            (0..)
+                .map(|i| format!("key-{i}"))
+                .find(|k| partition_for_key(k, partitions) == p)
+                .unwrap()
+        })
+        .collect()
+}
+
 /// `n` records for each of `partitions` partitions (keys chosen by
 /// partlog's routing), published in order.
 async fn publish_per_partition(
@@ -31,14 +43,7 @@ async fn publish_per_partition(
     partitions: u32,
     n: usize,
 ) {
-    let keys: Vec<String> = (0..partitions)
-        .map(|p| {
-            (0..)
-                .map(|i| format!("key-{i}"))
-                .find(|k| partition_for_key(k, partitions) == p)
-                .unwrap()
-        })
-        .collect();
+    let keys = partition_keys(partitions);
     for round in 0..n / 100 {
         let records: Vec<PublishRecord> = keys
             .iter()
@@ -603,5 +608,124 @@ async fn a_kill_9_under_load_keeps_every_answered_commit() {
             }
             event => panic!("unexpected {event:?}"),
         }
+    }
+}
+
+/// Issue 16: a member whose credit is used up (its partition tasks wait for
+/// room to hand on their next chunk) still steps down when the broker asks:
+/// a member that joins gets its share at once, not when the first grants
+/// credit again.
+#[tokio::test]
+async fn a_step_down_is_handled_whatever_the_members_credit() {
+    let (one, two) = (Partlog::start().await, Partlog::start().await);
+    let mut client = one.client().await;
+    let stream = unique_stream("consume-stepdown");
+    create_stream(&mut client, &stream, 2).await;
+    // Many chunks per partition: each publish is a chunk of its own.
+    publish_per_partition(&mut client, &stream, 2, 1000).await;
+
+    let mut a = Member::open(&mut client, &stream, "stepdown", 1).await;
+    let mut held = 0;
+    let mut records = 0;
+    while held < 2 || records < 1 {
+        match a.next().await {
+            Event::Assignment(_) => held += 1,
+            Event::Record(_) => records += 1,
+            Event::Commit(ack) => panic!("no commit sent: {ack:?}"),
+        }
+    }
+    // A grants nothing more. B joins and is given a partition.
+    let mut b = Member::open(&mut two.client().await, &stream, "stepdown", 100).await;
+    let given = loop {
+        match b.next_within(Duration::from_secs(8)).await {
+            Some(Event::Assignment(a)) if a.state() == AssignmentState::Active => break a,
+            Some(_) => {}
+            None => panic!("B was given no partition while A's credit is used up"),
+        }
+    };
+    // A was told before B got it, and B starts at the beginning: nothing
+    // was committed.
+    let stepped_down = loop {
+        match a.next().await {
+            Event::Assignment(a) if a.state() == AssignmentState::Inactive => break a,
+            _ => {}
+        }
+    };
+    assert_eq!(stepped_down.partition, given.partition);
+    assert_eq!(given.next_offset, None);
+    let first = loop {
+        if let Event::Record(record) = b.next().await {
+            break record;
+        }
+    };
+    assert_eq!(
+        (first.partition, first.offset),
+        (given.partition, 0),
+        "B reads the partition from its start"
+    );
+}
+
+/// Issue 16: a member whose transport is full cannot take its INACTIVE; the
+/// broker moves the partition after the request timeout anyway. A commit
+/// the member sent is then either done before the partition moved (and
+/// the next member starts after it) or refused — never answered OK while
+/// the next member reads the committed records again.
+#[tokio::test]
+async fn a_commit_after_the_partition_may_have_moved_is_refused() {
+    let quick = [("PARTLOG_BROKER_REQUEST_TIMEOUT_MS", "2000")];
+    let (one, two) = (
+        Partlog::start_with(&quick).await,
+        Partlog::start_with(&quick).await,
+    );
+    let mut client = one.client().await;
+    let stream = unique_stream("consume-moved");
+    create_stream(&mut client, &stream, 2).await;
+    // ~10 MB per partition: more than the client's HTTP/2 windows.
+    let keys = partition_keys(2);
+    for _ in 0..15 {
+        let records = keys
+            .iter()
+            .flat_map(|k| (0..10).map(move |_| record(k, vec![7u8; 64 * 1024])))
+            .collect();
+        publish_ok(&mut client, &stream, records).await;
+    }
+
+    // A takes both partitions and reads partition 1 up to offset 4.
+    let mut a = Member::open(&mut client, &stream, "moved", 100_000).await;
+    loop {
+        if let Event::Record(r) = a.next().await {
+            if (r.partition, r.offset) == (1, 4) {
+                break;
+            }
+        }
+    }
+    // A stops reading until its transport is full, then commits 1@4.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    a.commit(BTreeMap::from([(1, 4)])).await;
+
+    // B joins; the broker gives it partition 1 once A's step-down timed out.
+    let mut b = Member::open(&mut two.client().await, &stream, "moved", 100).await;
+    let given = loop {
+        match b.next().await {
+            Event::Assignment(x) if x.state() == AssignmentState::Active => break x,
+            _ => {}
+        }
+    };
+    assert_eq!(given.partition, 1);
+
+    // A reads on and finds its commit's answer.
+    let ack = loop {
+        if let Event::Commit(ack) = a.next().await {
+            break ack;
+        }
+    };
+    match (&ack.error, ack.committed) {
+        (None, Some(committed)) => assert!(
+            given.next_offset > Some(committed),
+            "A's commit of {committed} was answered OK, and B starts at {:?}",
+            given.next_offset
+        ),
+        (Some(error), _) => assert_eq!(error.code, Code::FailedPrecondition as i32, "{ack:?}"),
+        (None, None) => panic!("an answer without an offset: {ack:?}"),
     }
 }

@@ -8,7 +8,9 @@
 //! with records the client did not ask for. Assignment events pass at once.
 //! Commits the client sends are checked (the member must hold the
 //! partition, the offset must name a record), group-committed, and
-//! acknowledged in the order they came.
+//! acknowledged in the order they came. They run in a task of their own
+//! ([`Commits`]), so that a commit the session took goes through even while
+//! the session waits for a full transport.
 //!
 //! Handoff: when the broker takes a partition away, the session drops the
 //! partition's records the client has not received (the next owner reads
@@ -21,7 +23,7 @@
 //! sending requests (after the commits still open were answered), when the
 //! subscription fails (its error is the last event) or partlog shuts down.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -30,7 +32,7 @@ use futures::{Future, Stream, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::groups::Groups;
-use super::subscribe::{AssignmentState, Subscription, SubscriptionEvent};
+use super::subscribe::{AssignmentState, Hold, Subscription, SubscriptionEvent};
 use crate::broker::SuperStream;
 use crate::error::{Error, Result};
 use crate::offsets::Committed;
@@ -134,10 +136,9 @@ pub struct Session<I> {
     committer: Option<Committer>,
     credit: Credit,
     queue: VecDeque<Queued>,
-    /// Partitions the subscriber holds (group members; every partition
-    /// without a group).
-    held: BTreeSet<u32>,
-    pending: FuturesOrdered<PendingAck>,
+    /// The partitions a group member holds, and its hold on each.
+    held: BTreeMap<u32, Hold>,
+    commits: Commits,
     output: mpsc::Sender<Result<ConsumeEvent>>,
     /// The stream's delivery counters.
     metrics: Arc<StreamMetrics>,
@@ -164,8 +165,8 @@ where
             committer,
             credit,
             queue: VecDeque::new(),
-            held: BTreeSet::new(),
-            pending: FuturesOrdered::new(),
+            held: BTreeMap::new(),
+            commits: Commits::start(),
             output,
             metrics,
         }
@@ -186,7 +187,7 @@ where
             tokio::select! {
                 biased;
                 () = self.output.closed() => return Err(None),
-                Some(ack) = self.pending.next(), if !self.pending.is_empty() => {
+                Some(ack) = self.commits.next(), if self.commits.outstanding > 0 => {
                     emit(&self.output, ack).await?;
                 }
                 input = next_input(&mut self.inputs), if self.inputs.is_some() => {
@@ -238,7 +239,7 @@ where
             ClientInput::Commits(offsets) => {
                 for (partition, offset) in offsets {
                     let ack = self.commit(partition, offset);
-                    self.pending.push_back(ack);
+                    self.commits.push(ack);
                 }
             }
         }
@@ -262,17 +263,18 @@ where
         if let Err(e) = validate::partition(partition, stream.partitions.len(), &stream.name) {
             return refused(e);
         }
-        if !self.held.contains(&partition) {
+        let Some(hold) = self.held.get(&partition).cloned() else {
             return refused(Error::FailedPrecondition(format!(
                 "partition {partition} is not held by this member: the broker did not make it \
                  active for the partition, or gave the partition to another member, which \
                  commits it from now on"
             )));
-        }
+        };
         let groups = committer.groups.clone();
         let group = committer.group.clone();
         Box::pin(async move {
-            let result = groups.commit_one(&stream, &group, partition, offset).await;
+            let commit = groups.commit_one(&stream, &group, partition, offset);
+            let result = hold.run(partition, commit).await;
             ConsumeEvent::CommitAck {
                 partition,
                 offset,
@@ -283,7 +285,10 @@ where
 
     /// Waits for every open commit and hands the client its answer.
     async fn answer_pending(&mut self) -> std::result::Result<(), Option<Error>> {
-        while let Some(ack) = self.pending.next().await {
+        while self.commits.outstanding > 0 {
+            let Some(ack) = self.commits.next().await else {
+                break;
+            };
             emit(&self.output, ack).await?;
         }
         Ok(())
@@ -313,10 +318,13 @@ where
                 state,
                 next_offset,
                 handoff,
+                hold,
             } => {
                 match state {
                     AssignmentState::Active | AssignmentState::Reattached => {
-                        self.held.insert(partition);
+                        if let Some(hold) = hold {
+                            self.held.insert(partition, hold);
+                        }
                     }
                     AssignmentState::Inactive => {
                         self.held.remove(&partition);
@@ -336,6 +344,60 @@ where
                 sent
             }
         }
+    }
+}
+
+/// A session's commits, run in their task in the order they came, whatever
+/// the session does meanwhile: a commit taken before a step-down finishes
+/// before the step-down's hold ends (which waits for it), so its answer is
+/// true. Its task ends once the session dropped it and the commits it had
+/// taken finished (a member that goes away does not undo its last commits).
+struct Commits {
+    requests: mpsc::UnboundedSender<PendingAck>,
+    acks: mpsc::UnboundedReceiver<ConsumeEvent>,
+    /// Commits pushed and not answered yet.
+    outstanding: usize,
+}
+
+impl Commits {
+    fn start() -> Commits {
+        let (requests, mut received) = mpsc::unbounded_channel::<PendingAck>();
+        let (answered, acks) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut running = FuturesOrdered::new();
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    request = received.recv(), if open => match request {
+                        Some(commit) => running.push_back(commit),
+                        None => open = false,
+                    },
+                    Some(ack) = running.next(), if !running.is_empty() => {
+                        // Nobody to tell once the session is gone.
+                        let _ = answered.send(ack);
+                    }
+                    else => break,
+                }
+            }
+        });
+        Commits {
+            requests,
+            acks,
+            outstanding: 0,
+        }
+    }
+
+    fn push(&mut self, commit: PendingAck) {
+        if self.requests.send(commit).is_ok() {
+            self.outstanding = self.outstanding.saturating_add(1);
+        }
+    }
+
+    /// The next answer, in the order of the commits.
+    async fn next(&mut self) -> Option<ConsumeEvent> {
+        let ack = self.acks.recv().await?;
+        self.outstanding = self.outstanding.saturating_sub(1);
+        Some(ack)
     }
 }
 

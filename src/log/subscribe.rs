@@ -25,18 +25,23 @@
 //! member down, the task answers it only once the subscription's reader
 //! released the INACTIVE event (see [`Handoff`]) — after the member's
 //! commits for the partition were answered — or after the request timeout:
-//! the broker activates the next member only then.
+//! the broker activates the next member only then. A step-down is read
+//! also while the task waits for room in the budget (a member that takes
+//! no records does not hold up the group).
+//!
+//! The ACTIVE event carries the member's [`Hold`] on the partition: its
+//! commits run under it, and the task ends it before the broker may give
+//! the partition to another member — a commit either finished before the
+//! handoff, and the next member starts after it, or is refused.
 //!
 //! Lifetime: the subscription ends when the receiver is dropped (the client
 //! went away) or partlog shuts down: every task notices, unsubscribes and
 //! closes its connection, and the broker hands its partitions to the
 //! group's next member.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rabbitmq_stream_client::types::OffsetSpecification;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -45,8 +50,10 @@ use super::committed::CommittedOffsets;
 use super::members::ActiveMembers;
 use super::position::{broker_offset, StartPosition};
 use super::shutdown::Shutdown;
-use crate::broker::reader::{Chunk, ChunkReader, ReaderEvent};
-use crate::broker::{Backoff, Broker, Node, Partition, SuperStream};
+use crate::broker::{
+    Backoff, Broker, Chunk, ChunkReader, Consumer, Node, Partition, ReadFrom, ReaderEvent,
+    SuperStream,
+};
 use crate::config::Fallback;
 use crate::error::{Error, Result};
 use crate::record::StoredRecord;
@@ -69,6 +76,8 @@ pub enum SubscriptionEvent {
         /// Set on the INACTIVE of a step-down: the broker is answered
         /// once it is dropped.
         handoff: Option<Handoff>,
+        /// Set on a group member's ACTIVE.
+        hold: Option<Hold>,
     },
 }
 
@@ -77,6 +86,41 @@ pub enum SubscriptionEvent {
 #[derive(Debug)]
 pub struct Handoff {
     _settled: oneshot::Sender<()>,
+}
+
+/// A group member's hold on a partition, from the broker's ACTIVE until
+/// the partition may have moved. Commits run under it; ending it waits for
+/// those running and refuses later ones.
+#[derive(Debug, Clone)]
+pub struct Hold(Arc<tokio::sync::RwLock<bool>>);
+
+impl Hold {
+    fn new() -> Hold {
+        Hold(Arc::new(tokio::sync::RwLock::new(true)))
+    }
+
+    /// Runs `work` (a commit) while the hold lasts; FAILED_PRECONDITION
+    /// once it ended. (A tokio lock: held across the commit's broker
+    /// round trip, which `end` waits for.)
+    pub async fn run<T>(
+        &self,
+        partition: u32,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let held = self.0.read().await;
+        if !*held {
+            return Err(Error::FailedPrecondition(format!(
+                "partition {partition} is not held by this member any more: the broker may \
+                 have given it to another member, which commits it from now on"
+            )));
+        }
+        work.await
+    }
+
+    /// Ends the hold once the commits running under it finished.
+    async fn end(self) {
+        *self.0.write().await = false;
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,9 +255,10 @@ struct Progress {
     /// Without a group: the connection broke, the next attachment is a
     /// re-attachment (REATTACHED), reading on after `delivered`.
     reattaching: bool,
-    /// In a group: the subscriber was told ACTIVE and not INACTIVE since.
-    /// Records are delivered only while it holds the partition.
-    held: bool,
+    /// In a group: the subscriber was told ACTIVE and not INACTIVE since,
+    /// and holds the partition with this. Records are delivered only while
+    /// it holds the partition.
+    held: Option<Hold>,
     /// Offsets below this were delivered already or lie before the start.
     next_offset: u64,
 }
@@ -246,7 +291,11 @@ impl PartitionTask {
                     // The broker dropped the consumer with its connection and
                     // may make another member active at once: the subscriber
                     // holds the partition no longer.
-                    if !self.let_go(&mut progress, None).await {
+                    let (delivering, hold) = self.let_go(&mut progress, None).await;
+                    if let Some(hold) = hold {
+                        hold.end().await;
+                    }
+                    if !delivering {
                         break Ok(());
                     }
                     progress.reattaching = true;
@@ -258,8 +307,9 @@ impl PartitionTask {
                 other => break other,
             }
         };
-        if progress.held {
+        if let Some(hold) = progress.held.take() {
             self.set_active_member(false);
+            hold.end().await;
         }
         if let Err(e) = result {
             // The subscriber may be gone already; then nobody listens.
@@ -285,14 +335,17 @@ impl PartitionTask {
     /// ACTIVE, or REATTACHED after a lost connection.
     async fn attach_alone(&self, leader: &Node, progress: &mut Progress) -> Result<ChunkReader> {
         let (spec, start) = match progress.delivered {
-            Some(last) => (OffsetSpecification::Offset(last + 1), Some(last + 1)),
+            Some(last) => {
+                let next = last.saturating_add(1);
+                (ReadFrom::Offset(next), Some(next))
+            }
             None => broker_offset(self.start, None, self.subscribers.fallback),
         };
         let reader = self
             .subscribers
             .broker
             .readers()
-            .open(&self.partition().stream, leader, spec, HashMap::new())
+            .open(self.partition(), leader, spec, Consumer::Alone)
             .await?;
         progress.next_offset = start.unwrap_or(0);
         let state = if std::mem::take(&mut progress.reattaching) {
@@ -308,18 +361,13 @@ impl PartitionTask {
     /// In a group: registers a single active consumer named after the
     /// group; the broker activates it (or not) with a consumer update.
     async fn join_group(&self, group: &str, leader: &Node) -> Result<ChunkReader> {
-        let properties = HashMap::from([
-            ("single-active-consumer".to_string(), "true".to_string()),
-            ("name".to_string(), group.to_owned()),
-            ("super-stream".to_string(), self.stream.name.clone()),
-        ]);
         // The offset is ignored by the broker until it makes this consumer
         // active; the answer to that update decides.
-        let start = OffsetSpecification::Next;
+        let member = Consumer::Member { group };
         self.subscribers
             .broker
             .readers()
-            .open(&self.partition().stream, leader, start, properties)
+            .open(self.partition(), leader, ReadFrom::Next, member)
             .await
     }
 
@@ -336,7 +384,7 @@ impl PartitionTask {
                     return Err(Error::Unavailable("the reading connection closed".into()))
                 }
                 None => true,
-                Some(ReaderEvent::Chunk(chunk)) => self.deliver(&chunk, progress).await,
+                Some(ReaderEvent::Chunk(chunk)) => self.deliver(reader, &chunk, progress).await?,
                 Some(ReaderEvent::ConsumerUpdate {
                     active,
                     correlation_id,
@@ -352,28 +400,52 @@ impl PartitionTask {
     }
 
     /// Hands a chunk's records to the subscriber, within the budget.
-    /// False when it is gone.
-    async fn deliver(&self, chunk: &Chunk, progress: &mut Progress) -> bool {
-        if self.group.is_some() && !progress.held {
+    /// False when it is gone. A group member waiting for room reads the
+    /// broker's consumer updates meanwhile: stepped down, it drops the
+    /// chunk.
+    async fn deliver(
+        &self,
+        reader: &mut ChunkReader,
+        chunk: &Chunk,
+        progress: &mut Progress,
+    ) -> Result<bool> {
+        if self.group.is_some() && progress.held.is_none() {
             // Sent before the broker made us inactive; the new active
             // member reads it from the committed offset.
-            return true;
+            return Ok(true);
         }
         let partition = self.partition();
         partition.saw_record(chunk.last_offset());
-        let records: Vec<StoredRecord> = chunk
-            .records(partition.index, progress.next_offset)
-            .collect();
+        let records: Vec<StoredRecord> = chunk.records(partition, progress.next_offset)?.collect();
         let Some(last) = records.last().map(|r| r.offset) else {
-            return true;
+            return Ok(true);
         };
         let permits = self.unit.of(records.len());
-        let budget = tokio::select! {
-            permit = self.budget.clone().acquire_many_owned(permits) => match permit {
-                Ok(permit) => permit,
-                Err(_) => return false,
-            },
-            () = self.ended() => return false,
+        let budget = loop {
+            tokio::select! {
+                permit = self.budget.clone().acquire_many_owned(permits) => match permit {
+                    Ok(permit) => break permit,
+                    Err(_) => return Ok(false),
+                },
+                () = self.ended() => return Ok(false),
+                // The chunk's credit is not given back: only consumer
+                // updates and failures can come.
+                event = reader.next_held(), if self.group.is_some() => match event? {
+                    ReaderEvent::ConsumerUpdate { active, correlation_id } => {
+                        if !self.consumer_update(reader, active, correlation_id, progress).await? {
+                            return Ok(false);
+                        }
+                        if progress.held.is_none() {
+                            return Ok(true);
+                        }
+                    }
+                    ReaderEvent::Chunk(_) => {
+                        return Err(Error::Internal(
+                            "the broker delivered a chunk it had no credit for".into(),
+                        ))
+                    }
+                },
+            }
         };
         let event = SubscriptionEvent::Records {
             partition: partition.index,
@@ -381,11 +453,11 @@ impl PartitionTask {
             budget,
         };
         if !self.send(event).await {
-            return false;
+            return Ok(false);
         }
-        progress.next_offset = last + 1;
+        progress.next_offset = last.saturating_add(1);
         progress.delivered = Some(last);
-        true
+        Ok(true)
     }
 
     /// The broker made this group member active (it answers where to
@@ -402,14 +474,17 @@ impl PartitionTask {
             // The member's work on the partition is settled before the
             // broker hands it on.
             let (handoff, settled) = oneshot::channel();
-            let delivering = self
+            let (delivering, hold) = self
                 .let_go(progress, Some(Handoff { _settled: handoff }))
                 .await;
             let timeout = self.subscribers.broker.connector().timeout();
             let _ = tokio::time::timeout(timeout, settled).await;
-            reader
-                .answer_update(correlation_id, OffsetSpecification::Next)
-                .await?;
+            // Settled, or the subscriber did not take the INACTIVE in
+            // time: commits from now on are refused.
+            if let Some(hold) = hold {
+                hold.end().await;
+            }
+            reader.answer_update(correlation_id, ReadFrom::Next).await?;
             return Ok(delivering);
         }
         let committed = match (self.start, &self.group) {
@@ -426,28 +501,42 @@ impl PartitionTask {
         reader.answer_update(correlation_id, spec).await?;
         tracing::debug!(?start, "active");
         progress.next_offset = start.unwrap_or(0);
-        progress.held = true;
+        let hold = Hold::new();
+        progress.held = Some(hold.clone());
         self.set_active_member(true);
         Ok(self
-            .send(self.assignment(AssignmentState::Active, start))
+            .send(SubscriptionEvent::Assignment {
+                partition: self.partition().index,
+                state: AssignmentState::Active,
+                next_offset: start,
+                handoff: None,
+                hold: Some(hold),
+            })
             .await)
     }
 
     /// A group member stops holding the partition (the broker made it
     /// inactive, or its connection broke): INACTIVE, once. False when the
-    /// subscriber is gone.
-    async fn let_go(&self, progress: &mut Progress, handoff: Option<Handoff>) -> bool {
-        if !std::mem::take(&mut progress.held) {
-            return true;
-        }
+    /// subscriber is gone; the hold for the caller to end.
+    async fn let_go(
+        &self,
+        progress: &mut Progress,
+        handoff: Option<Handoff>,
+    ) -> (bool, Option<Hold>) {
+        let Some(hold) = progress.held.take() else {
+            return (true, None);
+        };
         self.set_active_member(false);
-        self.send(SubscriptionEvent::Assignment {
-            partition: self.partition().index,
-            state: AssignmentState::Inactive,
-            next_offset: None,
-            handoff,
-        })
-        .await
+        let delivering = self
+            .send(SubscriptionEvent::Assignment {
+                partition: self.partition().index,
+                state: AssignmentState::Inactive,
+                next_offset: None,
+                handoff,
+                hold: None,
+            })
+            .await;
+        (delivering, Some(hold))
     }
 
     fn assignment(&self, state: AssignmentState, next_offset: Option<u64>) -> SubscriptionEvent {
@@ -456,6 +545,7 @@ impl PartitionTask {
             state,
             next_offset,
             handoff: None,
+            hold: None,
         }
     }
 
