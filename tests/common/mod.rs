@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod python;
+
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
@@ -804,6 +806,15 @@ impl Member {
             .expect("call open")
             .event
             .expect("event set")
+    }
+
+    /// The next event, or the status the call ended with, failing the
+    /// test after [`EVENT_TIMEOUT`].
+    pub async fn try_next(&mut self) -> Result<proto::consume_response::Event, tonic::Status> {
+        let message = tokio::time::timeout(EVENT_TIMEOUT, self.responses.message())
+            .await
+            .expect("an event within the timeout")?;
+        Ok(message.expect("call open").event.expect("event set"))
     }
 
     /// The next event if one comes within `wait`.
