@@ -18,6 +18,9 @@ use partlog::telemetry::logging::{self, ErrorChain};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Global options of the client subcommands, anywhere on the line.
+    #[command(flatten)]
+    client: partlog::cli::Common,
 }
 
 #[derive(Subcommand)]
@@ -42,7 +45,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::Client(command) => {
             logging::init_client();
-            partlog::cli::run(*command)
+            partlog::cli::run(*command, &cli.client)
         }
     }
 }

@@ -393,3 +393,50 @@ async fn tail_commit_keeps_up_with_many_records_and_commits_the_last_printed() {
     assert_eq!(groups.stdout, "{\"group\":\"g\"}\n");
     ok(&server, &["stream", "delete", &stream], b"");
 }
+
+/// Global options work anywhere on the line, as with kubectl or git:
+/// before the subcommand, between, and after its arguments.
+#[tokio::test]
+async fn global_options_work_before_and_after_the_subcommand() {
+    let partlog = Partlog::start().await;
+    let server = partlog.url();
+    let stream = unique_stream("cli-global");
+    // PARTLOG_SERVER names a port nothing listens on: only --server reaches
+    // partlog.
+    let nowhere = "http://127.0.0.1:1";
+    let created = ok(
+        nowhere,
+        &[
+            "--server",
+            &server,
+            "--json",
+            "stream",
+            "create",
+            &stream,
+            "--partitions",
+            "2",
+        ],
+        b"",
+    );
+    assert_eq!(created.json_lines().len(), 2, "{created:?}");
+    let between = ok(
+        nowhere,
+        &["stream", "--server", &server, "describe", &stream],
+        b"",
+    );
+    assert!(
+        between.stdout.starts_with("PARTITION  STREAM"),
+        "{between:?}"
+    );
+    let after = ok(
+        nowhere,
+        &["stream", "describe", &stream, "--server", &server, "--json"],
+        b"",
+    );
+    assert_eq!(after.json_lines(), created.json_lines());
+    ok(
+        nowhere,
+        &["--server", &server, "stream", "delete", &stream],
+        b"",
+    );
+}

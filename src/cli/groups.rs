@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::client::{self, Failure, Result};
 use super::output::{cell, Printer, Row};
-use super::{CommitArgs, GroupsArgs, OffsetsArgs, ResetArgs};
+use super::{CommitArgs, Common, GroupsArgs, OffsetsArgs, ResetArgs};
 use crate::proto;
 
 /// One partition of `GetOffsets`.
@@ -114,8 +114,8 @@ impl Row for GroupRow {
     }
 }
 
-pub async fn offsets(args: OffsetsArgs) -> Result<()> {
-    let mut client = client::connect(&args.common).await?;
+pub async fn offsets(args: OffsetsArgs, common: &Common) -> Result<()> {
+    let mut client = client::connect(common).await?;
     let answer = client
         .get_offsets(proto::GetOffsetsRequest {
             group: args.group,
@@ -124,11 +124,11 @@ pub async fn offsets(args: OffsetsArgs) -> Result<()> {
         .await?
         .into_inner();
     let rows: Vec<OffsetsRow> = answer.partitions.into_iter().map(Into::into).collect();
-    Printer::new(args.common.json).rows(&rows)?;
+    Printer::new(common.json).rows(&rows)?;
     Ok(())
 }
 
-pub async fn commit(args: CommitArgs) -> Result<()> {
+pub async fn commit(args: CommitArgs, common: &Common) -> Result<()> {
     let mut offsets = std::collections::HashMap::new();
     for (partition, offset) in args.offsets {
         if offsets.insert(partition, offset).is_some() {
@@ -137,7 +137,7 @@ pub async fn commit(args: CommitArgs) -> Result<()> {
             )));
         }
     }
-    let mut client = client::connect(&args.common).await?;
+    let mut client = client::connect(common).await?;
     let answer = client
         .commit(proto::CommitRequest {
             group: args.group,
@@ -148,12 +148,12 @@ pub async fn commit(args: CommitArgs) -> Result<()> {
         .into_inner();
     let mut rows = committed_rows(answer.results);
     rows.sort_by_key(|r| r.partition);
-    Printer::new(args.common.json).rows(&rows)?;
+    Printer::new(common.json).rows(&rows)?;
     Ok(())
 }
 
-pub async fn reset(args: ResetArgs) -> Result<()> {
-    let mut client = client::connect(&args.common).await?;
+pub async fn reset(args: ResetArgs, common: &Common) -> Result<()> {
+    let mut client = client::connect(common).await?;
     let answer = client
         .reset_offsets(proto::ResetOffsetsRequest {
             group: args.group,
@@ -165,12 +165,12 @@ pub async fn reset(args: ResetArgs) -> Result<()> {
         .into_inner();
     let mut rows = committed_rows(answer.results);
     rows.sort_by_key(|r| r.partition);
-    Printer::new(args.common.json).rows(&rows)?;
+    Printer::new(common.json).rows(&rows)?;
     Ok(())
 }
 
-pub async fn list(args: GroupsArgs) -> Result<()> {
-    let mut client = client::connect(&args.common).await?;
+pub async fn list(args: GroupsArgs, common: &Common) -> Result<()> {
+    let mut client = client::connect(common).await?;
     let answer = client
         .list_groups(proto::ListGroupsRequest {
             stream: args.stream,
@@ -182,6 +182,6 @@ pub async fn list(args: GroupsArgs) -> Result<()> {
         .into_iter()
         .map(|group| GroupRow { group })
         .collect();
-    Printer::new(args.common.json).rows(&rows)?;
+    Printer::new(common.json).rows(&rows)?;
     Ok(())
 }

@@ -36,9 +36,12 @@ use input::InputFormat;
 use output::ValueFormat;
 use parse::Position;
 
-/// Options every client subcommand takes.
+/// Options every client subcommand takes, anywhere on the command line
+/// (`partlog --server URL stream create ..` as well as
+/// `partlog stream create .. --server URL`): the binary parses them at its
+/// top level, as global options.
 #[derive(Args, Debug, Clone)]
-#[command(next_help_heading = "Connection and output")]
+#[command(next_help_heading = "Connection and output (client subcommands)")]
 pub struct Common {
     /// partlog's gRPC address (http://HOST:PORT, or HOST:PORT).
     #[arg(
@@ -133,8 +136,6 @@ pub enum TokenCommand {
 
 #[derive(Args, Debug)]
 pub struct StreamArgs {
-    #[command(flatten)]
-    pub common: Common,
     #[command(subcommand)]
     pub command: StreamCommand,
 }
@@ -195,8 +196,6 @@ pub struct PublishArgs {
     /// Records per batch (one PublishStream message); batches are pipelined.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch: u32,
-    #[command(flatten)]
-    pub common: Common,
 }
 
 #[derive(Args, Debug)]
@@ -218,8 +217,6 @@ pub struct ReadArgs {
     pub max: Option<u64>,
     #[command(flatten)]
     pub values: ValueArgs,
-    #[command(flatten)]
-    pub common: Common,
 }
 
 #[derive(Args, Debug)]
@@ -249,8 +246,6 @@ pub struct TailArgs {
     pub max: Option<u64>,
     #[command(flatten)]
     pub values: ValueArgs,
-    #[command(flatten)]
-    pub common: Common,
 }
 
 #[derive(Args, Debug)]
@@ -260,8 +255,6 @@ pub struct OffsetsArgs {
     /// The consumer group.
     #[arg(long)]
     pub group: String,
-    #[command(flatten)]
-    pub common: Common,
 }
 
 #[derive(Args, Debug)]
@@ -274,8 +267,6 @@ pub struct CommitArgs {
     /// PARTITION=OFFSET pairs: the offset of the last processed record.
     #[arg(required = true, value_parser = parse::partition_offset)]
     pub offsets: Vec<(u32, u64)>,
-    #[command(flatten)]
-    pub common: Common,
 }
 
 #[derive(Args, Debug)]
@@ -292,20 +283,17 @@ pub struct ResetArgs {
     /// Partitions to reset, e.g. 0,2 [default: all].
     #[arg(long, value_delimiter = ',')]
     pub partitions: Vec<u32>,
-    #[command(flatten)]
-    pub common: Common,
 }
 
 #[derive(Args, Debug)]
 pub struct GroupsArgs {
     /// The stream.
     pub stream: String,
-    #[command(flatten)]
-    pub common: Common,
 }
 
-/// Runs a client subcommand and prints what went wrong, if anything.
-pub fn run(command: Command) -> ExitCode {
+/// Runs a client subcommand with the common options and prints what went
+/// wrong, if anything.
+pub fn run(command: Command, common: &Common) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -315,14 +303,14 @@ pub fn run(command: Command) -> ExitCode {
     };
     let result = runtime.block_on(async {
         match command {
-            Command::Stream(args) => stream::run(args).await,
-            Command::Publish(args) => publish::run(args).await,
-            Command::Read(args) => read::run(args).await,
-            Command::Tail(args) => tail::run(args).await,
-            Command::Offsets(args) => groups::offsets(args).await,
-            Command::Commit(args) => groups::commit(args).await,
-            Command::Reset(args) => groups::reset(args).await,
-            Command::Groups(args) => groups::list(args).await,
+            Command::Stream(args) => stream::run(args, common).await,
+            Command::Publish(args) => publish::run(args, common).await,
+            Command::Read(args) => read::run(args, common).await,
+            Command::Tail(args) => tail::run(args, common).await,
+            Command::Offsets(args) => groups::offsets(args, common).await,
+            Command::Commit(args) => groups::commit(args, common).await,
+            Command::Reset(args) => groups::reset(args, common).await,
+            Command::Groups(args) => groups::list(args, common).await,
             Command::Token(command) => token::run(command),
         }
     });

@@ -15,7 +15,7 @@ use tonic::Status;
 use super::client::{self, describe_status, Failure, Result};
 use super::input::{parse_line, InputFormat};
 use super::output::{Printer, Row};
-use super::PublishArgs;
+use super::{Common, PublishArgs};
 use crate::proto::{self, PublishRecord, PublishStreamRequest};
 
 /// A batch is sent once it holds this many bytes of keys, values and
@@ -252,8 +252,8 @@ impl Tally {
     }
 }
 
-pub async fn run(args: PublishArgs) -> Result<()> {
-    let mut client = client::connect(&args.common).await?;
+pub async fn run(args: PublishArgs, common: &Common) -> Result<()> {
+    let mut client = client::connect(common).await?;
     // Before reading any input: an unknown stream fails at once, and the
     // summary lists every partition.
     let described = client
@@ -320,7 +320,7 @@ pub async fn run(args: PublishArgs) -> Result<()> {
 
     // Input that failed before a record was sent published nothing to sum up.
     if input.is_ok() || read.load(Ordering::Relaxed) > 0 {
-        Printer::new(args.common.json).rows(&tally.rows())?;
+        Printer::new(common.json).rows(&tally.rows())?;
     }
     for failure in &tally.failures {
         eprintln!("failed: {failure}");

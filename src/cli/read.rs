@@ -5,15 +5,15 @@ use futures::StreamExt;
 
 use super::client::{self, Result};
 use super::output::{Printer, RecordRow};
-use super::ReadArgs;
+use super::{Common, ReadArgs};
 use crate::proto::{self, start_position, subscribe_response::Event, StartPosition};
 
 /// Records asked for per Read call.
 const PAGE: u64 = 1000;
 
-pub async fn run(args: ReadArgs) -> Result<()> {
-    let mut client = client::connect(&args.common).await?;
-    let mut printer = Printer::new(args.common.json);
+pub async fn run(args: ReadArgs, common: &Common) -> Result<()> {
+    let mut client = client::connect(common).await?;
+    let mut printer = Printer::new(common.json);
     let mut offset = match (&args.offset, &args.from_time) {
         (Some(offset), _) => *offset,
         (None, Some(time)) => {

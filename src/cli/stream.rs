@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::client::{self, Result};
 use super::output::{Printer, Row};
-use super::{StreamArgs, StreamCommand};
+use super::{Common, StreamArgs, StreamCommand};
 use crate::proto;
 
 /// One partition of a stream description.
@@ -55,9 +55,9 @@ struct Deleted<'a> {
     deleted: bool,
 }
 
-pub async fn run(args: StreamArgs) -> Result<()> {
-    let mut printer = Printer::new(args.common.json);
-    let mut client = client::connect(&args.common).await?;
+pub async fn run(args: StreamArgs, common: &Common) -> Result<()> {
+    let mut printer = Printer::new(common.json);
+    let mut client = client::connect(common).await?;
     match args.command {
         StreamCommand::Create {
             name,

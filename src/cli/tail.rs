@@ -14,7 +14,7 @@ use tonic::Status;
 use super::client::{self, Failure, Result};
 use super::output::{Printer, RecordRow};
 use super::parse::Position;
-use super::TailArgs;
+use super::{Common, TailArgs};
 use crate::proto::{self, subscribe_response::Event, AssignmentState};
 
 /// An assignment event as `--json` prints it.
@@ -39,18 +39,18 @@ fn assignment_line(assignment: &proto::Assignment) -> AssignmentLine {
     }
 }
 
-pub async fn run(args: TailArgs) -> Result<()> {
+pub async fn run(args: TailArgs, common: &Common) -> Result<()> {
     if args.from == Some(Position::Committed) && args.group.is_none() {
         return Err(Failure::Usage(
             "--from committed needs --group: only a group has committed offsets".into(),
         ));
     }
-    let mut client = client::connect(&args.common).await?;
+    let mut client = client::connect(common).await?;
     let mut committer = match (&args.group, args.commit) {
         (Some(group), true) => {
             // Its own connection: a unary Commit behind a busy Subscribe on
             // one HTTP/2 connection can wait for ever on flow control.
-            let commits = client::connect(&args.common).await?;
+            let commits = client::connect(common).await?;
             Some(Committer::start(commits, &args.stream, group))
         }
         _ => None,
@@ -73,7 +73,7 @@ pub async fn run(args: TailArgs) -> Result<()> {
             return Err(status.into());
         }
     };
-    let mut printer = Printer::new(args.common.json);
+    let mut printer = Printer::new(common.json);
     let max = args.max.unwrap_or(u64::MAX);
     let mut printed = 0;
     let interrupted = tokio::signal::ctrl_c();
