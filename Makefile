@@ -13,7 +13,7 @@ TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 BUF_STAMP := $(TOOLS)/buf-$(BUF_VERSION).installed
 
-.PHONY: run test test-cluster soak soak-cluster bench broker broker-cluster broker-stop build lint fmt clean-broker tools proto-baseline
+.PHONY: run test test-cluster soak soak-cluster bench fuzz broker broker-cluster broker-stop build lint fmt clean-broker tools proto-baseline
 
 run: broker
 	$(CARGO) build --release --locked --bin partlog
@@ -38,6 +38,12 @@ soak-cluster: broker-cluster
 # ratios and writes bench/results/<UTC time>.json. Flags: make bench ARGS="--help".
 bench: broker
 	$(CARGO) bench --locked --bench partlog_vs_native -- $(ARGS)
+
+# The generative checks of every decoder of broker bytes (src/generative.rs), each for
+# FUZZ_SECONDS of fresh random cases (make test runs one short round of each).
+FUZZ_SECONDS ?= 120
+fuzz:
+	PARTLOG_FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --locked --release --lib generative
 
 # With a stream TLS listener (5551) beside the plain one (5552): tests/broker_tls.rs
 # connects partlog through it. A node started earlier without it stops here with a hint

@@ -190,7 +190,7 @@ impl Broker {
         let client = self
             .connect_any(async |node| self.connector.open_client(&node, "partlog-admin").await)
             .await?;
-        crate::telemetry::count_end_of(&client, crate::telemetry::ConnectionKind::Admin).await;
+        super::connect::count_end_of(&client, crate::telemetry::ConnectionKind::Admin).await;
         *admin = Some(client.clone());
         Ok(client)
     }

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rabbitmq_stream_client::types::MessageResult;
 use rabbitmq_stream_client::{Client, ClientOptions};
 
 use super::node::Node;
@@ -105,6 +106,27 @@ impl Connector {
             ))
         })
     }
+}
+
+/// Counts the end of a client library connection of `kind` in its
+/// handler: the library hands the handler `None` once the connection's
+/// socket ended, whoever closed it. (The library keeps a connection's
+/// state alive after its last handle is dropped, so nothing else tells.)
+pub fn count_end(kind: ConnectionKind, item: &MessageResult) {
+    if item.is_none() {
+        telemetry::connection_closed(kind);
+    }
+}
+
+/// Counts the end of a client library connection that has no handler of
+/// its own (the admin connection); see [`count_end`].
+pub async fn count_end_of(client: &Client, kind: ConnectionKind) {
+    client
+        .set_handler(move |item: MessageResult| async move {
+            count_end(kind, &item);
+            Ok(())
+        })
+        .await;
 }
 
 /// Now plus `wait`. Allowed arithmetic: the waits partlog computes

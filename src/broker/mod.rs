@@ -46,6 +46,11 @@ mod publish_connection;
 mod super_stream;
 mod tls;
 
+/// Log directives for the client library: its dispatcher warns "Stream
+/// closed" on every connection that closes, also when partlog closes it;
+/// partlog logs broken connections itself, with context.
+pub(crate) const LIBRARY_LOG_DIRECTIVES: &str = "rabbitmq_stream_client::client::dispatcher=error";
+
 pub(crate) use backoff::Backoff;
 pub(crate) use cluster::{Broker, StreamSettings};
 pub(crate) use confirms::Stored;

@@ -24,11 +24,11 @@ use rabbitmq_stream_client::types::{MessageResult, ResponseKind};
 use rabbitmq_stream_client::Client;
 
 use super::confirms::{publish_error, Confirms, Stored};
-use super::connect::{unavailable, Connector};
+use super::connect::{count_end, unavailable, Connector};
 use super::node::Node;
 use crate::error::{Error, Result};
 use crate::sync::lock;
-use crate::telemetry::{self, ConnectionKind};
+use crate::telemetry::ConnectionKind;
 
 /// Where a publisher's confirms go.
 #[derive(Clone)]
@@ -153,7 +153,7 @@ impl PublishConnection {
                 move |item| {
                     let routes = routes.clone();
                     async move {
-                        telemetry::count_end(ConnectionKind::Producer, &item);
+                        count_end(ConnectionKind::Producer, &item);
                         routes.dispatch(item);
                         Ok(())
                     }

@@ -17,13 +17,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// The filter without `PARTLOG_LOG`. The client library's dispatcher warns
-/// "Stream closed" on every connection that closes, also when partlog
-/// closes it; partlog logs broken connections itself, with context.
-pub const DEFAULT_FILTER: &str = "info,rabbitmq_stream_client::client::dispatcher=error";
-
+/// The filter without `PARTLOG_LOG`: info, with the broker adapter's
+/// directives for its client library.
 fn filter() -> EnvFilter {
-    EnvFilter::try_from_env("PARTLOG_LOG").unwrap_or_else(|_| DEFAULT_FILTER.into())
+    EnvFilter::try_from_env("PARTLOG_LOG")
+        .unwrap_or_else(|_| format!("info,{}", crate::broker::LIBRARY_LOG_DIRECTIVES).into())
 }
 
 /// Installs the log of `partlog serve`.

@@ -24,8 +24,6 @@ pub(crate) use metrics::{
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rabbitmq_stream_client::types::MessageResult;
-
 /// The series of `stream` (records, bytes, confirms, reconnects); cache
 /// the handle where a stream is used per batch.
 pub(crate) fn stream(stream: &str) -> Arc<StreamMetrics> {
@@ -97,27 +95,6 @@ impl Drop for OpenConnection {
     fn drop(&mut self) {
         connection_closed(self.0);
     }
-}
-
-/// Counts the end of a client library connection of `kind` in its
-/// handler: the library hands the handler `None` once the connection's
-/// socket ended, whoever closed it. (The library keeps a connection's
-/// state alive after its last handle is dropped, so nothing else tells.)
-pub(crate) fn count_end(kind: ConnectionKind, item: &MessageResult) {
-    if item.is_none() {
-        connection_closed(kind);
-    }
-}
-
-/// Counts the end of a client library connection that has no handler of
-/// its own (the admin connection); see [`count_end`].
-pub(crate) async fn count_end_of(client: &rabbitmq_stream_client::Client, kind: ConnectionKind) {
-    client
-        .set_handler(move |item: MessageResult| async move {
-            count_end(kind, &item);
-            Ok(())
-        })
-        .await;
 }
 
 /// Whether a broker node answers the health probe.
