@@ -29,7 +29,7 @@
 # Nodes and ports. Every listener is bound to 127.0.0.1; the user is guest/guest (allowed from
 # loopback). Streams advertise host "localhost" and the node's own stream port, and accept frames
 # of up to 4 MiB (stream.frame_max = 4194304, partlog's broker.max_frame_bytes). Management is on
-# only if the installed RabbitMQ ships the plugin (the Debian trixie package does).
+# only if the installed RabbitMQ ships the plugin (Debian's packages do).
 #   node                 stream  AMQP  management  Erlang distribution
 #   partlog@localhost    5552    5672  15672       25672    (start; stream TLS 5551 with --tls)
 #   partlog1@localhost   5552    5672  15672       25672    (start-cluster)
@@ -43,16 +43,20 @@
 # Where the broker comes from:
 #  1. Something already answers on $PARTLOG_BROKER_HOST:$PARTLOG_BROKER_PORT: it is reused. Its
 #     version is asked over the stream protocol (peer properties); older than 3.13 is an error.
-#  2. Otherwise partlog runs its own nodes from a Debian trixie root (RabbitMQ 4.0.x) in
-#     $CACHE/rabbitmq-trixie, made on first use with
-#     `debootstrap --variant=minbase --include=rabbitmq-server trixie` (root on Debian/Ubuntu
-#     only; 1-2 minutes and 370 MB; log in $CACHE/debootstrap.log). It is built in a temporary
-#     directory and moved into place only when complete (marker file .partlog-rabbitmq-root).
+#  2. Otherwise partlog runs its own nodes from a Debian root in $CACHE/rabbitmq-$SUITE, made
+#     on first use with `debootstrap --variant=minbase --include=rabbitmq-server $SUITE`
+#     (root on Debian/Ubuntu only; 1-2 minutes and 370 MB; log in $CACHE/debootstrap.log).
+#     $SUITE is forky (Debian testing: RabbitMQ 4.3.x), not trixie (stable: 4.0.5), because
+#     4.0.5 has single active consumer bugs that leave a group's partition without an active
+#     member after a connection or node loss (rabbitmq-server #13657, fixed in 4.0.8; #13961
+#     and #14070, fixed in 4.1.2). PARTLOG_DEBIAN_SUITE=trixie chooses trixie's broker. The
+#     root is built in a temporary directory and moved into place only when complete (marker
+#     file .partlog-rabbitmq-root).
 #     Nodes run through chroot as the root's `rabbitmq` user, with proc mounted at $ROOT/proc.
 #     A RabbitMQ found on PATH that is older than 3.13, or that is not serving streams, is
 #     reported and not used.
 #
-# Files ($CACHE is below, $ROOT = $CACHE/rabbitmq-trixie, NODE = partlog, partlog1, ...):
+# Files ($CACHE is below, $ROOT = $CACHE/rabbitmq-$SUITE, NODE = partlog, partlog1, ...):
 #   $ROOT/var/lib/partlog/NODE/mnesia/                  node data (streams included)
 #   $ROOT/var/lib/partlog/NODE/log/NODE@localhost.log   node log (start.out: server start output)
 #   $ROOT/var/lib/partlog/NODE/rabbitmq.conf, enabled_plugins   rewritten on every start
@@ -64,6 +68,7 @@
 #   PARTLOG_BROKER_PORT            stream port probed for reuse (default 5552)
 #   PARTLOG_RABBITMQ_START_TIMEOUT   seconds to wait for nodes to start (default 120)
 #   PARTLOG_DEBIAN_MIRROR          mirror for debootstrap (default http://deb.debian.org/debian)
+#   PARTLOG_DEBIAN_SUITE           Debian release to install RabbitMQ from (default forky)
 #   PARTLOG_NODE                   node for `exec` (e.g. partlog2@localhost)
 #   PARTLOG_RABBITMQ_TLS_PORT, PARTLOG_RABBITMQ_TLS_DIR   a broker this script did not start has a
 #                                  stream TLS listener on that port, with its CA as ca.pem (and a
@@ -78,7 +83,7 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 REPO_DIR=$(dirname "$SCRIPT_DIR")
 MIN_VERSION=3.13
-SUITE=trixie
+SUITE=${PARTLOG_DEBIAN_SUITE:-forky}
 MIRROR=${PARTLOG_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CACHE_DIR=${PARTLOG_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/partlog}
 BROKER_HOST=${PARTLOG_BROKER_HOST:-localhost}
@@ -112,7 +117,7 @@ init_paths() {
   CACHE_DIR=$(cd "$CACHE_DIR" && pwd -P)
   # /proc/mounts escapes whitespace, and mounts are matched by path
   [[ $CACHE_DIR != *[[:space:]]* ]] || die "PARTLOG_CACHE_DIR must not contain whitespace: '$CACHE_DIR'"
-  ROOT=$CACHE_DIR/rabbitmq-trixie
+  ROOT=$CACHE_DIR/rabbitmq-$SUITE
 }
 
 root_ok() { [[ -f $ROOT/$MARKER ]]; }
@@ -489,10 +494,10 @@ install_root() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q debian-archive-keyring >/dev/null 2>&1 || true
   fi
   if [[ -f $keyring ]]; then opts+=("--keyring=$keyring"); fi
-  # An old debootstrap without a script for trixie: trixie is built like sid.
+  # An old debootstrap without a script for the suite: newer suites are built like sid.
   [[ -e /usr/share/debootstrap/scripts/$SUITE ]] || script=(/usr/share/debootstrap/scripts/sid)
 
-  for d in "$CACHE_DIR"/rabbitmq-trixie.tmp.*; do  # left by a killed install
+  for d in "$CACHE_DIR"/rabbitmq-$SUITE.tmp.*; do  # left by a killed install
     if [[ -d $d ]]; then remove_root_dir "$d"; fi
   done
   if [[ -e $ROOT ]]; then
@@ -500,7 +505,7 @@ install_root() {
     remove_root_dir "$ROOT"
   fi
 
-  TMP_ROOT=$CACHE_DIR/rabbitmq-trixie.tmp.$$
+  TMP_ROOT=$CACHE_DIR/rabbitmq-$SUITE.tmp.$$
   trap cleanup_tmp_root EXIT
   trap 'exit 130' INT TERM
   mkdir -p "$TMP_ROOT"
