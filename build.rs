@@ -8,6 +8,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc);
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // prost's codec, but a request that does not decode is the caller's
+        // error (INVALID_ARGUMENT), not INTERNAL.
+        .codec_path("crate::proto::Codec")
         // A stored record's value is a slice of the chunk partlog read it
         // from, sent without a copy.
         .bytes(".partlog.v1.Record.value")

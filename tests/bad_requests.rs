@@ -643,3 +643,86 @@ async fn bad_requests_get_precise_status_codes() {
     }
     assert_eq!(total, 1, "only the final good record is stored");
 }
+
+/// Bytes sent as they are and received as they come: a client that is not
+/// bound to partlog.v1's message types.
+#[derive(Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let len = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, len).to_vec()))
+    }
+}
+
+/// A request that is not valid protobuf for its message (here a string
+/// field holding invalid UTF-8) is the caller's error: INVALID_ARGUMENT,
+/// saying so, not INTERNAL.
+#[tokio::test]
+async fn a_request_that_is_not_valid_protobuf_is_invalid_argument() {
+    let server = Partlog::start().await;
+    let channel = server.channel().await.expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    // DescribeStreamRequest.stream (field 1, length-delimited): 0xff 0xfe.
+    let not_utf8 = vec![0x0a, 2, 0xff, 0xfe];
+    let path = "/partlog.v1.PartLog/DescribeStream".parse().unwrap();
+    let status = grpc
+        .unary(tonic::Request::new(not_utf8), path, RawCodec)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("not valid protobuf"),
+        "{}",
+        status.message()
+    );
+    // A truncated field, on a streaming call's first message.
+    let path = "/partlog.v1.PartLog/Consume".parse().unwrap();
+    let requests = futures::stream::iter([vec![0x0a, 10, 0x0a]]);
+    grpc.ready().await.expect("ready");
+    let status = match grpc
+        .streaming(tonic::Request::new(requests), path, RawCodec)
+        .await
+    {
+        Err(status) => status,
+        Ok(response) => response.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+}

@@ -1,9 +1,17 @@
 //! Generated `partlog.v1` types, client and server (from
-//! `proto/partlog/v1/partlog.proto`, compiled by `build.rs`).
+//! `proto/partlog/v1/partlog.proto`, compiled by `build.rs` with the
+//! [`codec`] of this module).
 
-#![allow(clippy::all, clippy::pedantic)]
+mod codec;
 
-tonic::include_proto!("partlog.v1");
+pub use codec::Codec;
+
+#[allow(clippy::all, clippy::pedantic)]
+mod generated {
+    tonic::include_proto!("partlog.v1");
+}
+
+pub use generated::*;
 
 /// Encoded descriptors of `partlog.v1`, served by reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("partlog_descriptor");
