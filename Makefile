@@ -12,15 +12,28 @@ BUF_VERSION := 1.75.0
 TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 BUF_STAMP := $(TOOLS)/buf-$(BUF_VERSION).installed
+# cargo deny (advisories, licenses, bans, sources: deny.toml), pinned, built from crates.io
+# into .tools/; the RustSec database it checks against is the snapshot in supply-chain/
+# (scripts/advisory-db.sh).
+DENY_VERSION := 0.20.2
+DENY := $(TOOLS)/cargo-deny/bin/cargo-deny
+DENY_STAMP := $(TOOLS)/cargo-deny-$(DENY_VERSION).installed
+ADVISORY_DB := supply-chain/advisory-db.tar.gz
+ADVISORY_STAMP := $(TOOLS)/advisory-db.unpacked
 
-.PHONY: run test test-cluster soak soak-cluster bench fuzz broker broker-cluster broker-stop build lint fmt clean-broker tools proto-baseline
+.PHONY: run test test-patches test-cluster soak soak-cluster bench fuzz broker broker-cluster broker-stop build lint fmt clean-broker tools deny-tools proto-baseline
 
 run: broker
 	$(CARGO) build --release --locked --bin partlog
 	./target/release/partlog serve --config $(CONFIG)
 
-test: broker tools
+test: broker tools test-patches
 	$(CARGO) test --locked --all-targets
+
+# The patched crates' own unit tests, each in its directory (patches/*/PATCHES.md).
+test-patches:
+	cd patches/rabbitmq-stream-protocol && CARGO_TARGET_DIR=$(CURDIR)/target/patches $(CARGO) test --locked --lib
+	cd patches/rabbitmq-stream-client && CARGO_TARGET_DIR=$(CURDIR)/target/patches $(CARGO) test --lib
 
 # Cluster behaviour on three local nodes (leader failover); CI runs it too.
 test-cluster: broker-cluster
@@ -60,15 +73,27 @@ broker-stop:
 build:
 	$(CARGO) build --locked --all-targets
 
-lint: tools
+lint: tools deny-tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
+	$(DENY) --locked check
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
 	$(BUF) breaking --against proto/baseline.json
 
-# Project-local tools; a new BUF_VERSION installs again.
+# Project-local tools; a new BUF_VERSION (DENY_VERSION, snapshot) installs again.
 tools: $(BUF_STAMP)
+
+deny-tools: $(DENY_STAMP) $(ADVISORY_STAMP)
+
+$(DENY_STAMP):
+	rm -rf $(TOOLS)/cargo-deny-*.installed
+	$(CARGO) install --locked --version $(DENY_VERSION) --root $(TOOLS)/cargo-deny cargo-deny
+	touch $@
+
+$(ADVISORY_STAMP): $(ADVISORY_DB) supply-chain/advisory-db.commit scripts/advisory-db.sh
+	scripts/advisory-db.sh unpack $(TOOLS)/advisory-db
+	touch $@
 
 $(BUF_STAMP):
 	rm -rf $(TOOLS)/buf-*.installed

@@ -178,41 +178,65 @@ where
     }
 }
 
-async fn handle_response<H, T>(state: DispatcherState<H>, mut stream: ChannelReceiver<T>)
+async fn handle_response<H, T>(state: DispatcherState<H>, stream: ChannelReceiver<T>)
 where
     H: MessageHandler,
     T: Stream<Item = Result<Response, ClientError>> + Unpin + Send,
     T: 'static,
 {
+    // partlog patch: the reading loop runs in a task of its own, watched by
+    // this one: when it panics, the handler is still told that the
+    // connection ended (its publishers fail at once, instead of waiting for
+    // a heartbeat that no task checks any more).
     tokio::spawn(async move {
-        trace!("Dispatcher task: listening for messages");
-        let mut stream_error = None;
-        while let Some(result) = stream.next().await {
-            match result {
-                Ok(item) => match item.correlation_id() {
-                    Some(correlation_id) => match item.kind_ref() {
-                        ResponseKind::ConsumerUpdate(_) => state.notify(item).await,
-                        _ => state.dispatch(correlation_id, item).await,
-                    },
-                    None => state.notify(item).await,
+        let reading = tokio::spawn(read_responses(state.clone(), stream));
+        let error = match reading.await {
+            Ok(error) => error,
+            Err(e) => Some(ClientError::GenericError(
+                format!("the connection's reading task ended: {e}").into(),
+            )),
+        };
+        state.close(error).await;
+    });
+}
+
+/// Reads the connection's responses until it ends; the error it ended with.
+async fn read_responses<H, T>(
+    state: DispatcherState<H>,
+    mut stream: ChannelReceiver<T>,
+) -> Option<ClientError>
+where
+    H: MessageHandler,
+    T: Stream<Item = Result<Response, ClientError>> + Unpin + Send,
+    T: 'static,
+{
+    trace!("Dispatcher task: listening for messages");
+    let mut stream_error = None;
+    while let Some(result) = stream.next().await {
+        match result {
+            Ok(item) => match item.correlation_id() {
+                Some(correlation_id) => match item.kind_ref() {
+                    ResponseKind::ConsumerUpdate(_) => state.notify(item).await,
+                    _ => state.dispatch(correlation_id, item).await,
                 },
-                Err(e) => {
-                    warn!("Error from stream {:?}", e);
-                    stream_error = Some(e);
-                    break;
-                }
-            }
-            if state.is_handler_failed() {
-                warn!("Handler failed, stopping dispatcher");
+                None => state.notify(item).await,
+            },
+            Err(e) => {
+                warn!("Error from stream {:?}", e);
+                stream_error = Some(e);
                 break;
             }
         }
-        if !stream.is_closed() {
-            // TODO handle reconnection if the connection is broken
-            warn!("Stream closed");
+        if state.is_handler_failed() {
+            warn!("Handler failed, stopping dispatcher");
+            break;
         }
-        state.close(stream_error).await;
-    });
+    }
+    if !stream.is_closed() {
+        // TODO handle reconnection if the connection is broken
+        warn!("Stream closed");
+    }
+    stream_error
 }
 
 #[cfg(test)]
@@ -351,6 +375,33 @@ mod tests {
         assert_eq!(0, dispatcher.requests_count().await);
 
         assert_eq!(Some(correlation_id), response.correlation_id());
+    }
+
+    /// partlog patch: a reading task that panics (here the mock source, on
+    /// a request it does not support) still tells the handler the
+    /// connection ended.
+    #[tokio::test]
+    async fn a_reading_task_that_panics_tells_the_handler() {
+        let mock_source = MockIO::request();
+        let (tx, rx) = channel(mock_source.clone(), mock_source.clone());
+        let (told_tx, mut told_rx) = tokio_channel(2);
+        let handler = move |item: MessageResult| {
+            let told_tx = told_tx.clone();
+            async move {
+                told_tx.send(item.map(|r| r.is_ok())).await.unwrap();
+                Ok(())
+            }
+        };
+        let dispatcher = Dispatcher::with_handler(handler);
+        dispatcher.start(rx).await;
+        let req: Request =
+            rabbitmq_stream_protocol::commands::heart_beat::HeartBeatCommand::default().into();
+        tx.send(req).await.unwrap();
+        let wait = std::time::Duration::from_secs(5);
+        let first = tokio::time::timeout(wait, told_rx.recv()).await;
+        assert_eq!(first.unwrap(), Some(Some(false)), "an error first");
+        let then = tokio::time::timeout(wait, told_rx.recv()).await;
+        assert_eq!(then.unwrap(), Some(None), "then the end");
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::{
     rustls::{
         self,
-        pki_types::{CertificateDer, PrivateKeyDer},
+        pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
         ClientConfig,
     },
     TlsConnector,
@@ -433,13 +433,18 @@ impl TlsConfigurationBuilder {
     }
 }
 
+// partlog patch: PEM files are read with rustls-pki-types, as rustls
+// recommends; rustls-pemfile is unmaintained (RUSTSEC-2025-0134).
+fn pem_error(e: tokio_rustls::rustls::pki_types::pem::Error) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
+
 fn build_client_certificates(
     client_cert: &PathBuf,
 ) -> std::io::Result<Vec<CertificateDer<'static>>> {
-    let file = std::fs::File::open(client_cert)?;
-    let mut pem = std::io::BufReader::new(file);
-    rustls_pemfile::certs(&mut pem)
-        .map(|c| c.map(CertificateDer::into_owned))
+    CertificateDer::pem_file_iter(client_cert)
+        .map_err(pem_error)?
+        .map(|c| c.map_err(pem_error))
         .collect()
 }
 
@@ -518,8 +523,9 @@ async fn build_root_store(root_ca_cert: &PathBuf) -> std::io::Result<rustls::Roo
     let mut roots = rustls::RootCertStore::empty();
     let cert_bytes = std::fs::read(root_ca_cert)?;
 
-    let root_cert_store: Result<Vec<_>, _> =
-        rustls_pemfile::certs(&mut cert_bytes.as_ref()).collect();
+    let root_cert_store: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&cert_bytes)
+        .map(|c| c.map_err(pem_error))
+        .collect();
     let root_cert_store = root_cert_store?;
 
     // partlog patch: a certificate that is no CA is an error, not a panic.
@@ -534,12 +540,10 @@ async fn build_root_store(root_ca_cert: &PathBuf) -> std::io::Result<rustls::Roo
 fn build_client_private_keys(
     client_private_key: &PathBuf,
 ) -> std::io::Result<Vec<PrivateKeyDer<'static>>> {
-    let file = std::fs::File::open(client_private_key)?;
-    let mut pem = std::io::BufReader::new(file);
-    let keys: Result<Vec<_>, _> = rustls_pemfile::pkcs8_private_keys(&mut pem).collect();
-    let keys = keys?;
-    let keys = keys.into_iter().map(PrivateKeyDer::from).collect();
-    Ok(keys)
+    PrivatePkcs8KeyDer::pem_file_iter(client_private_key)
+        .map_err(pem_error)?
+        .map(|k| k.map(PrivateKeyDer::from).map_err(pem_error))
+        .collect()
 }
 
 #[cfg(test)]

@@ -56,13 +56,13 @@ impl Decoder for i64 {
 impl Decoder for Vec<u8> {
     fn decode(input: &[u8]) -> Result<(&[u8], Self), DecodeError> {
         let (input, len) = read_i32(input)?;
-        // PATCH(partlog): checked, like every length read from the wire below.
+        // partlog patch: checked, like every length read from the wire below.
         let (input, bytes) = read_exact(input, length(len)?)?;
         Ok((input, bytes.to_vec()))
     }
 }
 
-// PATCH(partlog): a length or count read from the wire. Upstream cast it with
+// partlog patch: a length or count read from the wire. Upstream cast it with
 // `as usize`, so a negative one became a huge length (a slicing or capacity
 // overflow panic).
 fn length(len: i32) -> Result<usize, DecodeError> {
@@ -72,7 +72,7 @@ fn length(len: i32) -> Result<usize, DecodeError> {
 pub fn read_vec<T: Decoder>(input: &[u8]) -> Result<(&[u8], Vec<T>), DecodeError> {
     let (mut input, len) = read_i32(input)?;
     let len = length(len)?;
-    // PATCH(partlog): each element takes at least a byte, so the input bounds
+    // partlog patch: each element takes at least a byte, so the input bounds
     // the capacity; upstream reserved whatever count the frame claimed.
     let mut result: Vec<T> = Vec::with_capacity(len.min(input.len()));
     for _ in 0..len {
@@ -153,7 +153,7 @@ impl Decoder for Option<String> {
     fn decode(input: &[u8]) -> Result<(&[u8], Self), DecodeError> {
         let (input, len) = read_i16(input)?;
 
-        // PATCH(partlog): -1 is the protocol's null string, and a string
+        // partlog patch: -1 is the protocol's null string, and a string
         // longer than the input is Incomplete. Upstream's unchecked
         // `split_at(len as usize)` panicked ("mid > len") on a string split
         // across two socket reads, and on any negative length.
@@ -170,7 +170,7 @@ impl Decoder for HashMap<String, String> {
     fn decode(input: &[u8]) -> Result<(&[u8], Self), DecodeError> {
         let (mut input, num_properties) = read_u32(input)?;
 
-        // PATCH(partlog): bounded by the input (an entry takes at least 4 bytes).
+        // partlog patch: bounded by the input (an entry takes at least 4 bytes).
         let mut map = HashMap::with_capacity((num_properties as usize).min(input.len() / 4));
         for _ in 0..num_properties {
             let (input1, key) = Option::<String>::decode(input)?;

@@ -25,7 +25,7 @@ impl ConsumerUpdateCommand {
         }
     }
 
-    // PATCH(partlog): accessor; a connection carrying several subscriptions
+    // partlog patch: accessor; a connection carrying several subscriptions
     // routes the update by it.
     pub fn subscription_id(&self) -> u8 {
         self.subscription_id

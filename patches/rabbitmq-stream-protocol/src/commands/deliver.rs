@@ -26,7 +26,7 @@ pub struct DeliverCommand {
     pub messages: Vec<Message>,
 }
 
-// PATCH(partlog): accessor; the chunk's timestamp is a record's time.
+// partlog patch: accessor; the chunk's timestamp is a record's time.
 impl DeliverCommand {
     /// When the broker wrote the chunk, milliseconds since the Unix epoch.
     pub fn timestamp(&self) -> u64 {
@@ -127,7 +127,7 @@ impl Decoder for DeliverCommand {
         let (input, trailer_length) = u32::decode(input)?;
         let (mut input, reserved) = u32::decode(input)?;
 
-        // PATCH(partlog): a record takes at least 4 bytes, so the input bounds
+        // partlog patch: a record takes at least 4 bytes, so the input bounds
         // the capacity; upstream reserved whatever count the chunk claimed.
         let mut messages = Vec::with_capacity((num_records as usize).min(input.len() / 4));
         for _ in 0..num_records {

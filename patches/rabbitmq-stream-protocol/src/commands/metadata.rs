@@ -94,7 +94,7 @@ impl Decoder for Broker {
             input,
             Broker {
                 reference,
-                // PATCH(partlog): an empty or null string decodes as None;
+                // partlog patch: an empty or null string decodes as None;
                 // unwrap() panicked on it.
                 host: host.unwrap_or_default(),
                 port,
@@ -112,7 +112,7 @@ impl Decoder for StreamMetadata {
         Ok((
             input,
             StreamMetadata {
-                // PATCH(partlog): as for the host above.
+                // partlog patch: as for the host above.
                 stream_name: stream_name.unwrap_or_default(),
                 code,
                 leader_reference,

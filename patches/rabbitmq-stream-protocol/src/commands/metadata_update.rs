@@ -13,7 +13,7 @@ pub struct MetadataUpdateCommand {
     stream: String,
 }
 
-// PATCH(partlog): accessor; the update concerns the publishers and
+// partlog patch: accessor; the update concerns the publishers and
 // consumers of this stream only.
 impl MetadataUpdateCommand {
     /// The stream that moved or was deleted ("" when the broker named none).
@@ -31,7 +31,7 @@ impl Decoder for MetadataUpdateCommand {
             input,
             MetadataUpdateCommand {
                 code,
-                // PATCH(partlog): an empty or null string decodes as None;
+                // partlog patch: an empty or null string decodes as None;
                 // unwrap() panicked on it.
                 stream: stream.unwrap_or_default(),
             },

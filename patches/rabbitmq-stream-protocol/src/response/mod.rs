@@ -134,7 +134,7 @@ impl Response {
     }
 }
 
-// PATCH(partlog): upstream decoded the command straight from the bytes at
+// partlog patch: upstream decoded the command straight from the bytes at
 // hand, whatever the frame size said, so a frame split across socket reads
 // reached the field decoders half there, and fields a decoder does not read
 // (a broker-initiated close's reason, newer versions' additions) were left in
@@ -362,7 +362,7 @@ mod tests {
             &self,
             writer: &mut impl std::io::Write,
         ) -> Result<(), crate::error::EncodeError> {
-            // PATCH(partlog): the frame size is measured; `encoded_size` is two
+            // partlog patch: the frame size is measured; `encoded_size` is two
             // bytes too large and some kinds report 0, which went unnoticed
             // while the decoder ignored the frame size.
             let mut frame = vec![];

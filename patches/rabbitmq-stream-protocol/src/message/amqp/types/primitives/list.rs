@@ -137,7 +137,7 @@ macro_rules! list_decoder {
                       list_decoder!(@internal dest, input, $b)
                  })*
                 _ => {
-                    // PATCH(partlog): skip a field this version does not know.
+                    // partlog patch: skip a field this version does not know.
                     // Upstream returned the input unread, so a list claiming
                     // u32::MAX fields spun that many times reading nothing.
                     <$crate::message::amqp::types::Value as $crate::message::amqp::AmqpDecoder>::decode(input)

@@ -70,7 +70,7 @@ where
             _ => return Err(Self::invalid_type_code(code)),
         };
 
-        // PATCH(partlog): a map holds pairs; an odd count made `count -= 2`
+        // partlog patch: a map holds pairs; an odd count made `count -= 2`
         // below underflow (a panic with overflow checks).
         if count % 2 != 0 {
             return Err(AmqpDecodeError::parse_error(format!(

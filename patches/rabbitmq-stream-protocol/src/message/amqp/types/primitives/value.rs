@@ -108,7 +108,7 @@ impl AmqpEncoder for CollectionValue {
 }
 
 impl Hash for Map<Value, Value> {
-    // PATCH(partlog): was unimplemented!(), reached when decoding a map whose
+    // partlog patch: was unimplemented!(), reached when decoding a map whose
     // key holds a map. Equal maps have equal lengths, so this agrees with Eq.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.0.len().hash(state)
@@ -117,7 +117,7 @@ impl Hash for Map<Value, Value> {
 
 impl AmqpDecoder for Value {
     fn decode(input: &[u8]) -> Result<(&[u8], Self), crate::message::amqp::AmqpDecodeError> {
-        // PATCH(partlog): see NestingDepth.
+        // partlog patch: see NestingDepth.
         let _depth = NestingDepth::enter()?;
         let (_, code) = TypeCode::decode(input)?;
 
@@ -136,7 +136,7 @@ impl AmqpDecoder for Value {
     }
 }
 
-// PATCH(partlog): lists, maps and described values nest, and every level of
+// partlog patch: lists, maps and described values nest, and every level of
 // nesting recurses through Value::decode. Upstream did not bound the depth, so
 // a message nested deeply enough (three bytes a level) overflowed the stack,
 // which aborts the whole process. Decoding is synchronous, so a thread-local
