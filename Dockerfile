@@ -11,9 +11,11 @@
 # ---------------------------------------------------------------------------
 # Build stage
 # ---------------------------------------------------------------------------
-FROM rust:1-bookworm AS builder
+# The toolchain partlog is built and tested with, pinned: a new Rust release
+# changes the image only when this line does.
+FROM rust:1.95.0-bookworm AS builder
 
-# rust:1-bookworm already has gcc/make (aws-lc-sys, pulled in by rustls, is
+# The image has gcc/make (aws-lc-sys, pulled in by rustls, and zstd-sys are
 # compiled from C). protoc is not needed: build.rs uses protoc-bin-vendored.
 WORKDIR /src
 
@@ -66,6 +68,13 @@ VOLUME /var/lib/partlog
 
 USER 10001:10001
 EXPOSE 50051 9464
+
+# Healthy while partlog's service is SERVING (NOT_SERVING while no broker node
+# answers); it calls http://127.0.0.1:50051. With TLS or authentication on the
+# listener, set PARTLOG_SERVER (https://...), PARTLOG_CA and
+# PARTLOG_TOKEN_FILE in the container for it.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["partlog", "health"]
 
 # partlog runs as PID 1 and handles SIGTERM itself (graceful shutdown waits up
 # to server.shutdown_timeout_ms, 30 s by default: give `docker stop` -t 40).

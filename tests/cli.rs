@@ -440,3 +440,23 @@ async fn global_options_work_before_and_after_the_subcommand() {
         b"",
     );
 }
+
+/// `partlog health` says whether partlog serves; exit 0 only when it does.
+#[tokio::test]
+async fn health_says_whether_partlog_serves() {
+    let partlog = Partlog::start().await;
+    let server = partlog.url();
+    let serving = ok(&server, &["health", "--json"], b"");
+    assert_eq!(
+        serving.stdout,
+        "{\"service\":\"partlog.v1.PartLog\",\"status\":\"SERVING\"}\n"
+    );
+    let unknown = cli(&server, &["health", "--service", "nosuch.Service"], b"");
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    assert!(
+        unknown.stderr.starts_with("error: NOT_FOUND: "),
+        "{unknown:?}"
+    );
+    let nowhere = cli("http://127.0.0.1:1", &["health"], b"");
+    assert_eq!(nowhere.code, 1, "{nowhere:?}");
+}

@@ -131,3 +131,51 @@ fn the_container_files_set_only_settings_partlog_accepts() {
         }
     }
 }
+
+/// The image builds with a pinned toolchain (a full `rust:X.Y.Z` tag, the
+/// project's own toolchain version at least), and reports its health with
+/// `partlog health`, a subcommand the binary has.
+#[test]
+fn the_image_pins_its_toolchain_and_checks_its_health() {
+    let dockerfile = read("Dockerfile");
+    let builder = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("FROM rust:"))
+        .expect("a rust builder image");
+    let tag = builder.split_whitespace().next().unwrap();
+    let version = tag.split('-').next().unwrap();
+    assert_eq!(
+        version
+            .split('.')
+            .filter(|p| p.parse::<u32>().is_ok())
+            .count(),
+        3,
+        "the builder image is pinned to a full Rust version, not {tag}"
+    );
+
+    let healthcheck = dockerfile
+        .split("\nHEALTHCHECK ")
+        .nth(1)
+        .expect("a HEALTHCHECK instruction");
+    let command = healthcheck
+        .split("CMD [")
+        .nth(1)
+        .and_then(|c| c.split(']').next())
+        .expect("an exec-form CMD");
+    let words: Vec<String> = command
+        .split(',')
+        .map(|w| w.trim().trim_matches('"').to_string())
+        .collect();
+    assert_eq!(words[..2], ["partlog", "health"], "{words:?}");
+    let output = Command::new(env!("CARGO_BIN_EXE_partlog"))
+        .args(&words[1..])
+        .arg("--help")
+        .output()
+        .expect("run partlog");
+    assert!(
+        output.status.success(),
+        "partlog {:?} --help: {}",
+        &words[1..],
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

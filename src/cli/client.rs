@@ -123,10 +123,19 @@ impl BearerToken {
     }
 }
 
+/// Opens a connection of its own to partlog's `PartLog` service (see
+/// [`channel`]).
+pub async fn connect(common: &Common) -> Result<Client> {
+    let (channel, token) = channel(common).await?;
+    Ok(PartLogClient::with_interceptor(channel, token)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
 /// Opens a connection of its own to partlog: TLS for an https:// server
 /// (verified with --ca, else the system's CAs; --cert/--key for mutual TLS),
-/// and the bearer token on every call.
-pub async fn connect(common: &Common) -> Result<Client> {
+/// and the bearer token to send on every call.
+pub async fn channel(common: &Common) -> Result<(Channel, BearerToken)> {
     let server = &common.server;
     let token = BearerToken::from_args(common)?;
     let mut endpoint = Endpoint::from(server.clone())
@@ -153,9 +162,7 @@ pub async fn connect(common: &Common) -> Result<Client> {
             error_chain(&e)
         )))
     })?;
-    Ok(PartLogClient::with_interceptor(channel, token)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    Ok((channel, token))
 }
 
 fn tls_config(common: &Common) -> Result<ClientTlsConfig> {

@@ -1,13 +1,14 @@
 //! The client subcommands of the `partlog` binary: `stream`, `publish`,
-//! `read`, `tail`, `offsets`, `commit`, `reset` and `groups`, which call a
-//! running partlog over gRPC with the generated client.
+//! `read`, `tail`, `offsets`, `commit`, `reset`, `groups` and `health`,
+//! which call a running partlog over gRPC with the generated client.
 //!
 //! - this module: the clap types and the dispatch;
 //! - [`client`]: connecting, and the failures with their exit codes;
 //! - [`parse`]: argument values (`--from`, `P=OFFSET`, sizes, durations);
 //! - [`input`]: records read from standard input by `publish`;
 //! - [`output`]: tables, JSON lines and value rendering, shared by all;
-//! - `stream`, `publish`, `read`, `tail`, `groups`: one module per concern;
+//! - `stream`, `publish`, `read`, `tail`, `groups`, `health`: one module per
+//!   concern;
 //! - `token`: bearer tokens and their entries for the principals file.
 //!
 //! Exit codes: 0 success, 1 a call (or a published record) failed, 2 bad
@@ -15,6 +16,7 @@
 
 pub mod client;
 mod groups;
+mod health;
 pub mod input;
 pub mod output;
 pub mod parse;
@@ -116,6 +118,8 @@ pub enum Command {
     Reset(ResetArgs),
     /// List the consumer groups this partlog instance knows for a stream.
     Groups(GroupsArgs),
+    /// Ask partlog's health service whether it serves (exit 0) or not (exit 1).
+    Health(HealthArgs),
     /// Make a bearer token, or the principals-file entry for one.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -291,6 +295,14 @@ pub struct GroupsArgs {
     pub stream: String,
 }
 
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    /// The service to ask about: partlog.v1.PartLog (NOT_SERVING while no
+    /// broker node answers), or "" for the server as a whole.
+    #[arg(long, default_value = "partlog.v1.PartLog")]
+    pub service: String,
+}
+
 /// Runs a client subcommand with the common options and prints what went
 /// wrong, if anything.
 pub fn run(command: Command, common: &Common) -> ExitCode {
@@ -311,6 +323,7 @@ pub fn run(command: Command, common: &Common) -> ExitCode {
             Command::Commit(args) => groups::commit(args, common).await,
             Command::Reset(args) => groups::reset(args, common).await,
             Command::Groups(args) => groups::list(args, common).await,
+            Command::Health(args) => health::run(args, common).await,
             Command::Token(command) => token::run(command),
         }
     });
