@@ -2,7 +2,7 @@
 //!
 //! Every failure the core reports is one of these kinds with a message a
 //! human can act on. The gRPC layer maps each kind to exactly one status code
-//! (`server::status`), so the core never names a transport.
+//! (`server::convert::code`), so the core never names a transport.
 
 use std::fmt;
 

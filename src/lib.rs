@@ -17,10 +17,12 @@
 //!   authorization.
 //! - [`log`]: [`log::PartitionedLog`], the core operations — streams, Read,
 //!   the write path, subscriptions and consumer groups.
-//! - [`broker`]: the RabbitMQ adapter — the cluster handle (administration
-//!   through any node, metadata, offsets, the super stream cache),
-//!   producers with pipelined confirms, chunk readers with credit flow, TLS
-//!   for every broker connection.
+//! - [`broker`]: the RabbitMQ adapter, the only code that knows the client
+//!   library — the cluster handle (administration through any node,
+//!   metadata, offsets, the super stream cache), producers with pipelined
+//!   confirms, and partlog's own protocol code (`broker::protocol`): chunk
+//!   readers with credit flow, compressed batches, the metadata
+//!   connection; TLS for every broker connection.
 //! - [`offsets`]: the sled store of consumer groups' committed offsets.
 //! - [`telemetry`]: Prometheus metrics (the registry every layer updates,
 //!   the `/metrics` listener) and the log's set-up; a leaf every layer
@@ -31,7 +33,9 @@
 //!   checked before the broker is asked), [`sync`] (the locking
 //!   convention), [`pem`] (certificate and key files), [`tls_stream`] (a
 //!   connection plain or through TLS).
-//! - [`proto`]: generated protobuf types.
+//! - [`proto`]: generated protobuf types and their codec.
+//! - `generative` (tests only): generative checks of every decoder of
+//!   broker bytes (`make fuzz` runs them longer).
 //! - [`cli`]: the client subcommands of the `partlog` binary (`stream`,
 //!   `publish`, `read`, `tail`, `offsets`, ...).
 

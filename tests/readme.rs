@@ -504,3 +504,100 @@ fn normalisation_masks_times_and_partition_interleaving_only() {
         "abc123 abc123-0 \"abc123\" borders orders_x"
     );
 }
+
+/// The README's Layout block.
+fn layout_block(readme: &str) -> &str {
+    let section = readme
+        .split("\n## Layout\n")
+        .nth(1)
+        .expect("a Layout section");
+    let block = section.split("```").nth(1).expect("a code block in Layout");
+    block
+}
+
+/// Every file under `dir` (relative to the crate), sorted.
+fn files_under(dir: &str) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, into: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, into);
+            } else {
+                let relative = path.strip_prefix(root).unwrap();
+                into.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    walk(root, &root.join(dir), &mut files);
+    files.sort();
+    files
+}
+
+/// The Layout section names every file under src/: by its path, or by its
+/// name in the entry of a folder holding it (the folder's line and the
+/// lines that continue it; a sub-folder's files with the sub-folder). A new or moved file must be described where a reader of
+/// the tree looks.
+#[test]
+fn the_layout_names_every_source_file() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("read README.md");
+    let block = layout_block(&readme);
+    // Entries: a line starting with a path, and the indented lines after it.
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for line in block.lines() {
+        if line.starts_with(' ') {
+            if let Some((_, text)) = entries.last_mut() {
+                text.push_str(line);
+            }
+        } else if let Some(path) = line.split_whitespace().next() {
+            entries.push((path.to_string(), line.to_string()));
+        }
+    }
+    let mut missing = Vec::new();
+    for file in files_under("src") {
+        let named = entries.iter().any(|(path, text)| {
+            if *path == file {
+                return true;
+            }
+            // A folder's entry names what is in it, sub-folders as `sub/`.
+            let Some(inside) = file
+                .strip_prefix(path.as_str())
+                .filter(|_| path.ends_with('/'))
+            else {
+                return false;
+            };
+            match inside.rsplit_once('/') {
+                None => text.contains(inside),
+                Some((sub, name)) => text.contains(&format!("{sub}/")) && text.contains(name),
+            }
+        });
+        if !named {
+            missing.push(file);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README.md's Layout does not name {missing:?}"
+    );
+}
+
+/// Only the broker adapter knows the client library: replacing or dropping
+/// it (or its patched copy) is a change in src/broker/ only.
+#[test]
+fn only_the_broker_adapter_uses_the_client_library() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let outside: Vec<String> = files_under("src")
+        .into_iter()
+        .filter(|file| !file.starts_with("src/broker/"))
+        .filter(|file| {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            text.contains("rabbitmq_stream_client") || text.contains("rabbitmq_stream_protocol")
+        })
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "the client library is used in {outside:?}"
+    );
+}

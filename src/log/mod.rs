@@ -10,12 +10,13 @@
 //! - [`subscribe`]: tailing partitions, alone or as a single active
 //!   consumer of a group, with [`position`] turning start positions into
 //!   broker offsets; [`consume`] hands a subscription to one call within
-//!   the client's credit and answers the member's commits in line (both
-//!   `Subscribe` and `Consume`);
+//!   the client's credit and answers the member's commits in their order
+//!   (both `Subscribe` and `Consume`);
 //! - [`groups`]: Commit, ResetOffsets, GetOffsets and ListGroups over
 //!   [`committed`] offsets (this instance's store mirrored to the broker)
 //!   and the [`members`] the broker made active here;
-//! - [`lag`]: the group offset gauges, refreshed in the background.
+//! - [`lag`]: the group offset gauges, refreshed in the background;
+//! - [`shutdown`]: the signal that ends subscriptions when partlog stops.
 //!
 //! None of them calls back into the log: they get the broker handle and
 //! the shared pieces they need, so every path goes server → log → broker.
