@@ -421,8 +421,8 @@ impl Config {
                 .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
             let from_file: toml::Table = text
                 .parse()
-                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-            merge(&mut table, from_file, path)?;
+                .map_err(|e| ConfigError(syntax_error(path, &text, &e)))?;
+            merge(&mut table, from_file, (path, &text))?;
         }
         apply_env(&mut table, env)?;
         let mut config: Config = toml::Value::Table(table)
@@ -594,7 +594,12 @@ impl Config {
 
 /// Overlays `from`'s known sections and keys on `into`; unknown ones are an
 /// error so that a typo does not silently keep a default.
-fn merge(into: &mut toml::Table, from: toml::Table, path: &Path) -> Result<(), ConfigError> {
+/// The file a table came from: its path, and its text (to say on which
+/// line a key is).
+type Source<'a> = (&'a Path, &'a str);
+
+fn merge(into: &mut toml::Table, from: toml::Table, source: Source) -> Result<(), ConfigError> {
+    let path = source.0;
     for (section, value) in from {
         let Some(toml::Value::Table(target)) = into.get_mut(&section) else {
             return Err(ConfigError(format!(
@@ -608,7 +613,7 @@ fn merge(into: &mut toml::Table, from: toml::Table, path: &Path) -> Result<(), C
                 path.display()
             )));
         };
-        merge_keys(target, values, &section, path)?;
+        merge_keys(target, values, &section, source)?;
     }
     Ok(())
 }
@@ -619,8 +624,9 @@ fn merge_keys(
     target: &mut toml::Table,
     values: toml::Table,
     prefix: &str,
-    path: &Path,
+    source: Source,
 ) -> Result<(), ConfigError> {
+    let path = source.0;
     for (key, value) in values {
         let name = format!("{prefix}.{key}");
         match (target.get_mut(&key), value) {
@@ -631,13 +637,23 @@ fn merge_keys(
                 )))
             }
             (Some(toml::Value::Table(sub)), toml::Value::Table(values)) => {
-                merge_keys(sub, values, &name, path)?
+                merge_keys(sub, values, &name, source)?
             }
             (Some(toml::Value::Table(_)), _) => {
                 return Err(ConfigError(format!(
                     "{}: {name} must be a [{name}] section",
                     path.display()
                 )))
+            }
+            // A secret's value never reaches a message, also not through the
+            // type check below (toml quotes the value it found).
+            (Some(_), value) if is_secret(&key) && !value.is_str() => {
+                let line = line_of(source.1, prefix, &key)
+                    .map_or(String::new(), |line| format!("line {line}: "));
+                return Err(ConfigError(format!(
+                    "{}: {line}{name} must be a string (its value is not shown)",
+                    path.display()
+                )));
             }
             (Some(slot), value) => *slot = value,
         }
@@ -688,13 +704,63 @@ fn apply_env_to(
             continue;
         }
         if let Some(raw) = env.get(&var) {
-            // Strings always parse: the message never shows a secret's value.
-            *value = parse_like(value, raw)
-                .map_err(|why| ConfigError(format!("{var}={raw:?}: {why}")))?;
+            let shown = if is_secret(key) {
+                "(not shown)".to_owned()
+            } else {
+                format!("{raw:?}")
+            };
+            *value =
+                parse_like(value, raw).map_err(|why| ConfigError(format!("{var}={shown}: {why}")))?;
         }
         known.push(var);
     }
     Ok(())
+}
+
+/// Keys whose values are secrets: errors about them name the key, never
+/// the value (nor a line of the file that holds it).
+const SECRET_KEYS: &[&str] = &["password"];
+
+fn is_secret(key: &str) -> bool {
+    SECRET_KEYS.contains(&key)
+}
+
+/// The line of `text` that sets `key` in section `[section]` (as a
+/// `key = ...` line under the section's header), counted from 1.
+fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = header.trim().to_owned();
+        } else if current == section {
+            let assigns = line
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='));
+            if assigns {
+                return Some(number + 1);
+            }
+        }
+    }
+    None
+}
+
+/// A TOML syntax error of the file at `path`: line, column and toml's
+/// message, never the line itself (toml's rendering quotes it, and the line
+/// may hold a password with a quote missing).
+fn syntax_error(path: &Path, text: &str, error: &toml::de::Error) -> String {
+    let at = error.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("line {line}, column {column}: ")
+    });
+    format!(
+        "{}: {}{} (the line is not shown: it may hold a secret)",
+        path.display(),
+        at.unwrap_or_default(),
+        error.message().trim_end()
+    )
 }
 
 fn parse_like(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
@@ -984,6 +1050,29 @@ mod tests {
             ("PARTLOG_BROKER_TLS_SERVER_NAME", "rabbit"),
         ]);
         Config::load(None, &secure).unwrap();
+    }
+
+    /// Issue 17: a broken or mistyped password in the file never reaches
+    /// the error (toml quotes the offending line, or the value it found).
+    #[test]
+    fn configuration_errors_never_show_the_password() {
+        for text in [
+            "[broker]\npassword = \"Hunter2-s3cret\n",
+            "[broker]\npassword = 4242424242\n",
+            "[broker]\npassword = [\"Hunter2-s3cret\"]\n",
+            "[broker]\npassword = \"Hunter2-s3cret\"\nhost = \n",
+            "[broker]\npassword = 'Hunter2-s3cret\nport = 1\n",
+        ] {
+            let f = file(text);
+            let err = Config::load(Some(f.path()), &HashMap::new())
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("Hunter2") && !err.contains("4242424242"), "{err}");
+            assert!(err.contains("line "), "says where: {err}");
+        }
+        let f = file("[broker]\npassword = 4242424242\n");
+        let err = Config::load(Some(f.path()), &HashMap::new()).unwrap_err();
+        assert!(err.to_string().contains("broker.password must be a string"), "{err}");
     }
 
     #[test]
