@@ -709,8 +709,8 @@ fn apply_env_to(
             } else {
                 format!("{raw:?}")
             };
-            *value =
-                parse_like(value, raw).map_err(|why| ConfigError(format!("{var}={shown}: {why}")))?;
+            *value = parse_like(value, raw)
+                .map_err(|why| ConfigError(format!("{var}={shown}: {why}")))?;
         }
         known.push(var);
     }
@@ -1067,12 +1067,18 @@ mod tests {
             let err = Config::load(Some(f.path()), &HashMap::new())
                 .unwrap_err()
                 .to_string();
-            assert!(!err.contains("Hunter2") && !err.contains("4242424242"), "{err}");
+            assert!(
+                !err.contains("Hunter2") && !err.contains("4242424242"),
+                "{err}"
+            );
             assert!(err.contains("line "), "says where: {err}");
         }
         let f = file("[broker]\npassword = 4242424242\n");
         let err = Config::load(Some(f.path()), &HashMap::new()).unwrap_err();
-        assert!(err.to_string().contains("broker.password must be a string"), "{err}");
+        assert!(
+            err.to_string().contains("broker.password must be a string"),
+            "{err}"
+        );
     }
 
     #[test]

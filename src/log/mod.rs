@@ -58,7 +58,7 @@ pub(crate) use committed::OffsetSource;
 pub(crate) use consume::{ClientInput, ConsumeEvent, Credit};
 pub(crate) use groups::PartitionOffsets;
 pub(crate) use position::StartPosition;
-pub(crate) use publish::{Appended, SubmittedBatch};
+pub(crate) use publish::{Appended, ProducerId, SubmittedBatch};
 pub(crate) use read::ReadRequest;
 pub(crate) use subscribe::AssignmentState;
 
@@ -289,17 +289,20 @@ impl PartitionedLog {
     /// `producer_id`, records go through that producer's deduplicating
     /// publishers and a sequence stored before is reported as a duplicate
     /// instead of being written again.
+    /// Validates and queues a batch; `producer` names its producer id and
+    /// the owner the id belongs to (see [`publish::producer_name`]).
     pub async fn submit(
         &self,
         stream: &str,
-        producer_id: Option<&str>,
+        producer: Option<ProducerId<'_>>,
         records: Vec<NewRecord>,
     ) -> Result<SubmittedBatch> {
         validate::stream_name(stream)?;
         validate::publish_batch(&records, &self.limits)?;
-        validate::producer_sequences(producer_id, &records)?;
+        validate::producer_sequences(producer.map(|p| p.id), &records)?;
+        let name = producer.map(publish::producer_name);
         self.writers
-            .submit(&self.broker, stream, producer_id, records)
+            .submit(&self.broker, stream, name.as_deref(), records)
             .await
     }
 

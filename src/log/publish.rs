@@ -35,6 +35,35 @@ pub struct Appended {
 /// one opens.
 const NAMED_PRODUCER_IDLE: Duration = Duration::from_secs(300);
 
+/// A producer id as a client names it, and whom it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerId<'a> {
+    pub id: &'a str,
+    /// The authenticated principal that publishes with it; `None` when
+    /// authentication is off (every client shares one namespace).
+    pub owner: Option<&'a str>,
+}
+
+/// The broker's name of a producer id's deduplicating producers. With an
+/// owner, the id is its owner's: two principals using the same id have
+/// producers of their own, so that one cannot make the other's records
+/// duplicates. The owner is a tag of fixed length (16 hex digits of the
+/// SHA-256 of its name) before the id: names of any length and content
+/// fit the broker's 255-byte limit with a 200-byte id, and no two owners
+/// share a prefix. The same on every instance, so retries across instances
+/// stay exactly once.
+pub fn producer_name(producer: ProducerId<'_>) -> String {
+    use sha2::{Digest, Sha256};
+    match producer.owner {
+        None => producer.id.to_owned(),
+        Some(owner) => {
+            let digest = Sha256::digest(owner.as_bytes());
+            let tag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            format!("p{tag}:{}", producer.id)
+        }
+    }
+}
+
 /// The writers of every stream this process published to.
 #[derive(Default)]
 pub struct Writers {
@@ -77,7 +106,8 @@ pub struct StreamWriter {
 
 impl Writers {
     /// Routes `records` (already validated) and queues them on their
-    /// partitions' producers. Batches submitted one after the other are
+    /// partitions' producers; `producer_id` is the broker's name of their
+    /// deduplicating producer ([`producer_name`]). Batches submitted one after the other are
     /// written in that order, whenever their outcomes are awaited.
     pub async fn submit(
         &self,
@@ -304,5 +334,33 @@ impl StreamWriter {
             producers.extend(slot.lock().await.take());
         }
         join_all(producers.iter().map(|p| p.close())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_producer_id_is_its_owners() {
+        let id = |owner| {
+            producer_name(ProducerId {
+                id: "checkout-7",
+                owner,
+            })
+        };
+        assert_eq!(id(None), "checkout-7");
+        let alice = id(Some("alice"));
+        assert_eq!(alice.len(), "p0123456789abcdef:checkout-7".len());
+        assert!(alice.ends_with(":checkout-7"), "{alice}");
+        assert_ne!(alice, id(Some("bob")));
+        assert_eq!(alice, id(Some("alice")), "the same on every instance");
+        // Any owner name fits the broker's 255 bytes with the longest id.
+        let longest = "x".repeat(crate::validate::PRODUCER_ID_MAX_BYTES);
+        let name = producer_name(ProducerId {
+            id: &longest,
+            owner: Some(&"o".repeat(10_000)),
+        });
+        assert!(name.len() <= 255, "{}", name.len());
     }
 }

@@ -10,7 +10,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth;
 use super::convert::{self, status};
 use crate::error::Error;
-use crate::log::{ConsumeEvent, ConsumeEvents, PartitionedLog, ReadRequest, SubmittedBatch};
+use crate::log::{
+    ConsumeEvent, ConsumeEvents, PartitionedLog, ProducerId, ReadRequest, SubmittedBatch,
+};
 use crate::proto;
 use crate::proto::part_log_server::PartLog;
 
@@ -77,10 +79,11 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::PublishRequest>,
     ) -> Result<Response<proto::PublishResponse>, Status> {
-        auth::authorize(&request)?;
+        let caller = auth::authorize(&request)?;
         let request = request.into_inner();
         let submitted = submit(
             &self.log,
+            &caller,
             request.stream,
             request.producer_id,
             request.records,
@@ -101,6 +104,7 @@ impl PartLog for PartLogService {
         let caller = auth::caller(request.extensions())?;
         let batches = request.into_inner();
         let log = self.log.clone();
+        let revoked_with = caller.clone();
         // Batches are queued on the producers one after the other, in the
         // order they arrive, and their confirms awaited concurrently, up to
         // PUBLISH_STREAM_PIPELINE at once; answers keep the batches' order.
@@ -109,8 +113,16 @@ impl PartLog for PartLogService {
                 let log = log.clone();
                 let caller = caller.clone();
                 async move {
-                    let submitted = match batch.and_then(|b| caller.check(&b).map(|()| b)) {
-                        Ok(b) => submit(&log, b.stream, b.producer_id, b.records).await,
+                    // Each batch under the principals file as it is now.
+                    let allowed = batch.and_then(|b| {
+                        let caller = caller.current()?;
+                        caller.check(&b)?;
+                        Ok((caller, b))
+                    });
+                    let submitted = match allowed {
+                        Ok((caller, b)) => {
+                            submit(&log, &caller, b.stream, b.producer_id, b.records).await
+                        }
                         Err(status) => Err(status),
                     };
                     (log, submitted)
@@ -131,7 +143,11 @@ impl PartLog for PartLogService {
             });
             futures::future::ready(item)
         });
-        Ok(Response::new(Box::pin(answers)))
+        Ok(Response::new(auth::revocable(
+            revoked_with,
+            (),
+            Box::pin(answers),
+        )))
     }
 
     async fn read(
@@ -172,7 +188,7 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        auth::authorize(&request)?;
+        let caller = auth::authorize(&request)?;
         let request = request.into_inner();
         let start = request
             .start
@@ -191,10 +207,8 @@ impl PartLog for PartLogService {
             )
             .await
             .map_err(status)?;
-        Ok(Response::new(responses(
-            events,
-            convert::subscribe_responses,
-        )))
+        let responses = responses(events, convert::subscribe_responses);
+        Ok(Response::new(auth::revocable(caller, request, responses)))
     }
 
     type ConsumeStream = ResponseStream<proto::ConsumeResponse>;
@@ -211,6 +225,7 @@ impl PartLog for PartLogService {
             .ok_or_else(|| Status::invalid_argument("the Consume call sent no request"))?;
         // The first request names what the call reads; later ones act on it.
         caller.check(&first)?;
+        let needs = first.clone();
         let open = convert::consume_open(first).map_err(status)?;
         // Later requests as the session's inputs; a bad one ends the call
         // with its status, a transport error with UNAVAILABLE.
@@ -233,7 +248,8 @@ impl PartLog for PartLogService {
             .consume(open, Box::pin(inputs))
             .await
             .map_err(status)?;
-        Ok(Response::new(responses(events, convert::consume_responses)))
+        let responses = responses(events, convert::consume_responses);
+        Ok(Response::new(auth::revocable(caller, needs, responses)))
     }
 
     async fn commit(
@@ -324,16 +340,22 @@ fn responses<T: Send + 'static>(
 /// Batches of one PublishStream call in flight at once.
 const PUBLISH_STREAM_PIPELINE: usize = 32;
 
-/// Publish and PublishStream share this: validates and queues a batch.
+/// Publish and PublishStream share this: validates and queues a batch. A
+/// producer id belongs to the caller's principal (see
+/// [`crate::log::ProducerId`]).
 async fn submit(
     log: &PartitionedLog,
+    caller: &auth::Caller,
     stream: String,
     producer_id: String,
     records: Vec<proto::PublishRecord>,
 ) -> Result<SubmittedBatch, Status> {
     let records = records.into_iter().map(convert::new_record).collect();
-    let producer_id = Some(producer_id.as_str()).filter(|p| !p.is_empty());
-    log.submit(&stream, producer_id, records)
-        .await
-        .map_err(status)
+    let producer = Some(producer_id.as_str())
+        .filter(|p| !p.is_empty())
+        .map(|id| ProducerId {
+            id,
+            owner: caller.principal_name(),
+        });
+    log.submit(&stream, producer, records).await.map_err(status)
 }

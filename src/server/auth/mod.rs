@@ -13,6 +13,12 @@
 //!   it checks the permissions [`rpcs`] lists for the decoded request and
 //!   answers PERMISSION_DENIED naming the permission and resource.
 //!
+//! - [`revocable`] keeps open calls under the current principals file:
+//!   when it is reloaded, every open `Subscribe`, `Consume` and
+//!   `PublishStream` is checked again — its credential against the new
+//!   principals, what it reads or writes against the new grants — and one
+//!   no longer allowed ends with UNAUTHENTICATED or PERMISSION_DENIED.
+//!
 //! UNAUTHENTICATED and PERMISSION_DENIED are produced here only; the core
 //! never learns who calls.
 
@@ -20,10 +26,14 @@ pub mod certificate;
 pub mod principals;
 pub mod rpcs;
 
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures::Stream;
+use tokio::sync::watch;
 use tonic::codegen::http;
 use tonic::{Request, Status};
 
@@ -39,16 +49,77 @@ use rpcs::Protected;
 pub enum Caller {
     /// Authentication is off (no `auth.tokens_file`): everything is allowed.
     Anyone,
-    Principal(Arc<Principal>),
+    Principal(Authenticated),
+}
+
+/// An authenticated caller: the principal, as of the principals file when
+/// the call was admitted, and how it proved who it is.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub principal: Arc<Principal>,
+    credential: Credential,
+    authenticator: Arc<Authenticator>,
+}
+
+/// What a caller proved itself with: looked up again after a reload.
+#[derive(Clone, PartialEq, Eq)]
+enum Credential {
+    /// The SHA-256 of its bearer token.
+    Token([u8; 32]),
+    /// The principal name its verified client certificate carries.
+    Certificate(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Token(_) => f.write_str("Token(<redacted>)"),
+            Credential::Certificate(name) => write!(f, "Certificate({name:?})"),
+        }
+    }
 }
 
 impl Caller {
+    /// The authenticated principal's name; `None` when authentication is
+    /// off.
+    pub fn principal_name(&self) -> Option<&str> {
+        match self {
+            Caller::Anyone => None,
+            Caller::Principal(caller) => Some(&caller.principal.name),
+        }
+    }
+
+    /// This caller under the principals file as it is now: its principal's
+    /// current grants, or UNAUTHENTICATED when its credential no longer
+    /// names a principal.
+    pub fn current(&self) -> Result<Caller, Status> {
+        let Caller::Principal(caller) = self else {
+            return Ok(Caller::Anyone);
+        };
+        let principals = caller.authenticator.principals();
+        let principal = match &caller.credential {
+            Credential::Token(digest) => principals.by_token_sha256(digest),
+            Credential::Certificate(name) => principals.by_name(name),
+        };
+        match principal {
+            Some(principal) => Ok(Caller::Principal(Authenticated {
+                principal,
+                ..caller.clone()
+            })),
+            None => Err(Status::unauthenticated(format!(
+                "the credentials of principal {:?} are no longer valid: the principals file \
+                 was changed",
+                caller.principal.name
+            ))),
+        }
+    }
+
     /// Whether this caller may send `message`; PERMISSION_DENIED names the
     /// first permission and resource missing.
     pub fn check(&self, message: &impl Protected) -> Result<(), Status> {
         let needs = message.needs();
         super::observe::record_target(&needs);
-        let Caller::Principal(principal) = self else {
+        let Caller::Principal(Authenticated { principal, .. }) = self else {
             return Ok(());
         };
         for need in needs {
@@ -86,16 +157,27 @@ pub fn caller(extensions: &tonic::Extensions) -> Result<Caller, Status> {
 }
 
 /// Whether the caller of `request` may make it; the first line of every
-/// unary (and server-streaming) handler.
-pub fn authorize<T: Protected>(request: &Request<T>) -> Result<(), Status> {
-    caller(request.extensions())?.check(request.get_ref())
+/// unary (and server-streaming) handler. The caller, when it may.
+pub fn authorize<T: Protected>(request: &Request<T>) -> Result<Caller, Status> {
+    let caller = caller(request.extensions())?;
+    caller.check(request.get_ref())?;
+    Ok(caller)
 }
 
-/// The principals file and how calls prove who they are; reloadable.
+/// The principals file and how calls prove who they are; reloadable. Open
+/// calls watch it ([`revocable`]).
 pub struct Authenticator {
     tokens_file: PathBuf,
     certificate_name: CertificateName,
-    principals: RwLock<Arc<Principals>>,
+    principals: watch::Sender<Arc<Principals>>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("tokens_file", &self.tokens_file)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Authenticator {
@@ -112,31 +194,43 @@ impl Authenticator {
         Ok(Some(Authenticator {
             tokens_file,
             certificate_name,
-            principals: RwLock::new(Arc::new(principals)),
+            principals: watch::Sender::new(Arc::new(principals)),
         }))
     }
 
     fn principals(&self) -> Arc<Principals> {
-        self.principals
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.principals.borrow().clone()
     }
 
-    /// The principal a call's metadata and connection name, or why there is
+    /// The caller a call's metadata and connection name, or why there is
     /// none: the message of its UNAUTHENTICATED status, which never repeats
     /// a token.
     pub fn authenticate(
+        self: &Arc<Self>,
+        headers: &http::HeaderMap,
+        connection: Option<&ConnectionInfo>,
+    ) -> Result<Authenticated, String> {
+        let (principal, credential) = self.principal(headers, connection)?;
+        Ok(Authenticated {
+            principal,
+            credential,
+            authenticator: self.clone(),
+        })
+    }
+
+    fn principal(
         &self,
         headers: &http::HeaderMap,
         connection: Option<&ConnectionInfo>,
-    ) -> Result<Arc<Principal>, String> {
+    ) -> Result<(Arc<Principal>, Credential), String> {
         let principals = self.principals();
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
             let token = bearer_token(value)?;
-            return principals
-                .by_token(token)
-                .ok_or_else(|| "the bearer token is not valid for this partlog".to_owned());
+            let digest = principals::token_sha256(token);
+            let principal = principals
+                .by_token_sha256(&digest)
+                .ok_or_else(|| "the bearer token is not valid for this partlog".to_owned())?;
+            return Ok((principal, Credential::Token(digest)));
         }
         let by_certificate = self.certificate_name != CertificateName::None;
         let leaf = connection
@@ -151,12 +245,13 @@ impl Authenticator {
                          `authorization: Bearer <token>`"
                     )
                 })?;
-                principals.by_name(&name).ok_or_else(|| {
+                let principal = principals.by_name(&name).ok_or_else(|| {
                     format!(
                         "the client certificate's {what} {name:?} is not a principal of this \
                          partlog; send `authorization: Bearer <token>`"
                     )
-                })
+                })?;
+                Ok((principal, Credential::Certificate(name)))
             }
             (true, None) => Err("missing credentials: send `authorization: Bearer <token>` \
                  metadata, or a client certificate that names a principal"
@@ -165,6 +260,64 @@ impl Authenticator {
                 Err("missing credentials: send `authorization: Bearer <token>` metadata".into())
             }
         }
+    }
+}
+
+/// `responses` of an open call that ends with UNAUTHENTICATED or
+/// PERMISSION_DENIED as soon as a reload of the principals file takes its
+/// caller's credential or the permissions `message` needs (what the call
+/// reads or writes). Without authentication, `responses` as they are.
+pub fn revocable<T, M>(
+    caller: Caller,
+    message: M,
+    responses: Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>,
+) -> Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>
+where
+    T: Send + 'static,
+    M: Protected + Send + 'static,
+{
+    let Caller::Principal(authenticated) = &caller else {
+        return responses;
+    };
+    let mut changes = authenticated.authenticator.principals.subscribe();
+    let revoked = async move {
+        loop {
+            if changes.changed().await.is_err() {
+                // The authenticator is gone with the server.
+                return std::future::pending().await;
+            }
+            if let Err(status) = caller.current().and_then(|c| c.check(&message)) {
+                tracing::info!(why = status.message(), "open call revoked");
+                return status;
+            }
+        }
+    };
+    Box::pin(Revocable {
+        responses,
+        revoked: Some(Box::pin(revoked)),
+    })
+}
+
+/// A call's responses until its revocation, which is the last.
+struct Revocable<T> {
+    responses: Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>,
+    /// `None` once revoked.
+    revoked: Option<Pin<Box<dyn Future<Output = Status> + Send>>>,
+}
+
+impl<T> Stream for Revocable<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let Some(revoked) = this.revoked.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Poll::Ready(status) = revoked.as_mut().poll(cx) {
+            this.revoked = None;
+            return Poll::Ready(Some(Err(status)));
+        }
+        this.responses.as_mut().poll_next(cx)
     }
 }
 
@@ -218,7 +371,8 @@ impl Reload for Authenticator {
 
     fn reload(&self) -> Result<(), String> {
         let principals = read_principals(&self.tokens_file, self.certificate_name)?;
-        *self.principals.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(principals);
+        // Open calls watching it check themselves again.
+        self.principals.send_replace(Arc::new(principals));
         Ok(())
     }
 }
@@ -260,7 +414,7 @@ impl AuthLayer {
             return Ok(None);
         }
         match authenticator.authenticate(headers, connection) {
-            Ok(principal) => Ok(Some(Caller::Principal(principal))),
+            Ok(caller) => Ok(Some(Caller::Principal(caller))),
             Err(why) => {
                 // The call's span names the method and the peer.
                 tracing::info!(path, %why, "unauthenticated call refused");
@@ -340,14 +494,17 @@ mod tests {
         f
     }
 
-    fn authenticator(text: &str, client_cert_principal: &str) -> Result<Authenticator, String> {
+    fn authenticator(
+        text: &str,
+        client_cert_principal: &str,
+    ) -> Result<Arc<Authenticator>, String> {
         let file = tokens_file(text);
         let config = AuthConfig {
             tokens_file: file.path().display().to_string(),
             client_cert_principal: client_cert_principal.into(),
             reflection: "authenticated".into(),
         };
-        Authenticator::load(&config).map(|a| a.unwrap())
+        Authenticator::load(&config).map(|a| Arc::new(a.unwrap()))
     }
 
     fn file_with(token: &str) -> String {
@@ -372,7 +529,7 @@ mod tests {
         let ok = auth
             .authenticate(&headers(Some("Bearer s3cret-token")), None)
             .unwrap();
-        assert_eq!(ok.name, "reader");
+        assert_eq!(ok.principal.name, "reader");
         assert!(auth
             .authenticate(&headers(Some("bearer s3cret-token")), None)
             .is_ok());
@@ -401,7 +558,7 @@ mod tests {
 
     #[test]
     fn the_layer_leaves_health_open_and_reflection_as_configured() {
-        let auth = Arc::new(authenticator(&file_with("t0ken"), "none").unwrap());
+        let auth = authenticator(&file_with("t0ken"), "none").unwrap();
         let mut config = AuthConfig::default();
         let layer = AuthLayer::new(Some(auth.clone()), &config);
         let none = headers(None);
@@ -475,5 +632,76 @@ mod tests {
              \"orders-eu\""
         );
         Caller::Anyone.check(&commit).unwrap();
+    }
+
+    /// Issue 17: a reload reaches open calls — a removed principal's call
+    /// ends UNAUTHENTICATED, a narrowed grant's PERMISSION_DENIED, and an
+    /// unrelated change leaves it open.
+    #[tokio::test]
+    async fn a_reload_ends_the_open_calls_it_no_longer_allows() {
+        type Call = Pin<Box<dyn Stream<Item = Result<(), Status>> + Send>>;
+        async fn next(call: &mut Call) -> Option<Result<(), Status>> {
+            let item = tokio::time::timeout(std::time::Duration::from_millis(200), call.next());
+            item.await.ok().flatten()
+        }
+        use futures::StreamExt;
+        let grant = |streams: &str| {
+            format!(
+                "[[principal]]\nname = \"reader\"\ntoken_sha256 = \"{}\"\n\
+                 [[principal.grant]]\npermissions = [\"read\"]\nstreams = [\"{streams}\"]\n\
+                 [[principal]]\nname = \"other\"\ntoken_sha256 = \"{}\"\n",
+                principals::token_sha256_hex("reader-t0ken"),
+                principals::token_sha256_hex("other-t0ken"),
+            )
+        };
+        let file = tokens_file(&grant("orders-*"));
+        let config = AuthConfig {
+            tokens_file: file.path().display().to_string(),
+            client_cert_principal: "none".into(),
+            reflection: "authenticated".into(),
+        };
+        let auth = Arc::new(Authenticator::load(&config).unwrap().unwrap());
+        let reload = |text: &str| {
+            std::fs::write(file.path(), text).unwrap();
+            auth.reload().unwrap();
+        };
+        let caller = || {
+            let who = auth.authenticate(&headers(Some("Bearer reader-t0ken")), None);
+            Caller::Principal(who.unwrap())
+        };
+        let read = || crate::proto::ReadRequest {
+            stream: "orders-eu".into(),
+            ..Default::default()
+        };
+        let open = |caller: Caller| -> Call {
+            revocable(caller, read(), Box::pin(futures::stream::pending()))
+        };
+
+        let mut call = open(caller());
+        reload(&(grant("orders-*") + "# a comment\n"));
+        assert!(next(&mut call).await.is_none(), "still allowed: still open");
+        reload(&grant("payments-*"));
+        let status = next(&mut call).await.unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        assert!(
+            next(&mut call).await.is_none(),
+            "the revocation is the last"
+        );
+
+        reload(&grant("orders-*"));
+        let mut call = open(caller());
+        let without_reader = grant("orders-*").replace("reader-t0ken", "x");
+        let without_reader = without_reader.replace(
+            &principals::token_sha256_hex("reader-t0ken"),
+            &principals::token_sha256_hex("rotated-t0ken"),
+        );
+        reload(&without_reader);
+        let status = next(&mut call).await.unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+        assert!(!status.message().contains("t0ken"), "{status:?}");
+
+        // Without authentication nothing is revoked.
+        let mut call = open(Caller::Anyone);
+        assert!(next(&mut call).await.is_none());
     }
 }

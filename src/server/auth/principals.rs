@@ -184,9 +184,14 @@ struct GrantEntry {
     groups: Vec<String>,
 }
 
+/// The SHA-256 of a token.
+pub fn token_sha256(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
 /// The SHA-256 of a token in lowercase hex, as `token_sha256` holds it.
 pub fn token_sha256_hex(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
+    token_sha256(token)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
@@ -240,15 +245,20 @@ impl Principals {
         Ok(Principals(principals))
     }
 
-    /// The principal whose token this is. Every stored hash is compared,
-    /// each in constant time, so timing tells nothing of which one (or
-    /// whether any) matched.
+    /// The principal whose token this is.
+    #[cfg(test)]
     pub fn by_token(&self, token: &str) -> Option<Arc<Principal>> {
-        let digest = Sha256::digest(token.as_bytes());
+        self.by_token_sha256(&token_sha256(token))
+    }
+
+    /// The principal whose token has this SHA-256. Every stored hash is
+    /// compared, each in constant time, so timing tells nothing of which
+    /// one (or whether any) matched.
+    pub fn by_token_sha256(&self, digest: &[u8; 32]) -> Option<Arc<Principal>> {
         let mut found = None;
         for principal in &self.0 {
             if let Some(hash) = &principal.token_sha256 {
-                if bool::from(hash.ct_eq(digest.as_slice())) {
+                if bool::from(hash.ct_eq(digest)) {
                     found = Some(principal.clone());
                 }
             }

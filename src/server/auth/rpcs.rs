@@ -31,6 +31,14 @@ pub trait Protected {
     fn needs(&self) -> Vec<Need<'_>>;
 }
 
+/// A call that reads or writes no stream of its own: revoking it takes
+/// only its caller's credential.
+impl Protected for () {
+    fn needs(&self) -> Vec<Need<'_>> {
+        Vec::new()
+    }
+}
+
 fn on_stream<'a>(any_of: &'static [Permission], stream: &'a str) -> Need<'a> {
     Need {
         any_of,
