@@ -141,6 +141,19 @@ pub struct ServerConfig {
     pub listen: String,
     /// Longest time a graceful shutdown waits for in-flight calls.
     pub shutdown_timeout_ms: u64,
+    /// Connections open at once at most; more wait in the listen backlog.
+    pub max_connections: u64,
+    /// Calls (HTTP/2 streams) one connection may have open at once.
+    pub max_concurrent_streams: u64,
+    /// A connection without a call for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// With authentication: a connection that made no authenticated call
+    /// within this long is closed.
+    pub unauthenticated_timeout_ms: u64,
+    /// HTTP/2 pings to each client this often; one unanswered within
+    /// `keepalive_timeout_ms` closes the connection (a vanished client).
+    pub keepalive_interval_ms: u64,
+    pub keepalive_timeout_ms: u64,
     /// TLS on the listener; off while `cert_file` is empty.
     pub tls: ServerTlsConfig,
 }
@@ -367,6 +380,12 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:50051".into(),
             shutdown_timeout_ms: 30_000,
+            max_connections: 1024,
+            max_concurrent_streams: 200,
+            idle_timeout_ms: 300_000,
+            unauthenticated_timeout_ms: 10_000,
+            keepalive_interval_ms: 30_000,
+            keepalive_timeout_ms: 20_000,
             tls: ServerTlsConfig::default(),
         }
     }
@@ -448,6 +467,24 @@ impl Config {
         let l = &self.limits;
         let b = &self.broker;
         let positive = [
+            ("server.max_connections", self.server.max_connections),
+            (
+                "server.max_concurrent_streams",
+                self.server.max_concurrent_streams,
+            ),
+            ("server.idle_timeout_ms", self.server.idle_timeout_ms),
+            (
+                "server.unauthenticated_timeout_ms",
+                self.server.unauthenticated_timeout_ms,
+            ),
+            (
+                "server.keepalive_interval_ms",
+                self.server.keepalive_interval_ms,
+            ),
+            (
+                "server.keepalive_timeout_ms",
+                self.server.keepalive_timeout_ms,
+            ),
             ("limits.max_value_bytes", l.max_value_bytes),
             ("limits.max_batch_records", l.max_batch_records),
             ("limits.max_batch_bytes", l.max_batch_bytes),

@@ -17,6 +17,7 @@
 //! gauges while it serves.
 
 pub(crate) mod auth;
+mod connections;
 mod convert;
 mod observe;
 mod reload;
@@ -105,7 +106,12 @@ pub async fn run(
     let partlog = PartLogServer::new(PartLogService::new(log.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
+    let server = &config.server;
+    let millis = Duration::from_millis;
     let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(u32::try_from(server.max_concurrent_streams).unwrap_or(u32::MAX))
+        .http2_keepalive_interval(Some(millis(server.keepalive_interval_ms)))
+        .http2_keepalive_timeout(Some(millis(server.keepalive_timeout_ms)))
         .layer(observe::ObserveLayer)
         .layer(security.layer())
         .add_service(health)

@@ -33,7 +33,7 @@ use tracing::Instrument;
 
 use super::auth::principals::Resource;
 use super::auth::rpcs::Need;
-use super::tls::ConnectionInfo;
+use super::connections::{CallOnConnection, ConnectionInfo};
 use crate::proto::code_name;
 use crate::telemetry::{metrics, MethodLabel, RpcLabels};
 
@@ -136,10 +136,10 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = method_label(request.uri().path());
-        let peer = request
-            .extensions()
-            .get::<ConnectionInfo>()
-            .and_then(|c| c.remote_addr);
+        let connection = request.extensions().get::<ConnectionInfo>();
+        let peer = connection.and_then(|c| c.remote_addr);
+        // The connection is not idle while the call runs.
+        let on_connection = connection.map(|c| c.call());
         let span = tracing::info_span!(
             "rpc",
             method,
@@ -147,7 +147,7 @@ where
             stream = field::Empty,
             group = field::Empty,
         );
-        let mut call = Call::start(method, span.clone());
+        let mut call = Call::start(method, span.clone(), on_connection);
         // The service that was made ready is the one that is called.
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
@@ -181,10 +181,16 @@ struct Call {
     /// The status the response carries, once seen.
     status: Option<Status>,
     finished: bool,
+    /// Counts the call on its connection while it lives.
+    _on_connection: Option<CallOnConnection>,
 }
 
 impl Call {
-    fn start(method: &'static str, span: tracing::Span) -> Call {
+    fn start(
+        method: &'static str,
+        span: tracing::Span,
+        on_connection: Option<CallOnConnection>,
+    ) -> Call {
         metrics()
             .rpc_in_flight
             .get_or_create(&MethodLabel { method })
@@ -195,6 +201,7 @@ impl Call {
             span,
             status: None,
             finished: false,
+            _on_connection: on_connection,
         }
     }
 

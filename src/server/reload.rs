@@ -23,18 +23,6 @@ pub trait Reload: Send + Sync {
     fn reload(&self) -> Result<(), String>;
 }
 
-impl Reload for super::tls::ServerTls {
-    fn what(&self) -> &'static str {
-        "server TLS certificates"
-    }
-    fn files(&self) -> Vec<PathBuf> {
-        super::tls::ServerTls::files(self)
-    }
-    fn reload(&self) -> Result<(), String> {
-        super::tls::ServerTls::reload(self)
-    }
-}
-
 /// What a file looked like: modification time and size (`None`: missing).
 type Stamp = Option<(SystemTime, u64)>;
 

@@ -1,22 +1,26 @@
-//! The listener's security as [`super::run`] wires it: TLS ([`super::tls`]),
+//! The listener's security as [`super::run`] wires it: its connections
+//! within their limits ([`super::connections`]), TLS ([`super::tls`]),
 //! authentication and authorization ([`super::auth`]), and their reloading
 //! ([`super::reload`]).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::Stream;
 use tokio::net::TcpListener;
 
 use super::auth::{AuthLayer, Authenticator};
+use super::connections::{self, Connection, Connections};
 use super::reload::{self, Reload};
-use super::tls::{self, ServerIo, ServerTls};
+use super::tls::ServerTls;
 use crate::config::Config;
 
 pub struct Security {
     tls: Option<Arc<ServerTls>>,
     authenticator: Option<Arc<Authenticator>>,
     layer: AuthLayer,
+    connections: Arc<Connections>,
 }
 
 impl Security {
@@ -53,10 +57,13 @@ impl Security {
                 );
             }
         }
+        let limits = connections::Limits::new(&config.server, authenticator.is_some());
+        let connections = Connections::new(limits, tls.clone());
         Ok(Security {
             tls,
             authenticator,
             layer,
+            connections,
         })
     }
 
@@ -65,12 +72,13 @@ impl Security {
         self.layer.clone()
     }
 
-    /// The listener's connections, through TLS when configured.
+    /// The listener's connections, within their limits, through TLS when
+    /// configured.
     pub fn incoming(
         &self,
         listener: TcpListener,
-    ) -> impl Stream<Item = std::io::Result<ServerIo>> + Send + 'static {
-        tls::incoming(listener, self.tls.clone())
+    ) -> impl Stream<Item = std::io::Result<Connection>> + Send + 'static {
+        self.connections.incoming(listener)
     }
 
     /// Reloads certificates and principals on SIGHUP and on file changes
@@ -78,12 +86,41 @@ impl Security {
     pub fn watch(&self) -> Watcher {
         let mut items: Vec<Arc<dyn Reload>> = Vec::new();
         if let Some(tls) = &self.tls {
-            items.push(tls.clone());
+            items.push(Arc::new(ListenerTls {
+                tls: tls.clone(),
+                connections: self.connections.clone(),
+            }));
         }
         if let Some(authenticator) = &self.authenticator {
             items.push(authenticator.clone());
         }
         Watcher(reload::spawn(items))
+    }
+}
+
+/// The listener's certificates as they are reloaded: new connections take
+/// them, and open connections whose client certificate the new client CAs
+/// no longer verify are closed (a CA removed from
+/// `server.tls.client_ca_file` reaches connections already open).
+struct ListenerTls {
+    tls: Arc<ServerTls>,
+    connections: Arc<Connections>,
+}
+
+impl Reload for ListenerTls {
+    fn what(&self) -> &'static str {
+        "server TLS certificates"
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        self.tls.files()
+    }
+
+    fn reload(&self) -> Result<(), String> {
+        self.tls.reload()?;
+        self.connections
+            .recheck_certificates(|chain| self.tls.verifies(chain));
+        Ok(())
     }
 }
 

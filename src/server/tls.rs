@@ -6,36 +6,39 @@
 //! configuration, which [`ServerTls::reload`] swaps (on SIGHUP or a file
 //! change, see [`super::reload`]); connections already open keep theirs.
 //!
-//! [`incoming`] turns the listener into the connections tonic serves, plain
-//! or TLS, each with a [`ConnectionInfo`] in its requests' extensions: the
-//! peer's address and, with mutual TLS, its verified certificate chain.
+//! [`super::connections`] accepts the connections and runs their
+//! handshakes with [`ServerTls::acceptor`]; after a reload, it closes the
+//! connections whose client certificate the new CAs no longer verify
+//! ([`ServerTls::verifies`]).
 
-use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use futures::{Stream, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
-use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::{CertificateDer, UnixTime};
+use tokio_rustls::rustls::server::danger::ClientCertVerifier;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
-use tonic::transport::server::{Connected, TcpIncoming};
 
 use crate::config::ServerTlsConfig;
 use crate::pem::{read_certificates, read_private_key, root_store};
 use crate::tls_stream::MaybeTls;
 
-/// A client that has not finished its TLS handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An accepted connection: plain TCP or TLS over TCP.
+pub type ServerIo = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
 
 /// The listener's TLS configuration, replaceable while partlog runs.
 pub struct ServerTls {
     files: TlsFiles,
-    current: RwLock<Arc<ServerConfig>>,
+    current: RwLock<Arc<Loaded>>,
+}
+
+/// One version of the files: the configuration new connections take, and
+/// with mutual TLS the verifier of client certificates in it.
+struct Loaded {
+    config: Arc<ServerConfig>,
+    clients: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 /// Where the certificates come from.
@@ -59,7 +62,7 @@ impl ServerTls {
             client_ca: (!config.client_ca_file.is_empty())
                 .then(|| config.client_ca_file.clone().into()),
         };
-        let current = RwLock::new(Arc::new(files.server_config()?));
+        let current = RwLock::new(Arc::new(files.load()?));
         Ok(Some(ServerTls { files, current }))
     }
 
@@ -85,40 +88,59 @@ impl ServerTls {
     /// Reads the files again; new connections use them from now on. On an
     /// error the previous configuration stays.
     pub fn reload(&self) -> Result<(), String> {
-        let config = Arc::new(self.files.server_config()?);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
+        let loaded = Arc::new(self.files.load()?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = loaded;
         Ok(())
     }
 
-    fn current(&self) -> Arc<ServerConfig> {
+    fn current(&self) -> Arc<Loaded> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.current())
+    /// Runs handshakes with the current certificates.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.current().config.clone())
+    }
+
+    /// Whether the current client CAs verify `chain` (leaf first) now;
+    /// true without mutual TLS.
+    pub fn verifies(&self, chain: &[CertificateDer<'static>]) -> bool {
+        let Some(verifier) = self.current().clients.clone() else {
+            return true;
+        };
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return false;
+        };
+        verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .is_ok()
     }
 }
 
 impl TlsFiles {
-    fn server_config(&self) -> Result<ServerConfig, String> {
+    fn load(&self) -> Result<Loaded, String> {
         let certs = read_certificates("server.tls.cert_file", &self.cert)?;
         let key = read_private_key("server.tls.key_file", &self.key)?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS set-up: {e}"))?;
-        let builder = match &self.client_ca {
-            None => builder.with_no_client_auth(),
+        let clients = match &self.client_ca {
+            None => None,
             Some(path) => {
                 let roots = root_store("server.tls.client_ca_file", path)?;
                 let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
                     .build()
                     .map_err(|e| format!("server.tls.client_ca_file {}: {e}", path.display()))?;
-                builder.with_client_cert_verifier(verifier)
+                Some(verifier)
             }
+        };
+        let builder = match &clients {
+            None => builder.with_no_client_auth(),
+            Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
         };
         let mut config = builder.with_single_cert(certs, key).map_err(|e| {
             format!(
@@ -131,101 +153,11 @@ impl TlsFiles {
         // gRPC is HTTP/2 only; clients such as grpc-go refuse a TLS server
         // that does not select h2 through ALPN.
         config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(config)
+        Ok(Loaded {
+            config: Arc::new(config),
+            clients,
+        })
     }
-}
-
-/// A connection as tonic serves it: plain TCP or TLS over TCP.
-pub type ServerIo = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
-
-/// What partlog knows of a connection; in every request's extensions.
-#[derive(Debug, Clone)]
-pub struct ConnectionInfo {
-    pub remote_addr: Option<SocketAddr>,
-    /// The client's certificate chain (leaf first), verified against
-    /// `server.tls.client_ca_file`; `None` without mutual TLS.
-    pub peer_certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
-}
-
-impl Connected for ServerIo {
-    type ConnectInfo = ConnectionInfo;
-
-    fn connect_info(&self) -> ConnectionInfo {
-        match self {
-            MaybeTls::Plain(tcp) => ConnectionInfo {
-                remote_addr: tcp.peer_addr().ok(),
-                peer_certificates: None,
-            },
-            MaybeTls::Tls(tls) => {
-                let (tcp, session) = tls.get_ref();
-                ConnectionInfo {
-                    remote_addr: tcp.peer_addr().ok(),
-                    peer_certificates: session
-                        .peer_certificates()
-                        .map(|certs| Arc::new(certs.to_vec())),
-                }
-            }
-        }
-    }
-}
-
-/// The connections of `listener` (TCP_NODELAY set), through TLS when `tls`
-/// is given. Handshakes run concurrently, so a slow or silent client holds
-/// up no other; one that fails or takes longer than `HANDSHAKE_TIMEOUT` is
-/// dropped (logged at debug: a plain-text client, a port scanner, a client
-/// without a certificate under mutual TLS).
-pub fn incoming(
-    listener: TcpListener,
-    tls: Option<Arc<ServerTls>>,
-) -> impl Stream<Item = io::Result<ServerIo>> + Send + 'static {
-    // Without TCP_NODELAY a response's trailers wait for the client's
-    // delayed acknowledgement of its body: ~40 ms per call.
-    let tcp = TcpIncoming::from(listener).with_nodelay(Some(true));
-    match tls {
-        None => tcp.map(|tcp| tcp.map(MaybeTls::Plain)).left_stream(),
-        Some(tls) => tls_incoming(tcp, tls).right_stream(),
-    }
-}
-
-fn tls_incoming(
-    tcp: TcpIncoming,
-    tls: Arc<ServerTls>,
-) -> impl Stream<Item = io::Result<ServerIo>> + Send + 'static {
-    type Handshakes = JoinSet<(Option<SocketAddr>, Result<ServerIo, String>)>;
-    let state = (tcp, Handshakes::new(), tls);
-    futures::stream::unfold(state, |(mut tcp, mut handshakes, tls)| async move {
-        loop {
-            tokio::select! {
-                accepted = tcp.next() => match accepted {
-                    None => return None,
-                    Some(Err(e)) => return Some((Err(e), (tcp, handshakes, tls))),
-                    Some(Ok(stream)) => {
-                        let acceptor = tls.acceptor();
-                        handshakes.spawn(async move {
-                            let peer = stream.peer_addr().ok();
-                            let handshake = tokio::time::timeout(
-                                HANDSHAKE_TIMEOUT,
-                                acceptor.accept(stream),
-                            );
-                            let result = match handshake.await {
-                                Ok(Ok(tls)) => Ok(MaybeTls::Tls(Box::new(tls))),
-                                Ok(Err(e)) => Err(e.to_string()),
-                                Err(_) => Err(format!("no handshake within {HANDSHAKE_TIMEOUT:?}")),
-                            };
-                            (peer, result)
-                        });
-                    }
-                },
-                Some(done) = handshakes.join_next(), if !handshakes.is_empty() => match done {
-                    Ok((_, Ok(io))) => return Some((Ok(io), (tcp, handshakes, tls))),
-                    Ok((peer, Err(why))) => {
-                        tracing::debug!(?peer, %why, "TLS handshake failed");
-                    }
-                    Err(e) => tracing::warn!(%e, "TLS handshake task failed"),
-                },
-            }
-        }
-    })
 }
 
 #[cfg(test)]
@@ -267,7 +199,7 @@ mod tests {
         let before = tls.current();
         tls.reload().unwrap();
         assert!(!Arc::ptr_eq(&before, &tls.current()));
-        assert_eq!(tls.current().alpn_protocols, [b"h2".to_vec()]);
+        assert_eq!(tls.current().config.alpn_protocols, [b"h2".to_vec()]);
     }
 
     #[test]

@@ -37,8 +37,8 @@ use tokio::sync::watch;
 use tonic::codegen::http;
 use tonic::{Request, Status};
 
+use super::connections::ConnectionInfo;
 use super::reload::Reload;
-use super::tls::ConnectionInfo;
 use crate::config::AuthConfig;
 use certificate::CertificateName;
 use principals::{Principal, Principals};
@@ -414,7 +414,13 @@ impl AuthLayer {
             return Ok(None);
         }
         match authenticator.authenticate(headers, connection) {
-            Ok(caller) => Ok(Some(Caller::Principal(caller))),
+            Ok(caller) => {
+                // The connection may stay past server.unauthenticated_timeout_ms.
+                if let Some(connection) = connection {
+                    connection.authenticated();
+                }
+                Ok(Some(Caller::Principal(caller)))
+            }
             Err(why) => {
                 // The call's span names the method and the peer.
                 tracing::info!(path, %why, "unauthenticated call refused");
