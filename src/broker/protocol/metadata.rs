@@ -257,10 +257,11 @@ fn decode_placements(payload: Bytes, streams: &[String]) -> Result<Vec<Partition
         };
         answers.insert(stream, placement);
     }
+    // A stream asked for twice is answered twice, from its one answer.
     streams
         .iter()
         .map(|stream| {
-            answers.remove(stream).unwrap_or_else(|| {
+            answers.get(stream).cloned().unwrap_or_else(|| {
                 Err(Error::Internal(format!(
                     "the broker's metadata answer left out stream {stream:?}"
                 )))
