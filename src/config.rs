@@ -190,6 +190,12 @@ pub struct AuthConfig {
     pub client_cert_principal: String,
     /// Server reflection: "authenticated" (any principal) or "open".
     pub reflection: String,
+    /// Calls one principal may start per second (a second's worth at
+    /// once); 0: no limit.
+    pub calls_per_second: u64,
+    /// Bytes of keys, values and headers one principal may publish per
+    /// second; 0: no limit.
+    pub publish_bytes_per_second: u64,
 }
 
 impl Default for AuthConfig {
@@ -198,6 +204,8 @@ impl Default for AuthConfig {
             tokens_file: String::new(),
             client_cert_principal: "none".into(),
             reflection: "authenticated".into(),
+            calls_per_second: 0,
+            publish_bytes_per_second: 0,
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::log::{
 };
 use crate::proto;
 use crate::proto::part_log_server::PartLog;
+use crate::record::NewRecord;
 
 /// The `partlog.v1.PartLog` implementation over a shared core.
 pub struct PartLogService {
@@ -350,7 +351,8 @@ async fn submit(
     producer_id: String,
     records: Vec<proto::PublishRecord>,
 ) -> Result<SubmittedBatch, Status> {
-    let records = records.into_iter().map(convert::new_record).collect();
+    let records: Vec<_> = records.into_iter().map(convert::new_record).collect();
+    caller.publishing(records.iter().map(NewRecord::size).sum())?;
     let producer = Some(producer_id.as_str())
         .filter(|p| !p.is_empty())
         .map(|id| ProducerId {

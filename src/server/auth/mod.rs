@@ -24,6 +24,7 @@
 
 pub mod certificate;
 pub mod principals;
+mod rate;
 pub mod rpcs;
 
 use std::future::Future;
@@ -42,6 +43,7 @@ use super::reload::Reload;
 use crate::config::AuthConfig;
 use certificate::CertificateName;
 use principals::{Principal, Principals};
+use rate::Rates;
 use rpcs::Protected;
 
 /// Who makes a call, as the handlers see it.
@@ -114,6 +116,18 @@ impl Caller {
         }
     }
 
+    /// Whether this caller may publish `bytes` (keys, values and headers)
+    /// now: RESOURCE_EXHAUSTED beyond `auth.publish_bytes_per_second`.
+    pub fn publishing(&self, bytes: u64) -> Result<(), Status> {
+        match self {
+            Caller::Anyone => Ok(()),
+            Caller::Principal(caller) => caller
+                .authenticator
+                .rates
+                .publish(&caller.principal.name, bytes),
+        }
+    }
+
     /// Whether this caller may send `message`; PERMISSION_DENIED names the
     /// first permission and resource missing.
     pub fn check(&self, message: &impl Protected) -> Result<(), Status> {
@@ -170,6 +184,7 @@ pub struct Authenticator {
     tokens_file: PathBuf,
     certificate_name: CertificateName,
     principals: watch::Sender<Arc<Principals>>,
+    rates: Rates,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -195,6 +210,7 @@ impl Authenticator {
             tokens_file,
             certificate_name,
             principals: watch::Sender::new(Arc::new(principals)),
+            rates: Rates::new(config),
         }))
     }
 
@@ -419,6 +435,7 @@ impl AuthLayer {
                 if let Some(connection) = connection {
                     connection.authenticated();
                 }
+                authenticator.rates.call(&caller.principal.name)?;
                 Ok(Some(Caller::Principal(caller)))
             }
             Err(why) => {
@@ -509,6 +526,7 @@ mod tests {
             tokens_file: file.path().display().to_string(),
             client_cert_principal: client_cert_principal.into(),
             reflection: "authenticated".into(),
+            ..AuthConfig::default()
         };
         Authenticator::load(&config).map(|a| Arc::new(a.unwrap()))
     }
@@ -665,6 +683,7 @@ mod tests {
             tokens_file: file.path().display().to_string(),
             client_cert_principal: "none".into(),
             reflection: "authenticated".into(),
+            ..AuthConfig::default()
         };
         let auth = Arc::new(Authenticator::load(&config).unwrap().unwrap());
         let reload = |text: &str| {
