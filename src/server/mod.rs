@@ -16,6 +16,7 @@
 //! [`run`] also serves the metrics (`metrics.listen`) and refreshes the lag
 //! gauges while it serves.
 
+mod audit;
 pub(crate) mod auth;
 mod connections;
 mod convert;

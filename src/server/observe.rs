@@ -146,6 +146,7 @@ where
             peer = field::display(peer.map_or_else(|| "-".to_owned(), |p| p.to_string())),
             stream = field::Empty,
             group = field::Empty,
+            principal = field::Empty,
         );
         let mut call = Call::start(method, span.clone(), on_connection);
         // The service that was made ready is the one that is called.

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::signal::unix::{signal, SignalKind};
+
+use super::audit;
 use tokio::task::JoinHandle;
 
 /// How often the files' modification times are compared.
@@ -66,12 +68,31 @@ pub fn spawn(items: Vec<Arc<dyn Reload>>) -> Option<JoinHandle<()>> {
                 *seen = now;
                 let files = item.files();
                 let files: Vec<_> = files.iter().map(|f| f.display().to_string()).collect();
+                let resource = files.join(", ");
                 match item.reload() {
-                    Ok(()) => tracing::info!(files = ?files, "reloaded the {}", item.what()),
-                    Err(why) => tracing::warn!(
-                        "cannot reload the {}, keeping the previous ones: {why}",
-                        item.what()
-                    ),
+                    Ok(()) => {
+                        tracing::info!(files = ?files, "reloaded the {}", item.what());
+                        audit::record(audit::Entry {
+                            action: "reload",
+                            principal: None,
+                            peer: None,
+                            resource: &resource,
+                            outcome: Ok(()),
+                        });
+                    }
+                    Err(why) => {
+                        tracing::warn!(
+                            "cannot reload the {}, keeping the previous ones: {why}",
+                            item.what()
+                        );
+                        audit::record(audit::Entry {
+                            action: "reload",
+                            principal: None,
+                            peer: None,
+                            resource: &resource,
+                            outcome: Err(&tonic::Status::failed_precondition(why)),
+                        });
+                    }
                 }
             }
         }

@@ -7,7 +7,11 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::audit;
 use super::auth;
+use super::auth::principals::Resource;
+use super::auth::rpcs::Protected;
+use super::connections::ConnectionInfo;
 use super::convert::{self, status};
 use crate::error::Error;
 use crate::log::{
@@ -36,29 +40,31 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::CreateStreamRequest>,
     ) -> Result<Response<proto::CreateStreamResponse>, Status> {
-        auth::authorize(&request)?;
+        let audit = Audit::of("CreateStream", &request)?;
         let request = request.into_inner();
-        let settings = convert::stream_settings(&request).map_err(status)?;
-        let description = self
-            .log
-            .create_stream(&request.stream, request.partitions, &settings)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(proto::CreateStreamResponse {
-            stream: Some(convert::stream_description(description)),
-        }))
+        let created = async {
+            let settings = convert::stream_settings(&request).map_err(status)?;
+            let description = self
+                .log
+                .create_stream(&request.stream, request.partitions, &settings)
+                .await
+                .map_err(status)?;
+            Ok(Response::new(proto::CreateStreamResponse {
+                stream: Some(convert::stream_description(description)),
+            }))
+        };
+        audit.record(Resource::Stream(&request.stream), created.await)
     }
 
     async fn delete_stream(
         &self,
         request: Request<proto::DeleteStreamRequest>,
     ) -> Result<Response<proto::DeleteStreamResponse>, Status> {
-        auth::authorize(&request)?;
-        self.log
-            .delete_stream(&request.into_inner().stream)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(proto::DeleteStreamResponse {}))
+        let audit = Audit::of("DeleteStream", &request)?;
+        let stream = request.into_inner().stream;
+        let deleted = self.log.delete_stream(&stream).await.map_err(status);
+        let deleted = deleted.map(|()| Response::new(proto::DeleteStreamResponse {}));
+        audit.record(Resource::Stream(&stream), deleted)
     }
 
     async fn describe_stream(
@@ -257,39 +263,55 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::CommitRequest>,
     ) -> Result<Response<proto::CommitResponse>, Status> {
-        auth::authorize(&request)?;
+        let audit = Audit::of("Commit", &request)?;
         let request = request.into_inner();
         let offsets = request.offsets.into_iter().collect();
-        let results = self
+        let committed = self
             .log
             .commit(&request.stream, &request.group, &offsets)
             .await
-            .map_err(status)?;
-        Ok(Response::new(proto::CommitResponse {
-            results: results.into_iter().map(convert::commit_result).collect(),
-        }))
+            .map_err(status)
+            .map(|results| {
+                Response::new(proto::CommitResponse {
+                    results: results.into_iter().map(convert::commit_result).collect(),
+                })
+            });
+        let group = Resource::Group {
+            stream: &request.stream,
+            group: &request.group,
+        };
+        audit.record(group, committed)
     }
 
     async fn reset_offsets(
         &self,
         request: Request<proto::ResetOffsetsRequest>,
     ) -> Result<Response<proto::ResetOffsetsResponse>, Status> {
-        auth::authorize(&request)?;
+        let audit = Audit::of("ResetOffsets", &request)?;
         let request = request.into_inner();
-        let to = request
-            .to
-            .ok_or_else(|| {
-                Status::invalid_argument("to is required: FIRST, LAST, an offset or a timestamp")
-            })
-            .and_then(|to| convert::start_position(to, "to").map_err(status))?;
-        let results = self
-            .log
-            .reset_offsets(&request.stream, &request.group, &request.partitions, to)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(proto::ResetOffsetsResponse {
-            results: results.into_iter().map(convert::reset_result).collect(),
-        }))
+        let reset = async {
+            let to = request
+                .to
+                .ok_or_else(|| {
+                    Status::invalid_argument(
+                        "to is required: FIRST, LAST, an offset or a timestamp",
+                    )
+                })
+                .and_then(|to| convert::start_position(to, "to").map_err(status))?;
+            let results = self
+                .log
+                .reset_offsets(&request.stream, &request.group, &request.partitions, to)
+                .await
+                .map_err(status)?;
+            Ok(Response::new(proto::ResetOffsetsResponse {
+                results: results.into_iter().map(convert::reset_result).collect(),
+            }))
+        };
+        let group = Resource::Group {
+            stream: &request.stream,
+            group: &request.group,
+        };
+        audit.record(group, reset.await)
     }
 
     async fn get_offsets(
@@ -319,6 +341,41 @@ impl PartLog for PartLogService {
             .await
             .map_err(status)?;
         Ok(Response::new(proto::ListGroupsResponse { groups }))
+    }
+}
+
+/// An administrative or data-changing call, authorized, whose outcome goes
+/// to the audit log.
+struct Audit {
+    action: &'static str,
+    caller: auth::Caller,
+    peer: Option<std::net::SocketAddr>,
+}
+
+impl Audit {
+    /// Authorizes `request` (a refusal is audited where it is made).
+    fn of<T: Protected>(action: &'static str, request: &Request<T>) -> Result<Audit, Status> {
+        let caller = auth::authorize(request)?;
+        let peer = request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .and_then(|c| c.remote_addr);
+        Ok(Audit {
+            action,
+            caller,
+            peer,
+        })
+    }
+
+    fn record<T>(self, resource: Resource<'_>, outcome: Result<T, Status>) -> Result<T, Status> {
+        audit::record(audit::Entry {
+            action: self.action,
+            principal: self.caller.principal_name(),
+            peer: self.peer,
+            resource: &resource.to_string(),
+            outcome: outcome.as_ref().map(|_| ()),
+        });
+        outcome
     }
 }
 

@@ -38,6 +38,7 @@ use tokio::sync::watch;
 use tonic::codegen::http;
 use tonic::{Request, Status};
 
+use super::audit;
 use super::connections::ConnectionInfo;
 use super::reload::Reload;
 use crate::config::AuthConfig;
@@ -59,6 +60,8 @@ pub enum Caller {
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub principal: Arc<Principal>,
+    /// The connection's peer, for the audit log.
+    pub peer: Option<std::net::SocketAddr>,
     credential: Credential,
     authenticator: Arc<Authenticator>,
 }
@@ -133,9 +136,10 @@ impl Caller {
     pub fn check(&self, message: &impl Protected) -> Result<(), Status> {
         let needs = message.needs();
         super::observe::record_target(&needs);
-        let Caller::Principal(Authenticated { principal, .. }) = self else {
+        let Caller::Principal(caller) = self else {
             return Ok(());
         };
+        let principal = &caller.principal;
         for need in needs {
             if need
                 .any_of
@@ -153,8 +157,15 @@ impl Caller {
                 "principal {:?} lacks {permission} on {}",
                 principal.name, need.resource
             );
-            tracing::info!(%why, "call denied");
-            return Err(Status::permission_denied(why));
+            let denied = Status::permission_denied(why);
+            audit::record(audit::Entry {
+                action: "call denied",
+                principal: Some(&principal.name),
+                peer: caller.peer,
+                resource: &need.resource.to_string(),
+                outcome: Err(&denied),
+            });
+            return Err(denied);
         }
         Ok(())
     }
@@ -229,6 +240,7 @@ impl Authenticator {
         let (principal, credential) = self.principal(headers, connection)?;
         Ok(Authenticated {
             principal,
+            peer: connection.and_then(|c| c.remote_addr),
             credential,
             authenticator: self.clone(),
         })
@@ -303,7 +315,15 @@ where
                 return std::future::pending().await;
             }
             if let Err(status) = caller.current().and_then(|c| c.check(&message)) {
-                tracing::info!(why = status.message(), "open call revoked");
+                if let Caller::Principal(revoked) = &caller {
+                    audit::record(audit::Entry {
+                        action: "open call revoked",
+                        principal: Some(&revoked.principal.name),
+                        peer: revoked.peer,
+                        resource: "the call",
+                        outcome: Err(&status),
+                    });
+                }
                 return status;
             }
         }
@@ -436,12 +456,19 @@ impl AuthLayer {
                     connection.authenticated();
                 }
                 authenticator.rates.call(&caller.principal.name)?;
+                tracing::Span::current().record("principal", caller.principal.name.as_str());
                 Ok(Some(Caller::Principal(caller)))
             }
             Err(why) => {
-                // The call's span names the method and the peer.
-                tracing::info!(path, %why, "unauthenticated call refused");
-                Err(Status::unauthenticated(why))
+                let refused = Status::unauthenticated(why);
+                audit::record(audit::Entry {
+                    action: "call refused",
+                    principal: None,
+                    peer: connection.and_then(|c| c.remote_addr),
+                    resource: path,
+                    outcome: Err(&refused),
+                });
+                Err(refused)
             }
         }
     }
