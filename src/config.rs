@@ -196,6 +196,9 @@ pub struct AuthConfig {
     /// Bytes of keys, values and headers one principal may publish per
     /// second; 0: no limit.
     pub publish_bytes_per_second: u64,
+    /// With tokens, a listener (gRPC without TLS, or metrics) beyond
+    /// loopback is refused at start-up unless this is true.
+    pub allow_plaintext: bool,
 }
 
 impl Default for AuthConfig {
@@ -206,6 +209,7 @@ impl Default for AuthConfig {
             reflection: "authenticated".into(),
             calls_per_second: 0,
             publish_bytes_per_second: 0,
+            allow_plaintext: false,
         }
     }
 }

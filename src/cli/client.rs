@@ -154,6 +154,12 @@ pub async fn channel(common: &Common) -> Result<(Channel, BearerToken)> {
             "--ca, --cert and --key are for TLS: use --server https://{}",
             server_name(server)
         )));
+    } else if token.0.is_some() && !is_loopback(server) {
+        eprintln!(
+            "warning: the bearer token goes to {} in plain text (http://); anyone on the way \
+             can read it. Use --server https://...",
+            server_name(server)
+        );
     }
     let channel = endpoint.connect().await.map_err(|e| {
         Failure::Call(Status::unavailable(format!(
@@ -182,6 +188,15 @@ fn tls_config(common: &Common) -> Result<ClientTlsConfig> {
         ));
     }
     Ok(tls)
+}
+
+/// Whether `server` is this machine (localhost or a loopback address).
+fn is_loopback(server: &Uri) -> bool {
+    let host = server.host().unwrap_or("").trim_matches(['[', ']']);
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `host:port` of the server, never any user information in the URL.

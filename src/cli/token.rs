@@ -7,15 +7,11 @@ use tokio_rustls::rustls::crypto::aws_lc_rs;
 
 use super::client::{Failure, Result};
 use super::TokenCommand;
-use crate::server::auth::principals::token_sha256_hex;
+use crate::server::auth::principals::{token_sha256_hex, MIN_TOKEN_LENGTH as MIN_TOKEN_CHARS};
 
 /// Random bytes of a new token: 256 bits, beyond any guessing, which is
 /// why a fast hash (SHA-256) protects them in the principals file.
 const TOKEN_BYTES: usize = 32;
-
-/// Shorter tokens are refused by `token hash`: they might be guessed
-/// faster than SHA-256 slows anyone down.
-const MIN_TOKEN_CHARS: usize = 16;
 
 pub fn run(command: TokenCommand) -> Result<()> {
     match command {

@@ -142,10 +142,15 @@ async fn serve_metrics(config: &Config) -> Result<Option<MetricsServer>, ServeEr
     let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
     let server = MetricsServer::start(listener).map_err(bind_error)?;
     if !addr.ip().is_loopback() && config.auth.enabled() {
-        tracing::warn!(
-            "metrics.listen {addr} answers anyone who reaches it, without authentication; its \
-             labels name streams and groups"
+        let why = format!(
+            "metrics.listen {addr} answers anyone who reaches it, without authentication or \
+             TLS, and its labels name streams, groups and principals; listen on loopback, or \
+             set auth.allow_plaintext = true to allow it"
         );
+        if !config.auth.allow_plaintext {
+            return Err(ServeError::Security(why));
+        }
+        tracing::warn!("{why}");
     }
     Ok(Some(server))
 }
@@ -154,6 +159,20 @@ async fn serve_metrics(config: &Config) -> Result<Option<MetricsServer>, ServeEr
 /// does not answer yet is no reason not to serve (health says NOT_SERVING
 /// until it does); wrong credentials or frame size are.
 async fn open_log(config: &Config, local: SocketAddr) -> Result<Arc<PartitionedLog>, ServeError> {
+    if !config.broker.tls.enabled {
+        let beyond_loopback = config.broker.nodes().into_iter().find(|(host, _)| {
+            host != "localhost"
+                && !host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+        if let Some((host, port)) = beyond_loopback {
+            tracing::warn!(
+                "the broker password goes to {host}:{port} in plain text (SASL PLAIN without \
+                 TLS); set broker.tls.enabled and the nodes' TLS port"
+            );
+        }
+    }
     let broker = Broker::new(config.broker.clone(), config.request_timeout());
     match broker.check().await {
         Ok(()) => tracing::info!(broker = %broker.admin_node(), "broker reachable"),

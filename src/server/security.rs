@@ -51,11 +51,19 @@ impl Security {
                      credentials"
                 );
             } else if tls.is_none() {
-                tracing::warn!(
-                    "bearer tokens reach {listen} in plain text; set server.tls.cert_file and \
-                     server.tls.key_file"
+                let why = format!(
+                    "bearer tokens would reach {listen} in plain text; set server.tls.cert_file \
+                     and server.tls.key_file, listen on loopback, or set auth.allow_plaintext = \
+                     true (e.g. behind a proxy that terminates TLS)"
                 );
+                if !config.auth.allow_plaintext {
+                    return Err(why);
+                }
+                tracing::warn!("{why}");
             }
+        }
+        if authenticator.is_some() {
+            warn_if_others_may_read(&config.auth.tokens_file);
         }
         let limits = connections::Limits::new(&config.server, authenticator.is_some());
         let connections = Connections::new(limits, tls.clone());
@@ -95,6 +103,23 @@ impl Security {
             items.push(authenticator.clone());
         }
         Watcher(reload::spawn(items))
+    }
+}
+
+/// Warns when the principals file is readable or writable by others than
+/// its owner and group: its hashes let anyone who reads it try tokens
+/// offline, and anyone who writes it grant themselves anything.
+fn warn_if_others_may_read(file: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(file) {
+        let mode = meta.permissions().mode();
+        if mode & 0o006 != 0 {
+            tracing::warn!(
+                file,
+                mode = format!("{:o}", mode & 0o777),
+                "the principals file is readable or writable by other users; chmod o-rw it"
+            );
+        }
     }
 }
 

@@ -334,12 +334,10 @@ impl PartLog for PartLogService {
         &self,
         request: Request<proto::ListGroupsRequest>,
     ) -> Result<Response<proto::ListGroupsResponse>, Status> {
-        auth::authorize(&request)?;
-        let groups = self
-            .log
-            .list_groups(&request.into_inner().stream)
-            .await
-            .map_err(status)?;
+        let caller = auth::authorize(&request)?;
+        let stream = request.into_inner().stream;
+        let mut groups = self.log.list_groups(&stream).await.map_err(status)?;
+        groups.retain(|group| caller.sees_group(&stream, group));
         Ok(Response::new(proto::ListGroupsResponse { groups }))
     }
 }

@@ -66,6 +66,11 @@ struct StreamLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PrincipalLabel {
+    principal: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupLabels {
     stream: String,
     group: String,
@@ -111,6 +116,9 @@ pub(crate) struct Metrics {
     lag_refresh_duration: SecondsGauge,
     lag_refresh_partitions: Gauge,
     lag_refresh_skipped: Counter,
+    principal_last_call: Family<PrincipalLabel, SecondsGauge>,
+    /// The principals with a `principal_last_call` series.
+    principals: Mutex<std::collections::HashSet<String>>,
     offset_store_flush: Histogram,
     /// Handles of each stream's series, so that the hot paths (publish,
     /// delivery) neither allocate labels nor look them up per batch.
@@ -157,6 +165,8 @@ impl Metrics {
             lag_refresh_duration: SecondsGauge::default(),
             lag_refresh_partitions: Gauge::default(),
             lag_refresh_skipped: Counter::default(),
+            principal_last_call: Family::default(),
+            principals: Mutex::default(),
             offset_store_flush: operation_histogram(),
             streams: Mutex::default(),
             subscriptions: Mutex::default(),
@@ -304,6 +314,11 @@ impl Metrics {
             "lag_refresh_skipped",
             "Refreshes of the group offset gauges not started because the previous one ran on",
             m.lag_refresh_skipped.clone(),
+        );
+        r.register(
+            "principal_last_call_timestamp_seconds",
+            "When the principal's last call was admitted (Unix time)",
+            m.principal_last_call.clone(),
         );
         r.register_with_unit(
             "offset_store_flush",
@@ -453,6 +468,38 @@ impl Metrics {
         self.lag_refresh_duration.set(took.as_secs_f64());
         self.lag_refresh_partitions.set(partitions as i64);
         self.lag_refresh_skipped.inc_by(skipped);
+    }
+
+    /// An authenticated call of `principal` was admitted now.
+    pub fn principal_called(&self, principal: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let label = PrincipalLabel {
+            principal: principal.to_owned(),
+        };
+        self.principal_last_call
+            .get_or_create(&label)
+            .set(now.as_secs_f64());
+        let mut principals = lock(&self.principals);
+        if !principals.contains(principal) {
+            principals.insert(principal.to_owned());
+        }
+    }
+
+    /// Removes the series of principals not in `current` (after a reload).
+    pub fn keep_principals<'a>(&self, current: impl Iterator<Item = &'a str>) {
+        let current: std::collections::HashSet<&str> = current.collect();
+        lock(&self.principals).retain(|principal| {
+            let keep = current.contains(principal.as_str());
+            if !keep {
+                let label = PrincipalLabel {
+                    principal: principal.clone(),
+                };
+                self.principal_last_call.remove(&label);
+            }
+            keep
+        });
     }
 
     pub fn offset_store_flushed(&self, took: Duration) {

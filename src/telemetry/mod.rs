@@ -112,6 +112,16 @@ pub(crate) fn offset_store_flushed(started: Instant) {
     metrics().offset_store_flushed(started.elapsed());
 }
 
+/// An authenticated call of `principal` was admitted.
+pub(crate) fn principal_called(principal: &str) {
+    metrics().principal_called(principal);
+}
+
+/// After a reload: only these principals keep their series.
+pub(crate) fn keep_principals<'a>(current: impl Iterator<Item = &'a str>) {
+    metrics().keep_principals(current);
+}
+
 /// A round of the lag refresh ended.
 pub(crate) fn lag_refreshed(took: Duration, partitions: usize, skipped: u64) {
     metrics().lag_refreshed(took, partitions, skipped);

@@ -94,6 +94,16 @@ impl Caller {
         }
     }
 
+    /// When this caller's token expires, if ever.
+    fn expiry(&self) -> Option<std::time::SystemTime> {
+        match self {
+            Caller::Principal(caller) if matches!(caller.credential, Credential::Token(_)) => {
+                caller.principal.not_after()
+            }
+            _ => None,
+        }
+    }
+
     /// This caller under the principals file as it is now: its principal's
     /// current grants, or UNAUTHENTICATED when its credential no longer
     /// names a principal.
@@ -107,15 +117,32 @@ impl Caller {
             Credential::Certificate(name) => principals.by_name(name),
         };
         match principal {
-            Some(principal) => Ok(Caller::Principal(Authenticated {
-                principal,
-                ..caller.clone()
-            })),
+            Some(principal) => {
+                unexpired(&principal, &caller.credential).map_err(Status::unauthenticated)?;
+                Ok(Caller::Principal(Authenticated {
+                    principal,
+                    ..caller.clone()
+                }))
+            }
             None => Err(Status::unauthenticated(format!(
                 "the credentials of principal {:?} are no longer valid: the principals file \
                  was changed",
                 caller.principal.name
             ))),
+        }
+    }
+
+    /// Whether this caller may see `group` of `stream` (its name in
+    /// ListGroups): `describe` or `group` on it.
+    pub fn sees_group(&self, stream: &str, group: &str) -> bool {
+        match self {
+            Caller::Anyone => true,
+            Caller::Principal(caller) => {
+                let resource = principals::Resource::Group { stream, group };
+                rpcs::DESCRIBE
+                    .iter()
+                    .any(|p| caller.principal.may(*p, &resource))
+            }
         }
     }
 
@@ -254,11 +281,20 @@ impl Authenticator {
         let principals = self.principals();
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
             let token = bearer_token(value)?;
+            if token.chars().count() < principals::MIN_TOKEN_LENGTH {
+                return Err(format!(
+                    "the bearer token is shorter than {} characters, which partlog refuses \
+                     (partlog token new makes tokens)",
+                    principals::MIN_TOKEN_LENGTH
+                ));
+            }
             let digest = principals::token_sha256(token);
             let principal = principals
                 .by_token_sha256(&digest)
                 .ok_or_else(|| "the bearer token is not valid for this partlog".to_owned())?;
-            return Ok((principal, Credential::Token(digest)));
+            let credential = Credential::Token(digest);
+            unexpired(&principal, &credential)?;
+            return Ok((principal, credential));
         }
         let by_certificate = self.certificate_name != CertificateName::None;
         let leaf = connection
@@ -310,9 +346,14 @@ where
     let mut changes = authenticated.authenticator.principals.subscribe();
     let revoked = async move {
         loop {
-            if changes.changed().await.is_err() {
-                // The authenticator is gone with the server.
-                return std::future::pending().await;
+            // A token's expiry ends the call as a reload would.
+            let expiry = caller.expiry();
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() {
+                    // The authenticator is gone with the server.
+                    return std::future::pending().await;
+                },
+                () = sleep_until_time(expiry) => {}
             }
             if let Err(status) = caller.current().and_then(|c| c.check(&message)) {
                 if let Caller::Principal(revoked) = &caller {
@@ -332,6 +373,17 @@ where
         responses,
         revoked: Some(Box::pin(revoked)),
     })
+}
+
+/// Resolves at `at` (wall-clock time); never without one.
+async fn sleep_until_time(at: Option<std::time::SystemTime>) {
+    let Some(at) = at else {
+        return std::future::pending().await;
+    };
+    let wait = at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(wait).await;
 }
 
 /// A call's responses until its revocation, which is the last.
@@ -363,6 +415,16 @@ fn read_principals(
     certificate_name: CertificateName,
 ) -> Result<Principals, String> {
     let principals = Principals::load(path)?;
+    check_ways_in(&principals, path, certificate_name)?;
+    Ok(principals)
+}
+
+/// Every principal has a way to authenticate.
+fn check_ways_in(
+    principals: &Principals,
+    path: &std::path::Path,
+    certificate_name: CertificateName,
+) -> Result<(), String> {
     if certificate_name == CertificateName::None {
         if let Some(p) = principals.iter().find(|p| !p.has_token()) {
             return Err(format!(
@@ -373,7 +435,24 @@ fn read_principals(
             ));
         }
     }
-    Ok(principals)
+    Ok(())
+}
+
+/// UNAUTHENTICATED for a token whose principal's `not_after` passed.
+fn unexpired(principal: &Principal, credential: &Credential) -> Result<(), String> {
+    let expired = matches!(credential, Credential::Token(_))
+        && principal
+            .not_after()
+            .is_some_and(|at| at <= std::time::SystemTime::now());
+    if expired {
+        let at = principal.not_after().map(humantime::format_rfc3339_seconds);
+        return Err(format!(
+            "the token of principal {:?} expired at {}",
+            principal.name,
+            at.map_or_else(String::new, |at| at.to_string())
+        ));
+    }
+    Ok(())
 }
 
 /// The token of an `authorization: Bearer <token>` value.
@@ -406,7 +485,16 @@ impl Reload for Authenticator {
     }
 
     fn reload(&self) -> Result<(), String> {
-        let principals = read_principals(&self.tokens_file, self.certificate_name)?;
+        let (principals, nobody) = Principals::reload(&self.tokens_file)?;
+        check_ways_in(&principals, &self.tokens_file, self.certificate_name)?;
+        if let Some(why) = nobody {
+            tracing::warn!(
+                file = %self.tokens_file.display(),
+                "the principals file is reloaded and {why}: every call is refused and open \
+                 calls end until it names principals again"
+            );
+        }
+        crate::telemetry::keep_principals(principals.iter().map(|p| p.name.as_str()));
         // Open calls watching it check themselves again.
         self.principals.send_replace(Arc::new(principals));
         Ok(())
@@ -457,6 +545,7 @@ impl AuthLayer {
                 }
                 authenticator.rates.call(&caller.principal.name)?;
                 tracing::Span::current().record("principal", caller.principal.name.as_str());
+                crate::telemetry::principal_called(&caller.principal.name);
                 Ok(Some(Caller::Principal(caller)))
             }
             Err(why) => {
@@ -576,21 +665,24 @@ mod tests {
 
     #[test]
     fn tokens_authenticate_and_failures_say_what_is_missing() {
-        let auth = authenticator(&file_with("s3cret-token"), "none").unwrap();
+        let auth = authenticator(&file_with("s3cret-token-0123456789"), "none").unwrap();
         let ok = auth
-            .authenticate(&headers(Some("Bearer s3cret-token")), None)
+            .authenticate(&headers(Some("Bearer s3cret-token-0123456789")), None)
             .unwrap();
         assert_eq!(ok.principal.name, "reader");
         assert!(auth
-            .authenticate(&headers(Some("bearer s3cret-token")), None)
+            .authenticate(&headers(Some("bearer s3cret-token-0123456789")), None)
             .is_ok());
 
         let cases = [
             (None, "missing credentials"),
-            (Some("Bearer wrong-s3cret"), "not valid"),
-            (Some("Basic s3cret-token"), "must be `Bearer <token>`"),
+            (Some("Bearer wrong-s3cret-0123456789"), "not valid"),
+            (
+                Some("Basic s3cret-token-0123456789"),
+                "must be `Bearer <token>`",
+            ),
             (Some("Bearer "), "empty bearer token"),
-            (Some("s3cret-token"), "must be `Bearer <token>`"),
+            (Some("s3cret-token-0123456789"), "must be `Bearer <token>`"),
         ];
         for (value, expected) in cases {
             let err = auth.authenticate(&headers(value), None).unwrap_err();
@@ -609,7 +701,7 @@ mod tests {
 
     #[test]
     fn the_layer_leaves_health_open_and_reflection_as_configured() {
-        let auth = authenticator(&file_with("t0ken"), "none").unwrap();
+        let auth = authenticator(&file_with("t0ken-0123456789abcdef"), "none").unwrap();
         let mut config = AuthConfig::default();
         let layer = AuthLayer::new(Some(auth.clone()), &config);
         let none = headers(None);
@@ -624,7 +716,11 @@ mod tests {
         let err = layer.admit(publish, &none, None).unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
         assert!(matches!(
-            layer.admit(publish, &headers(Some("Bearer t0ken")), None),
+            layer.admit(
+                publish,
+                &headers(Some("Bearer t0ken-0123456789abcdef")),
+                None
+            ),
             Ok(Some(Caller::Principal(_)))
         ));
 
@@ -642,9 +738,9 @@ mod tests {
 
     #[test]
     fn denials_name_the_permission_and_the_resource() {
-        let auth = authenticator(&file_with("t0ken"), "none").unwrap();
+        let auth = authenticator(&file_with("t0ken-0123456789abcdef"), "none").unwrap();
         let caller = Caller::Principal(
-            auth.authenticate(&headers(Some("Bearer t0ken")), None)
+            auth.authenticate(&headers(Some("Bearer t0ken-0123456789abcdef")), None)
                 .unwrap(),
         );
         let read = crate::proto::ReadRequest {
@@ -701,8 +797,8 @@ mod tests {
                 "[[principal]]\nname = \"reader\"\ntoken_sha256 = \"{}\"\n\
                  [[principal.grant]]\npermissions = [\"read\"]\nstreams = [\"{streams}\"]\n\
                  [[principal]]\nname = \"other\"\ntoken_sha256 = \"{}\"\n",
-                principals::token_sha256_hex("reader-t0ken"),
-                principals::token_sha256_hex("other-t0ken"),
+                principals::token_sha256_hex("reader-t0ken-0123456789"),
+                principals::token_sha256_hex("other-t0ken-0123456789"),
             )
         };
         let file = tokens_file(&grant("orders-*"));
@@ -718,7 +814,7 @@ mod tests {
             auth.reload().unwrap();
         };
         let caller = || {
-            let who = auth.authenticate(&headers(Some("Bearer reader-t0ken")), None);
+            let who = auth.authenticate(&headers(Some("Bearer reader-t0ken-0123456789")), None);
             Caller::Principal(who.unwrap())
         };
         let read = || crate::proto::ReadRequest {
@@ -742,18 +838,112 @@ mod tests {
 
         reload(&grant("orders-*"));
         let mut call = open(caller());
-        let without_reader = grant("orders-*").replace("reader-t0ken", "x");
+        let without_reader = grant("orders-*").replace("reader-t0ken-0123456789", "x");
         let without_reader = without_reader.replace(
-            &principals::token_sha256_hex("reader-t0ken"),
-            &principals::token_sha256_hex("rotated-t0ken"),
+            &principals::token_sha256_hex("reader-t0ken-0123456789"),
+            &principals::token_sha256_hex("rotated-t0ken-0123456789"),
         );
         reload(&without_reader);
         let status = next(&mut call).await.unwrap().unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
-        assert!(!status.message().contains("t0ken"), "{status:?}");
+        assert!(
+            !status.message().contains("t0ken-0123456789abcdef"),
+            "{status:?}"
+        );
 
         // Without authentication nothing is revoked.
         let mut call = open(Caller::Anyone);
         assert!(next(&mut call).await.is_none());
+    }
+
+    /// Issue 17: short tokens and expired ones are refused; a principals
+    /// file emptied or deleted while partlog runs revokes everyone.
+    #[tokio::test]
+    async fn short_and_expired_tokens_are_refused_and_an_emptied_file_revokes_everyone() {
+        let entry = |name: &str, token: &str, not_after: &str| {
+            format!(
+                "[[principal]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\n{not_after}\n",
+                principals::token_sha256_hex(token)
+            )
+        };
+        let file = tokens_file(
+            &(entry("short", "short-t0ken", "")
+                + &entry(
+                    "past",
+                    "past-t0ken-0123456789",
+                    "not_after = \"2020-01-01T00:00:00Z\"",
+                )
+                + &entry(
+                    "ok",
+                    "ok-t0ken-0123456789",
+                    "not_after = \"2999-01-01T00:00:00Z\"",
+                )),
+        );
+        let config = AuthConfig {
+            tokens_file: file.path().display().to_string(),
+            ..AuthConfig::default()
+        };
+        let auth = Arc::new(Authenticator::load(&config).unwrap().unwrap());
+        let with =
+            |token: &str| auth.authenticate(&headers(Some(&format!("Bearer {token}"))), None);
+        let err = with("short-t0ken").unwrap_err();
+        assert!(err.contains("shorter than 16 characters"), "{err}");
+        let err = with("past-t0ken-0123456789").unwrap_err();
+        assert!(err.contains("expired at 2020-01-01T00:00:00Z"), "{err}");
+        let ok = Caller::Principal(with("ok-t0ken-0123456789").unwrap());
+
+        let read = crate::proto::ReadRequest::default();
+        let mut call = revocable(
+            ok,
+            read,
+            Box::pin(futures::stream::pending::<Result<(), Status>>()),
+        );
+        std::fs::write(file.path(), "# nobody\n").unwrap();
+        auth.reload().unwrap();
+        let next = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            futures::StreamExt::next(&mut call),
+        );
+        let status = next.await.unwrap().unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert!(with("ok-t0ken-0123456789").is_err(), "nobody is left");
+
+        std::fs::remove_file(file.path()).unwrap();
+        auth.reload().unwrap();
+        assert!(with("ok-t0ken-0123456789").is_err());
+    }
+
+    #[test]
+    fn describe_sees_a_groups_offsets_and_name_without_joining_it() {
+        let text = format!(
+            "[[principal]]\nname = \"ops\"\ntoken_sha256 = \"{}\"\n\
+             [[principal.grant]]\npermissions = [\"describe\"]\nstreams = [\"*\"]\n\
+             groups = [\"billing\"]\n",
+            principals::token_sha256_hex("ops-t0ken-0123456789")
+        );
+        let auth = authenticator(&text, "none").unwrap();
+        let caller = Caller::Principal(
+            auth.authenticate(&headers(Some("Bearer ops-t0ken-0123456789")), None)
+                .unwrap(),
+        );
+        let offsets = |group: &str| crate::proto::GetOffsetsRequest {
+            stream: "orders".into(),
+            group: group.into(),
+        };
+        caller.check(&offsets("billing")).unwrap();
+        let err = caller.check(&offsets("audit")).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "principal \"ops\" lacks one of the permissions describe, group on group \"audit\" \
+             of stream \"orders\""
+        );
+        assert!(caller.sees_group("orders", "billing"));
+        assert!(!caller.sees_group("orders", "audit"));
+        let commit = crate::proto::CommitRequest {
+            stream: "orders".into(),
+            group: "billing".into(),
+            ..Default::default()
+        };
+        assert!(caller.check(&commit).is_err(), "describe does not commit");
     }
 }

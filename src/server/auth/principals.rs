@@ -6,6 +6,8 @@
 //! name = "billing"
 //! # SHA-256 of the token, hex (`partlog token hash --name billing`)
 //! token_sha256 = "…64 hex digits…"
+//! # optional: the token is refused from then on
+//! not_after = "2027-06-30T00:00:00Z"
 //!
 //! [[principal.grant]]
 //! permissions = ["read", "group"]
@@ -15,9 +17,15 @@
 //!
 //! A principal without `token_sha256` can only authenticate with a client
 //! certificate (`auth.client_cert_principal`). Permissions hold on the
-//! streams (and for `group`, the groups) that a grant's patterns match;
-//! grants add up. A pattern is a glob: `*` matches any run of characters
-//! (none included), `?` one character, anything else itself.
+//! streams (and for `group` and `describe`, the groups) that a grant's
+//! patterns match; grants add up. A pattern is a glob: `*` matches any run
+//! of characters (none included), `?` one character, anything else itself.
+//!
+//! Tokens are at least [`MIN_TOKEN_LENGTH`] characters: a shorter bearer
+//! token is refused before it is looked up, and the SHA-256 of the empty
+//! token is refused in the file. (A hash does not tell how long its token
+//! was: `partlog token new` makes tokens long enough, and `partlog token
+//! hash` refuses short ones.)
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,17 +45,26 @@ pub enum Permission {
     /// Read, Subscribe, GetOffsets, ListGroups.
     Read,
     /// Commit, ResetOffsets, and Subscribe in a group (with `read`), on the
-    /// grant's groups.
+    /// grant's groups; also what `describe` allows.
     Group,
+    /// GetOffsets of the grant's groups, and their names in ListGroups:
+    /// reading what groups did without being one (Kafka's DESCRIBE).
+    Describe,
 }
 
 impl Permission {
+    /// Held on groups (a grant's `groups`), not on streams.
+    fn is_on_groups(self) -> bool {
+        matches!(self, Permission::Group | Permission::Describe)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Permission::Admin => "admin",
             Permission::Write => "write",
             Permission::Read => "read",
             Permission::Group => "group",
+            Permission::Describe => "describe",
         }
     }
 }
@@ -126,10 +143,10 @@ impl Grant {
         self.permissions.contains(&permission)
             && match *resource {
                 Resource::Stream(stream) => {
-                    permission != Permission::Group && matches(&self.streams, stream)
+                    !permission.is_on_groups() && matches(&self.streams, stream)
                 }
                 Resource::Group { stream, group } => {
-                    permission == Permission::Group
+                    permission.is_on_groups()
                         && matches(&self.streams, stream)
                         && matches(&self.groups, group)
                 }
@@ -142,6 +159,8 @@ impl Grant {
 pub struct Principal {
     pub name: String,
     token_sha256: Option<[u8; 32]>,
+    /// After this its token is refused.
+    not_after: Option<std::time::SystemTime>,
     grants: Vec<Grant>,
 }
 
@@ -152,6 +171,11 @@ impl Principal {
 
     pub fn has_token(&self) -> bool {
         self.token_sha256.is_some()
+    }
+
+    /// When its token stops being accepted, if ever.
+    pub fn not_after(&self) -> Option<std::time::SystemTime> {
+        self.not_after
     }
 }
 
@@ -171,6 +195,8 @@ struct FileFormat {
 struct PrincipalEntry {
     name: String,
     token_sha256: Option<String>,
+    /// RFC 3339.
+    not_after: Option<String>,
     #[serde(default)]
     grant: Vec<GrantEntry>,
 }
@@ -183,6 +209,11 @@ struct GrantEntry {
     #[serde(default)]
     groups: Vec<String>,
 }
+
+/// Shortest token partlog accepts, in characters (`partlog token new`
+/// makes 43: 256 random bits, base64url): a shorter one might be guessed
+/// faster than SHA-256 slows anyone down.
+pub const MIN_TOKEN_LENGTH: usize = 16;
 
 /// The SHA-256 of a token.
 pub fn token_sha256(token: &str) -> [u8; 32] {
@@ -207,7 +238,37 @@ impl Principals {
         Principals::parse(&text).map_err(|why| format!("auth.tokens_file {display}: {why}"))
     }
 
+    /// The file as a reload reads it: deleted, or holding no principal, it
+    /// means nobody — every call is refused, open calls end — instead of an
+    /// error that would keep the previous principals. The second value
+    /// says why nobody is left, if so.
+    pub fn reload(path: &Path) -> Result<(Principals, Option<&'static str>), String> {
+        let display = path.display();
+        let text = match std::fs::read_to_string(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Principals::none(), Some("it was deleted")));
+            }
+            read => read.map_err(|e| format!("auth.tokens_file {display}: cannot read it: {e}"))?,
+        };
+        let entries = Principals::entries(&text)
+            .map_err(|why| format!("auth.tokens_file {display}: {why}"))?;
+        if entries.is_empty() {
+            return Ok((Principals::none(), Some("it defines no [[principal]]")));
+        }
+        let principals = Principals::from_entries(entries)
+            .map_err(|why| format!("auth.tokens_file {display}: {why}"))?;
+        Ok((principals, None))
+    }
+
     pub fn parse(text: &str) -> Result<Principals, String> {
+        let entries = Principals::entries(text)?;
+        if entries.is_empty() {
+            return Err("defines no [[principal]]: nobody could call partlog".into());
+        }
+        Principals::from_entries(entries)
+    }
+
+    fn entries(text: &str) -> Result<Vec<PrincipalEntry>, String> {
         let file: FileFormat = toml::from_str(text).map_err(|e| {
             // toml's own rendering quotes the offending line, which may
             // hold a token pasted in the wrong place: say where, not what.
@@ -222,11 +283,18 @@ impl Principals {
             };
             format!("{line}{}{hint}", e.message().trim_end())
         })?;
-        if file.principal.is_empty() {
-            return Err("defines no [[principal]]: nobody could call partlog".into());
-        }
+        Ok(file.principal)
+    }
+
+    /// Nobody: what a principals file that was emptied or deleted while
+    /// partlog runs leaves (every call refused, open ones ended).
+    pub fn none() -> Principals {
+        Principals(Vec::new())
+    }
+
+    fn from_entries(entries: Vec<PrincipalEntry>) -> Result<Principals, String> {
         let mut principals: Vec<Arc<Principal>> = Vec::new();
-        for entry in file.principal {
+        for entry in entries {
             let principal = entry.check()?;
             if let Some(twin) = principals.iter().find(|p| p.name == principal.name) {
                 return Err(format!("principal {:?} is defined twice", twin.name));
@@ -292,6 +360,21 @@ impl PrincipalEntry {
                 )
             })?),
         };
+        if token_sha256 == Some(token_sha256_of_nothing()) {
+            return Err(format!(
+                "principal {name:?}: token_sha256 is the SHA-256 of the empty token; make a \
+                 token with `partlog token new`"
+            ));
+        }
+        let not_after = match self.not_after {
+            None => None,
+            Some(at) => Some(humantime::parse_rfc3339_weak(&at).map_err(|e| {
+                format!(
+                    "principal {name:?}: not_after {at:?} is not an RFC 3339 time (like \
+                     2027-06-30T00:00:00Z): {e}"
+                )
+            })?),
+        };
         let grants = self
             .grant
             .into_iter()
@@ -305,6 +388,7 @@ impl PrincipalEntry {
         Ok(Principal {
             name,
             token_sha256,
+            not_after,
             grants,
         })
     }
@@ -313,17 +397,19 @@ impl PrincipalEntry {
 impl GrantEntry {
     fn check(self) -> Result<Grant, String> {
         if self.permissions.is_empty() {
-            return Err("permissions is empty (admin, write, read, group)".into());
+            return Err("permissions is empty (admin, write, read, group, describe)".into());
         }
         if self.streams.is_empty() {
             return Err("streams is empty; \"*\" means every stream".into());
         }
-        let for_groups = self.permissions.contains(&Permission::Group);
+        let for_groups = self.permissions.iter().any(|p| p.is_on_groups());
         if for_groups && self.groups.is_empty() {
-            return Err("permission group needs groups (patterns of group names)".into());
+            return Err(
+                "permissions group and describe need groups (patterns of group names)".into(),
+            );
         }
         if !for_groups && !self.groups.is_empty() {
-            return Err("groups is set but only permission group uses it".into());
+            return Err("groups is set but only permissions group and describe use it".into());
         }
         let patterns = |globs: Vec<String>, what: &str| {
             if globs.iter().any(String::is_empty) {
@@ -337,6 +423,11 @@ impl GrantEntry {
             groups: patterns(self.groups, "groups")?,
         })
     }
+}
+
+/// The SHA-256 of the empty string.
+fn token_sha256_of_nothing() -> [u8; 32] {
+    token_sha256("")
 }
 
 fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
@@ -508,11 +599,11 @@ streams = ["orders", "payments"]
             ),
             (
                 "[[principal]]\nname = \"a\"\n[[principal.grant]]\npermissions = [\"group\"]\nstreams = [\"*\"]\n",
-                "needs groups",
+                "need groups",
             ),
             (
                 "[[principal]]\nname = \"a\"\n[[principal.grant]]\npermissions = [\"read\"]\nstreams = [\"*\"]\ngroups = [\"g\"]\n",
-                "only permission group",
+                "only permissions group and describe",
             ),
             (
                 "[[principal]]\nname = \"a\"\n[[principal.grant]]\npermissions = [\"read\"]\nstreams = [\"\"]\n",

@@ -6,9 +6,11 @@
 //! | CreateStream, DeleteStream | `admin` on the stream |
 //! | DescribeStream | `read`, `write` or `admin` on the stream |
 //! | Publish, PublishStream (each message) | `write` on the stream |
-//! | Read, GetOffsets, ListGroups | `read` on the stream |
+//! | Read | `read` on the stream |
 //! | Subscribe, Consume (its first message) | `read` on the stream; in a group also `group` on the group |
 //! | Commit, ResetOffsets | `group` on the group (of that stream) |
+//! | GetOffsets | `describe` or `group` on the group |
+//! | ListGroups | `read` on the stream; it lists the groups the caller has `describe` or `group` on |
 //!
 //! A new RPC implements [`Protected`] for its request message(s) here and
 //! calls [`super::authorize`] (or [`super::Caller::check`] per message of a
@@ -56,6 +58,8 @@ fn on_group<'a>(stream: &'a str, group: &'a str) -> Need<'a> {
 const ADMIN: &[Permission] = &[Permission::Admin];
 const WRITE: &[Permission] = &[Permission::Write];
 const READ: &[Permission] = &[Permission::Read];
+/// Seeing what a group did: its own members, or anyone allowed to describe it.
+pub const DESCRIBE: &[Permission] = &[Permission::Describe, Permission::Group];
 /// Describing a stream is what anyone who may use it needs to know.
 const ANY_USE: &[Permission] = &[Permission::Read, Permission::Write, Permission::Admin];
 
@@ -136,7 +140,13 @@ impl Protected for proto::ResetOffsetsRequest {
 
 impl Protected for proto::GetOffsetsRequest {
     fn needs(&self) -> Vec<Need<'_>> {
-        vec![on_stream(READ, &self.stream)]
+        vec![Need {
+            any_of: DESCRIBE,
+            resource: Resource::Group {
+                stream: &self.stream,
+                group: &self.group,
+            },
+        }]
     }
 }
 
