@@ -220,8 +220,13 @@ async fn json_lines_carry_the_call_and_never_a_secret() {
         assert_eq!(finished.len(), 1, "{method}: {finished:?}");
         assert_eq!(rpc_span(finished[0]).unwrap()["stream"], stream.as_str());
     }
-    let refused = find("unauthenticated call refused", "DescribeStream");
+    // Refusals go to the audit log, in the call's span.
+    let refused: Vec<&Value> = find("audit", "DescribeStream")
+        .into_iter()
+        .filter(|l| l["target"] == "partlog::audit" && l["action"] == "call refused")
+        .collect();
     assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused.iter().all(|l| l["outcome"] == "UNAUTHENTICATED"));
     let failed = find("call failed", "DescribeStream");
     assert_eq!(failed.len(), 2, "{failed:?}");
     assert!(failed.iter().all(|l| l["code"] == "UNAUTHENTICATED"));
