@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
-    assert_one_holder_each, broker_script, create_stream, publish_ok, record, unique_stream,
-    IdempotentPublisher, MemberEvents, Partlog,
+    assert_one_holder_each, broker_script, create_stream, publish_ok, record, stop_task,
+    unique_stream, IdempotentPublisher, MemberEvents, Partlog,
 };
 use partlog::proto::start_position::{First, Position};
 use partlog::proto::subscribe_response::Event;
@@ -155,7 +155,8 @@ async fn partlog_recovers_from_a_broker_restart() {
         3,
         "every partition told the subscriber it re-attached"
     );
-    subscriber.abort();
+    // The subscription never ended (its task panics when it does).
+    stop_task(subscriber).await;
 
     // The group: one member knows it holds each partition, and it gets the
     // partition's new records.
@@ -182,6 +183,9 @@ async fn partlog_recovers_from_a_broker_restart() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // Both members' calls stayed open through the restart.
+    member_a.stop().await;
+    member_b.stop().await;
     println!(
         "broker restart: {} acknowledged, {} delivered, 0 lost, 0 duplicated, {failures} failed attempts",
         acknowledged.len(),

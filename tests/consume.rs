@@ -13,7 +13,10 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use common::{create_stream, publish_ok, record, unique_stream, Member, Partlog, EVENT_TIMEOUT};
+use common::{
+    create_stream, fail_if_any_ended, peak_growth_mib, publish_ok, record, record_bytes,
+    unique_stream, Member, Partlog, Regrant, EVENT_TIMEOUT,
+};
 use partlog::proto::consume_response::Event;
 use partlog::proto::part_log_client::PartLogClient;
 use partlog::proto::{
@@ -72,7 +75,7 @@ async fn lag(client: &mut PartLogClient<Channel>, stream: &str, group: &str) -> 
 const OPEN_COMMITS: usize = 32;
 
 /// A member's loop: reads, commits every 100 records of a partition, and
-/// grants a record of credit per record read — but not while 32 commits
+/// grants the records read back ([`Regrant`]) — but not while 32 commits
 /// are unanswered (it waits for them before reading on). Returns when
 /// `stop` is notified. Commits of a partition the broker took away
 /// meanwhile may be refused (FAILED_PRECONDITION); the next owner
@@ -80,10 +83,14 @@ const OPEN_COMMITS: usize = 32;
 async fn member_loop(mut member: Member, stop: std::sync::Arc<tokio::sync::Notify>) {
     let mut since: HashMap<u32, u64> = HashMap::new();
     let mut open_commits = 0usize;
-    let mut owed_credit = 0u32;
+    let mut regrant = Regrant::default();
     loop {
         let event = tokio::select! {
             event = member.next() => event,
+            () = regrant.due(), if open_commits < OPEN_COMMITS => {
+                regrant.grant(&mut member).await;
+                continue;
+            }
             () = stop.notified() => return,
         };
         match event {
@@ -97,7 +104,7 @@ async fn member_loop(mut member: Member, stop: std::sync::Arc<tokio::sync::Notif
                         .await;
                     open_commits += 1;
                 }
-                owed_credit += 1;
+                regrant.consumed();
             }
             Event::Commit(ack) => {
                 if let Some(error) = &ack.error {
@@ -109,9 +116,6 @@ async fn member_loop(mut member: Member, stop: std::sync::Arc<tokio::sync::Notif
                 since.insert(a.partition, 0);
             }
             Event::Assignment(_) => {}
-        }
-        if open_commits < OPEN_COMMITS && owed_credit > 0 {
-            member.credit(std::mem::take(&mut owed_credit)).await;
         }
     }
 }
@@ -144,6 +148,8 @@ async fn a_group_on_one_channel_consumes_everything_with_commits() {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
+        // A member that got a record beyond its credit fails at once.
+        fail_if_any_ended(&mut members).await;
         let lags = lag(&mut client, &stream, "billing").await;
         if lags.iter().all(|l| *l == 0) {
             break;
@@ -193,6 +199,71 @@ async fn one_record_of_credit_brings_one_record() {
             "more than one record for one credit"
         );
         member.credit(1).await;
+    }
+}
+
+/// Byte credit end to end: partlog sends records while the call's byte
+/// credit is positive; the record that takes it below zero still comes and
+/// leaves it at zero, so each grant brings exactly the records it covers
+/// plus at most one. (Every record is 1000 bytes of key and value.)
+#[tokio::test]
+async fn byte_credit_brings_the_records_it_covers() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("consume-bytes");
+    create_stream(&mut client, &stream, 1).await;
+    let value = |i: usize| format!("{i:0>999}");
+    publish_ok(
+        &mut client,
+        &stream,
+        (0..20).map(|i| record("k", value(i))).collect(),
+    )
+    .await;
+    // Records are no limit here: 1000 of them.
+    let first = ConsumeRequest {
+        open: Some(ConsumeOpen {
+            stream: stream.clone(),
+            group: "bytes".into(),
+            ..Default::default()
+        }),
+        credit_records: 1000,
+        credit_bytes: 4500,
+        ..Default::default()
+    };
+    let mut member = Member::open_with(&mut client, first).await;
+    let mut next_offset = 0;
+    // (bytes granted, records that brings): the first request's 4500 cover
+    // four records and let a fifth take the credit below zero; that counts
+    // as zero, so 1 byte brings one more; 2000 bytes are used up exactly by
+    // two; 2001 by two and one byte, which brings a third.
+    for (i, (grant, brings)) in [(4500, 5), (1, 1), (2000, 2), (2001, 3)]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            member.credit_bytes(grant).await;
+        }
+        let mut got = 0;
+        while got < brings {
+            match member.next().await {
+                Event::Record(r) => {
+                    assert_eq!(r.offset, next_offset);
+                    assert_eq!(record_bytes(&r), 1000, "{r:?}");
+                    next_offset += 1;
+                    got += 1;
+                }
+                Event::Assignment(a) => assert_eq!(a.state(), AssignmentState::Active),
+                Event::Commit(ack) => panic!("no commit sent: {ack:?}"),
+            }
+        }
+        // And no more: partlog keeps the next record until the next grant.
+        if let Some(more) = member.next_within(Duration::from_secs(1)).await {
+            let more = match more {
+                Event::Record(r) => format!("record {}@{}", r.partition, r.offset),
+                other => format!("{other:?}"),
+            };
+            panic!("{grant} bytes brought more than {brings} records: {more}");
+        }
     }
 }
 
@@ -336,17 +407,22 @@ async fn a_call_opens_once_with_credit() {
 }
 
 /// A member that records every event and commits every 10 records of a
-/// partition without waiting for the answers, granting credit as it
-/// reads; stops when `stop` is notified.
+/// partition without waiting for the answers, granting the records read
+/// back ([`Regrant`]); stops when `stop` is notified.
 async fn committing_member(
     mut member: Member,
     stop: std::sync::Arc<tokio::sync::Notify>,
     seen: std::sync::Arc<std::sync::Mutex<Vec<Event>>>,
 ) {
     let mut since: HashMap<u32, u64> = HashMap::new();
+    let mut regrant = Regrant::default();
     loop {
         let event = tokio::select! {
             event = member.next() => event,
+            () = regrant.due() => {
+                regrant.grant(&mut member).await;
+                continue;
+            }
             () = stop.notified() => return,
         };
         if let Event::Record(r) = &event {
@@ -358,7 +434,7 @@ async fn committing_member(
                     .commit(BTreeMap::from([(r.partition, r.offset)]))
                     .await;
             }
-            member.credit(1).await;
+            regrant.consumed();
         }
         seen.lock().unwrap().push(event);
     }
@@ -382,7 +458,11 @@ async fn a_handoff_with_commits_in_flight_keeps_every_answered_commit() {
     type Seen = std::sync::Arc<std::sync::Mutex<Vec<Event>>>;
     let (seen_a, seen_b): (Seen, Seen) = Default::default();
     let a = Member::open(&mut client, &stream, "handoff", 200).await;
-    let a = tokio::spawn(committing_member(a, stop.clone(), seen_a.clone()));
+    let mut members = vec![tokio::spawn(committing_member(
+        a,
+        stop.clone(),
+        seen_a.clone(),
+    ))];
     // B joins once A is well into every partition.
     let records = |seen: &std::sync::Mutex<Vec<Event>>| {
         seen.lock()
@@ -392,10 +472,16 @@ async fn a_handoff_with_commits_in_flight_keeps_every_answered_commit() {
             .count()
     };
     while records(&seen_a) < 4000 {
+        // A member that got a record beyond its credit fails at once.
+        fail_if_any_ended(&mut members).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let b = Member::open(&mut two.client().await, &stream, "handoff", 200).await;
-    let b = tokio::spawn(committing_member(b, stop.clone(), seen_b.clone()));
+    members.push(tokio::spawn(committing_member(
+        b,
+        stop.clone(),
+        seen_b.clone(),
+    )));
 
     // Until every record was read by someone and B holds some partitions.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -407,6 +493,8 @@ async fn a_handoff_with_commits_in_flight_keeps_every_answered_commit() {
             .count()
     };
     while records(&seen_a) + records(&seen_b) < 12_000 || held_by_b(&seen_b) == 0 {
+        // A member that got a record beyond its credit fails at once.
+        fail_if_any_ended(&mut members).await;
         assert!(
             tokio::time::Instant::now() < deadline,
             "stuck: A read {}, B read {} and holds {}",
@@ -418,8 +506,9 @@ async fn a_handoff_with_commits_in_flight_keeps_every_answered_commit() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.notify_waiters();
-    a.await.unwrap();
-    b.await.unwrap();
+    for member in members {
+        member.await.unwrap();
+    }
 
     let seen_a = seen_a.lock().unwrap().clone();
     let seen_b = seen_b.lock().unwrap().clone();
@@ -496,9 +585,7 @@ async fn a_client_without_credit_does_not_make_partlog_buffer() {
     let Event::Assignment(_) = member.next().await else {
         panic!("ACTIVE first")
     };
-    let baseline = server.rss_kib();
-    publish_200_mib(&mut client).await;
-    let grown_mib = server.rss_kib().saturating_sub(baseline) / 1024;
+    let grown_mib = peak_growth_mib(&server, publish_200_mib(&mut client)).await;
     println!("partlog grew by {grown_mib} MiB while a member without credit had 200 MiB to read");
     // Two chunks of about 4 MiB per partition, plus the credit: ~17 MiB.
     assert!(
@@ -547,8 +634,16 @@ async fn a_kill_9_under_load_keeps_every_answered_commit() {
     let (mut sent, mut answered) = (HashMap::<u32, u64>::new(), HashMap::<u32, u64>::new());
     let mut since: HashMap<u32, u64> = HashMap::new();
     let mut read = 0;
+    let mut regrant = Regrant::default();
     while read < 4000 {
-        match a.next().await {
+        let event = tokio::select! {
+            event = a.next() => event,
+            () = regrant.due() => {
+                regrant.grant(&mut a).await;
+                continue;
+            }
+        };
+        match event {
             Event::Record(r) => {
                 read += 1;
                 let n = since.entry(r.partition).or_default();
@@ -558,7 +653,7 @@ async fn a_kill_9_under_load_keeps_every_answered_commit() {
                     a.commit(BTreeMap::from([(r.partition, r.offset)])).await;
                     sent.insert(r.partition, r.offset);
                 }
-                a.credit(1).await;
+                regrant.consumed();
             }
             Event::Commit(ack) => {
                 assert!(ack.error.is_none(), "{ack:?}");

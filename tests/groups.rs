@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use common::{create_stream, native_environment, publish_ok, record, unique_stream, Partlog};
+use common::{
+    create_stream, native_environment, peak_growth_mib, publish_ok, record, unique_stream, Partlog,
+};
 use futures::StreamExt;
 use partlog::proto::part_log_client::PartLogClient;
 use partlog::proto::start_position::{self, Position};
@@ -745,16 +747,19 @@ async fn a_reset_past_the_tail_is_refused_like_a_commit() {
     };
     client.reset_offsets(reset(0, 4)).await.unwrap();
 
-    for (partition, offset, names) in [
-        (0, 11, "offset 9"),
-        (0, 1_000_000_000_000, "offset 9"),
-        (1, 5, "holds no records"),
+    // Commit's codes are its own (see the proto): INVALID_ARGUMENT past
+    // the last record, FAILED_PRECONDITION while the partition holds none.
+    use tonic::Code::{FailedPrecondition, InvalidArgument};
+    for (partition, offset, names, commit_code) in [
+        (0, 11, "offset 9", InvalidArgument),
+        (0, 1_000_000_000_000, "offset 9", InvalidArgument),
+        (1, 5, "holds no records", FailedPrecondition),
     ] {
         let err = client
             .reset_offsets(reset(partition, offset))
             .await
             .expect_err("a reset past the tail");
-        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert_eq!(err.code(), InvalidArgument, "{err:?}");
         assert!(err.message().contains(names), "{}", err.message());
         // Commit refuses the same offset.
         let commit = client
@@ -765,7 +770,8 @@ async fn a_reset_past_the_tail_is_refused_like_a_commit() {
             })
             .await
             .expect_err("a commit past the tail");
-        assert_ne!(commit.code(), tonic::Code::Ok);
+        assert_eq!(commit.code(), commit_code, "{commit:?}");
+        assert!(commit.message().contains(names), "{}", commit.message());
     }
     // Nothing changed: still reset to 4, i.e. 3 processed.
     let rows = offsets(&mut client, &stream, "g").await;
@@ -802,17 +808,19 @@ async fn a_stalled_subscriber_does_not_make_partlog_buffer() {
     // A subscriber with a window of 10 that reads nothing.
     let mut stalled = server.client().await;
     let mut events = subscribe(&mut stalled, &stream, "slow", None, 10).await;
-    let baseline = server.rss_kib();
 
     // 200 MiB through partlog while the subscriber does not read.
     let value = vec![7u8; 256 * 1024];
-    for _ in 0..20 {
-        let records = (0..40)
-            .map(|i| record(&format!("k{i}"), value.clone()))
-            .collect();
-        publish_ok(&mut client, &stream, records).await;
-    }
-    let grown_mib = server.rss_kib().saturating_sub(baseline) / 1024;
+    let publish_200_mib = async {
+        for _ in 0..20 {
+            let records = (0..40)
+                .map(|i| record(&format!("k{i}"), value.clone()))
+                .collect();
+            publish_ok(&mut client, &stream, records).await;
+        }
+    };
+    let grown_mib = peak_growth_mib(&server, publish_200_mib).await;
+    println!("partlog grew by {grown_mib} MiB while a stalled subscriber had 200 MiB to read");
     assert!(
         grown_mib < 100,
         "partlog grew by {grown_mib} MiB while a stalled subscriber had 200 MiB to read"

@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use common::{create_stream, read_all, unique_stream, Partlog};
 use partlog::proto::part_log_client::PartLogClient;
-use partlog::proto::{PublishRecord, PublishRequest, PublishResult, PublishStreamRequest};
+use partlog::proto::{PublishRecord, PublishRequest, PublishResult, PublishStreamRequest, Record};
 use tonic::transport::Channel;
 
 /// Records with sequences `range`, keyed over 10 keys, valued by sequence.
@@ -38,6 +38,36 @@ async fn publish(
         .map(|r| r.into_inner().results)
 }
 
+/// Every record of every partition, each partition's in offset order.
+async fn stored(client: &mut PartLogClient<Channel>, stream: &str, partitions: u32) -> Vec<Record> {
+    let mut records = Vec::new();
+    for partition in 0..partitions {
+        records.extend(read_all(client, stream, partition).await);
+    }
+    records
+}
+
+/// The sequence a [`sequenced`] record holds in its value.
+fn sequence_of(record: &Record) -> u64 {
+    String::from_utf8(record.value.to_vec())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// How many times each sequence is stored.
+async fn stored_sequences(
+    client: &mut PartLogClient<Channel>,
+    stream: &str,
+    partitions: u32,
+) -> HashMap<u64, usize> {
+    let mut seen = HashMap::new();
+    for r in stored(client, stream, partitions).await {
+        *seen.entry(sequence_of(&r)).or_default() += 1;
+    }
+    seen
+}
+
 /// Every sequence stored exactly once and, per key, in sequence order.
 async fn assert_exactly_once(
     client: &mut PartLogClient<Channel>,
@@ -47,15 +77,10 @@ async fn assert_exactly_once(
 ) {
     let mut seen: HashMap<u64, usize> = HashMap::new();
     let mut per_key: HashMap<String, Vec<u64>> = HashMap::new();
-    for partition in 0..partitions {
-        for r in read_all(client, stream, partition).await {
-            let seq: u64 = String::from_utf8(r.value.to_vec())
-                .unwrap()
-                .parse()
-                .unwrap();
-            *seen.entry(seq).or_default() += 1;
-            per_key.entry(r.key).or_default().push(seq);
-        }
+    for r in stored(client, stream, partitions).await {
+        let seq = sequence_of(&r);
+        *seen.entry(seq).or_default() += 1;
+        per_key.entry(r.key).or_default().push(seq);
     }
     let duplicated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
@@ -105,8 +130,16 @@ async fn retried_sequences_are_stored_once_and_reported_as_duplicates() {
         assert_eq!(r.duplicate, r.sequence <= 50, "sequence {}", r.sequence);
     }
 
-    // Another producer id has sequences of its own.
-    let other = publish(&mut client, &stream, "audit-writer", sequenced(1..=5))
+    // Another producer id has sequences of its own (and values of its
+    // own, so that each record stored can be told apart).
+    let audit = |range| {
+        let mut records = sequenced(range);
+        for r in &mut records {
+            r.value = format!("audit-{}", r.sequence).into_bytes();
+        }
+        records
+    };
+    let other = publish(&mut client, &stream, "audit-writer", audit(1..=5))
         .await
         .unwrap();
     assert!(other.iter().all(|r| !r.duplicate));
@@ -122,14 +155,30 @@ async fn retried_sequences_are_stored_once_and_reported_as_duplicates() {
         assert_eq!(r.duplicate, r.sequence <= 60, "sequence {}", r.sequence);
     }
 
-    let mut total = HashMap::new();
-    for partition in 0..3 {
-        for r in read_all(&mut client, &stream, partition).await {
-            *total.entry(r.value).or_insert(0) += 1;
-        }
+    // Each record once: 1..=70 from orders-writer, 1..=5 from
+    // audit-writer. (Counted per record, so that a loss and a duplicate
+    // cannot make up the right total.)
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in stored(&mut client, &stream, 3).await {
+        *counts
+            .entry(String::from_utf8(r.value.to_vec()).unwrap())
+            .or_default() += 1;
     }
-    // 1..=70 from orders-writer, 1..=5 from audit-writer (same values).
-    assert_eq!(total.values().sum::<i32>(), 75);
+    let expected: HashMap<String, usize> = (1..=70)
+        .map(|s| s.to_string())
+        .chain((1..=5).map(|s| format!("audit-{s}")))
+        .map(|value| (value, 1))
+        .collect();
+    let wrong: BTreeMap<&String, (usize, usize)> = expected
+        .keys()
+        .chain(counts.keys())
+        .map(|value| {
+            let count = |m: &HashMap<String, usize>| m.get(value).copied().unwrap_or(0);
+            (value, (count(&counts), count(&expected)))
+        })
+        .filter(|(_, (stored, expected))| stored != expected)
+        .collect();
+    assert!(wrong.is_empty(), "value: (stored, expected): {wrong:?}");
 }
 
 /// The duplicate flag stays exact while a producer id moves back and forth
@@ -186,51 +235,87 @@ async fn kill_9_during_publishing_then_retry_stores_each_sequence_once() {
     create_stream(&mut client, &stream, 3).await;
 
     const BATCH: u64 = 100;
+    // Batches answered before the crash, and batches pipelined when it
+    // comes (enough that partlog cannot answer them all before it dies).
+    const ANSWERED: u64 = 5;
+    const PIPELINED: u64 = 200;
     let batch = |b: u64| sequenced(b * BATCH + 1..=(b + 1) * BATCH);
-    let mut acknowledged_batches = 0;
-    for b in 0..5 {
-        publish(&mut client, &stream, "crashy", batch(b))
-            .await
-            .unwrap();
-        acknowledged_batches = b + 1;
-    }
-    // Batches in flight when partlog dies, pipelined on one PublishStream
-    // (one writer per producer id): their fate is unknown to the client,
-    // which retries them.
-    let inflight: Vec<PublishStreamRequest> = (acknowledged_batches..acknowledged_batches + 4)
-        .map(|b| PublishStreamRequest {
-            stream: stream.clone(),
-            records: batch(b),
-            producer_id: "crashy".into(),
-        })
-        .collect();
-    let mut pipelined = client.clone();
-    let inflight = tokio::spawn(async move {
-        let Ok(answers) = pipelined.publish_stream(tokio_stream::iter(inflight)).await else {
-            return;
-        };
-        let mut answers = answers.into_inner();
-        while let Ok(Some(_)) = answers.message().await {}
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    server.kill();
-    inflight.await.unwrap();
-
-    let server = Partlog::start().await;
-    let mut client = server.client().await;
-    for b in acknowledged_batches..acknowledged_batches + 6 {
+    for b in 0..ANSWERED {
         let results = publish(&mut client, &stream, "crashy", batch(b))
             .await
             .unwrap();
-        assert!(results.iter().all(|r| r.error.is_none()));
+        assert!(results.iter().all(|r| r.error.is_none() && !r.duplicate));
     }
-    assert_exactly_once(
-        &mut client,
-        &stream,
-        3,
-        1..=(acknowledged_batches + 6) * BATCH,
-    )
-    .await;
+    // Batches pipelined on one PublishStream (one writer per producer id),
+    // all sent before the first answer; partlog dies as soon as that
+    // answer arrives, while it writes the others: their fate is unknown to
+    // the client, which retries them.
+    let (requests, outgoing) = tokio::sync::mpsc::channel(PIPELINED as usize);
+    for b in ANSWERED..ANSWERED + PIPELINED {
+        let request = PublishStreamRequest {
+            stream: stream.clone(),
+            records: batch(b),
+            producer_id: "crashy".into(),
+        };
+        requests.send(request).await.unwrap();
+    }
+    let mut answers = client
+        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+        .await
+        .expect("publish stream")
+        .into_inner();
+    let first = answers.message().await.expect("an answer").expect("open");
+    server.kill();
+    // Answers already on their way count as answered.
+    let mut pipelined_answers = vec![first];
+    while let Ok(Some(answer)) = answers.message().await {
+        pipelined_answers.push(answer);
+    }
+    drop(requests);
+    let answered = ANSWERED + pipelined_answers.len() as u64;
+    assert!(
+        answered < ANSWERED + PIPELINED,
+        "all {PIPELINED} pipelined batches were answered before partlog died: no write was cut \
+         short"
+    );
+    for answer in &pipelined_answers {
+        assert!(answer
+            .results
+            .iter()
+            .all(|r| r.error.is_none() && !r.duplicate));
+    }
+
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    // What partlog stored before it died: every answered batch, of the
+    // others a part or nothing, nothing twice.
+    let before = stored_sequences(&mut client, &stream, 3).await;
+    let missing: Vec<u64> = (1..=answered * BATCH)
+        .filter(|s| !before.contains_key(s))
+        .collect();
+    assert!(missing.is_empty(), "answered and lost: {missing:?}");
+    assert!(before.values().all(|n| *n == 1), "stored twice");
+    println!(
+        "partlog died with {answered} of {} batches answered and {} records of the others stored",
+        ANSWERED + PIPELINED,
+        before.len() as u64 - answered * BATCH
+    );
+
+    // The client retries from the last answered batch (as one whose answer
+    // was lost would) and goes on with new batches: a retried record is a
+    // duplicate exactly when it had been stored.
+    let end = ANSWERED + PIPELINED + 2;
+    for b in answered - 1..end {
+        let results = publish(&mut client, &stream, "crashy", batch(b))
+            .await
+            .unwrap();
+        for r in &results {
+            assert!(r.error.is_none(), "{r:?}");
+            let was_stored = before.contains_key(&r.sequence);
+            assert_eq!(r.duplicate, was_stored, "sequence {}", r.sequence);
+        }
+    }
+    assert_exactly_once(&mut client, &stream, 3, 1..=end * BATCH).await;
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! Prometheus metrics of a real partlog against the real broker: a session
 //! (create, publish, read, a group member consuming and committing,
-//! GetOffsets, an error) shows in `/metrics` with real values, the lag
-//! gauges equal what GetOffsets answers, and without `metrics.listen`
-//! nothing listens for them.
+//! GetOffsets, an error) shows in `/metrics` with real values, the group
+//! gauges show the committed offsets, tails and lag the session made, and
+//! without `metrics.listen` nothing listens for them.
 
 mod common;
 
@@ -88,7 +88,7 @@ fn keys() -> Vec<String> {
 }
 
 #[tokio::test]
-async fn a_session_shows_in_the_metrics_and_the_lag_gauges_equal_get_offsets() {
+async fn a_session_shows_in_the_metrics_with_the_groups_committed_offsets_tail_and_lag() {
     let server = Partlog::start_with(&[("PARTLOG_METRICS_LAG_REFRESH_MS", "200")]).await;
     let mut client = server.client().await;
     let stream = unique_stream("metrics");
@@ -175,7 +175,7 @@ async fn a_session_shows_in_the_metrics_and_the_lag_gauges_equal_get_offsets() {
     // One more record in partition 0, delivered but not committed: the
     // group lags there.
     publish_ok(&mut client, &stream, vec![record(&keys[0], "late")]).await;
-    loop {
+    let late = loop {
         let event = tokio::time::timeout_at(deadline.into(), events.message())
             .await
             .expect("the late record in time")
@@ -183,11 +183,22 @@ async fn a_session_shows_in_the_metrics_and_the_lag_gauges_equal_get_offsets() {
             .unwrap()
             .event
             .unwrap();
-        if matches!(&event, Event::Record(r) if r.value[..] == b"late"[..]) {
-            break;
+        match event {
+            Event::Record(r) if r.value[..] == b"late"[..] => break r,
+            _ => {}
         }
-    }
+    };
+    // The late record is at offset 2, or at 3 when the offset tracking
+    // entry mirroring the commit to the broker took offset 2 first.
+    assert_eq!(late.partition, 0);
+    assert!((2..=3).contains(&late.offset), "{late:?}");
 
+    // Known numbers: (committed, tail, lag) per partition. Every partition
+    // committed its second record (offset 1); partition 0 ends with the
+    // late record, and its lag counts the offsets after the commit (a
+    // tracking entry's too).
+    let known: [(u64, u64, u64); PARTITIONS as usize] =
+        [(1, late.offset, late.offset - 1), (1, 1, 0), (1, 1, 0)];
     let offsets = client
         .get_offsets(GetOffsetsRequest {
             stream: stream.clone(),
@@ -197,30 +208,49 @@ async fn a_session_shows_in_the_metrics_and_the_lag_gauges_equal_get_offsets() {
         .unwrap()
         .into_inner()
         .partitions;
-    assert!(offsets.iter().any(|p| p.lag > 0), "{offsets:?}");
+    let answered: Vec<_> = offsets
+        .iter()
+        .map(|p| (p.committed, p.tail, p.lag))
+        .collect();
+    let expected: Vec<_> = known
+        .iter()
+        .map(|(c, t, l)| (Some(*c), Some(*t), *l))
+        .collect();
+    assert_eq!(answered, expected, "GetOffsets: {offsets:?}");
 
-    // After a refresh the gauges say what GetOffsets said.
+    // After a refresh the gauges say the same; a missing gauge is wrong.
+    let gauges = |samples: &[Sample]| -> Vec<[Option<f64>; 3]> {
+        (0..PARTITIONS)
+            .map(|p| {
+                let partition = p.to_string();
+                let at = [
+                    ("group", group),
+                    ("stream", stream.as_str()),
+                    ("partition", partition.as_str()),
+                ];
+                [
+                    "partlog_group_committed_offset",
+                    "partlog_group_tail_offset",
+                    "partlog_group_lag",
+                ]
+                .map(|name| value(samples, name, &at))
+            })
+            .collect()
+    };
+    let expected: Vec<[Option<f64>; 3]> = known
+        .iter()
+        .map(|(c, t, l)| [Some(*c as f64), Some(*t as f64), Some(*l as f64)])
+        .collect();
     let deadline = Instant::now() + PATIENCE;
     let samples = loop {
         let samples = parse(&server.metrics().await);
-        let agrees = offsets.iter().all(|p| {
-            let partition = p.partition.to_string();
-            let at = [
-                ("group", group),
-                ("stream", stream.as_str()),
-                ("partition", partition.as_str()),
-            ];
-            value(&samples, "partlog_group_lag", &at) == Some(p.lag as f64)
-                && value(&samples, "partlog_group_committed_offset", &at)
-                    == p.committed.map(|c| c as f64)
-                && value(&samples, "partlog_group_tail_offset", &at) == p.tail.map(|t| t as f64)
-        });
-        if agrees {
+        let shown = gauges(&samples);
+        if shown == expected {
             break samples;
         }
         assert!(
             Instant::now() < deadline,
-            "the lag gauges never matched GetOffsets {offsets:?}:\n{}",
+            "the group gauges (committed, tail, lag) show {shown:?}, not {expected:?}:\n{}",
             server.metrics().await
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -24,6 +24,7 @@ fn new_token() -> String {
 }
 
 /// Principals and their tokens for one partlog.
+#[derive(Clone)]
 struct Tokens {
     admin: String,
     reader: String,
@@ -82,6 +83,7 @@ struct Secured {
     server: Partlog,
     pki: TestPki,
     tokens: Tokens,
+    tokens_file: std::path::PathBuf,
 }
 
 impl Secured {
@@ -114,6 +116,7 @@ impl Secured {
             server,
             pki,
             tokens,
+            tokens_file,
         }
     }
 
@@ -191,6 +194,31 @@ fn assert_status(result: Result<impl std::fmt::Debug, Status>, code: Code, says:
     status
 }
 
+/// Asserts that partlog refused a client below gRPC: connecting failed, or
+/// the call failed in the transport (a TLS alert, the connection closed).
+/// Any status partlog answered, an error included, means it served the
+/// call; the stream asked about exists, so a served call succeeds.
+async fn assert_refused_by_transport(
+    connected: Result<Channel, tonic::transport::Error>,
+    stream: &str,
+    what: &str,
+) {
+    let Ok(channel) = connected else {
+        return;
+    };
+    let status = PartLogClient::new(channel)
+        .describe_stream(describe(stream))
+        .await
+        .map(drop)
+        .expect_err(&format!("a client with {what} was served"));
+    let transport = std::error::Error::source(&status)
+        .is_some_and(|source| source.is::<tonic::transport::Error>());
+    assert!(
+        transport,
+        "partlog answered a client with {what}: {status:?}"
+    );
+}
+
 #[tokio::test]
 async fn tls_serves_clients_that_trust_its_ca_and_nothing_else() {
     let pki = TestPki::new("partlog test CA");
@@ -210,23 +238,11 @@ async fn tls_serves_clients_that_trust_its_ca_and_nothing_else() {
     let stream = unique_stream("tls");
     create_stream(&mut client, &stream, 1).await;
     client.describe_stream(describe(&stream)).await.unwrap();
-    client
-        .delete_stream(proto::DeleteStreamRequest {
-            stream: stream.clone(),
-        })
-        .await
-        .unwrap();
 
     // Plain text to a TLS listener: no call gets through.
     let plain = format!("http://{}", server.addr);
-    let refused = match Channel::from_shared(plain).unwrap().connect().await {
-        Err(_) => true,
-        Ok(channel) => PartLogClient::new(channel)
-            .describe_stream(describe(&stream))
-            .await
-            .is_err(),
-    };
-    assert!(refused, "a plain-text client was served");
+    let connected = Channel::from_shared(plain).unwrap().connect().await;
+    assert_refused_by_transport(connected, &stream, "plain text").await;
 
     // A client that trusts another CA refuses partlog's certificate.
     let other = TestPki::new("another CA");
@@ -234,6 +250,11 @@ async fn tls_serves_clients_that_trust_its_ca_and_nothing_else() {
         .await
         .expect_err("a certificate of an unknown CA was accepted");
     assert!(format!("{err:?}").contains("UnknownIssuer"), "{err:?}");
+
+    client
+        .delete_stream(proto::DeleteStreamRequest { stream })
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -252,12 +273,10 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
 
     let mut client = PartLogClient::new(server.channel().await.unwrap());
     let stream = unique_stream("mtls");
-    assert_status(
-        client.describe_stream(describe(&stream)).await,
-        Code::NotFound,
-        "does not exist",
-    );
+    create_stream(&mut client, &stream, 1).await;
 
+    // (TLS 1.3 checks the client's certificate after the client finished
+    // its handshake: the call fails, not the connecting.)
     let other = TestPki::new("another CA");
     for (what, tls) in [
         ("no client certificate", tls()),
@@ -266,15 +285,14 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
             tls().identity(other.client("app").identity()),
         ),
     ] {
-        let refused = match connect(&server.url(), tls).await {
-            Err(_) => true,
-            Ok(channel) => PartLogClient::new(channel)
-                .describe_stream(describe(&stream))
-                .await
-                .is_err(),
-        };
-        assert!(refused, "a client with {what} was served");
+        let connected = connect(&server.url(), tls).await;
+        assert_refused_by_transport(connected, &stream, what).await;
     }
+
+    client
+        .delete_stream(proto::DeleteStreamRequest { stream })
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -883,11 +901,7 @@ async fn certificates_are_replaced_on_sighup_without_dropping_connections() {
     let new = new_ca.server();
     std::fs::copy(&new.key, &key_file).unwrap();
     std::fs::copy(&new.cert, &cert_file).unwrap();
-    let sent = std::process::Command::new("kill")
-        .args(["-HUP", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    server.hangup();
 
     // New connections get the new certificate (at once after SIGHUP, or
     // at the latest when the file watcher sees the change).
@@ -914,4 +928,93 @@ async fn certificates_are_replaced_on_sighup_without_dropping_connections() {
         "{}",
         server.log()
     );
+}
+
+/// Replaces `file` with `content` in one rename (partlog never reads half a
+/// file); with `keep_modified`, the new version has the previous one's
+/// modification time and, the content being as long, its size: partlog's
+/// file watcher cannot see the change, so only SIGHUP can load it.
+fn replace(file: &std::path::Path, content: &str, keep_modified: bool) {
+    let before = std::fs::metadata(file).unwrap();
+    let next = file.with_extension("next");
+    std::fs::write(&next, content).unwrap();
+    if keep_modified {
+        assert_eq!(content.len() as u64, before.len(), "a change of size shows");
+        let written = std::fs::File::options().write(true).open(&next).unwrap();
+        written.set_modified(before.modified().unwrap()).unwrap();
+    }
+    std::fs::rename(&next, file).unwrap();
+}
+
+/// The principals file is read again on SIGHUP and when it changes: from
+/// then on a token taken out of it is UNAUTHENTICATED and the token that
+/// replaced it works. (Calls that are open keep their principal.)
+#[tokio::test]
+async fn the_principals_file_is_reloaded_on_sighup_and_when_it_changes() {
+    let secured = Secured::start(false).await;
+    let mut client = secured.client(None).await;
+    let stream = unique_stream("principals");
+    let admin = Some(secured.tokens.admin.as_str());
+    let create = proto::CreateStreamRequest {
+        stream: stream.clone(),
+        partitions: 1,
+        ..Default::default()
+    };
+    client
+        .create_stream(with_token(admin, create))
+        .await
+        .unwrap();
+    // The reader describes the stream: a call that succeeds only for a
+    // principal partlog knows.
+    let describe_as = |token: &str| {
+        let mut client = client.clone();
+        let request = with_token(Some(token), describe(&stream));
+        async move { client.describe_stream(request).await.map(drop) }
+    };
+    let until_it_works = async |token: &str, within: std::time::Duration| {
+        let deadline = std::time::Instant::now() + within;
+        while let Err(status) = describe_as(token).await {
+            assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the new token was refused for {within:?}:\n{}",
+                secured.server.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let first = secured.tokens.clone();
+    describe_as(&first.reader).await.unwrap();
+
+    // SIGHUP: the reader's token replaced where the watcher cannot see it.
+    let mut second = first.clone();
+    second.reader = new_token();
+    replace(&secured.tokens_file, &second.file(false), true);
+    describe_as(&first.reader).await.unwrap();
+    secured.server.hangup();
+    until_it_works(&second.reader, std::time::Duration::from_secs(10)).await;
+    assert_status(
+        describe_as(&first.reader).await,
+        Code::Unauthenticated,
+        "not valid",
+    );
+
+    // A change of the file, no signal: the watcher loads it.
+    let mut third = second.clone();
+    third.reader = new_token();
+    replace(&secured.tokens_file, &third.file(false), false);
+    until_it_works(&third.reader, std::time::Duration::from_secs(15)).await;
+    assert_status(
+        describe_as(&second.reader).await,
+        Code::Unauthenticated,
+        "not valid",
+    );
+
+    let log = secured.server.log();
+    assert!(log.contains("reloaded the principals file"), "{log}");
+    client
+        .delete_stream(with_token(admin, proto::DeleteStreamRequest { stream }))
+        .await
+        .unwrap();
+    secured.assert_log_keeps_tokens(&[&second.reader, &third.reader]);
 }

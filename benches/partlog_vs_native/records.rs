@@ -55,7 +55,13 @@ impl Dataset {
         }
     }
 
-    fn key_index(&self, seq: u64) -> usize {
+    /// Distinct keys.
+    pub fn keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Which of the keys record `seq` has.
+    pub fn key_index(&self, seq: u64) -> usize {
         ((seq.wrapping_mul(KEY_STRIDE)) % self.keys.len() as u64) as usize
     }
 
@@ -63,7 +69,9 @@ impl Dataset {
         &self.keys[self.key_index(seq)]
     }
 
-    /// The partition record `seq` belongs in.
+    /// The partition record `seq` belongs in, by partlog's routing
+    /// function (the prefill routes with the native client's own, so that
+    /// the lines reading prefilled streams check that the two agree).
     pub fn partition_of(&self, seq: u64) -> u32 {
         self.key_partition[self.key_index(seq)]
     }

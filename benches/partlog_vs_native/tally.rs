@@ -1,5 +1,6 @@
 //! Checking what consumers received: every published record exactly once
-//! (or at least once, for groups), in its key's partition, in offset order.
+//! (or at least once, for groups), in its key's partition, in offset order,
+//! and each key's records in sequence order where they were published so.
 //! A bench that measured a broken path would be worse than none, so every
 //! consuming measurement ends with [`Tally::verify`].
 
@@ -34,6 +35,12 @@ pub struct Tally {
     last_offset: Vec<Mutex<Option<u64>>>,
     /// Deliveries whose offset was not above the partition's last one.
     out_of_order: AtomicU64,
+    /// Per key index: the highest sequence delivered, when its records
+    /// were published in sequence order.
+    key_last: Option<Vec<Mutex<Option<u64>>>>,
+    /// First deliveries of a record whose key had a later sequence
+    /// delivered before.
+    key_out_of_order: AtomicU64,
     /// Publish → delivery latency, when asked for.
     latency: Option<Mutex<Latencies>>,
     progress: Notify,
@@ -42,9 +49,27 @@ pub struct Tally {
 /// Longest time without a new record before a consumer counts as stuck.
 pub const STALL: Duration = Duration::from_secs(30);
 
+/// How the records a tally expects were published, which says in what
+/// order each key's records are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// In sequence order through one producer ([`crate::lines::prefill`]):
+    /// each key's records are stored, and must arrive, in sequence order.
+    InOrder,
+    /// By concurrent calls (the delivery line's publishers): two calls
+    /// that overlap may store a key's records in either order.
+    Concurrently,
+}
+
 impl Tally {
     /// Expects sequences `first..first + count` of `dataset`.
-    pub fn new(dataset: &Dataset, first: u64, count: u64, with_latency: bool) -> Tally {
+    pub fn new(
+        dataset: &Dataset,
+        first: u64,
+        count: u64,
+        published: Published,
+        with_latency: bool,
+    ) -> Tally {
         Tally {
             dataset: dataset.clone(),
             first,
@@ -58,6 +83,9 @@ impl Tally {
             misrouted: AtomicU64::new(0),
             last_offset: (0..dataset.partitions).map(|_| Mutex::new(None)).collect(),
             out_of_order: AtomicU64::new(0),
+            key_last: (published == Published::InOrder)
+                .then(|| (0..dataset.keys()).map(|_| Mutex::new(None)).collect()),
+            key_out_of_order: AtomicU64::new(0),
             latency: with_latency.then(|| Mutex::new(Latencies::default())),
             progress: Notify::new(),
         }
@@ -97,10 +125,27 @@ impl Tally {
                 .unwrap()
                 .record(Duration::from_nanos(nanos), 1);
         }
+        // Under the key's lock, so that the first delivery of a record and
+        // its key's highest sequence change together.
+        let mut key_last = self
+            .key_last
+            .as_ref()
+            .map(|last| last[self.dataset.key_index(seq)].lock().unwrap());
         let index = seq - self.first;
         let bit = 1u64 << (index % 64);
         let before = self.seen[(index / 64) as usize].fetch_or(bit, Ordering::Relaxed);
-        if before & bit == 0 {
+        let first_delivery = before & bit == 0;
+        if let Some(last) = key_last.as_deref_mut() {
+            // A redelivery (a group's handover) may go back; a record
+            // delivered for the first time must have a higher sequence
+            // than every record of its key delivered before.
+            if first_delivery && last.is_some_and(|l| l > seq) {
+                self.key_out_of_order.fetch_add(1, Ordering::Relaxed);
+            }
+            *last = Some(last.map_or(seq, |l| l.max(seq)));
+        }
+        drop(key_last);
+        if first_delivery {
             self.distinct_in[partition as usize].fetch_add(1, Ordering::Relaxed);
             let distinct = self.distinct.fetch_add(1, Ordering::Relaxed) + 1;
             if distinct == self.count {
@@ -141,18 +186,21 @@ impl Tally {
     }
 
     /// Every expected record arrived, each in its key's partition, nothing
-    /// else; with `exactly_once`, no record twice and offsets increasing
-    /// within each partition (a group hands partitions over with
-    /// redeliveries, so it checks neither).
+    /// else, and (when published in order) each key's records for the first
+    /// time in sequence order; with `exactly_once`, no record twice and
+    /// offsets increasing within each partition (a group hands partitions
+    /// over with redeliveries, so it checks neither).
     pub fn verify(&self, exactly_once: bool) -> Result<()> {
         let distinct = self.distinct.load(Ordering::Relaxed);
         let deliveries = self.deliveries();
         let foreign = self.foreign.load(Ordering::Relaxed);
         let misrouted = self.misrouted.load(Ordering::Relaxed);
         let out_of_order = self.out_of_order.load(Ordering::Relaxed);
+        let key_out_of_order = self.key_out_of_order.load(Ordering::Relaxed);
         let broken = distinct != self.count
             || foreign != 0
             || misrouted != 0
+            || key_out_of_order != 0
             || (exactly_once && (deliveries != self.count || out_of_order != 0));
         if broken {
             return Err(format!("wrong records consumed: {}", self.summary()).into());
@@ -171,9 +219,13 @@ impl Tally {
                 (missing > 0).then(|| format!("{p}: {missing}"))
             })
             .collect();
+        let key_order = match self.key_last {
+            Some(_) => self.key_out_of_order.load(Ordering::Relaxed).to_string(),
+            None => "unchecked (published concurrently)".into(),
+        };
         format!(
             "expected {}, distinct {}, deliveries {}, foreign {}, misrouted {}, out of order {}, \
-             missing per partition {{{}}}",
+             out of key order {key_order}, missing per partition {{{}}}",
             self.count,
             self.distinct.load(Ordering::Relaxed),
             self.deliveries(),

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod principals;
 pub mod python;
 
 use std::collections::{BTreeSet, HashMap};
@@ -237,13 +238,36 @@ impl Partlog {
 
     /// Resident memory of the partlog process in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("process status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS line")
+        rss_kib(self.pid())
+    }
+
+    /// Starts sampling the process's resident memory (every 10 ms, on a
+    /// thread of its own, so that a busy runtime cannot skip samples) until
+    /// [`RssPeak::peak_kib`].
+    pub fn sample_rss(&self) -> RssPeak {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pid = self.pid();
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut peak = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(rss_kib(pid));
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                peak.max(rss_kib(pid))
+            }
+        });
+        RssPeak { stop, thread }
+    }
+
+    /// Sends SIGHUP: partlog reloads its security files.
+    pub fn hangup(&self) {
+        let sent = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -HUP failed");
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -257,11 +281,51 @@ impl Partlog {
     }
 }
 
+/// Resident memory of process `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line")
+}
+
+/// The most resident memory a process had while sampled.
+pub struct RssPeak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl RssPeak {
+    /// Stops sampling; the peak in KiB.
+    pub fn peak_kib(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the sampling thread")
+    }
+}
+
 impl Drop for Partlog {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// How long memory is watched after a load: partlog's readers go on
+/// reading after the last publish was confirmed, so what they buffer shows
+/// only once they reached the partitions' tails (or their bound).
+pub const AFTER_THE_TAIL: Duration = Duration::from_secs(3);
+
+/// How much partlog's resident memory grew, in MiB, above what it had
+/// before `load`: its peak over the [`AFTER_THE_TAIL`] after the load (not
+/// during it, when the write path's own passing buffers count too).
+pub async fn peak_growth_mib(server: &Partlog, load: impl std::future::Future<Output = ()>) -> u64 {
+    let baseline = server.rss_kib();
+    load.await;
+    let sampling = server.sample_rss();
+    tokio::time::sleep(AFTER_THE_TAIL).await;
+    sampling.peak_kib().saturating_sub(baseline) / 1024
 }
 
 /// A plain HTTP/1.1 GET of `path` on `addr`; the whole answer, head and
@@ -472,7 +536,8 @@ pub fn broker_script(args: &[&str], node: Option<&str>) {
 pub struct MemberEvents {
     pub name: String,
     events: std::sync::Arc<std::sync::Mutex<Vec<proto::subscribe_response::Event>>>,
-    task: tokio::task::JoinHandle<()>,
+    /// Ends only when the call does, with how it ended.
+    task: Option<tokio::task::JoinHandle<String>>,
 }
 
 impl MemberEvents {
@@ -498,15 +563,32 @@ impl MemberEvents {
         let task = tokio::spawn({
             let events = events.clone();
             async move {
-                while let Ok(Some(message)) = responses.message().await {
-                    events.lock().unwrap().push(message.event.expect("event"));
+                loop {
+                    match responses.message().await {
+                        Ok(Some(message)) => {
+                            events.lock().unwrap().push(message.event.expect("event"))
+                        }
+                        Ok(None) => return "partlog ended the call".to_owned(),
+                        Err(status) => return format!("the call failed: {status}"),
+                    }
                 }
             }
         });
         MemberEvents {
             name: name.into(),
             events,
-            task,
+            task: Some(task),
+        }
+    }
+
+    /// Stops recording, failing the test when the recording task panicked
+    /// or the call ended before: a member stays in its group through
+    /// broker trouble (partlog tells it INACTIVE and ACTIVE), it is never
+    /// dropped.
+    pub async fn stop(mut self) {
+        let task = self.task.take().expect("stopped once");
+        if let Some(ended) = stop_task(task).await {
+            panic!("member {}'s Subscribe call ended: {ended}", self.name);
         }
     }
 
@@ -534,7 +616,32 @@ impl MemberEvents {
 
 impl Drop for MemberEvents {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Fails the test at once when one of `tasks` ended, with its panic if it
+/// panicked: a task that checks what it receives must not fail unseen
+/// while the test waits for it until a deadline.
+pub async fn fail_if_any_ended(tasks: &mut Vec<tokio::task::JoinHandle<()>>) {
+    if let Some(ended) = tasks.iter().position(|t| t.is_finished()) {
+        stop_task(tasks.swap_remove(ended)).await;
+        panic!("a task ended before the test stopped it");
+    }
+}
+
+/// Stops a task the test spawned and fails the test with the task's panic
+/// if it panicked: the panic of a task that is only aborted is lost, and
+/// the test passes without what the task checked. Returns the task's
+/// output when it had ended by itself.
+pub async fn stop_task<T>(task: tokio::task::JoinHandle<T>) -> Option<T> {
+    task.abort();
+    match task.await {
+        Ok(output) => Some(output),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
     }
 }
 
@@ -741,9 +848,90 @@ pub fn trusting(pki: &TestPki) -> ClientTlsConfig {
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One Consume call: what the test sends and what partlog answers.
+///
+/// It keeps count of the credit it granted and of the records partlog
+/// sent, and fails the test at the first record beyond the credit: every
+/// test that consumes through it checks that partlog never exceeds it.
 pub struct Member {
     requests: tokio::sync::mpsc::Sender<proto::ConsumeRequest>,
     responses: tonic::Streaming<proto::ConsumeResponse>,
+    credit: CreditLedger,
+}
+
+/// What a Consume call granted and got, for the check that partlog stays
+/// within the credit.
+#[derive(Debug, Default)]
+struct CreditLedger {
+    records_granted: u64,
+    records_delivered: u64,
+    /// Byte credit, when the first request granted some (partlog limits
+    /// bytes only then).
+    bytes: Option<ByteLedger>,
+}
+
+#[derive(Debug, Default)]
+struct ByteLedger {
+    granted: u64,
+    /// Grants, the first request's included.
+    grants: u64,
+    delivered: u64,
+    largest_record: u64,
+}
+
+impl CreditLedger {
+    fn granted(&mut self, request: &proto::ConsumeRequest) {
+        self.records_granted += u64::from(request.credit_records);
+        if request.open.is_some() && request.credit_bytes > 0 {
+            self.bytes = Some(ByteLedger::default());
+        }
+        if let Some(bytes) = &mut self.bytes {
+            if request.credit_bytes > 0 {
+                bytes.granted += request.credit_bytes;
+                bytes.grants += 1;
+            }
+        }
+    }
+
+    /// Counts a record partlog sent and asserts the credit allowed it.
+    fn delivered(&mut self, record: &proto::Record) {
+        self.records_delivered += 1;
+        assert!(
+            self.records_delivered <= self.records_granted,
+            "partlog sent record {} of the call ({}@{}) with {} records of credit granted",
+            self.records_delivered,
+            record.partition,
+            record.offset,
+            self.records_granted
+        );
+        if let Some(bytes) = &mut self.bytes {
+            // partlog sends a record while its byte credit is positive and
+            // counts the credit a record takes it below as zero: each grant
+            // can be overrun by less than one record, never more. (The
+            // client cannot tell which grants partlog had when it sent the
+            // record, so this bound counts every grant sent so far.)
+            let allowance = bytes.granted + bytes.grants * bytes.largest_record;
+            assert!(
+                bytes.delivered < allowance,
+                "partlog sent record {}@{} after {} bytes, with {} bytes of credit in {} grants \
+                 (records of up to {} bytes)",
+                record.partition,
+                record.offset,
+                bytes.delivered,
+                bytes.granted,
+                bytes.grants,
+                bytes.largest_record
+            );
+            let size = record_bytes(record);
+            bytes.delivered += size;
+            bytes.largest_record = bytes.largest_record.max(size);
+        }
+    }
+}
+
+/// What a record costs of byte credit: its key, value and headers.
+pub fn record_bytes(record: &proto::Record) -> u64 {
+    let headers: usize = record.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    (record.key.len() + record.value.len() + headers) as u64
 }
 
 impl Member {
@@ -753,19 +941,27 @@ impl Member {
         group: &str,
         credit_records: u32,
     ) -> Member {
-        let (requests, outgoing) = tokio::sync::mpsc::channel(64);
-        requests
-            .send(proto::ConsumeRequest {
-                open: Some(proto::ConsumeOpen {
-                    stream: stream.into(),
-                    group: group.into(),
-                    ..Default::default()
-                }),
-                credit_records,
+        let first = proto::ConsumeRequest {
+            open: Some(proto::ConsumeOpen {
+                stream: stream.into(),
+                group: group.into(),
                 ..Default::default()
-            })
-            .await
-            .unwrap();
+            }),
+            credit_records,
+            ..Default::default()
+        };
+        Member::open_with(client, first).await
+    }
+
+    /// Opens the call with `first` as its first request.
+    pub async fn open_with(
+        client: &mut PartLogClient<Channel>,
+        first: proto::ConsumeRequest,
+    ) -> Member {
+        let (requests, outgoing) = tokio::sync::mpsc::channel(64);
+        let mut credit = CreditLedger::default();
+        credit.granted(&first);
+        requests.send(first).await.unwrap();
         let responses = client
             .consume(tokio_stream::wrappers::ReceiverStream::new(outgoing))
             .await
@@ -774,14 +970,17 @@ impl Member {
         Member {
             requests,
             responses,
+            credit,
         }
     }
 
-    pub async fn send(&self, request: proto::ConsumeRequest) {
+    pub async fn send(&mut self, request: proto::ConsumeRequest) {
+        // Counted before it leaves: partlog cannot use a grant earlier.
+        self.credit.granted(&request);
         self.requests.send(request).await.expect("call open");
     }
 
-    pub async fn credit(&self, records: u32) {
+    pub async fn credit(&mut self, records: u32) {
         self.send(proto::ConsumeRequest {
             credit_records: records,
             ..Default::default()
@@ -789,7 +988,16 @@ impl Member {
         .await;
     }
 
-    pub async fn commit(&self, offsets: std::collections::BTreeMap<u32, u64>) {
+    /// Grants `bytes` more bytes of credit.
+    pub async fn credit_bytes(&mut self, bytes: u64) {
+        self.send(proto::ConsumeRequest {
+            credit_bytes: bytes,
+            ..Default::default()
+        })
+        .await;
+    }
+
+    pub async fn commit(&mut self, offsets: std::collections::BTreeMap<u32, u64>) {
         self.send(proto::ConsumeRequest {
             commits: offsets.into_iter().collect(),
             ..Default::default()
@@ -797,15 +1005,27 @@ impl Member {
         .await;
     }
 
+    /// Checks a record against the credit.
+    fn received(
+        &mut self,
+        event: proto::consume_response::Event,
+    ) -> proto::consume_response::Event {
+        if let proto::consume_response::Event::Record(record) = &event {
+            self.credit.delivered(record);
+        }
+        event
+    }
+
     /// The next event, failing the test after [`EVENT_TIMEOUT`].
     pub async fn next(&mut self) -> proto::consume_response::Event {
-        tokio::time::timeout(EVENT_TIMEOUT, self.responses.message())
+        let event = tokio::time::timeout(EVENT_TIMEOUT, self.responses.message())
             .await
             .expect("an event within the timeout")
             .expect("call healthy")
             .expect("call open")
             .event
-            .expect("event set")
+            .expect("event set");
+        self.received(event)
     }
 
     /// The next event, or the status the call ended with, failing the
@@ -814,14 +1034,60 @@ impl Member {
         let message = tokio::time::timeout(EVENT_TIMEOUT, self.responses.message())
             .await
             .expect("an event within the timeout")?;
-        Ok(message.expect("call open").event.expect("event set"))
+        let event = message.expect("call open").event.expect("event set");
+        Ok(self.received(event))
     }
 
     /// The next event if one comes within `wait`.
     pub async fn next_within(&mut self, wait: Duration) -> Option<proto::consume_response::Event> {
         let message = tokio::time::timeout(wait, self.responses.message()).await;
-        message
+        let event = message
             .ok()
-            .map(|m| m.expect("call healthy").expect("call open").event.unwrap())
+            .map(|m| m.expect("call healthy").expect("call open").event.unwrap())?;
+        Some(self.received(event))
+    }
+}
+
+/// How often a [`Regrant`] grants at most.
+pub const GRANT_EVERY: Duration = Duration::from_millis(20);
+
+/// Grants the records a member consumed back in batches, at most every
+/// [`GRANT_EVERY`], as a consumer that batches its grants would. Between
+/// grants the member's credit can run out and partlog must wait: a record
+/// beyond the credit then fails the test ([`Member`] checks). (A member
+/// that granted a record back for each record received could never tell:
+/// its grants would always be ahead of what partlog sent.)
+pub struct Regrant {
+    owed: u32,
+    next: tokio::time::Instant,
+}
+
+impl Default for Regrant {
+    fn default() -> Regrant {
+        Regrant {
+            owed: 0,
+            next: tokio::time::Instant::now() + GRANT_EVERY,
+        }
+    }
+}
+
+impl Regrant {
+    /// Counts a record consumed: one record of credit owed.
+    pub fn consumed(&mut self) {
+        self.owed += 1;
+    }
+
+    /// Resolves when owed credit is due; never while nothing is owed.
+    pub async fn due(&self) {
+        if self.owed == 0 {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep_until(self.next).await;
+    }
+
+    /// Grants what is owed.
+    pub async fn grant(&mut self, member: &mut Member) {
+        member.credit(std::mem::take(&mut self.owed)).await;
+        self.next = tokio::time::Instant::now() + GRANT_EVERY;
     }
 }

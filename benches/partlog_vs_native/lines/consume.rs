@@ -9,7 +9,7 @@ use crate::consume::{ConsumeVariant, Consumers, From};
 use crate::records::Dataset;
 use crate::report::{Metric, Unit};
 use crate::setup::Result;
-use crate::tally::Tally;
+use crate::tally::{Published, Tally};
 
 use ConsumeVariant::{NativeConsumer, PartlogRead, PartlogSubscribe};
 
@@ -68,7 +68,7 @@ async fn consume_once(
 ) -> Result<Measured> {
     with_fresh_stream(bench, "consume", dataset.partitions, |stream| async move {
         let expected = prefill(bench, dataset, &stream, records).await?;
-        let tally = Arc::new(Tally::new(dataset, 0, records, false));
+        let tally = Arc::new(Tally::new(dataset, 0, records, Published::InOrder, false));
         let meter = bench.meter().await;
         let started = tokio::time::Instant::now();
         let consumed = async {

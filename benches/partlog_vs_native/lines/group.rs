@@ -13,7 +13,7 @@ use crate::group::{self, GroupImpl};
 use crate::records::Dataset;
 use crate::report::{Metric, Unit};
 use crate::setup::Result;
-use crate::tally::Tally;
+use crate::tally::{Published, Tally};
 
 use GroupImpl::{NativeSingleActive, PartlogConsume, PartlogSubscribeCommit};
 
@@ -78,7 +78,7 @@ async fn group_once(
         // Only publishers wrote: offsets 0.. in each partition.
         let last: Vec<Option<u64>> = per_partition.iter().map(|n| n.checked_sub(1)).collect();
         let group = format!("{stream}-group");
-        let tally = Arc::new(Tally::new(dataset, 0, records, false));
+        let tally = Arc::new(Tally::new(dataset, 0, records, Published::InOrder, false));
         let meter = bench.meter().await;
         let started = tokio::time::Instant::now();
         let consumed =

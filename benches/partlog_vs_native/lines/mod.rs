@@ -14,7 +14,7 @@ use partlog::proto::GetOffsetsRequest;
 use crate::bench::Bench;
 use crate::options::LineGroup;
 use crate::publish::{close, drive, Pace, PublishVariant, Target};
-use crate::records::Dataset;
+use crate::records::{Dataset, PRIME_FIRST};
 use crate::report::Report;
 use crate::setup::Result;
 
@@ -135,9 +135,42 @@ pub async fn stored_per_partition(bench: &Bench, stream: &str) -> Result<Vec<u64
     Ok(stored)
 }
 
-/// Publishes records `0..records` of `dataset` to `stream` (unmeasured,
-/// through native producers per partition, the fastest path) and checks
-/// the broker stored them; returns the records per partition.
+/// Checks that the broker stored exactly `expected` records in each
+/// partition: every line checks what it published, so that a record stored
+/// twice or lost (also one that no consumer waited for, after the last one
+/// it expected) fails the run. `what` names the publishing in the error.
+pub async fn check_stored(bench: &Bench, stream: &str, what: &str, expected: &[u64]) -> Result<()> {
+    let stored = stored_per_partition(bench, stream).await?;
+    if stored != expected {
+        return Err(format!(
+            "{what} stored {stored:?} records per partition, expected {expected:?}"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Records per partition after `primed` priming records and records
+/// `0..records` of `dataset` were published.
+pub fn expected_after_priming(dataset: &Dataset, primed: u64, records: u64) -> Vec<u64> {
+    dataset
+        .expected_per_partition(PRIME_FIRST, primed)
+        .iter()
+        .zip(dataset.expected_per_partition(0, records))
+        .map(|(primed, measured)| primed + measured)
+        .collect()
+}
+
+/// Publishes records `0..records` of `dataset` to `stream` (unmeasured)
+/// and checks the broker stored them; returns the records per partition.
+///
+/// It publishes through ONE native super stream producer routing with the
+/// client's own hash strategy, not with partlog's routing function: the
+/// partitions the records land in are then the native client's, and the
+/// counts checked here and each record's partition checked by the
+/// [`crate::tally::Tally`] (partlog's routing) compare the two. One
+/// producer with batches pipelined keeps each key's records in sequence
+/// order ([`crate::tally::Published::InOrder`]).
 pub async fn prefill(
     bench: &Bench,
     dataset: &Dataset,
@@ -153,9 +186,8 @@ pub async fn prefill(
         batch,
         value_size: dataset.value_size,
     };
-    let (paths, in_flight) = PublishVariant::NativePerPartition
-        .open(&target, bench.options.clients)
-        .await?;
+    let (paths, _) = PublishVariant::NativeSuperStream.open(&target, 1).await?;
+    let in_flight = bench.options.clients;
     let (paths, _) = drive(
         paths,
         Pace::ClosedLoop { in_flight },
@@ -164,11 +196,12 @@ pub async fn prefill(
     .await?;
     close(paths).await;
     let expected = dataset.expected_per_partition(0, records);
-    let stored = stored_per_partition(bench, stream).await?;
-    if stored != expected {
-        return Err(
-            format!("prefill stored {stored:?} per partition, expected {expected:?}").into(),
-        );
-    }
+    check_stored(
+        bench,
+        stream,
+        "the native prefill (routed by the native client)",
+        &expected,
+    )
+    .await?;
     Ok(expected)
 }

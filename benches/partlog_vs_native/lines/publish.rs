@@ -4,10 +4,10 @@
 
 use serde_json::Map;
 
-use super::{stored_per_partition, with_fresh_stream};
+use super::{check_stored, expected_after_priming, with_fresh_stream};
 use crate::bench::{Bench, Measured, Round, Variant};
 use crate::publish::{close, drive, prime, Pace, PublishVariant, Target};
-use crate::records::{Dataset, PRIME_FIRST};
+use crate::records::Dataset;
 use crate::report::{Metric, Report, Unit};
 use crate::setup::Result;
 use crate::stats::Percentile;
@@ -220,19 +220,8 @@ async fn publish_once(
         let (paths, outcome) = driven?;
         close(paths).await;
 
-        let expected: Vec<u64> = dataset
-            .expected_per_partition(PRIME_FIRST, primed)
-            .iter()
-            .zip(dataset.expected_per_partition(0, records))
-            .map(|(primed, measured)| primed + measured)
-            .collect();
-        let stored = stored_per_partition(bench, &stream).await?;
-        if stored != expected {
-            return Err(format!(
-                "the broker stored {stored:?} records per partition, expected {expected:?}"
-            )
-            .into());
-        }
+        let expected = expected_after_priming(dataset, primed, records);
+        check_stored(bench, &stream, variant.label(), &expected).await?;
         Ok(Measured {
             unit: Unit::Records,
             records: outcome.records,
