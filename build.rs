@@ -14,6 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // A stored record's value is a slice of the chunk partlog read it
         // from, sent without a copy.
         .bytes(".partlog.v1.Record.value")
+        // A published value stays a slice of the request's buffer until it
+        // is written to the broker's socket.
+        .bytes(".partlog.v1.PublishRecord.value")
         .file_descriptor_set_path(out_dir.join("partlog_descriptor.bin"))
         .compile_protos(&["proto/partlog/v1/partlog.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");

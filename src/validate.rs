@@ -293,7 +293,7 @@ mod tests {
     fn record(key: &str, value_len: usize) -> NewRecord {
         NewRecord {
             key: key.into(),
-            value: vec![7; value_len],
+            value: vec![7; value_len].into(),
             headers: BTreeMap::new(),
             sequence: None,
         }

@@ -273,7 +273,7 @@ async fn bad_requests_get_precise_status_codes() {
                 &stream,
                 vec![PublishRecord {
                     key: "k".into(),
-                    value: b"v".to_vec(),
+                    value: b"v".to_vec().into(),
                     headers: HashMap::from([("partlog.key".to_string(), "x".to_string())]),
                     ..Default::default()
                 }],
@@ -287,7 +287,7 @@ async fn bad_requests_get_precise_status_codes() {
                 &stream,
                 vec![PublishRecord {
                     key: "k".into(),
-                    value: b"v".to_vec(),
+                    value: b"v".to_vec().into(),
                     headers: HashMap::from([(String::new(), "x".to_string())]),
                     ..Default::default()
                 }],

@@ -15,7 +15,7 @@ fn sequenced(range: std::ops::RangeInclusive<u64>) -> Vec<PublishRecord> {
     range
         .map(|seq| PublishRecord {
             key: format!("key-{}", seq % 10),
-            value: seq.to_string().into_bytes(),
+            value: seq.to_string().into_bytes().into(),
             sequence: seq,
             ..Default::default()
         })

@@ -55,7 +55,7 @@ async fn routing_agrees(partitions: u32) {
             .iter()
             .map(|k| PublishRecord {
                 key: k.clone(),
-                value: b"partlog".to_vec(),
+                value: b"partlog".to_vec().into(),
                 headers: HashMap::new(),
                 ..Default::default()
             })
@@ -160,7 +160,7 @@ async fn native_consumer_reads_partlog_records() {
         &stream,
         vec![PublishRecord {
             key: "order-42".into(),
-            value: b"{\"total\": 12}".to_vec(),
+            value: b"{\"total\": 12}".to_vec().into(),
             headers: HashMap::from([("content-type".to_string(), "application/json".to_string())]),
             ..Default::default()
         }],
@@ -253,7 +253,7 @@ async fn committed_offsets_are_shared_with_native_consumers() {
         (0..10)
             .map(|i| PublishRecord {
                 key: "same-key".into(),
-                value: format!("{i}").into_bytes(),
+                value: format!("{i}").into_bytes().into(),
                 ..Default::default()
             })
             .collect(),

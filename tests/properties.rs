@@ -26,7 +26,7 @@ fn record_strategy() -> impl Strategy<Value = NewRecord> {
     )
         .prop_map(|(key, value, headers, sequence)| NewRecord {
             key,
-            value,
+            value: value.into(),
             headers,
             sequence,
         })

@@ -29,7 +29,7 @@ async fn every_record_comes_back_once_in_per_key_order() {
                 sent.entry(key.clone()).or_default().push(seq);
                 PublishRecord {
                     key: key.clone(),
-                    value: seq.to_be_bytes().to_vec(),
+                    value: seq.to_be_bytes().to_vec().into(),
                     headers: HashMap::from([
                         ("seq".to_string(), seq.to_string()),
                         ("ünïcode".to_string(), "✓".to_string()),

@@ -77,23 +77,22 @@ impl Connector {
         Ok(client)
     }
 
-    /// How partlog's own connections reach `node`.
-    pub fn credentials(&self, node: &Node) -> Credentials {
-        Credentials {
+    /// How partlog's own connections reach `node`. A TLS setting that
+    /// cannot be used fails here, never falls back to plain TCP.
+    pub fn credentials(&self, node: &Node) -> Result<Credentials> {
+        Ok(Credentials {
             host: node.host.clone(),
             port: node.port,
             user: self.config.user.clone(),
             password: self.config.password.clone(),
             vhost: self.config.vhost.clone(),
-            tls: self.transport.tls().ok().flatten(),
-        }
+            tls: self.transport.tls()?,
+        })
     }
 
     /// Opens partlog's own query connection to `node`.
     pub async fn open_metadata(&self, node: &Node) -> Result<MetadataConnection> {
-        // A TLS setting that cannot be used fails here, not as plain TCP.
-        self.transport.tls()?;
-        MetadataConnection::open(&self.credentials(node), self.timeout).await
+        MetadataConnection::open(&self.credentials(node)?, self.timeout).await
     }
 
     /// Runs a broker request with the timeout; `what` says what was being

@@ -1,66 +1,77 @@
-//! Records as the client library's AMQP 1.0 messages: what partlog's
-//! producers publish (the form is [`crate::record`]'s; this is its encoding
-//! by the library). Reading goes the other way without the library
-//! ([`crate::record::StoredRecord::decode`]); the tests here check the two
-//! agree, and that partlog's reader agrees with the library's decoder.
-
-use rabbitmq_stream_client::types::Message;
-
-use crate::record::{NewRecord, KEY_PROPERTY};
-
-/// The AMQP 1.0 message stored on the broker for `record`, numbered for
-/// the publisher's confirms (and deduplication).
-pub fn message(record: NewRecord, publishing_id: u64) -> Message {
-    let mut properties = Message::builder()
-        .body(record.value)
-        .application_properties();
-    if !record.key.is_empty() {
-        properties = properties.insert(KEY_PROPERTY, record.key);
-    }
-    for (name, value) in record.headers {
-        properties = properties.insert(name, value);
-    }
-    properties
-        .message_builder()
-        .publishing_id(publishing_id)
-        .build()
-}
+//! Records as AMQP 1.0 messages, checked against the client library (test
+//! only): what partlog writes ([`NewRecord::encode`]) is what the native
+//! clients decode, and what they write is what partlog reads
+//! ([`StoredRecord::decode`]).
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use bytes::Bytes;
-    use rabbitmq_stream_client::types::SimpleValue;
+    use rabbitmq_stream_client::types::{Message, SimpleValue};
     use rabbitmq_stream_protocol::codec::{Decoder, Encoder};
 
-    use super::*;
-    use crate::record::StoredRecord;
+    use crate::record::{NewRecord, StoredRecord, KEY_PROPERTY};
 
-    /// The message's bytes as the broker stores them.
+    /// A native client's message as the broker stores it.
     fn encoded(message: &Message) -> Bytes {
         let mut bytes = Vec::new();
         message.encode(&mut bytes).unwrap();
         bytes.into()
     }
 
-    /// The message's bytes as the broker stores them, read back.
-    fn read_back(message: &Message) -> StoredRecord {
+    /// The message partlog writes for `record`, as the broker stores it.
+    fn written(record: NewRecord) -> Bytes {
+        let message = record.encode();
+        let mut bytes = message.head;
+        bytes.extend_from_slice(&message.value);
+        bytes.into()
+    }
+
+    /// A native client's message as partlog reads it.
+    fn read_native(message: &Message) -> StoredRecord {
         StoredRecord::decode(encoded(message), 2, 7, 1234)
+    }
+
+    /// `record` as partlog writes and then reads it.
+    fn read_back(record: NewRecord) -> StoredRecord {
+        StoredRecord::decode(written(record), 2, 7, 1234)
+    }
+
+    /// `record` as a native client decodes what partlog wrote: the body,
+    /// and the application properties as strings.
+    fn natively(record: NewRecord) -> (Vec<u8>, BTreeMap<String, String>) {
+        let bytes = written(record);
+        let (rest, message) = Message::decode(&bytes).unwrap();
+        assert!(rest.is_empty());
+        let properties = message
+            .application_properties()
+            .map(|p| {
+                p.iter()
+                    .map(|(name, value)| {
+                        let SimpleValue::String(text) = value else {
+                            panic!("{name} is not a string: {value:?}");
+                        };
+                        (name.to_string(), text.clone())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        (message.data().unwrap_or_default().to_vec(), properties)
     }
 
     #[test]
     fn record_survives_the_amqp_round_trip() {
         let record = NewRecord {
             key: "ключ-1".into(),
-            value: vec![0, 1, 2, 255],
+            value: Bytes::from_static(&[0, 1, 2, 255]),
             headers: BTreeMap::from([
                 ("trace-id".to_string(), "abc".to_string()),
                 ("ünïcode".to_string(), "✓".to_string()),
             ]),
             sequence: None,
         };
-        let stored = read_back(&message(record.clone(), 0));
+        let stored = read_back(record.clone());
         assert_eq!(stored.key, record.key);
         assert_eq!(stored.value, record.value);
         assert_eq!(stored.headers, record.headers);
@@ -68,20 +79,21 @@ mod tests {
             (stored.partition, stored.offset, stored.timestamp_ms),
             (2, 7, 1234)
         );
+        let (value, mut properties) = natively(record.clone());
+        assert_eq!(value, record.value);
+        assert_eq!(properties.remove(KEY_PROPERTY).unwrap(), record.key);
+        assert_eq!(properties, record.headers);
     }
 
     #[test]
     fn empty_key_is_not_stored() {
         let record = NewRecord {
-            value: b"v".to_vec(),
+            value: Bytes::from_static(b"v"),
             ..Default::default()
         };
-        let message = message(record, 0);
-        let has_key = message
-            .application_properties()
-            .is_some_and(|p| p.contains_key(KEY_PROPERTY));
-        assert!(!has_key);
-        assert_eq!(read_back(&message).key, "");
+        let (_, properties) = natively(record.clone());
+        assert!(!properties.contains_key(KEY_PROPERTY));
+        assert_eq!(read_back(record).key, "");
     }
 
     #[test]
@@ -99,7 +111,7 @@ mod tests {
             .insert(KEY_PROPERTY, "customer-7")
             .message_builder()
             .build();
-        let stored = read_back(&message);
+        let stored = read_native(&message);
         assert_eq!(stored.value, b"native body".as_slice());
         assert_eq!(stored.key, "customer-7");
         let text = |name: &str| stored.headers[name].as_str();
@@ -116,16 +128,16 @@ mod tests {
     #[test]
     fn a_binary_amqp_value_body_is_the_value() {
         let message = Message::builder().body(vec![9u8, 8, 7]).build();
-        assert_eq!(read_back(&message).value, [9u8, 8, 7].as_slice());
+        assert_eq!(read_native(&message).value, [9u8, 8, 7].as_slice());
     }
 
     #[test]
     fn a_data_body_is_a_slice_of_the_message_not_a_copy() {
         let record = NewRecord {
-            value: vec![1; 100],
+            value: vec![1; 100].into(),
             ..Default::default()
         };
-        let bytes = encoded(&message(record, 0));
+        let bytes = written(record);
         let stored = StoredRecord::decode(bytes.clone(), 0, 0, 0);
         let inside = bytes.as_ptr_range();
         assert!(inside.contains(&stored.value.as_ptr()));
@@ -244,25 +256,33 @@ mod tests {
             });
         }
 
+        /// Every record partlog writes reads back as itself, in partlog
+        /// and in the native clients — across the encodings' size steps
+        /// (255 bytes: str8/str32, vbin8/vbin32, map8/map32).
         #[test]
         fn every_record_survives_the_round_trip() {
             let record = (
-                any::<String>(),
-                prop::collection::vec(any::<u8>(), 0..100),
-                prop::collection::btree_map(any::<String>(), any::<String>(), 0..4),
+                ".{0,300}",
+                prop::collection::vec(any::<u8>(), 0..300),
+                prop::collection::btree_map(".{0,8}", ".{0,200}", 0..4),
             );
             check(record, |(key, value, mut headers)| {
                 headers.remove(KEY_PROPERTY);
                 let record = NewRecord {
                     key,
-                    value,
+                    value: value.into(),
                     headers,
                     sequence: None,
                 };
-                let stored = read_back(&message(record.clone(), 7));
-                prop_assert_eq!(stored.key, record.key);
-                prop_assert_eq!(stored.value.as_ref(), record.value.as_slice());
-                prop_assert_eq!(stored.headers, record.headers);
+                let stored = read_back(record.clone());
+                prop_assert_eq!(&stored.key, &record.key);
+                prop_assert_eq!(&stored.value, &record.value);
+                prop_assert_eq!(&stored.headers, &record.headers);
+                let (value, mut properties) = natively(record.clone());
+                prop_assert_eq!(value.as_slice(), record.value.as_ref());
+                let key = properties.remove(KEY_PROPERTY).unwrap_or_default();
+                prop_assert_eq!(key, record.key);
+                prop_assert_eq!(properties, record.headers);
                 Ok(())
             });
         }

@@ -9,12 +9,14 @@
 //! - [`connect`]: opening connections and bounding requests in time.
 //! - [`protocol`]: the stream protocol as partlog speaks it itself — its
 //!   reader connections (chunks read from their bytes, compressed batches
-//!   included) and its metadata connection.
+//!   included), its publishing connections (frames that do not copy large
+//!   values) and its metadata connection.
 //! - [`super_stream`]: super streams and their partitions, cached.
 //! - [`producer`]: appending to a partition with pipelined confirms, on
 //!   connections producers share per node ([`publish_connection`]), with
-//!   the bookkeeping of [`confirms`]; records become the library's AMQP
-//!   1.0 messages in [`message`].
+//!   the bookkeeping of [`confirms`]; records are written as
+//!   [`crate::record`] encodes them, which `message`'s tests check against
+//!   the client library's decoder.
 //! - [`bounds`]: where a partition's records begin and end, learnt by
 //!   reading.
 //! - [`backoff`]: capped exponential backoff for reconnecting.
@@ -38,6 +40,7 @@ pub(crate) mod bounds;
 mod cluster;
 mod confirms;
 mod connect;
+#[cfg(test)]
 mod message;
 mod node;
 pub(crate) mod producer;

@@ -32,17 +32,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rabbitmq_stream_client::types::{Message, ResponseCode};
-use rabbitmq_stream_client::Client;
-use rabbitmq_stream_protocol::codec::Encoder;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::cluster::Broker;
 use super::confirms::{BatchOutcome, Confirms, Stored};
-use super::connect::unavailable;
-use super::message::message;
 use super::node::Node;
+use super::protocol::link::Link;
+use super::protocol::publisher::{self, PublishFrame};
+use super::protocol::wire::{CODE_OK, CODE_PRECONDITION_FAILED, CODE_STREAM_DOES_NOT_EXIST};
 use super::publish_connection::{PublishConnection, Route};
 use crate::error::{Error, Result};
 use crate::record::NewRecord;
@@ -50,10 +48,6 @@ use crate::sync::lock;
 
 /// Batches waiting for the writer task; senders wait when it is full.
 const QUEUE_DEPTH: usize = 64;
-/// Publish frame: size, key, version, publisher id, message count.
-const PUBLISH_FRAME_HEADER: usize = 4 + 2 + 2 + 1 + 4;
-/// Per message in a publish frame: publishing id and length.
-const PUBLISH_MESSAGE_HEADER: usize = 8 + 4;
 
 /// A batch handed to a producer, awaiting the broker's answers. Dropping it
 /// does not withdraw the records.
@@ -117,8 +111,6 @@ pub struct PartitionProducer {
     publisher_id: u8,
     writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     confirm_timeout: Duration,
-    /// Bounds the goodbyes to the broker when closing.
-    request_timeout: Duration,
     last_used: Mutex<Instant>,
 }
 
@@ -142,27 +134,30 @@ impl PartitionProducer {
             .publish_connections()
             .attach(broker.connector(), leader, route)
             .await?;
-        let declared = Self::declare(broker, &connection, publisher_id, stream, leader, name).await;
+        let declared = Self::declare(&connection, publisher_id, stream, leader, name).await;
         let numbering = match declared {
             Ok(numbering) => numbering,
             Err(e) => {
                 if matches!(e, Error::Unavailable(_)) {
                     connection.retire();
                 }
-                connection
-                    .detach(publisher_id, broker.connector().timeout())
-                    .await;
+                connection.detach(publisher_id);
                 return Err(e);
             }
         };
         let (queue, batches) = mpsc::channel(QUEUE_DEPTH);
+        // The broker's frame size limit, or partlog's if lower.
+        let configured = broker.connector().config().max_frame_bytes;
+        let max_frame_bytes = match connection.link().frame_max() {
+            0 => configured,
+            broker_max => broker_max.min(configured),
+        };
         let writer = tokio::spawn(write_loop(
             WriterSetup {
-                client: connection.client().clone(),
+                connection: connection.clone(),
                 publisher_id,
                 stream: stream.to_owned(),
-                max_frame_bytes: broker.connector().config().max_frame_bytes as usize,
-                request_timeout: broker.connector().timeout(),
+                max_frame_bytes: max_frame_bytes as usize,
             },
             batches,
             confirms,
@@ -177,7 +172,6 @@ impl PartitionProducer {
             publisher_id,
             writer: tokio::sync::Mutex::new(Some(writer)),
             confirm_timeout: broker.connector().confirm_timeout(),
-            request_timeout: broker.connector().timeout(),
             last_used: Mutex::new(Instant::now()),
         })
     }
@@ -185,48 +179,39 @@ impl PartitionProducer {
     /// Declares the publisher; a named one learns the last sequence the
     /// broker stored under its name.
     async fn declare(
-        broker: &Broker,
         connection: &PublishConnection,
         publisher_id: u8,
         stream: &str,
         leader: &Node,
         name: Option<&str>,
     ) -> Result<Numbering> {
-        let client = connection.client();
-        let response = broker
-            .connector()
-            .within(
-                &format!("declaring a publisher on {stream:?}"),
-                client.declare_publisher(publisher_id, name.map(str::to_owned), stream),
-            )
-            .await?
-            .map_err(|e| unavailable(&format!("cannot declare a publisher on {stream:?}"), e))?;
-        match response.code() {
-            ResponseCode::Ok => {}
-            ResponseCode::StreamDoesNotExist => {
+        let link = connection.link();
+        match publisher::declare(link, publisher_id, name, stream).await? {
+            CODE_OK => {}
+            CODE_STREAM_DOES_NOT_EXIST => {
                 return Err(Error::NotFound(format!(
                     "partition stream {stream:?} does not exist"
                 )));
             }
             // The broker blocks publishers while a resource alarm (disk or
             // memory below its limit) lasts.
-            ResponseCode::PreconditionFailed => {
+            CODE_PRECONDITION_FAILED => {
                 return Err(Error::Unavailable(format!(
                     "the broker at {leader} refuses publishers to {stream:?} for now \
-                     (PreconditionFailed: a disk or memory alarm blocks publishing; see \
+                     (precondition failed: a disk or memory alarm blocks publishing; see \
                      `rabbitmq-diagnostics alarms`)"
                 )));
             }
             code => {
                 return Err(Error::Unavailable(format!(
-                    "cannot publish to {stream:?} on {leader}: {code:?}"
+                    "cannot publish to {stream:?} on {leader}: response code {code:#04x}"
                 )));
             }
         }
         let Some(name) = name else {
             return Ok(Numbering::Counter(0));
         };
-        let last = stored_sequence(client, name, stream, broker.connector().timeout()).await?;
+        let last = publisher::stored_sequence(link, name, stream).await?;
         Ok(Numbering::Sequences {
             name: name.to_owned(),
             last,
@@ -240,7 +225,7 @@ impl PartitionProducer {
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
-            || self.connection.client().is_closed()
+            || self.connection.link().has_failed()
             || self.sender().is_none_or(|q| q.is_closed())
     }
 
@@ -286,45 +271,22 @@ impl PartitionProducer {
             writer.abort();
         }
         self.closed.store(true, Ordering::Release);
-        let goodbye = self.connection.client().delete_publisher(self.publisher_id);
-        let said = tokio::time::timeout(self.request_timeout, goodbye).await;
-        if !said.is_ok_and(|answer| answer.is_ok()) {
+        let link = self.connection.link();
+        if publisher::delete(link, self.publisher_id).await.is_err() {
             // Confirms for this publisher may still come: its id must not
             // be given to another.
             self.connection.retire();
         }
-        self.connection
-            .detach(self.publisher_id, self.request_timeout)
-            .await;
+        self.connection.detach(self.publisher_id);
     }
-}
-
-/// The last sequence the broker stored for the named producer `name` on
-/// `stream` (0 when none).
-async fn stored_sequence(
-    client: &Client,
-    name: &str,
-    stream: &str,
-    timeout: Duration,
-) -> Result<u64> {
-    tokio::time::timeout(timeout, client.query_publisher_sequence(name, stream))
-        .await
-        .map_err(|_| {
-            Error::Unavailable(format!(
-                "the broker did not answer within {timeout:?} while querying the last \
-                 sequence of {name:?} on {stream:?}"
-            ))
-        })?
-        .map_err(|e| unavailable("querying a producer's sequence failed", e))
 }
 
 /// What the writer task writes with.
 struct WriterSetup {
-    client: Client,
+    connection: Arc<PublishConnection>,
     publisher_id: u8,
     stream: String,
     max_frame_bytes: usize,
-    request_timeout: Duration,
 }
 
 /// Takes batches off the queue, numbers and frames their records and sends
@@ -338,12 +300,12 @@ async fn write_loop(
     mut numbering: Numbering,
 ) {
     let WriterSetup {
-        client,
+        connection,
         publisher_id,
         stream,
         max_frame_bytes,
-        request_timeout,
     } = setup;
+    let link = connection.link();
     let mut next_batch: u64 = 0;
     let mut taken = Vec::new();
     while batches.recv_many(&mut taken, QUEUE_DEPTH).await > 0 {
@@ -351,7 +313,7 @@ async fn write_loop(
             if confirms.is_idle() {
                 // Another instance may have written for this producer id
                 // since this one's records were confirmed.
-                match stored_sequence(&client, name, &stream, request_timeout).await {
+                match publisher::stored_sequence(link, name, &stream).await {
                     Ok(stored) => *last = (*last).max(stored),
                     Err(e) => {
                         for append in taken.drain(..) {
@@ -363,8 +325,7 @@ async fn write_loop(
                 }
             }
         }
-        let mut frame: Vec<Message> = Vec::new();
-        let mut frame_bytes = PUBLISH_FRAME_HEADER;
+        let mut frame = PublishFrame::new(publisher_id);
         for append in taken.drain(..) {
             let batch = next_batch;
             next_batch = next_batch.wrapping_add(1);
@@ -387,30 +348,33 @@ async fn write_loop(
                     }
                 };
                 confirms.expect(id, batch, index);
-                let message = message(record, id);
-                let size = PUBLISH_MESSAGE_HEADER.saturating_add(message.encoded_size() as usize);
-                if !frame.is_empty() && frame_bytes.saturating_add(size) > max_frame_bytes {
-                    if let Err(e) = client
-                        .publish(publisher_id, std::mem::take(&mut frame), 1)
-                        .await
-                    {
-                        confirms.fail_all(&unavailable("publishing failed", e));
-                        closed.store(true, Ordering::Release);
+                let message = record.encode();
+                let size = PublishFrame::entry_size(&message);
+                if !frame.is_empty() && frame.size().saturating_add(size) > max_frame_bytes {
+                    let full = std::mem::replace(&mut frame, PublishFrame::new(publisher_id));
+                    if !send(link, full, &confirms, &closed).await {
                         return;
                     }
-                    frame_bytes = PUBLISH_FRAME_HEADER;
                 }
-                frame_bytes = frame_bytes.saturating_add(size);
-                frame.push(message);
+                frame.push(id, message);
             }
         }
-        if !frame.is_empty() {
-            if let Err(e) = client.publish(publisher_id, frame, 1).await {
-                confirms.fail_all(&unavailable("publishing failed", e));
-                closed.store(true, Ordering::Release);
-                return;
-            }
+        if !frame.is_empty() && !send(link, frame, &confirms, &closed).await {
+            return;
         }
     }
     confirms.wait_idle().await;
+}
+
+/// Writes `frame`; when the connection fails, every record awaiting its
+/// confirm fails and the producer is marked closed (false).
+async fn send(link: &Link, frame: PublishFrame, confirms: &Confirms, closed: &AtomicBool) -> bool {
+    match link.send_buf(frame.finish()).await {
+        Ok(()) => true,
+        Err(e) => {
+            confirms.fail_all(&e);
+            closed.store(true, Ordering::Release);
+            false
+        }
+    }
 }

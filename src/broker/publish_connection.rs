@@ -18,14 +18,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-
-use rabbitmq_stream_client::types::{MessageResult, ResponseKind};
-use rabbitmq_stream_client::Client;
 
 use super::confirms::{publish_error, Confirms, Stored};
-use super::connect::{count_end, unavailable, Connector};
+use super::connect::Connector;
 use super::node::Node;
+use super::protocol::link::{Frames, Link};
+use super::protocol::publisher::{self, PublisherEvent};
+use super::protocol::wire::Frame;
 use crate::error::{Error, Result};
 use crate::sync::lock;
 use crate::telemetry::ConnectionKind;
@@ -86,50 +85,6 @@ impl Routes {
         self.state().publishers.get(&publisher_id).cloned()
     }
 
-    /// Hands a frame of the connection to the publisher it concerns.
-    fn dispatch(&self, item: MessageResult) {
-        match item {
-            Some(Ok(response)) => match response.kind() {
-                ResponseKind::PublishConfirm(confirm) => {
-                    if let Some(route) = self.route(confirm.publisher_id) {
-                        for id in confirm.publishing_ids {
-                            route.confirms.resolve(id, Ok(Stored::Written));
-                        }
-                    }
-                }
-                ResponseKind::PublishError(errors) => {
-                    if let Some(route) = self.route(errors.publisher_id) {
-                        for e in errors.publishing_errors {
-                            route
-                                .confirms
-                                .resolve(e.publishing_id, Err(publish_error(&e.error_code)));
-                        }
-                    }
-                }
-                ResponseKind::MetadataUpdate(update) => {
-                    // The stream moved or was deleted: the broker dropped its
-                    // publishers, whose records in flight will not be
-                    // confirmed. (All of them when it names no stream.)
-                    let stream = Some(update.stream()).filter(|s| !s.is_empty());
-                    let error = Error::Unavailable(
-                        "the partition's leader changed or the stream was deleted".into(),
-                    );
-                    let state = self.state();
-                    state
-                        .publishers
-                        .values()
-                        .filter(|r| stream.is_none_or(|s| s == r.stream))
-                        .for_each(|r| r.lose(&error));
-                }
-                _ => {}
-            },
-            Some(Err(e)) => self.fail(&unavailable("the publishing connection failed", e)),
-            None => self.fail(&Error::Unavailable(
-                "the publishing connection closed before the broker confirmed".into(),
-            )),
-        }
-    }
-
     fn fail(&self, error: &Error) {
         let mut state = self.state();
         state.retired = true;
@@ -137,34 +92,73 @@ impl Routes {
     }
 }
 
+impl Frames for Routes {
+    /// Hands a frame to the publisher it concerns.
+    fn frame(&self, frame: Frame) -> Result<()> {
+        match publisher::event(frame)? {
+            Some(PublisherEvent::Confirmed { publisher, ids }) => {
+                if let Some(route) = self.route(publisher) {
+                    for id in ids {
+                        route.confirms.resolve(id, Ok(Stored::Written));
+                    }
+                }
+            }
+            Some(PublisherEvent::Refused { publisher, errors }) => {
+                if let Some(route) = self.route(publisher) {
+                    for (id, code) in errors {
+                        route.confirms.resolve(id, Err(publish_error(code)));
+                    }
+                }
+            }
+            Some(PublisherEvent::Moved { stream }) => {
+                // The broker dropped the stream's publishers, whose records
+                // in flight will not be confirmed.
+                let error = Error::Unavailable(
+                    "the partition's leader changed or the stream was deleted".into(),
+                );
+                let state = self.state();
+                state
+                    .publishers
+                    .values()
+                    .filter(|r| stream.as_ref().is_none_or(|s| *s == r.stream))
+                    .for_each(|r| r.lose(&error));
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn ended(&self, why: &Error) {
+        self.fail(why);
+    }
+}
+
 /// One broker connection and the publishers it carries.
 pub(super) struct PublishConnection {
-    client: Client,
+    link: Link,
     routes: Arc<Routes>,
 }
 
+/// Largest frame a publishing connection reads: confirms, errors, answers.
+const MAX_ANSWER: u32 = 1024 * 1024;
+
 impl PublishConnection {
     pub(super) async fn open(connector: &Connector, node: &Node) -> Result<PublishConnection> {
-        let client = connector.open_client(node, "partlog-producer").await?;
         let routes = Arc::new(Routes::default());
-        client
-            .set_handler({
-                let routes = routes.clone();
-                move |item| {
-                    let routes = routes.clone();
-                    async move {
-                        count_end(ConnectionKind::Producer, &item);
-                        routes.dispatch(item);
-                        Ok(())
-                    }
-                }
-            })
-            .await;
-        Ok(PublishConnection { client, routes })
+        let link = Link::open(
+            connector,
+            node,
+            "partlog-producer",
+            ConnectionKind::Producer,
+            MAX_ANSWER,
+            routes.clone(),
+        )
+        .await?;
+        Ok(PublishConnection { link, routes })
     }
 
-    pub(super) fn client(&self) -> &Client {
-        &self.client
+    pub(super) fn link(&self) -> &Link {
+        &self.link
     }
 
     /// Adds a publisher and returns its id; `None` when the connection is
@@ -179,9 +173,8 @@ impl PublishConnection {
         self.routes.state().retired = true;
     }
 
-    /// Removes a publisher; the last one out closes the connection, waiting
-    /// at most `timeout` for the broker.
-    pub(super) async fn detach(&self, publisher_id: u8, timeout: Duration) {
+    /// Removes a publisher; the last one out closes the connection.
+    pub(super) fn detach(&self, publisher_id: u8) {
         let last = {
             let mut state = self.routes.state();
             state.publishers.remove(&publisher_id);
@@ -191,7 +184,7 @@ impl PublishConnection {
             state.retired && state.publishers.is_empty()
         };
         if last {
-            let _ = tokio::time::timeout(timeout, self.client.close()).await;
+            self.link.close();
         }
     }
 
@@ -201,7 +194,7 @@ impl PublishConnection {
     }
 
     fn takes_publishers(&self) -> bool {
-        !self.routes.state().retired && !self.client.is_closed()
+        !self.routes.state().retired && !self.link.has_failed()
     }
 }
 

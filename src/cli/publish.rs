@@ -88,7 +88,7 @@ impl Batcher {
                 .sum::<usize>();
         self.records.push(PublishRecord {
             key: record.key,
-            value: record.value,
+            value: record.value.into(),
             headers: record.headers,
             sequence,
         });

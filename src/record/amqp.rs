@@ -1,4 +1,11 @@
-//! Reading AMQP 1.0 messages as records, without building the message.
+//! Records as AMQP 1.0 messages, read and written without building a
+//! message object.
+//!
+//! Writing ([`encode`]): the application properties (the key as
+//! `partlog.key`, then the headers, as strings) and one `data` section
+//! holding the value. The value is not copied here: the message is the
+//! bytes before it ([`Encoded::head`]) and the value itself, which the
+//! publisher writes after them.
 //!
 //! A record read back is its message's body, its `partlog.key` application
 //! property and its other application properties as text; every other
@@ -35,6 +42,81 @@ const AMQP_VALUE: u64 = 0x77;
 /// The lowest and highest section codes of a message.
 const FIRST_SECTION: u64 = 0x70;
 const LAST_SECTION: u64 = 0x78;
+
+/// A record's message as it is written: `head` (sections and the data
+/// section's header) then `value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub head: Vec<u8>,
+    pub value: Bytes,
+}
+
+impl Encoded {
+    /// The message's size in bytes.
+    pub fn size(&self) -> usize {
+        self.head.len().saturating_add(self.value.len())
+    }
+}
+
+/// The message of a record: its `properties` (name, value) as application
+/// properties (none: no section), its value as one data section.
+pub fn encode<'a>(
+    properties: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    value: Bytes,
+) -> Encoded {
+    let mut head = Vec::new();
+    let count = properties.clone().count();
+    if count > 0 {
+        head.extend_from_slice(&[0x00, 0x53, APPLICATION_PROPERTIES as u8]);
+        let mut map = Vec::new();
+        for (name, text) in properties {
+            put_string(&mut map, name);
+            put_string(&mut map, text);
+        }
+        // Elements: names and values. map8 holds up to 255 bytes.
+        let elements = count.saturating_mul(2);
+        match (
+            u8::try_from(map.len().saturating_add(1)),
+            u8::try_from(elements),
+        ) {
+            (Ok(size), Ok(elements)) => head.extend_from_slice(&[0xc1, size, elements]),
+            _ => {
+                head.push(0xd1);
+                put_u32(&mut head, map.len().saturating_add(4));
+                put_u32(&mut head, elements);
+            }
+        }
+        head.extend_from_slice(&map);
+    }
+    head.extend_from_slice(&[0x00, 0x53, DATA as u8]);
+    match u8::try_from(value.len()) {
+        Ok(len) => head.extend_from_slice(&[0xa0, len]),
+        Err(_) => {
+            head.push(0xb0);
+            put_u32(&mut head, value.len());
+        }
+    }
+    Encoded { head, value }
+}
+
+/// A string (UTF-8): str8 up to 255 bytes, str32 beyond.
+fn put_string(into: &mut Vec<u8>, text: &str) {
+    match u8::try_from(text.len()) {
+        Ok(len) => into.extend_from_slice(&[0xa1, len]),
+        Err(_) => {
+            into.push(0xb1);
+            put_u32(into, text.len());
+        }
+    }
+    into.extend_from_slice(text.as_bytes());
+}
+
+/// A length or count as AMQP's 32-bit field: record sizes are bounded by
+/// partlog's limits far below 4 GiB.
+fn put_u32(into: &mut Vec<u8>, value: usize) {
+    let value = u32::try_from(value).unwrap_or(u32::MAX);
+    into.extend_from_slice(&value.to_be_bytes());
+}
 
 /// Decodes `message` (one record's bytes, a slice of its chunk).
 pub fn decode(message: &Bytes) -> Result<Decoded, NotAmqp> {

@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 
-mod amqp;
+pub mod amqp;
 
 use bytes::Bytes;
 
@@ -44,7 +44,8 @@ fn payload_size(key: &str, value: &[u8], headers: &BTreeMap<String, String>) -> 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewRecord {
     pub key: String,
-    pub value: Vec<u8>,
+    /// As the request carried it (a slice of its buffer, not a copy).
+    pub value: Bytes,
     pub headers: BTreeMap<String, String>,
     /// The producer's sequence number, for idempotent publishing.
     pub sequence: Option<u64>,
@@ -54,6 +55,21 @@ impl NewRecord {
     /// Bytes the record contributes to a batch's size limit.
     pub fn size(&self) -> u64 {
         payload_size(&self.key, &self.value, &self.headers) as u64
+    }
+
+    /// The AMQP 1.0 message stored on the broker: the key as the
+    /// `partlog.key` property, the headers as properties, the value as the
+    /// body (not copied: see [`amqp::Encoded`]).
+    pub fn encode(self) -> amqp::Encoded {
+        let NewRecord {
+            key,
+            value,
+            headers,
+            ..
+        } = self;
+        let key = (!key.is_empty()).then_some((KEY_PROPERTY, key.as_str()));
+        let headers = headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+        amqp::encode(key.into_iter().chain(headers), value)
     }
 }
 
@@ -126,7 +142,7 @@ mod tests {
     fn size_counts_key_value_and_headers() {
         let record = NewRecord {
             key: "ab".into(),
-            value: vec![0; 10],
+            value: vec![0; 10].into(),
             headers: BTreeMap::from([("h".to_string(), "xyz".to_string())]),
             sequence: None,
         };

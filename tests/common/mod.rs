@@ -361,7 +361,7 @@ pub async fn create_stream(client: &mut PartLogClient<Channel>, stream: &str, pa
 pub fn record(key: &str, value: impl Into<Vec<u8>>) -> PublishRecord {
     PublishRecord {
         key: key.into(),
-        value: value.into(),
+        value: value.into().into(),
         headers: HashMap::new(),
         ..Default::default()
     }
@@ -470,7 +470,7 @@ impl IdempotentPublisher {
                             let (key, value) = record(sequence);
                             PublishRecord {
                                 key,
-                                value,
+                                value: value.into(),
                                 sequence,
                                 ..Default::default()
                             }

@@ -39,7 +39,7 @@ fn proto_records(batch: Vec<Record>) -> Vec<PublishRecord> {
         .into_iter()
         .map(|r| PublishRecord {
             key: r.key,
-            value: r.value,
+            value: r.value.into(),
             ..Default::default()
         })
         .collect()

@@ -2,10 +2,14 @@
 //! library: every byte the broker sends on these connections is read here.
 //!
 //! - [`wire`]: frames, frame bodies and the connection handshake;
+//! - [`link`]: a connection as readers and publishers share it — its
+//!   reading task, requests, heartbeats;
 //! - [`chunk`]: a delivered chunk — header, checksum, entries, sub-entry
 //!   batches — with [`compression`] for compressed batches;
 //! - [`reader`]: reader connections shared per node and the subscriptions
 //!   they carry ([`ChunkReader`]);
+//! - [`publisher`]: publisher declarations, publish frames that do not
+//!   copy large values, confirms;
 //! - [`metadata`]: the connection for metadata queries (stream statistics,
 //!   partitions, leaders).
 //!
@@ -17,7 +21,9 @@
 
 pub(crate) mod chunk;
 pub(crate) mod compression;
+pub(crate) mod link;
 pub(crate) mod metadata;
+pub(crate) mod publisher;
 pub(crate) mod reader;
 pub(crate) mod wire;
 

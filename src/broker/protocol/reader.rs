@@ -27,28 +27,24 @@
 //! [`super::bounds`] and the log's `Read` build on it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::chunk::{data_loss, Chunk};
+use super::link::{Frames, Link};
 use super::wire::{
-    self, broken, handshake, read_frame, Body, Reader, CLOSE, CODE_OK, CODE_STREAM_DOES_NOT_EXIST,
-    CONSUMER_UPDATE, CREDIT, DELIVER, HEARTBEAT, METADATA_UPDATE, RESPONSE, SUBSCRIBE, UNSUBSCRIBE,
+    self, Body, Frame, Reader, CODE_OK, CODE_STREAM_DOES_NOT_EXIST, CONSUMER_UPDATE, CREDIT,
+    DELIVER, METADATA_UPDATE, RESPONSE, SUBSCRIBE, UNSUBSCRIBE,
 };
 use crate::broker::connect::Connector;
 use crate::broker::node::Node;
 use crate::broker::super_stream::Partition;
-use crate::broker::tls::{self, BrokerStream};
 use crate::error::{Error, Result};
 use crate::sync::lock;
-use crate::telemetry::{ConnectionKind, OpenConnection};
+use crate::telemetry::ConnectionKind;
 
 /// Where in a partition stream a subscription starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,29 +122,17 @@ struct Pool {
     closed: bool,
 }
 
-/// One broker connection for readers: the writing half, the requests
-/// awaiting answers, and the routes of its subscriptions, which its
-/// reading task feeds.
+/// One broker connection for readers ([`Link`]) and the routes of its
+/// subscriptions, which its reading task feeds.
 struct ReaderConnection {
-    writer: Arc<Writer>,
+    link: Link,
     routes: Arc<Routes>,
-    timeout: Duration,
-    /// The reading and heartbeat tasks, ended with the connection.
-    tasks: [JoinHandle<()>; 2],
 }
 
-/// The writing half, one frame at a time (a tokio mutex: held while a
-/// frame is written).
-type Writer = tokio::sync::Mutex<WriteHalf<BufReader<BrokerStream>>>;
-
-/// A connection's subscriptions by id and its requests awaiting answers,
-/// shared with its reading task.
+/// A connection's subscriptions by id, shared with its reading task.
 #[derive(Default)]
 struct Routes {
     state: Mutex<RouteState>,
-    next_correlation: AtomicU32,
-    /// The connection failed or closed.
-    failed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -156,8 +140,6 @@ struct RouteState {
     by_id: HashMap<u8, Route>,
     /// Ids given so far; each is given once.
     given: u16,
-    /// Requests awaiting their answer: correlation id → response code.
-    pending: HashMap<u32, oneshot::Sender<u16>>,
 }
 
 /// What the reading task hands a subscription: a chunk still as its bytes
@@ -219,24 +201,17 @@ impl Routes {
         lock(&self.state)
     }
 
-    fn has_failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
-    }
-
-    /// Tells every subscription the connection is gone; requests awaiting
-    /// answers fail.
-    fn fail(&self, error: &Error) {
-        self.failed.store(true, Ordering::Release);
-        let mut state = self.state();
-        for route in state.by_id.values() {
-            let _ = route.events.send(Err(error.clone()));
+    fn route(&self, id: u8, event: Delivered) {
+        // A subscription that ended meanwhile hears nothing more.
+        if let Some(route) = self.state().by_id.get(&id) {
+            let _ = route.events.send(Ok(event));
         }
-        state.pending.clear();
     }
+}
 
-    /// Hands a frame of the connection to the subscription or request it
-    /// concerns. An error ends the connection.
-    fn dispatch(&self, frame: wire::Frame) -> Result<Option<Vec<u8>>> {
+impl Frames for Routes {
+    /// Hands a frame to the subscription it concerns.
+    fn frame(&self, frame: Frame) -> Result<()> {
         let mut body = Reader::new(frame.body);
         match frame.key {
             DELIVER => {
@@ -270,218 +245,52 @@ impl Routes {
                     }
                 }
             }
-            HEARTBEAT => {}
-            CLOSE => {
-                let correlation = body.u32()?;
-                let answer = Body::default().u32(correlation).u16(CODE_OK);
-                self.fail(&Error::Unavailable(
-                    "the broker closed the reading connection".into(),
-                ));
-                return Ok(Some(wire::frame(CLOSE | RESPONSE, &answer.0)));
-            }
             // A credit is answered only when it failed: for a subscription
             // that ended meanwhile, nothing to do.
             key if key == CREDIT | RESPONSE => {}
-            key if key & RESPONSE != 0 => {
-                let correlation = body.u32()?;
-                let code = body.u16()?;
-                if let Some(waiting) = self.state().pending.remove(&correlation) {
-                    let _ = waiting.send(code);
-                }
-            }
             key => {
                 tracing::debug!("reader connection ignores frame {key:#06x}");
             }
         }
-        Ok(None)
+        Ok(())
     }
 
-    fn route(&self, id: u8, event: Delivered) {
-        // A subscription that ended meanwhile hears nothing more.
-        if let Some(route) = self.state().by_id.get(&id) {
-            let _ = route.events.send(Ok(event));
+    /// Tells every subscription the connection is gone: its subscriber
+    /// reconnects.
+    fn ended(&self, why: &Error) {
+        for route in self.state().by_id.values() {
+            let _ = route.events.send(Err(why.clone()));
         }
     }
 }
 
 impl ReaderConnection {
     async fn open(connector: &Connector, node: &Node) -> Result<ReaderConnection> {
-        let credentials = connector.credentials(node);
-        let heartbeat = connector.config().heartbeat_secs;
-        let what = format!("connecting to {node}");
-        let opened = async {
-            let stream = tls::connect(&node.host, node.port, credentials.tls.as_deref()).await?;
-            let mut io = BufReader::new(stream);
-            let tuned = handshake(&mut io, &credentials, "partlog-reader", heartbeat).await?;
-            Ok::<_, Error>((io, tuned))
-        };
-        let (io, _tuned) = connector.within(&what, opened).await??;
-        let (reading, writing) = tokio::io::split(io);
         let routes = Arc::new(Routes::default());
-        let writer = Arc::new(tokio::sync::Mutex::new(writing));
-        let received = Arc::new(Mutex::new(Instant::now()));
-        let tasks = [
-            tokio::spawn(read_loop(
-                reading,
-                MAX_DELIVERY,
-                routes.clone(),
-                writer.clone(),
-                received.clone(),
-            )),
-            tokio::spawn(heartbeats(
-                Duration::from_secs(u64::from(heartbeat)),
-                routes.clone(),
-                writer.clone(),
-                received,
-            )),
-        ];
-        Ok(ReaderConnection {
-            writer,
-            routes,
-            timeout: connector.timeout(),
-            tasks,
-        })
+        let link = Link::open(
+            connector,
+            node,
+            "partlog-reader",
+            ConnectionKind::Reader,
+            MAX_DELIVERY,
+            routes.clone(),
+        )
+        .await?;
+        Ok(ReaderConnection { link, routes })
+    }
+
+    fn has_failed(&self) -> bool {
+        self.link.has_failed()
     }
 
     fn takes_subscriptions(&self) -> bool {
-        !self.routes.has_failed() && self.routes.state().given < IDS_PER_CONNECTION
-    }
-
-    /// Writes a frame.
-    async fn send(&self, frame: &[u8]) -> Result<()> {
-        if self.routes.has_failed() {
-            return Err(Error::Unavailable("the reading connection closed".into()));
-        }
-        let mut writer = self.writer.lock().await;
-        writer.write_all(frame).await.map_err(broken)?;
-        writer.flush().await.map_err(broken)
+        !self.has_failed() && self.routes.state().given < IDS_PER_CONNECTION
     }
 
     /// Sends a request (its body after the correlation id) and returns the
-    /// code of its answer, within the timeout.
+    /// code of its answer.
     async fn request(&self, key: u16, body: &[u8], what: &str) -> Result<u16> {
-        let correlation = self.routes.next_correlation.fetch_add(1, Ordering::Relaxed);
-        let (answer, answered) = oneshot::channel();
-        self.routes.state().pending.insert(correlation, answer);
-        let mut request = Body::default().u32(correlation);
-        request.0.extend_from_slice(body);
-        let asked = async {
-            self.send(&wire::frame(key, &request.0)).await?;
-            answered
-                .await
-                .map_err(|_| Error::Unavailable("the reading connection closed".into()))
-        };
-        let code = tokio::time::timeout(self.timeout, asked).await;
-        self.routes.state().pending.remove(&correlation);
-        code.map_err(|_| {
-            Error::Unavailable(format!(
-                "the broker did not answer within {:?} while {what}",
-                self.timeout
-            ))
-        })?
-    }
-
-    /// Closes the connection: the broker sees the socket end.
-    fn close(&self) {
-        self.routes
-            .fail(&Error::Unavailable("the reading connection closed".into()));
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for ReaderConnection {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-/// Fails a connection's subscriptions when its reading task ends, however
-/// it ends: an error, the broker's close, a panic or an abort. Nothing
-/// else would tell them until a heartbeat was missed (never with
-/// heartbeats off).
-struct FailOnExit(Arc<Routes>);
-
-impl Drop for FailOnExit {
-    fn drop(&mut self) {
-        if !self.0.has_failed() {
-            self.0.fail(&Error::Unavailable(
-                "the reading connection's task ended".into(),
-            ));
-        }
-    }
-}
-
-/// Reads the connection's frames in order and dispatches them, until the
-/// connection fails; then every subscription hears why, as UNAVAILABLE:
-/// its subscriber reconnects.
-async fn read_loop(
-    mut reading: ReadHalf<BufReader<BrokerStream>>,
-    max_frame: u32,
-    routes: Arc<Routes>,
-    writer: Arc<Writer>,
-    received: Arc<Mutex<Instant>>,
-) {
-    // Counted open while its frames are read: the loop ends (or is
-    // aborted) when the socket does or when the connection is closed.
-    let _counted = OpenConnection::new(ConnectionKind::Reader);
-    let _fail_on_exit = FailOnExit(routes.clone());
-    let failure = loop {
-        let frame = match read_frame(&mut reading, max_frame).await {
-            Ok(frame) => frame,
-            Err(e) => break e,
-        };
-        *lock(&received) = Instant::now();
-        match routes.dispatch(frame) {
-            Ok(None) => {}
-            Ok(Some(answer)) => {
-                let _ = writer.lock().await.write_all(&answer).await;
-                break Error::Unavailable("the broker closed the reading connection".into());
-            }
-            Err(e) => break e,
-        }
-    };
-    tracing::debug!(%failure, "reader connection ends");
-    routes.fail(&match failure {
-        Error::Unavailable(_) => failure,
-        other => Error::Unavailable(format!("the reading connection failed: {other}")),
-    });
-}
-
-/// Sends a heartbeat every `interval`, and ends the connection when the
-/// broker sent nothing for two (0: heartbeats off).
-async fn heartbeats(
-    interval: Duration,
-    routes: Arc<Routes>,
-    writer: Arc<Writer>,
-    received: Arc<Mutex<Instant>>,
-) {
-    if interval.is_zero() {
-        return;
-    }
-    let beat = wire::frame(HEARTBEAT, &[]);
-    loop {
-        tokio::time::sleep(interval).await;
-        if routes.has_failed() {
-            return;
-        }
-        let silence = interval.saturating_mul(2);
-        if lock(&received).elapsed() > silence {
-            routes.fail(&Error::Unavailable(format!(
-                "the broker sent nothing for {silence:?} (heartbeats missed)"
-            )));
-            return;
-        }
-        let mut writer = writer.lock().await;
-        let sent = async {
-            writer.write_all(&beat).await?;
-            writer.flush().await
-        };
-        if let Err(e) = sent.await {
-            routes.fail(&broken(e));
-            return;
-        }
+        self.link.request(key, body, what).await?.u16()
     }
 }
 
@@ -542,7 +351,7 @@ impl ReaderPool {
             return Err(Error::Unavailable("partlog is shutting down".into()));
         }
         let connections = pool.connections.entry(node.clone()).or_default();
-        connections.retain(|c| !c.routes.has_failed());
+        connections.retain(|c| !c.has_failed());
         for connection in connections.iter().filter(|c| c.takes_subscriptions()) {
             if let Some((id, events)) = connection.routes.state().add(stream, consumer) {
                 return Ok((connection.clone(), id, events));
@@ -574,14 +383,11 @@ impl ReaderPool {
             .count();
         let state = connection.routes.state();
         let close = state.by_id.is_empty()
-            && (closed
-                || state.spent()
-                || connection.routes.has_failed()
-                || idle > MAX_IDLE_PER_NODE);
+            && (closed || state.spent() || connection.has_failed() || idle > MAX_IDLE_PER_NODE);
         drop(state);
         if close {
             connections.retain(|c| !Arc::ptr_eq(c, connection));
-            connection.close();
+            connection.link.close();
         }
     }
 
@@ -590,7 +396,7 @@ impl ReaderPool {
         let mut pool = self.by_node.lock().await;
         pool.closed = true;
         for connection in pool.connections.drain().flat_map(|(_, c)| c) {
-            connection.close();
+            connection.link.close();
         }
     }
 }
@@ -675,6 +481,7 @@ impl ChunkReader {
         if self.credit_owed {
             let credit = Body::default().u8(self.id).u16(1);
             self.connection
+                .link
                 .send(&wire::frame(CREDIT, &credit.0))
                 .await?;
             self.credit_owed = false;
@@ -729,13 +536,14 @@ impl ChunkReader {
     pub async fn answer_update(&self, correlation_id: u32, start: ReadFrom) -> Result<()> {
         let body = start.encode(Body::default().u32(correlation_id).u16(CODE_OK));
         self.connection
+            .link
             .send(&wire::frame(CONSUMER_UPDATE | RESPONSE, &body.0))
             .await
     }
 
     /// True once the connection failed or closed.
     pub fn is_closed(&self) -> bool {
-        self.connection.routes.has_failed()
+        self.connection.has_failed()
     }
 
     /// Unsubscribes in the background and gives the id's route up: the
@@ -798,32 +606,9 @@ mod tests {
         let routes = Routes::default();
         let (_, mut a) = routes.state().add("s-0", Consumer::Alone).unwrap();
         let (_, mut b) = routes.state().add("s-1", GROUP).unwrap();
-        routes.fail(&Error::Unavailable("gone".into()));
-        assert!(routes.has_failed());
+        routes.ended(&Error::Unavailable("gone".into()));
         assert!(matches!(a.recv().await, Some(Err(Error::Unavailable(_)))));
         assert!(matches!(b.recv().await, Some(Err(Error::Unavailable(_)))));
-    }
-
-    /// The reading task that panics (or is aborted, or ends) fails every
-    /// subscription at once; before, they heard of it only at a missed
-    /// heartbeat.
-    #[tokio::test]
-    async fn a_reading_task_that_panics_fails_its_subscriptions() {
-        let routes = Arc::new(Routes::default());
-        let (_, mut events) = routes.state().add("s-0", Consumer::Alone).unwrap();
-        let task = tokio::spawn({
-            let routes = routes.clone();
-            async move {
-                let _fail_on_exit = FailOnExit(routes);
-                panic!("a bug in a decoder");
-            }
-        });
-        assert!(task.await.unwrap_err().is_panic());
-        assert!(routes.has_failed());
-        assert!(matches!(
-            events.recv().await,
-            Some(Err(Error::Unavailable(_)))
-        ));
     }
 
     #[test]
@@ -849,8 +634,8 @@ mod tests {
         use crate::broker::protocol::chunk::tests::{chunk, simple};
         use crate::generative::{check, damaged};
 
-        /// A frame the broker sends a reader connection: key, version and a
-        /// valid body.
+        /// A frame the broker sends a reader's subscriptions: key, version
+        /// and a valid body.
         fn frame() -> impl Strategy<Value = (u16, u16, Vec<u8>)> {
             let deliver = (0u8..3, 1u16..=2, prop::collection::vec(any::<u8>(), 0..20)).prop_map(
                 |(id, version, record)| {
@@ -871,22 +656,9 @@ mod tests {
                 let body = Body::default().u16(6).string(&stream).unwrap();
                 (METADATA_UPDATE, 1, body.0)
             });
-            let answer = (any::<u32>(), any::<u16>()).prop_map(|(correlation, code)| {
-                (
-                    SUBSCRIBE | RESPONSE,
-                    1,
-                    Body::default().u32(correlation).u16(code).0,
-                )
-            });
-            let close = any::<u32>().prop_map(|correlation| {
-                let body = Body::default()
-                    .u32(correlation)
-                    .u16(1)
-                    .string("bye")
-                    .unwrap();
-                (CLOSE, 1, body.0)
-            });
-            prop_oneof![deliver, update, moved, answer, close]
+            let refused_credit = (any::<u8>(), any::<u16>())
+                .prop_map(|(id, code)| (CREDIT | RESPONSE, 1, Body::default().u16(code).u8(id).0));
+            prop_oneof![deliver, update, moved, refused_credit]
         }
 
         #[test]
@@ -897,12 +669,12 @@ mod tests {
             check(frames, |(key, version, body)| {
                 let routes = Routes::default();
                 let (_, mut events) = routes.state().add("s-0", Consumer::Alone).unwrap();
-                let frame = wire::Frame {
+                let frame = Frame {
                     key,
                     version,
                     body: body.into(),
                 };
-                if routes.dispatch(frame).is_ok() {
+                if routes.frame(frame).is_ok() {
                     while let Ok(delivered) = events.try_recv() {
                         if let Ok(Delivered::Chunk(bytes)) = delivered {
                             if let Ok(chunk) = Chunk::parse(bytes) {

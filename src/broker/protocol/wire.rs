@@ -36,6 +36,8 @@ pub const CODE_STREAM_DOES_NOT_EXIST: u16 = 0x02;
 pub const CODE_STREAM_NOT_AVAILABLE: u16 = 0x06;
 pub const CODE_AUTHENTICATION_FAILURE: u16 = 0x08;
 pub const CODE_VIRTUAL_HOST_ACCESS_FAILURE: u16 = 0x0c;
+pub const CODE_ACCESS_REFUSED: u16 = 0x10;
+pub const CODE_PRECONDITION_FAILED: u16 = 0x11;
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
