@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
 use common::{create_stream, publish_ok, read_all, record, unique_stream, Partlog};
-use partlog::proto::{PublishRecord, ReadRequest};
+use partlog::proto::{CommitRequest, PublishRecord, ReadRequest};
 use partlog::routing::partition_for_key;
 
 #[tokio::test]
@@ -285,4 +285,87 @@ async fn records_at_the_value_limit_are_stored_and_framed() {
     for (r, v) in stored.iter().zip(&values) {
         assert!(r.value == *v, "value at offset {} intact", r.offset);
     }
+}
+
+/// The value of the series `series` (name and labels) in `metrics`.
+fn sample(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A client reading a partition in a loop of Reads, each from the
+/// `next_offset` of the one before, is served by one broker subscription:
+/// every call after the first goes on with the reader of the call before.
+/// It still sees every record once, new records as soon as they are
+/// confirmed, and an answer at once at the tail — also when the last thing
+/// the broker stored is a group's offset, which no reader receives.
+#[tokio::test]
+async fn a_read_loop_goes_on_with_one_reader_and_misses_nothing() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let stream = unique_stream("readloop");
+    create_stream(&mut client, &stream, 1).await;
+    for batch in 0..5 {
+        let records = (0..50)
+            .map(|i| record("k", format!("{}", batch * 50 + i)))
+            .collect();
+        publish_ok(&mut client, &stream, records).await;
+    }
+    let read = |offset: u64| ReadRequest {
+        stream: stream.clone(),
+        partition: 0,
+        offset,
+        max_records: 30,
+        ..Default::default()
+    };
+    let resumed = format!("partlog_reads_resumed_total{{stream=\"{stream}\"}}");
+    let (mut offset, mut values, mut calls) = (0, Vec::new(), 0u64);
+    while offset < 250 {
+        let answer = client.read(read(offset)).await.unwrap().into_inner();
+        calls += 1;
+        assert_eq!(answer.records.first().map(|r| r.offset), Some(offset));
+        values.extend(answer.records.iter().map(|r| r.value.to_vec()));
+        offset = answer.next_offset;
+    }
+    let expected: Vec<Vec<u8>> = (0..250).map(|i| format!("{i}").into_bytes()).collect();
+    assert_eq!(values, expected, "every record once, in order");
+    assert_eq!(
+        sample(&server.metrics().await, &resumed),
+        calls - 1,
+        "every call after the first went on with the reader before"
+    );
+
+    let at_tail = client.read(read(250)).await.unwrap().into_inner();
+    assert!(at_tail.records.is_empty());
+    assert_eq!(at_tail.next_offset, 250);
+    assert_eq!(sample(&server.metrics().await, &resumed), calls);
+
+    publish_ok(&mut client, &stream, vec![record("k", "new")]).await;
+    let fresh = client.read(read(250)).await.unwrap().into_inner();
+    let fresh: Vec<_> = fresh
+        .records
+        .iter()
+        .map(|r| (r.offset, r.value.to_vec()))
+        .collect();
+    assert_eq!(
+        fresh,
+        [(250, b"new".to_vec())],
+        "a confirmed record is read at once"
+    );
+
+    // The group's offset goes to the broker's offset tracking, which takes
+    // an offset of the partition but is never delivered to a reader.
+    client
+        .commit(CommitRequest {
+            group: "g".into(),
+            stream: stream.clone(),
+            offsets: HashMap::from([(0, 250)]),
+        })
+        .await
+        .unwrap();
+    let after_commit = client.read(read(251)).await.unwrap().into_inner();
+    assert!(after_commit.records.is_empty());
+    assert_eq!(after_commit.next_offset, 251);
 }

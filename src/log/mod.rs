@@ -4,7 +4,8 @@
 //! operation validates its request, looks the stream up (the broker's cached
 //! [`SuperStream`]) and hands the work to the module that owns it:
 //!
-//! - [`read`]: `Read`, a bounded read of one partition;
+//! - [`read`]: `Read`, a bounded read of one partition, with readers kept
+//!   between the calls of a read loop ([`warm_readers`]);
 //! - [`publish`]: the write path — routing, per-partition producers,
 //!   submitted batches;
 //! - [`subscribe`]: tailing partitions, alone or as a single active
@@ -31,6 +32,7 @@ mod publish;
 mod read;
 mod shutdown;
 mod subscribe;
+mod warm_readers;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +55,7 @@ use members::ActiveMembers;
 use publish::Writers;
 use shutdown::Shutdown;
 use subscribe::{Budget, SubscribeRequest, Subscribers};
+use warm_readers::WarmReaders;
 
 pub(crate) use committed::OffsetSource;
 pub(crate) use consume::{ClientInput, ConsumeEvent, Credit};
@@ -103,6 +106,7 @@ pub struct PartitionedLog {
     broker: Arc<Broker>,
     limits: Limits,
     writers: Writers,
+    warm_readers: WarmReaders,
     groups: Arc<Groups>,
     subscribers: Arc<Subscribers>,
     committed: Arc<CommittedOffsets>,
@@ -138,6 +142,7 @@ impl PartitionedLog {
                 fallback,
             }),
             writers: Writers::default(),
+            warm_readers: WarmReaders::new(),
             broker,
             limits,
             committed,
@@ -278,7 +283,8 @@ impl PartitionedLog {
         let range = request.range(&self.limits)?;
         let stream = self.broker.super_stream(&request.stream).await?;
         let index = validate::partition(request.partition, stream.partitions.len(), &stream.name)?;
-        let records = read::read(&self.broker, &stream.partitions[index], range).await?;
+        let partition = &stream.partitions[index];
+        let records = read::read(&self.broker, &self.warm_readers, partition, range).await?;
         crate::telemetry::stream(&stream.name).delivered(&records);
         Ok(records)
     }
@@ -493,10 +499,12 @@ impl PartitionedLog {
         self.shutdown.begin();
     }
 
-    /// Closes every producer after its queued records were confirmed, then
-    /// flushes the offset store and closes the broker connections.
+    /// Closes every producer after its queued records were confirmed and
+    /// every reader kept for a read loop, then flushes the offset store and
+    /// closes the broker connections.
     pub async fn close(&self) {
         self.writers.close().await;
+        self.warm_readers.close();
         if let Err(e) = self.committed.flush().await {
             tracing::error!("flushing the offset store failed: {e}");
         }

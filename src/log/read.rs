@@ -1,19 +1,23 @@
 //! `Read`: a bounded read of one partition from an offset.
 //!
-//! One connection: the reader first attaches at `Last` to learn where the
-//! records end ([`at_last_chunk`]); if the requested offset lies before that
-//! chunk it moves there. A reader left at `Last` goes on to deliver new
-//! chunks, which serves a read that waits for new records.
+//! A new reader first attaches at `Last` to learn where the records end
+//! ([`at_last_chunk`]); if the requested offset lies before that chunk it
+//! moves there. A reader left at `Last` goes on to deliver new chunks,
+//! which serves a read that waits for new records. After the call the
+//! reader is kept for the next call from where this one ended
+//! ([`WarmReaders`]).
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::warm_readers::{Cursor, WarmReaders};
 use crate::broker::bounds::{at_last_chunk, AtLast};
-use crate::broker::{Broker, Chunk, ChunkReader, Partition, ReadFrom};
+use crate::broker::{Broker, Partition, ReadFrom};
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::record::StoredRecord;
+use crate::telemetry;
 use crate::validate;
 
 /// Default number of records a Read returns when the request names none.
@@ -79,53 +83,136 @@ impl ReadRequest {
 /// Reads up to `range.max_records` records (and `range.max_bytes`) of
 /// `partition` from `range.from`. Returns at once when the partition holds
 /// nothing at or after `from`, unless `max_wait` asks to wait for the first
-/// new record.
+/// new record. Continues with the reader parked at `from` when there is one
+/// ([`WarmReaders`]) and parks its reader for the next call.
 pub async fn read(
     broker: &Broker,
+    warm: &WarmReaders,
     partition: &Partition,
     range: ReadRange,
 ) -> Result<Vec<StoredRecord>> {
-    let AtLast {
-        mut reader, last, ..
-    } = at_last_chunk(broker, partition).await?;
-    let result = read_with(broker, &mut reader, partition, last, range).await;
-    reader.close();
-    let records = result?;
+    let mut cursor = match warm.take(&partition.stream, range.from) {
+        Some(parked) => match resume(broker, partition, parked, range.from).await {
+            Ok(Some(cursor)) => {
+                telemetry::stream(&partition.super_stream).read_resumed();
+                cursor
+            }
+            // Something was stored after the reader's last chunk, or its
+            // connection failed: learn the tail afresh.
+            Ok(None) | Err(Error::Unavailable(_)) => cold(broker, partition, range.from).await?,
+            Err(e) => return Err(e),
+        },
+        None => cold(broker, partition, range.from).await?,
+    };
+    let records = match read_with(broker, &mut cursor, partition, range).await {
+        Ok(records) => records,
+        Err(e) => {
+            cursor.reader.close();
+            return Err(e);
+        }
+    };
+    let next = records.last().map_or(range.from, |r| r.offset + 1);
     if let Some(last) = records.last() {
         partition.saw_record(last.offset);
     }
+    if cursor.held.is_none() {
+        // The broker may send the next chunk while the reader waits.
+        if let Err(e) = cursor.reader.ask_next().await {
+            tracing::debug!(%e, "a reader is not kept for the next Read");
+            cursor.reader.close();
+            return Ok(records);
+        }
+    }
+    warm.park(&partition.stream, next, cursor);
     Ok(records)
 }
 
-/// Reads `range` with a reader at `Last` that delivered `last`.
-async fn read_with(
-    broker: &Broker,
-    reader: &mut ChunkReader,
-    partition: &Partition,
-    last: Option<Chunk>,
-    range: ReadRange,
-) -> Result<Vec<StoredRecord>> {
-    let mut pending = None;
-    let mut tail = None;
+/// A new reader for a read from `from`: attached at `Last` to learn where
+/// the records end, and moved to `from` when it lies before that chunk.
+async fn cold(broker: &Broker, partition: &Partition, from: u64) -> Result<Cursor> {
+    let AtLast { reader, last, .. } = at_last_chunk(broker, partition).await?;
+    let mut cursor = Cursor {
+        reader,
+        held: None,
+        tail: None,
+        newest_chunk: None,
+    };
     if let Some(last) = last {
-        tail = Some(last.last_offset());
-        if range.from < last.first_offset {
-            reader.resubscribe(ReadFrom::Offset(range.from)).await?;
+        cursor.saw(&last);
+        if from < last.first_offset {
+            if let Err(e) = cursor.reader.resubscribe(ReadFrom::Offset(from)).await {
+                cursor.reader.close();
+                return Err(e);
+            }
         } else {
-            pending = Some(last);
+            cursor.held = Some(last);
         }
     }
-    let mut reached_tail = tail.is_none();
+    Ok(cursor)
+}
+
+/// A parked reader for a read from `from` of `partition`, or `None` when
+/// it cannot tell where the records end: past what it knows, something was
+/// stored that it did not receive (more records on their way, or only
+/// offset tracking, which is never delivered).
+async fn resume(
+    broker: &Broker,
+    partition: &Partition,
+    mut cursor: Cursor,
+    from: u64,
+) -> Result<Option<Cursor>> {
+    match knows_the_tail(broker, partition, &mut cursor, from).await {
+        Ok(true) => Ok(Some(cursor)),
+        answer => {
+            cursor.reader.close();
+            answer.map(|_| None)
+        }
+    }
+}
+
+/// Whether `cursor` knows where the records after `from` end: it holds a
+/// chunk, or knows of records at or after `from`, or the broker has stored
+/// nothing after the newest chunk it received.
+async fn knows_the_tail(
+    broker: &Broker,
+    partition: &Partition,
+    cursor: &mut Cursor,
+    from: u64,
+) -> Result<bool> {
+    if cursor.held.is_none() {
+        if let Some(chunk) = cursor.reader.arrived_chunk()? {
+            cursor.saw(&chunk);
+            cursor.held = Some(chunk);
+        }
+    }
+    if cursor.held.is_some() || cursor.tail.is_some_and(|tail| from <= tail) {
+        return Ok(true);
+    }
+    let stats = broker.stream_stats(&partition.stream).await?;
+    Ok(stats.committed_chunk_id <= cursor.newest_chunk)
+}
+
+/// Reads `range` with `cursor`, which keeps the chunk it stops in.
+async fn read_with(
+    broker: &Broker,
+    cursor: &mut Cursor,
+    partition: &Partition,
+    range: ReadRange,
+) -> Result<Vec<StoredRecord>> {
     let mut records = Vec::new();
     let mut bytes = 0;
     let chunk_timeout = broker.connector().timeout();
     let wait_deadline = Instant::now() + range.max_wait;
     loop {
-        let chunk = match pending.take() {
+        let chunk = match cursor.held.take() {
             Some(chunk) => chunk,
             None => {
                 // Before the tail a chunk is due promptly; after it, only
                 // new records would come, and only a waiting read waits.
+                let next = records
+                    .last()
+                    .map_or(range.from, |r: &StoredRecord| r.offset + 1);
+                let reached_tail = cursor.tail.is_none_or(|tail| next > tail);
                 let deadline = if reached_tail {
                     if !records.is_empty() || range.max_wait.is_zero() {
                         return Ok(records);
@@ -134,8 +221,11 @@ async fn read_with(
                 } else {
                     Instant::now() + chunk_timeout
                 };
-                match reader.next_chunk(deadline).await? {
-                    Some(chunk) => chunk,
+                match cursor.reader.next_chunk(deadline).await? {
+                    Some(chunk) => {
+                        cursor.saw(&chunk);
+                        chunk
+                    }
                     None if reached_tail => return Ok(records),
                     None => {
                         return Err(Error::Unavailable(format!(
@@ -146,7 +236,8 @@ async fn read_with(
                 }
             }
         };
-        let chunk_records = match chunk.records(partition, range.from) {
+        let from = records.last().map_or(range.from, |r| r.offset + 1);
+        let chunk_records = match chunk.records(partition, from) {
             Ok(chunk_records) => chunk_records,
             // What came before the damage is answered; reading on from
             // there answers the error.
@@ -156,15 +247,18 @@ async fn read_with(
         for record in chunk_records {
             bytes += record.payload_bytes();
             if bytes > range.max_bytes && !records.is_empty() {
-                return Ok(records);
+                break;
             }
             records.push(record);
             if records.len() == range.max_records {
-                return Ok(records);
+                break;
             }
         }
-        if tail.is_some_and(|t| chunk.last_offset() >= t) {
-            reached_tail = true;
+        let next = records.last().map_or(range.from, |r| r.offset + 1);
+        if next <= chunk.last_offset() {
+            // Stopped inside the chunk: the rest is the next call's.
+            cursor.held = Some(chunk);
+            return Ok(records);
         }
     }
 }

@@ -104,6 +104,7 @@ pub(crate) struct Metrics {
     subscription_reconnects: Family<StreamLabel, Counter>,
     chunks_unreadable: Family<StreamLabel, Counter>,
     producer_recreations: Family<StreamLabel, Counter>,
+    reads_resumed: Family<StreamLabel, Counter>,
     subscriptions_active: Family<StreamLabel, Gauge>,
     broker_up: Gauge,
     connections_open: Family<KindLabel, Gauge>,
@@ -153,6 +154,7 @@ impl Metrics {
             subscription_reconnects: Family::default(),
             chunks_unreadable: Family::default(),
             producer_recreations: Family::default(),
+            reads_resumed: Family::default(),
             subscriptions_active: Family::default(),
             broker_up: Gauge::default(),
             connections_open: Family::default(),
@@ -253,6 +255,12 @@ impl Metrics {
             "producer_recreations",
             "Partition producers opened again after theirs broke",
             m.producer_recreations.clone(),
+        );
+        r.register(
+            "reads_resumed",
+            "Read calls that went on with the reader of the call before (no new broker \
+             subscription)",
+            m.reads_resumed.clone(),
         );
         r.register(
             "subscriptions_active",
@@ -357,6 +365,7 @@ impl Metrics {
             reconnects: self.subscription_reconnects.get_or_create_owned(&label),
             unreadable: self.chunks_unreadable.get_or_create_owned(&label),
             recreations: self.producer_recreations.get_or_create_owned(&label),
+            resumed: self.reads_resumed.get_or_create_owned(&label),
             name: label.stream,
         });
         streams.insert(stream.to_owned(), handles.clone());
@@ -381,6 +390,7 @@ impl Metrics {
             &self.subscription_reconnects,
             &self.chunks_unreadable,
             &self.producer_recreations,
+            &self.reads_resumed,
         ] {
             family.remove(&label);
         }
@@ -559,6 +569,7 @@ pub(crate) struct StreamMetrics {
     reconnects: Counter,
     unreadable: Counter,
     recreations: Counter,
+    resumed: Counter,
 }
 
 impl StreamMetrics {
@@ -594,6 +605,11 @@ impl StreamMetrics {
 
     pub fn producer_recreated(&self) {
         self.recreations.inc();
+    }
+
+    /// A Read went on with the reader kept from the call before.
+    pub fn read_resumed(&self) {
+        self.resumed.inc();
     }
 
     /// Counts a subscription of the stream until the guard is dropped.

@@ -478,6 +478,16 @@ impl ChunkReader {
     /// The next event, or `None` when none arrived before `deadline`.
     /// Asking for it after a chunk asks the broker for the next chunk.
     pub async fn next_event(&mut self, deadline: Instant) -> Result<Option<ReaderEvent>> {
+        self.ask_next().await?;
+        match tokio::time::timeout_at(deadline, self.next_held()).await {
+            Err(_) => Ok(None),
+            Ok(event) => event.map(Some),
+        }
+    }
+
+    /// Gives the last chunk's credit back, if not given yet: the broker
+    /// sends the next chunk once it has one, to wait here until asked for.
+    pub async fn ask_next(&mut self) -> Result<()> {
         if self.credit_owed {
             let credit = Body::default().u8(self.id).u16(1);
             self.connection
@@ -486,9 +496,23 @@ impl ChunkReader {
                 .await?;
             self.credit_owed = false;
         }
-        match tokio::time::timeout_at(deadline, self.next_held()).await {
-            Err(_) => Ok(None),
-            Ok(event) => event.map(Some),
+        Ok(())
+    }
+
+    /// A chunk that arrived already, without waiting; `None` when none
+    /// did. For subscriptions without single active consumer.
+    pub fn arrived_chunk(&mut self) -> Result<Option<Chunk>> {
+        loop {
+            let delivered = match self.events.try_recv() {
+                Ok(delivered) => delivered?,
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(None),
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return Err(Error::Unavailable("the reading connection closed".into()))
+                }
+            };
+            if let ReaderEvent::Chunk(chunk) = self.event(delivered)? {
+                return Ok(Some(chunk));
+            }
         }
     }
 
@@ -501,6 +525,11 @@ impl ChunkReader {
             Some(delivered) => delivered?,
             None => return Err(Error::Unavailable("the reading connection closed".into())),
         };
+        self.event(delivered)
+    }
+
+    /// What a delivery is to the subscriber.
+    fn event(&mut self, delivered: Delivered) -> Result<ReaderEvent> {
         Ok(match delivered {
             Delivered::Chunk(bytes) => {
                 self.credit_owed = true;
