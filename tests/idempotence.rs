@@ -135,7 +135,7 @@ async fn retried_sequences_are_stored_once_and_reported_as_duplicates() {
     let audit = |range| {
         let mut records = sequenced(range);
         for r in &mut records {
-            r.value = format!("audit-{}", r.sequence).into_bytes();
+            r.value = format!("audit-{}", r.sequence).into_bytes().into();
         }
         records
     };
