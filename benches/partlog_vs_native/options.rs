@@ -26,7 +26,7 @@ pub struct Options {
     /// Most megabytes (10^6 bytes) of values per throughput measurement:
     /// fewer records of large values keep a run's time and the broker's
     /// disk in bounds.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 400)]
     pub max_mb: u64,
 
     /// Records of the unmeasured warm-up before each line.
@@ -42,6 +42,12 @@ pub struct Options {
     /// publish throughput matrix; the first one is used by every other line.
     #[arg(long, value_delimiter = ',', default_value = "100,1024")]
     pub value_size: Vec<usize>,
+
+    /// Value sizes in bytes of the large-value publish lines, on the first
+    /// partition count (batches hold at most --batch records and about
+    /// 1 MiB of values).
+    #[arg(long, value_delimiter = ',', default_value = "16384,65536")]
+    pub large_value_size: Vec<usize>,
 
     /// Distinct record keys.
     #[arg(long, default_value_t = 10_000)]
@@ -137,6 +143,9 @@ impl Options {
         if self.value_size.is_empty() || self.value_size.iter().any(|v| *v < 16) {
             return Err("--value-size takes sizes of at least 16 bytes".into());
         }
+        if self.large_value_size.iter().any(|v| *v < 16) {
+            return Err("--large-value-size takes sizes of at least 16 bytes".into());
+        }
         if self.clients == 0 || self.batch == 0 || self.latency_batch == 0 {
             return Err("--clients, --batch and --latency-batch must be at least 1".into());
         }
@@ -167,6 +176,12 @@ impl Options {
             .max(1)
     }
 
+    /// Records per throughput batch of `value_size` bytes: --batch, or
+    /// fewer so that a batch holds about [`BATCH_VALUE_BYTES`] of values.
+    pub fn batch_of(&self, value_size: usize) -> usize {
+        self.batch.min(BATCH_VALUE_BYTES / value_size).max(1)
+    }
+
     /// Partitions of every line but the publish matrix.
     pub fn base_partitions(&self) -> u32 {
         self.partitions[0]
@@ -178,14 +193,19 @@ impl Options {
     }
 }
 
+/// Most value bytes in one throughput batch: large values come in fewer
+/// records per batch, as clients send them.
+pub const BATCH_VALUE_BYTES: usize = 1024 * 1024;
+
 /// The lines `--only` selects.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LineGroup {
-    /// Publish throughput over the value size × partitions matrix, with
-    /// publish → confirm latency at full speed.
+    /// Publish throughput over the value size × partitions matrix and of
+    /// large values, with publish → confirm latency at full speed.
     Publish,
-    /// Publish → confirm latency at half the native maximum rate.
+    /// Publish → confirm latency at a half and a quarter of the native
+    /// maximum rate.
     PublishLatency,
     /// Consume throughput from the first record.
     Consume,

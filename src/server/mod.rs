@@ -51,6 +51,13 @@ use service::PartLogService;
 /// How often health looks whether the broker still answers.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// HTTP/2 flow control windows: what a client may send on one call and on
+/// one connection before partlog reads it.
+const HTTP2_STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+const HTTP2_CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+/// Largest HTTP/2 frame partlog takes.
+const HTTP2_MAX_FRAME: u32 = 1024 * 1024;
+
 /// A failure that stops the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -113,6 +120,9 @@ pub async fn run(
         .max_concurrent_streams(u32::try_from(server.max_concurrent_streams).unwrap_or(u32::MAX))
         .http2_keepalive_interval(Some(millis(server.keepalive_interval_ms)))
         .http2_keepalive_timeout(Some(millis(server.keepalive_timeout_ms)))
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+        .max_frame_size(HTTP2_MAX_FRAME)
         .layer(observe::ObserveLayer)
         .layer(security.layer())
         .add_service(health)

@@ -26,7 +26,8 @@ pub async fn run_all(bench: &Bench) -> Result<()> {
         publish::throughput(bench).await?;
     }
     if o.runs(LineGroup::PublishLatency) {
-        publish::half_rate_latency(bench).await?;
+        publish::rate_latency(bench, 2, "half").await?;
+        publish::rate_latency(bench, 4, "a quarter of").await?;
     }
     if o.runs(LineGroup::Consume) {
         consume::from_first(bench).await?;

@@ -1,6 +1,6 @@
-//! Publish throughput over the value size × partitions matrix (with
-//! publish → confirm latency at full speed), and publish → confirm latency
-//! at half the native maximum rate.
+//! Publish throughput over the value size × partitions matrix and of large
+//! values (with publish → confirm latency at full speed), and publish →
+//! confirm latency at a half and a quarter of the native maximum rate.
 
 use serde_json::Map;
 
@@ -31,7 +31,8 @@ enum Speed {
 fn section_name(value_size: usize, partitions: u32, bench: &Bench) -> String {
     format!(
         "publish {value_size} B values, {partitions} partitions ({} batches of {} in flight)",
-        bench.options.clients, bench.options.batch
+        bench.options.clients,
+        bench.options.batch_of(value_size)
     )
 }
 
@@ -42,49 +43,57 @@ pub async fn throughput(bench: &Bench) -> Result<()> {
     // One warm-up for the matrix: every measurement opens its connections
     // and producers before it is timed anyway.
     let mut warm_up = true;
-    for &value_size in &o.value_size {
-        for &partitions in &o.partitions {
-            let dataset = Dataset::new(o.keys, value_size, partitions);
-            let section = section_name(value_size, partitions, bench);
-            let warm = std::mem::take(&mut warm_up);
-            bench
-                .rounds(&section, &VARIANTS, o.rounds, warm, |variant, round| {
-                    let records = match round {
-                        Round::Warmup => o.warmup_records,
-                        Round::Measured(_) => o.records_of(dataset.value_size),
-                    };
-                    publish_once(bench, &dataset, variant, Speed::Full, records, o.batch)
-                })
-                .await?;
-            let mut report = bench.report.lock().unwrap();
-            for (partlog, native) in [
-                (PartlogPublish, NativePerPartition),
-                (PartlogPublishStream, NativePerPartition),
-                (PartlogPublish, NativeSuperStream),
-            ] {
-                compare(&mut report, &section, partlog, native, Metric::Throughput);
-            }
-            let base = value_size == o.base_value_size() && partitions == o.base_partitions();
-            if base {
-                latency_lines(&mut report, &section);
-            }
-            for metric in [Metric::BrokerCpu, Metric::OutsideBrokerCpu] {
-                compare(
-                    &mut report,
-                    &section,
-                    PartlogPublish,
-                    NativePerPartition,
-                    metric,
-                );
-            }
+    let matrix = o.value_size.iter().flat_map(|&size| {
+        o.partitions
+            .iter()
+            .map(move |&partitions| (size, partitions))
+    });
+    let large = o
+        .large_value_size
+        .iter()
+        .map(|&size| (size, o.base_partitions()));
+    for (value_size, partitions) in matrix.chain(large) {
+        let batch = o.batch_of(value_size);
+        let dataset = Dataset::new(o.keys, value_size, partitions);
+        let section = section_name(value_size, partitions, bench);
+        let warm = std::mem::take(&mut warm_up);
+        bench
+            .rounds(&section, &VARIANTS, o.rounds, warm, |variant, round| {
+                let records = match round {
+                    Round::Warmup => o.warmup_records,
+                    Round::Measured(_) => o.records_of(dataset.value_size),
+                };
+                publish_once(bench, &dataset, variant, Speed::Full, records, batch)
+            })
+            .await?;
+        let mut report = bench.report.lock().unwrap();
+        for (partlog, native) in [
+            (PartlogPublish, NativePerPartition),
+            (PartlogPublishStream, NativePerPartition),
+            (PartlogPublish, NativeSuperStream),
+        ] {
+            compare(&mut report, &section, partlog, native, Metric::Throughput);
+        }
+        let base = value_size == o.base_value_size() && partitions == o.base_partitions();
+        if base {
+            latency_lines(&mut report, &section);
+        }
+        for metric in [Metric::BrokerCpu, Metric::OutsideBrokerCpu] {
+            compare(
+                &mut report,
+                &section,
+                PartlogPublish,
+                NativePerPartition,
+                metric,
+            );
         }
     }
     Ok(())
 }
 
-/// Latency at half the fastest native throughput of this run (measured
-/// here when the throughput line did not run).
-pub async fn half_rate_latency(bench: &Bench) -> Result<()> {
+/// Latency at `1 / divisor` of the fastest native throughput of this run
+/// (measured here when the throughput line did not run).
+pub async fn rate_latency(bench: &Bench, divisor: u32, fraction: &str) -> Result<()> {
     let o = &bench.options;
     let dataset = Dataset::new(o.keys, o.base_value_size(), o.base_partitions());
     let full_speed = section_name(o.base_value_size(), o.base_partitions(), bench);
@@ -106,7 +115,8 @@ pub async fn half_rate_latency(bench: &Bench) -> Result<()> {
                             Round::Warmup => o.warmup_records,
                             Round::Measured(_) => o.records_of(dataset.value_size),
                         };
-                        publish_once(bench, &dataset, variant, Speed::Full, records, o.batch)
+                        let batch = o.batch_of(dataset.value_size);
+                        publish_once(bench, &dataset, variant, Speed::Full, records, batch)
                     },
                 )
                 .await?;
@@ -116,9 +126,9 @@ pub async fn half_rate_latency(bench: &Bench) -> Result<()> {
                 .ok_or("no native maximum")?
         }
     };
-    let rate = (native_max / 2.0).round();
+    let rate = (native_max / f64::from(divisor)).round();
     let section = format!(
-        "publish → confirm at {rate:.0} rec/s (half the native maximum), {} B values, {} partitions, batches of {}",
+        "publish → confirm at {rate:.0} rec/s ({fraction} the native maximum), {} B values, {} partitions, batches of {}",
         o.base_value_size(),
         o.base_partitions(),
         o.latency_batch
