@@ -10,6 +10,8 @@
 #                    running node without it is reused only after `restart --tls`, never silently.
 #   start-cluster    three clustered nodes, partlog1..3@localhost (stops partlog@localhost first).
 #                    Nodes that run already are kept; ones not yet clustered join partlog1.
+#   kill NODE        SIGKILLs cluster node NODE's Erlang VM (partlog1, partlog2 or partlog3): a node
+#                    lost without goodbye, for failure tests; start-cluster brings it back
 #   restart [--tls]  stops and starts again whatever runs (used by failure tests); the single node
 #                    keeps its stream TLS listener, and --tls gives it one
 #   stop             stops every node this script started (single and cluster)
@@ -701,6 +703,19 @@ cmd_stop() {
   if [[ -n $any ]]; then say "stopped"; else say "no partlog node was running"; fi
 }
 
+cmd_kill() {
+  (($# == 1)) || die "usage: $0 kill NODE  (one of ${CLUSTER[*]})"
+  init_paths
+  local n=${1%@localhost} pids
+  [[ " ${CLUSTER[*]} " == *" $n "* ]] || die "kill: $1 is not a cluster node (${CLUSTER[*]})"
+  need_root_user kill
+  pids=$(node_pids "$n")
+  [[ -n $pids ]] || die "kill: $n@localhost does not run"
+  # shellcheck disable=SC2086 # word splitting intended: one pid per word
+  kill -9 $pids
+  say "killed $n@localhost (SIGKILL to $pids)"
+}
+
 cmd_wipe() {
   cmd_stop
   if ((PORT_OFFSET > 0)); then
@@ -815,6 +830,7 @@ case ${1:-} in
   restart) shift; cmd_restart "$@" ;;
   start-cluster) cmd_start_cluster ;;
   stop) cmd_stop ;;
+  kill) shift; cmd_kill "$@" ;;
   status) cmd_status ;;
   logs) shift; cmd_logs "$@" ;;
   wipe) cmd_wipe ;;

@@ -16,7 +16,8 @@ use common::{
     assert_one_holder_each, broker_script, read_all, unique_stream, IdempotentPublisher,
     MemberEvents, Partlog,
 };
-use partlog::proto::CreateStreamRequest;
+use partlog::proto::subscribe_response::Event;
+use partlog::proto::{AssignmentState, CreateStreamRequest};
 use partlog::routing::partition_for_key;
 
 /// Stream ports of the cluster's nodes.
@@ -196,3 +197,186 @@ async fn leader_stop_loses_no_acknowledged_record(configure_other_nodes: bool) {
         acknowledged.len()
     );
 }
+
+/// Brings a killed node back (start-cluster starts the absent ones) even
+/// when the test fails.
+struct StartAgain;
+
+impl Drop for StartAgain {
+    fn drop(&mut self) {
+        broker_script(&["start-cluster"], None);
+    }
+}
+
+/// When `member` held `partition`: from each ACTIVE to the INACTIVE after
+/// it, or to `end`.
+fn held_intervals(member: &MemberEvents, partition: u32, end: Instant) -> Vec<(Instant, Instant)> {
+    let mut intervals = Vec::new();
+    let mut since = None;
+    for (at, event) in member.timed_events() {
+        let Event::Assignment(a) = event else {
+            continue;
+        };
+        if a.partition != partition {
+            continue;
+        }
+        match AssignmentState::try_from(a.state) {
+            Ok(AssignmentState::Active) => since = since.or(Some(at)),
+            Ok(AssignmentState::Inactive) => {
+                if let Some(from) = since.take() {
+                    intervals.push((from, at));
+                }
+            }
+            _ => {}
+        }
+    }
+    intervals.extend(since.map(|from| (from, end)));
+    intervals
+}
+
+/// How long both held the partition at once.
+fn overlap(a: &[(Instant, Instant)], b: &[(Instant, Instant)]) -> Duration {
+    a.iter()
+        .flat_map(|x| b.iter().map(move |y| (x.0.max(y.0), x.1.min(y.1))))
+        .filter(|(from, to)| from < to)
+        .map(|(from, to)| to - from)
+        .sum()
+}
+
+/// Offsets of `partition` delivered to `member`.
+fn offsets(member: &MemberEvents, partition: u32) -> BTreeSet<u64> {
+    member
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Record(r) if r.partition == partition => Some(r.offset),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The node that leads a partition dies without a goodbye (SIGKILL) under
+/// a group of two members on two partlog instances that administer through
+/// another node. Measures what single active consumer leaves a group
+/// during a node loss: how long both members were told they hold a
+/// partition at once, and how long until every partition is held again.
+/// partlog tells a member INACTIVE as soon as its connection to the dead
+/// leader breaks and delivers nothing of the partition until the broker
+/// activates it again; whether the broker activates another member before
+/// that is the broker's (RabbitMQ 4.0.5 did, for about 100 ms): bounded
+/// here and stated in the README's promises, as is the time the broker
+/// keeps a lost node's consumer before it activates another one
+/// (`stream_sac_disconnected_timeout`). No acknowledged record is lost,
+/// and in the end each partition has one holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_node_leaves_a_bounded_double_active_window() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let stream = unique_stream("sigkill");
+    let description = Partlog::start()
+        .await
+        .client()
+        .await
+        .create_stream(CreateStreamRequest {
+            stream: stream.clone(),
+            partitions: 3,
+            replicas: Some(3),
+            ..Default::default()
+        })
+        .await
+        .expect("create with 3 replicas")
+        .into_inner()
+        .stream
+        .unwrap();
+    let victim = &description.partitions[0];
+    let (_, victim_port) = victim.leader.rsplit_once(':').unwrap();
+    let survivors: Vec<&str> = NODE_PORTS
+        .iter()
+        .copied()
+        .filter(|port| *port != victim_port)
+        .collect();
+    let all = NODE_PORTS.map(|port| format!("localhost:{port}")).join(",");
+    let settings = [
+        ("PARTLOG_BROKER_PORT", survivors[0]),
+        ("PARTLOG_BROKER_OTHER_NODES", all.as_str()),
+    ];
+    let server = Partlog::start_with(&settings).await;
+    let second = Partlog::start_with(&settings).await;
+    let mut client = server.client().await;
+    let group = "sigkill-readers";
+    let member_a = MemberEvents::join(&mut client, "a", &stream, group).await;
+    let member_b = MemberEvents::join(&mut second.client().await, "b", &stream, group).await;
+    let publisher =
+        IdempotentPublisher::spawn(client.clone(), &stream, "sigkill-writer", 10, |seq| {
+            (format!("key-{}", seq % 100), seq.to_string().into_bytes())
+        });
+    let logs = || format!("a:\n{}\nb:\n{}", server.log(), second.log());
+    assert_one_holder_each(&[&member_a, &member_b], 3, Duration::from_secs(30), logs).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let victim_node = node_of(&victim.leader);
+    broker_script(&["kill", victim_node.trim_end_matches("@localhost")], None);
+    let killed_at = Instant::now();
+    let _start_again = StartAgain;
+    // The broker activates a member for every partition again, and the
+    // group receives every record acknowledged meanwhile.
+    assert_one_holder_each(&[&member_a, &member_b], 3, Duration::from_secs(120), logs).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let acknowledged: BTreeSet<u64> = publisher.acknowledged().iter().map(|(_, s)| *s).collect();
+    publisher.stop().await;
+    let received = || -> BTreeSet<u64> {
+        [&member_a, &member_b]
+            .iter()
+            .flat_map(|m| m.values())
+            .map(|v| String::from_utf8(v).unwrap().parse().unwrap())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !acknowledged.is_subset(&received()) {
+        assert!(
+            Instant::now() < deadline,
+            "the group missed records:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let end = Instant::now();
+    let mut report = Vec::new();
+    let mut longest = Duration::ZERO;
+    for partition in 0..3 {
+        let window = overlap(
+            &held_intervals(&member_a, partition, end),
+            &held_intervals(&member_b, partition, end),
+        );
+        // The group commits nothing here: the member that takes a
+        // partition over starts again where the group started.
+        let again = offsets(&member_a, partition)
+            .intersection(&offsets(&member_b, partition))
+            .count();
+        longest = longest.max(window);
+        report.push(format!(
+            "partition {partition}: both members held it at once for {window:?}; {again} \
+             records delivered to both, one after the other"
+        ));
+    }
+    println!(
+        "{victim_node} killed (leader of partition 0); every partition held again after {:?}, \
+         {} acknowledged, none lost\n{}",
+        end - killed_at,
+        acknowledged.len(),
+        report.join("\n")
+    );
+    assert!(
+        longest <= DOUBLE_ACTIVE_BOUND,
+        "two members held a partition at once for longer than {DOUBLE_ACTIVE_BOUND:?}:\n{}\n{}",
+        report.join("\n"),
+        logs()
+    );
+    member_a.stop().await;
+    member_b.stop().await;
+}
+
+/// Longest time two members may both hold a partition after a node loss
+/// (the README's promise): partlog ends a member's hold as soon as its
+/// connection to the dead leader breaks; what remains is the broker's
+/// activation of the next member before the first heard anything.
+const DOUBLE_ACTIVE_BOUND: Duration = Duration::from_secs(1);

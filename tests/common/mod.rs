@@ -535,7 +535,8 @@ pub fn broker_script(args: &[&str], node: Option<&str>) {
 /// Subscribe call, recorded by a background task.
 pub struct MemberEvents {
     pub name: String,
-    events: std::sync::Arc<std::sync::Mutex<Vec<proto::subscribe_response::Event>>>,
+    /// Each event with when it arrived.
+    events: std::sync::Arc<std::sync::Mutex<Vec<(Instant, proto::subscribe_response::Event)>>>,
     /// Ends only when the call does, with how it ended.
     task: Option<tokio::task::JoinHandle<String>>,
 }
@@ -566,7 +567,8 @@ impl MemberEvents {
                 loop {
                     match responses.message().await {
                         Ok(Some(message)) => {
-                            events.lock().unwrap().push(message.event.expect("event"))
+                            let event = message.event.expect("event");
+                            events.lock().unwrap().push((Instant::now(), event))
                         }
                         Ok(None) => return "partlog ended the call".to_owned(),
                         Err(status) => return format!("the call failed: {status}"),
@@ -593,6 +595,11 @@ impl MemberEvents {
     }
 
     pub fn events(&self) -> Vec<proto::subscribe_response::Event> {
+        self.timed_events().into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// The events with when each arrived.
+    pub fn timed_events(&self) -> Vec<(Instant, proto::subscribe_response::Event)> {
         self.events.lock().unwrap().clone()
     }
 
