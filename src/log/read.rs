@@ -83,7 +83,7 @@ impl ReadRequest {
 /// Reads up to `range.max_records` records (and `range.max_bytes`) of
 /// `partition` from `range.from`. Returns at once when the partition holds
 /// nothing at or after `from`, unless `max_wait` asks to wait for the first
-/// new record. Continues with the reader parked at `from` when there is one
+/// new record. Goes on with the reader parked at `from` when there is one
 /// ([`WarmReaders`]) and parks its reader for the next call.
 pub async fn read(
     broker: &Broker,
@@ -91,24 +91,35 @@ pub async fn read(
     partition: &Partition,
     range: ReadRange,
 ) -> Result<Vec<StoredRecord>> {
-    let mut cursor = match warm.take(&partition.stream, range.from) {
-        Some(parked) => match resume(broker, partition, parked, range.from).await {
-            Ok(Some(cursor)) => {
+    let mut read = None;
+    if let Some(mut cursor) = warm.take(&partition.stream, range.from) {
+        match read_with(broker, &mut cursor, partition, range).await {
+            Ok(records) => {
                 telemetry::stream(&partition.super_stream).read_resumed();
-                cursor
+                read = Some((records, cursor));
             }
-            // Something was stored after the reader's last chunk, or its
-            // connection failed: learn the tail afresh.
-            Ok(None) | Err(Error::Unavailable(_)) => cold(broker, partition, range.from).await?,
-            Err(e) => return Err(e),
-        },
-        None => cold(broker, partition, range.from).await?,
-    };
-    let records = match read_with(broker, &mut cursor, partition, range).await {
-        Ok(records) => records,
-        Err(e) => {
-            cursor.reader.close();
-            return Err(e);
+            // The kept reader's connection failed: a new one.
+            Err(Error::Unavailable(why)) => {
+                tracing::debug!(%why, "a kept reader failed; reading with a new one");
+                cursor.reader.close();
+            }
+            Err(e) => {
+                cursor.reader.close();
+                return Err(e);
+            }
+        }
+    }
+    let (records, mut cursor) = match read {
+        Some(read) => read,
+        None => {
+            let mut cursor = cold(broker, partition, range.from).await?;
+            match read_with(broker, &mut cursor, partition, range).await {
+                Ok(records) => (records, cursor),
+                Err(e) => {
+                    cursor.reader.close();
+                    return Err(e);
+                }
+            }
         }
     };
     let next = records.last().map_or(range.from, |r| r.offset + 1);
@@ -123,6 +134,7 @@ pub async fn read(
             return Ok(records);
         }
     }
+    cursor.tail_is_current = false;
     warm.park(&partition.stream, next, cursor);
     Ok(records)
 }
@@ -136,6 +148,7 @@ async fn cold(broker: &Broker, partition: &Partition, from: u64) -> Result<Curso
         held: None,
         tail: None,
         newest_chunk: None,
+        tail_is_current: true,
     };
     if let Some(last) = last {
         cursor.saw(&last);
@@ -151,45 +164,26 @@ async fn cold(broker: &Broker, partition: &Partition, from: u64) -> Result<Curso
     Ok(cursor)
 }
 
-/// A parked reader for a read from `from` of `partition`, or `None` when
-/// it cannot tell where the records end: past what it knows, something was
-/// stored that it did not receive (more records on their way, or only
-/// offset tracking, which is never delivered).
-async fn resume(
-    broker: &Broker,
-    partition: &Partition,
-    mut cursor: Cursor,
-    from: u64,
-) -> Result<Option<Cursor>> {
-    match knows_the_tail(broker, partition, &mut cursor, from).await {
-        Ok(true) => Ok(Some(cursor)),
-        answer => {
-            cursor.reader.close();
-            answer.map(|_| None)
-        }
+/// Brings what `cursor` knows of the partition's tail up to date, before
+/// a read stops there: a chunk that arrived while the reader was kept, or
+/// — when the broker stored something after the newest chunk the reader
+/// received (records still on their way, or only offset tracking, which is
+/// never delivered) — the last record chunk, learnt as a new reader does.
+async fn refresh_tail(broker: &Broker, partition: &Partition, cursor: &mut Cursor) -> Result<()> {
+    if let Some(chunk) = cursor.reader.arrived_chunk()? {
+        cursor.saw(&chunk);
+        cursor.held = Some(chunk);
+        return Ok(());
     }
-}
-
-/// Whether `cursor` knows where the records after `from` end: it holds a
-/// chunk, or knows of records at or after `from`, or the broker has stored
-/// nothing after the newest chunk it received.
-async fn knows_the_tail(
-    broker: &Broker,
-    partition: &Partition,
-    cursor: &mut Cursor,
-    from: u64,
-) -> Result<bool> {
-    if cursor.held.is_none() {
-        if let Some(chunk) = cursor.reader.arrived_chunk()? {
-            cursor.saw(&chunk);
-            cursor.held = Some(chunk);
-        }
-    }
-    if cursor.held.is_some() || cursor.tail.is_some_and(|tail| from <= tail) {
-        return Ok(true);
-    }
+    cursor.tail_is_current = true;
     let stats = broker.stream_stats(&partition.stream).await?;
-    Ok(stats.committed_chunk_id <= cursor.newest_chunk)
+    if stats.committed_chunk_id <= cursor.newest_chunk {
+        return Ok(());
+    }
+    let AtLast { reader, last, .. } = at_last_chunk(broker, partition).await?;
+    reader.close();
+    cursor.tail = cursor.tail.max(last.map(|chunk| chunk.last_offset()));
+    Ok(())
 }
 
 /// Reads `range` with `cursor`, which keeps the chunk it stops in.
@@ -213,6 +207,10 @@ async fn read_with(
                     .last()
                     .map_or(range.from, |r: &StoredRecord| r.offset + 1);
                 let reached_tail = cursor.tail.is_none_or(|tail| next > tail);
+                if reached_tail && !cursor.tail_is_current {
+                    refresh_tail(broker, partition, cursor).await?;
+                    continue;
+                }
                 let deadline = if reached_tail {
                     if !records.is_empty() || range.max_wait.is_zero() {
                         return Ok(records);
@@ -237,27 +235,36 @@ async fn read_with(
             }
         };
         let from = records.last().map_or(range.from, |r| r.offset + 1);
-        let chunk_records = match chunk.records(partition, from) {
-            Ok(chunk_records) => chunk_records,
-            // What came before the damage is answered; reading on from
-            // there answers the error.
-            Err(Error::DataLoss(_)) if !records.is_empty() => return Ok(records),
-            Err(e) => return Err(e),
-        };
+        if let Err(e) = chunk.records(partition, from).map(drop) {
+            if matches!(e, Error::DataLoss(_)) && !records.is_empty() {
+                // What came before the damage is answered; the next call,
+                // from there, answers the error (the reader keeps the
+                // chunk for it).
+                cursor.held = Some(chunk);
+                return Ok(records);
+            }
+            return Err(e);
+        }
+        let chunk_records = chunk.records(partition, from)?;
+        let mut full = false;
         for record in chunk_records {
             bytes += record.payload_bytes();
             if bytes > range.max_bytes && !records.is_empty() {
+                full = true;
                 break;
             }
             records.push(record);
             if records.len() == range.max_records {
+                full = true;
                 break;
             }
         }
         let next = records.last().map_or(range.from, |r| r.offset + 1);
         if next <= chunk.last_offset() {
-            // Stopped inside the chunk: the rest is the next call's.
+            // The rest of the chunk is the next call's.
             cursor.held = Some(chunk);
+        }
+        if full {
             return Ok(records);
         }
     }

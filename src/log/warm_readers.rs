@@ -6,7 +6,10 @@
 //! the records end, one at the offset). Instead the reader of a call is
 //! parked here under (partition stream, next offset) with what it knows
 //! ([`Cursor`]), and the call that asks for that offset goes on with it: a
-//! read loop costs the broker what one subscribed consumer costs.
+//! read loop costs the broker what one subscribed consumer costs. A call
+//! that reaches the end of what a kept reader knows asks the broker
+//! whether anything was stored since, before it stops there: a record
+//! confirmed before the call is in its answer.
 //!
 //! Bounded: at most [`MAX_PARKED`] readers (the longest parked is closed
 //! first), each closed once parked for [`IDLE`]. A parked reader holds at
@@ -40,6 +43,8 @@ pub struct Cursor {
     pub tail: Option<u64>,
     /// The first offset of the newest chunk the reader received.
     pub newest_chunk: Option<u64>,
+    /// `tail` was learnt during this call; a kept reader's may be old.
+    pub tail_is_current: bool,
 }
 
 impl Cursor {
