@@ -174,6 +174,9 @@ pub fn partition_count(partitions: u32) -> Result<()> {
 /// Longest producer id; it names the broker's deduplicating publishers,
 /// whose references RabbitMQ limits to 255 bytes.
 pub const PRODUCER_ID_MAX_BYTES: usize = 200;
+/// What the producer ids of sources begin with (`crate::log`'s source
+/// module); no client's may.
+pub const SOURCE_PRODUCER_PREFIX: &str = "source:";
 
 /// A producer id and the sequences of its records: at least 1, strictly
 /// increasing; or no sequences at all without a producer id.
@@ -196,6 +199,12 @@ pub fn producer_sequences(producer_id: Option<&str>, records: &[NewRecord]) -> R
     if let Some(c) = producer_id.chars().find(|c| c.is_control()) {
         return Err(Error::InvalidArgument(format!(
             "producer_id {producer_id:?} contains the control character {c:?}"
+        )));
+    }
+    if producer_id.starts_with(SOURCE_PRODUCER_PREFIX) {
+        return Err(Error::InvalidArgument(format!(
+            "producer_id {producer_id:?} begins with {SOURCE_PRODUCER_PREFIX:?}, which partlog \
+             keeps for the producers of sources (PublishRequest.source)"
         )));
     }
     let mut previous = 0;
@@ -320,6 +329,7 @@ mod tests {
             (Some("p"), vec![Some(3), Some(3)]),
             (Some("p"), vec![Some(3), Some(2)]),
             (Some("p\n"), vec![Some(1)]),
+            (Some("source:1234"), vec![Some(1)]),
         ] {
             assert!(
                 matches!(

@@ -54,6 +54,7 @@ fn publish_as(
         stream: stream.into(),
         records,
         producer_id: producer_id.into(),
+        ..Default::default()
     };
     Box::pin(async move { c.publish(request).await.map(drop) })
 }

@@ -33,6 +33,7 @@ async fn publish(
             stream: stream.into(),
             records,
             producer_id: producer.into(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner().results)
@@ -256,6 +257,7 @@ async fn kill_9_during_publishing_then_retry_stores_each_sequence_once() {
             stream: stream.clone(),
             records: batch(b),
             producer_id: "crashy".into(),
+            ..Default::default()
         };
         requests.send(request).await.unwrap();
     }
@@ -330,6 +332,7 @@ async fn publish_stream_pipelines_batches_and_answers_in_order() {
             stream: stream.clone(),
             records: sequenced(b * 25 + 1..=(b + 1) * 25),
             producer_id: "pipe".into(),
+            ..Default::default()
         })
         .collect();
     // The second half repeats the first: all duplicates.
@@ -369,11 +372,13 @@ async fn publish_stream_ends_with_the_status_of_a_bad_batch() {
         stream: stream.clone(),
         records: sequenced(1..=3),
         producer_id: "p".into(),
+        ..Default::default()
     };
     let bad = PublishStreamRequest {
         stream: stream.clone(),
         records: sequenced(4..=5).into_iter().rev().collect(),
         producer_id: "p".into(),
+        ..Default::default()
     };
     let mut answers = client
         .publish_stream(tokio_stream::iter(vec![good, bad]))

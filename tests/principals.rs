@@ -52,6 +52,7 @@ async fn a_producer_id_is_its_principals_across_instances() {
                 stream: stream.clone(),
                 producer_id: "checkout".into(),
                 records: vec![sequenced("k", value, sequence)],
+                ..Default::default()
             },
         )
     };

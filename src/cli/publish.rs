@@ -91,6 +91,7 @@ impl Batcher {
             value: record.value.into(),
             headers: record.headers,
             sequence,
+            ..Default::default()
         });
         self.lines.push(number);
         let full = self.records.len() >= self.batch_records || self.bytes >= BATCH_BYTES;
@@ -130,6 +131,7 @@ fn read_input(
                 stream: stream.clone(),
                 records: batch.records,
                 producer_id: producer_id.clone(),
+                source: None,
             })
             .is_ok()
     };

@@ -7,7 +7,8 @@
 //! - [`read`]: `Read`, a bounded read of one partition, with readers kept
 //!   between the calls of a read loop ([`warm_readers`]);
 //! - [`publish`]: the write path — routing, per-partition producers,
-//!   submitted batches;
+//!   submitted batches; [`source`]: outputs of a group's inputs written
+//!   exactly once, and their commits;
 //! - [`subscribe`]: tailing partitions, alone or as a single active
 //!   consumer of a group, with [`position`] turning start positions into
 //!   broker offsets; [`consume`] hands a subscription to one call within
@@ -31,6 +32,7 @@ mod position;
 mod publish;
 mod read;
 mod shutdown;
+mod source;
 mod subscribe;
 mod warm_readers;
 
@@ -63,6 +65,7 @@ pub(crate) use groups::PartitionOffsets;
 pub(crate) use position::StartPosition;
 pub(crate) use publish::{Appended, ProducerId, SubmittedBatch};
 pub(crate) use read::ReadRequest;
+pub(crate) use source::{Output, Source, SourceCommits};
 pub(crate) use subscribe::AssignmentState;
 
 /// The events of a `Subscribe` or `Consume` call; an error is the last.
@@ -312,9 +315,67 @@ impl PartitionedLog {
             .await
     }
 
+    /// Validates and queues outputs of a group's inputs: `records`, each
+    /// the output `outputs[i]` of an input of `source`, go through the
+    /// source's deduplicating producer for `stream` (its `owner`'s, as a
+    /// producer id is), so that an output stored before is reported as a
+    /// duplicate instead of being written again (see [`source`]).
+    pub async fn submit_outputs(
+        &self,
+        stream: &str,
+        source: &Source,
+        owner: Option<&str>,
+        mut records: Vec<NewRecord>,
+        outputs: &[Output],
+    ) -> Result<SubmittedBatch> {
+        validate::stream_name(stream)?;
+        validate::publish_batch(&records, &self.limits)?;
+        if outputs.len() != records.len() {
+            return Err(Error::Internal(
+                "a source batch without one output per record".into(),
+            ));
+        }
+        source.number(&mut records, outputs)?;
+        if source.commit_offset.is_some() {
+            // A commit that cannot be made is refused before anything is
+            // written, not after.
+            let named = [source.partition];
+            self.group_stream(&source.stream, &source.group, &named)
+                .await?;
+        }
+        let id = source.producer_id(stream);
+        let name = publish::producer_name(ProducerId { id: &id, owner });
+        self.writers
+            .submit(&self.broker, stream, Some(&name), records)
+            .await
+    }
+
     /// Each record's outcome of a submitted batch, in request order.
     pub async fn outcome(&self, batch: SubmittedBatch) -> Vec<Appended> {
         batch.outcome(&self.writers, &self.broker).await
+    }
+
+    /// Commits the `commit_offset` of a source batch answered with
+    /// `results`, once it and every earlier batch of the source in the call
+    /// (`commits`, awaited in the batches' order) were stored; `None`
+    /// without a commit_offset.
+    pub async fn commit_source(
+        &self,
+        commits: &mut SourceCommits,
+        source: &Source,
+        results: &[Appended],
+    ) -> Option<Result<Committed>> {
+        let offset = match commits.decide(source, results) {
+            Ok(offset) => offset?,
+            Err(e) => return Some(Err(e)),
+        };
+        let offsets = BTreeMap::from([(source.partition, offset)]);
+        let committed = self.commit(&source.stream, &source.group, &offsets).await;
+        Some(committed.and_then(|all| {
+            all.into_iter()
+                .next()
+                .ok_or_else(|| Error::Internal("a commit answered nothing".into()))
+        }))
     }
 
     /// Tails partitions as a `Subscribe` call: no credit, paced by the

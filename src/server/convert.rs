@@ -9,7 +9,7 @@ use crate::broker::{Stored, StreamSettings};
 use crate::error::Error;
 use crate::log::{
     Appended, AssignmentState, ClientInput, ConsumeEvent, ConsumeOpen, Credit, OffsetSource,
-    PartitionDescription, PartitionOffsets, StartPosition, StreamDescription,
+    Output, PartitionDescription, PartitionOffsets, Source, StartPosition, StreamDescription,
 };
 use crate::offsets::Committed;
 use crate::proto;
@@ -71,16 +71,49 @@ pub fn new_record(record: proto::PublishRecord) -> NewRecord {
     }
 }
 
+/// A record's place among its source's outputs.
+pub fn output(record: &proto::PublishRecord) -> Output {
+    Output {
+        source_offset: record.source_offset,
+        index: record.output_index,
+    }
+}
+
+pub fn source(source: proto::Source) -> Source {
+    Source {
+        group: source.group,
+        stream: source.stream,
+        partition: source.partition,
+        commit_offset: source.commit_offset,
+    }
+}
+
+pub fn source_commit(commit: crate::error::Result<Committed>) -> proto::SourceCommit {
+    match commit {
+        Ok(committed) => proto::SourceCommit {
+            committed: Some(committed.offset),
+            ignored_lower: committed.ignored_lower,
+            error: None,
+        },
+        Err(e) => proto::SourceCommit {
+            committed: None,
+            ignored_lower: false,
+            error: Some(record_error(&e)),
+        },
+    }
+}
+
+fn record_error(e: &Error) -> proto::RecordError {
+    proto::RecordError {
+        code: code(e) as i32,
+        message: e.message().to_owned(),
+    }
+}
+
 pub fn publish_result(appended: Appended) -> proto::PublishResult {
     let (duplicate, error) = match appended.result {
         Ok(stored) => (stored == Stored::Duplicate, None),
-        Err(e) => (
-            false,
-            Some(proto::RecordError {
-                code: code(&e) as i32,
-                message: e.message().to_owned(),
-            }),
-        ),
+        Err(e) => (false, Some(record_error(&e))),
     };
     proto::PublishResult {
         partition: appended.partition,

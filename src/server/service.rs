@@ -15,7 +15,8 @@ use super::connections::ConnectionInfo;
 use super::convert::{self, status};
 use crate::error::Error;
 use crate::log::{
-    ConsumeEvent, ConsumeEvents, PartitionedLog, ProducerId, ReadRequest, SubmittedBatch,
+    Appended, ConsumeEvent, ConsumeEvents, PartitionedLog, ProducerId, ReadRequest, Source,
+    SourceCommits, SubmittedBatch,
 };
 use crate::proto;
 use crate::proto::part_log_server::PartLog;
@@ -88,18 +89,20 @@ impl PartLog for PartLogService {
     ) -> Result<Response<proto::PublishResponse>, Status> {
         let caller = auth::authorize(&request)?;
         let request = request.into_inner();
-        let submitted = submit(
+        let (submitted, source) = submit(
             &self.log,
             &caller,
             request.stream,
             request.producer_id,
+            request.source,
             request.records,
         )
         .await?;
         let results = self.log.outcome(submitted).await;
-        Ok(Response::new(proto::PublishResponse {
-            results: results.into_iter().map(convert::publish_result).collect(),
-        }))
+        let mut commits = SourceCommits::default();
+        Ok(Response::new(
+            answer(&self.log, &mut commits, source, results).await,
+        ))
     }
 
     type PublishStreamStream = ResponseStream<proto::PublishStreamResponse>;
@@ -128,7 +131,8 @@ impl PartLog for PartLogService {
                     });
                     let submitted = match allowed {
                         Ok((caller, b)) => {
-                            submit(&log, &caller, b.stream, b.producer_id, b.records).await
+                            submit(&log, &caller, b.stream, b.producer_id, b.source, b.records)
+                                .await
                         }
                         Err(status) => Err(status),
                     };
@@ -136,12 +140,27 @@ impl PartLog for PartLogService {
                 }
             })
             .map(|(log, submitted)| async move {
-                let results = log.outcome(submitted?).await;
-                Ok(proto::PublishStreamResponse {
-                    results: results.into_iter().map(convert::publish_result).collect(),
-                })
+                let (submitted, source) = submitted?;
+                let results = log.outcome(submitted).await;
+                Ok((log, source, results))
             })
-            .buffered(PUBLISH_STREAM_PIPELINE);
+            .buffered(PUBLISH_STREAM_PIPELINE)
+            // Answered (and sources committed) one batch at a time, in order.
+            .then({
+                let commits = Arc::new(tokio::sync::Mutex::new(SourceCommits::default()));
+                move |answered: Result<_, Status>| {
+                    let commits = commits.clone();
+                    async move {
+                        let (log, source, results) = answered?;
+                        let mut commits = commits.lock().await;
+                        let answer = answer(&log, &mut commits, source, results).await;
+                        Ok(proto::PublishStreamResponse {
+                            results: answer.results,
+                            commit: answer.commit,
+                        })
+                    }
+                }
+            });
         // The first failed batch ends the call with its status.
         let answers = answers.scan(false, |failed, answer: Result<_, Status>| {
             let item = (!*failed).then(|| {
@@ -397,22 +416,66 @@ fn responses<T: Send + 'static>(
 const PUBLISH_STREAM_PIPELINE: usize = 32;
 
 /// Publish and PublishStream share this: validates and queues a batch. A
-/// producer id belongs to the caller's principal (see
-/// [`crate::log::ProducerId`]).
+/// producer id, and a source's producer, belong to the caller's principal
+/// (see [`crate::log::ProducerId`]).
 async fn submit(
     log: &PartitionedLog,
     caller: &auth::Caller,
     stream: String,
     producer_id: String,
+    source: Option<proto::Source>,
     records: Vec<proto::PublishRecord>,
-) -> Result<SubmittedBatch, Status> {
+) -> Result<(SubmittedBatch, Option<Source>), Status> {
+    let owner = caller.principal_name();
+    let Some(source) = source else {
+        if let Some(index) = records
+            .iter()
+            .position(|r| r.source_offset > 0 || r.output_index > 0)
+        {
+            return Err(Status::invalid_argument(format!(
+                "records[{index}] has a source_offset or output_index but the request has no \
+                 source"
+            )));
+        }
+        let records: Vec<_> = records.into_iter().map(convert::new_record).collect();
+        caller.publishing(records.iter().map(NewRecord::size).sum())?;
+        let producer = Some(producer_id.as_str())
+            .filter(|p| !p.is_empty())
+            .map(|id| ProducerId { id, owner });
+        let submitted = log.submit(&stream, producer, records).await;
+        return Ok((submitted.map_err(status)?, None));
+    };
+    if !producer_id.is_empty() {
+        return Err(Status::invalid_argument(
+            "source and producer_id exclude each other: a source's outputs are written through \
+             a producer of its own",
+        ));
+    }
+    let outputs: Vec<_> = records.iter().map(convert::output).collect();
     let records: Vec<_> = records.into_iter().map(convert::new_record).collect();
     caller.publishing(records.iter().map(NewRecord::size).sum())?;
-    let producer = Some(producer_id.as_str())
-        .filter(|p| !p.is_empty())
-        .map(|id| ProducerId {
-            id,
-            owner: caller.principal_name(),
-        });
-    log.submit(&stream, producer, records).await.map_err(status)
+    let source = convert::source(source);
+    let submitted = log
+        .submit_outputs(&stream, &source, owner, records, &outputs)
+        .await
+        .map_err(status)?;
+    Ok((submitted, Some(source)))
+}
+
+/// A batch's answer: each record's result and, for a source with a
+/// commit_offset, its commit ([`PartitionedLog::commit_source`]).
+async fn answer(
+    log: &PartitionedLog,
+    commits: &mut SourceCommits,
+    source: Option<Source>,
+    results: Vec<Appended>,
+) -> proto::PublishResponse {
+    let commit = match &source {
+        Some(source) => log.commit_source(commits, source, &results).await,
+        None => None,
+    };
+    proto::PublishResponse {
+        results: results.into_iter().map(convert::publish_result).collect(),
+        commit: commit.map(convert::source_commit),
+    }
 }

@@ -480,6 +480,7 @@ impl IdempotentPublisher {
                         stream: stream.clone(),
                         records,
                         producer_id: producer_id.clone(),
+                        ..Default::default()
                     };
                     match client.publish(request).await {
                         Ok(r) if r.get_ref().results.iter().all(|r| r.error.is_none()) => {

@@ -67,6 +67,7 @@ impl PublishPath for PartlogUnary {
             stream: self.stream.clone(),
             records: proto_records(batch),
             producer_id: String::new(),
+            ..Default::default()
         };
         let mut client = self.client.clone();
         let confirmed = async move {
@@ -143,6 +144,7 @@ impl PublishPath for PartlogStream {
             stream: self.stream.clone(),
             records: proto_records(batch),
             producer_id: String::new(),
+            ..Default::default()
         };
         self.waiting
             .lock()

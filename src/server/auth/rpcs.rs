@@ -5,7 +5,7 @@
 //! |---|---|
 //! | CreateStream, DeleteStream | `admin` on the stream |
 //! | DescribeStream | `read`, `write` or `admin` on the stream |
-//! | Publish, PublishStream (each message) | `write` on the stream |
+//! | Publish, PublishStream (each message) | `write` on the stream; with a source's commit_offset also `group` on the source's group |
 //! | Read | `read` on the stream |
 //! | Subscribe, Consume (its first message) | `read` on the stream; in a group also `group` on the group |
 //! | Commit, ResetOffsets | `group` on the group (of that stream) |
@@ -83,14 +83,24 @@ impl Protected for proto::DescribeStreamRequest {
 
 impl Protected for proto::PublishRequest {
     fn needs(&self) -> Vec<Need<'_>> {
-        vec![on_stream(WRITE, &self.stream)]
+        publishing(&self.stream, self.source.as_ref())
     }
 }
 
 impl Protected for proto::PublishStreamRequest {
     fn needs(&self) -> Vec<Need<'_>> {
-        vec![on_stream(WRITE, &self.stream)]
+        publishing(&self.stream, self.source.as_ref())
     }
+}
+
+/// Writing to `stream`; committing a source's input offset is a commit of
+/// its group.
+fn publishing<'a>(stream: &'a str, source: Option<&'a proto::Source>) -> Vec<Need<'a>> {
+    let mut needs = vec![on_stream(WRITE, stream)];
+    if let Some(source) = source.filter(|s| s.commit_offset.is_some()) {
+        needs.push(on_group(&source.stream, &source.group));
+    }
+    needs
 }
 
 impl Protected for proto::ReadRequest {
