@@ -18,6 +18,7 @@ pub mod client;
 mod groups;
 mod health;
 pub mod input;
+mod mirror;
 pub mod output;
 pub mod parse;
 mod publish;
@@ -118,6 +119,10 @@ pub enum Command {
     Reset(ResetArgs),
     /// List the consumer groups this partlog instance knows for a stream.
     Groups(GroupsArgs),
+    /// Copy a stream to another partlog exactly once, as a member of a
+    /// consumer group: run several to share the work, stop and start any at
+    /// any time.
+    Mirror(MirrorArgs),
     /// Ask partlog's health service whether it serves (exit 0) or not (exit 1).
     Health(HealthArgs),
     /// Make a bearer token, or the principals-file entry for one.
@@ -296,6 +301,44 @@ pub struct GroupsArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct MirrorArgs {
+    /// The stream to copy, on --server.
+    pub stream: String,
+    /// The partlog to copy to (http://HOST:PORT or https://...).
+    #[arg(long, value_parser = parse::server)]
+    pub to: Uri,
+    /// The stream to copy to, which must exist [default: the same name].
+    #[arg(long)]
+    pub to_stream: Option<String>,
+    /// The consumer group on the source; mirrors of one group share its
+    /// partitions, and a restarted mirror resumes after its last commit.
+    #[arg(long)]
+    pub group: String,
+    /// PEM CA certificate(s) for an https:// target [default: the system's].
+    #[arg(long, value_name = "FILE")]
+    pub to_ca: Option<PathBuf>,
+    /// A file holding the bearer token for the target (the source's token
+    /// is never sent to it).
+    #[arg(long, value_name = "FILE")]
+    pub to_token_file: Option<PathBuf>,
+}
+
+impl MirrorArgs {
+    /// How to reach the target: its address, CA and token of its own.
+    fn target(&self, common: &Common) -> Common {
+        Common {
+            server: self.to.clone(),
+            ca: self.to_ca.clone(),
+            cert: None,
+            key: None,
+            token: None,
+            token_file: self.to_token_file.clone(),
+            ..common.clone()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
 pub struct HealthArgs {
     /// The service to ask about: partlog.v1.PartLog (NOT_SERVING while no
     /// broker node answers), or "" for the server as a whole.
@@ -323,6 +366,7 @@ pub fn run(command: Command, common: &Common) -> ExitCode {
             Command::Commit(args) => groups::commit(args, common).await,
             Command::Reset(args) => groups::reset(args, common).await,
             Command::Groups(args) => groups::list(args, common).await,
+            Command::Mirror(args) => mirror::run(args, common).await,
             Command::Health(args) => health::run(args, common).await,
             Command::Token(command) => token::run(command),
         }
