@@ -132,6 +132,12 @@ async fn leader_stop_loses_no_acknowledged_record(configure_other_nodes: bool) {
         });
 
     tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !publisher.acknowledged().is_empty(),
+        "nothing was stored before the stop: {:?}\n{}",
+        publisher.last_failure(),
+        server.log()
+    );
     rabbitmqctl(leader, "stop_app");
     // From here the partition has no leader until the cluster elects one.
     let stopped_at = Instant::now();
@@ -148,7 +154,8 @@ async fn leader_stop_loses_no_acknowledged_record(configure_other_nodes: bool) {
         }
         assert!(
             stopped_at.elapsed() < Duration::from_secs(30),
-            "publishing did not resume:\n{}",
+            "publishing did not resume: {:?}\n{}",
+            publisher.last_failure(),
             server.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

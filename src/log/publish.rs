@@ -224,6 +224,14 @@ impl SubmittedBatch {
         let mut results: Vec<Option<Result<Stored>>> = vec![None; self.routed.len()];
         let mut stream_gone = false;
         for (indexes, outcome) in join_all(answers).await {
+            if let Some((index, Err(e))) = indexes.iter().zip(&outcome).find(|(_, r)| r.is_err()) {
+                tracing::debug!(
+                    stream = %self.writer.stream.name,
+                    partition = self.routed[*index].partition,
+                    error = %e,
+                    "records not stored"
+                );
+            }
             for (index, result) in indexes.into_iter().zip(outcome) {
                 stream_gone |= matches!(result, Err(Error::NotFound(_)));
                 results[index] = Some(result);

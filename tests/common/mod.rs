@@ -444,6 +444,7 @@ pub async fn native_environment() -> Environment {
 pub struct IdempotentPublisher {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     acknowledged: std::sync::Arc<std::sync::Mutex<Vec<(Instant, u64)>>>,
+    last_failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<u64>,
 }
 
@@ -459,9 +460,11 @@ impl IdempotentPublisher {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let last_failure = std::sync::Arc::new(std::sync::Mutex::new(None));
         let (stream, producer_id) = (stream.to_owned(), producer_id.to_owned());
         let task = tokio::spawn({
             let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
+            let last_failure = last_failure.clone();
             async move {
                 let (mut next, mut failed_attempts) = (1u64, 0u64);
                 while !stop.load(Ordering::Relaxed) {
@@ -491,7 +494,16 @@ impl IdempotentPublisher {
                                 .extend((next..next + batch).map(|s| (now, s)));
                             next += batch;
                         }
-                        _ => {
+                        failed => {
+                            let why = match failed {
+                                Ok(r) => r.into_inner().results.into_iter().find_map(|r| r.error),
+                                Err(status) => Some(proto::RecordError {
+                                    code: status.code() as i32,
+                                    message: status.message().to_owned(),
+                                }),
+                            };
+                            *last_failure.lock().unwrap() = why
+                                .map(|e| format!("{:?}: {}", tonic::Code::from(e.code), e.message));
                             failed_attempts += 1;
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
@@ -503,8 +515,14 @@ impl IdempotentPublisher {
         IdempotentPublisher {
             stop,
             acknowledged,
+            last_failure,
             task,
         }
+    }
+
+    /// Why the last failed attempt failed: its status or first record error.
+    pub fn last_failure(&self) -> Option<String> {
+        self.last_failure.lock().unwrap().clone()
     }
 
     /// Acknowledged sequences with the time each was acknowledged.
