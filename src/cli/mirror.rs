@@ -32,6 +32,8 @@ const BATCH: usize = 500;
 const LINGER: Duration = Duration::from_millis(20);
 /// Progress lines when the output is not a terminal.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// How often an idle `--until-caught-up` mirror asks for the group's lag.
+const CAUGHT_UP_EVERY: Duration = Duration::from_millis(200);
 
 /// A batch sent to the target and not answered yet.
 struct InFlight {
@@ -119,7 +121,8 @@ pub async fn run(args: MirrorArgs, common: &Common) -> Result<()> {
     let mut status = Status::new(&args.stream, &target_stream);
     let mut lag_client = source.clone();
     let mut flush_at: Option<Instant> = None;
-    let mut report = tokio::time::interval(status.every());
+    let mut report = tokio::time::interval_at(Instant::now() + status.every(), status.every());
+    let mut caught_up_check = tokio::time::interval(CAUGHT_UP_EVERY);
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     let mut stopping = false;
@@ -209,6 +212,16 @@ pub async fn run(args: MirrorArgs, common: &Common) -> Result<()> {
             }
             _ = report.tick() => {
                 status.print(&progress, lag(&mut lag_client, &args).await, false);
+            }
+            _ = caught_up_check.tick(), if args.until_caught_up
+                && pending.values().all(Vec::is_empty)
+                && batches.in_flight.is_empty() =>
+            {
+                let lag = lag(&mut lag_client, &args).await;
+                if lag == Some(0) {
+                    status.print(&progress, lag, true);
+                    return Ok(());
+                }
             }
             _ = &mut interrupted, if !stopping => {
                 // What was received and not sent is sent again by the next

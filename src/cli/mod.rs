@@ -321,6 +321,10 @@ pub struct MirrorArgs {
     /// is never sent to it).
     #[arg(long, value_name = "FILE")]
     pub to_token_file: Option<PathBuf>,
+    /// Exit once the group has copied everything the source holds (its lag
+    /// is 0 on every partition): a one-off copy instead of a standing one.
+    #[arg(long)]
+    pub until_caught_up: bool,
 }
 
 impl MirrorArgs {
