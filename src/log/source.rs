@@ -31,8 +31,9 @@ use crate::validate::{self, SOURCE_PRODUCER_PREFIX};
 /// Outputs one input may have: the index takes the low 16 bits of the
 /// publishing id.
 pub const MAX_OUTPUTS_PER_INPUT: u32 = 1 << 16;
-/// Largest input offset: the offset takes the high 48 bits.
-pub const MAX_SOURCE_OFFSET: u64 = (1 << 48) - 1;
+/// Largest input offset: the offset takes the high 48 bits, and the
+/// largest (offset, index) must still have a successor, its publishing id.
+pub const MAX_SOURCE_OFFSET: u64 = (1 << 48) - 2;
 
 /// Where a batch's records come from: one input partition of a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +97,7 @@ impl Source {
             }
             if output.source_offset > MAX_SOURCE_OFFSET {
                 return Err(Error::InvalidArgument(format!(
-                    "records[{index}].source_offset is {}; at most {MAX_SOURCE_OFFSET} (2^48 - 1) \
+                    "records[{index}].source_offset is {}; at most {MAX_SOURCE_OFFSET} (2^48 - 2) \
                      is allowed",
                     output.source_offset
                 )));
@@ -251,7 +252,7 @@ mod tests {
         assert_eq!(output(0, 1).publishing_id(), 2);
         assert_eq!(output(1, 0).publishing_id(), (1 << 16) + 1);
         let max = output(MAX_SOURCE_OFFSET, MAX_OUTPUTS_PER_INPUT - 1);
-        assert_eq!(max.publishing_id(), u64::MAX);
+        assert_eq!(max.publishing_id(), u64::MAX - (1 << 16) + 1);
         let mut outputs = [output(3, 1), output(2, 9), output(3, 0), output(2, 65_535)];
         outputs.sort();
         let ids: Vec<u64> = outputs.iter().map(|o| o.publishing_id()).collect();
@@ -315,8 +316,14 @@ mod tests {
             &mut vec![NewRecord::default(); 2],
         );
         assert!(why.contains("strictly increase"), "{why}");
-        let why = refused(&[output(1 << 48, 0)], &mut [NewRecord::default()]);
+        let why = refused(
+            &[output(MAX_SOURCE_OFFSET + 1, 0)],
+            &mut [NewRecord::default()],
+        );
         assert!(why.starts_with("records[0].source_offset"), "{why}");
+        let mut last = [NewRecord::default()];
+        let largest = output(MAX_SOURCE_OFFSET, MAX_OUTPUTS_PER_INPUT - 1);
+        source().number(&mut last, &[largest]).unwrap();
         let why = refused(&[output(1, 1 << 16)], &mut [NewRecord::default()]);
         assert!(why.starts_with("records[0].output_index"), "{why}");
         let mut sequenced = vec![NewRecord {
