@@ -14,9 +14,9 @@ use partlog::proto::part_log_client::PartLogClient;
 use partlog::proto::subscribe_response::Event;
 use partlog::proto::{
     consume_response, AssignmentState, CommitRequest, ConsumeOpen, ConsumeRequest, ConsumeResponse,
-    GetOffsetsRequest, PartitionOffsets, SubscribeRequest, SubscribeResponse,
+    GetOffsetsRequest, PartitionOffsets, Record, SubscribeRequest, SubscribeResponse,
 };
-use rabbitmq_stream_client::types::{OffsetSpecification, SuperStreamConsumer};
+use rabbitmq_stream_client::types::{Delivery, OffsetSpecification, SuperStreamConsumer};
 use rabbitmq_stream_client::MessageContext;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -114,7 +114,9 @@ impl GroupImpl {
         group: &str,
     ) -> Result<Box<dyn GroupMember>> {
         Ok(match self {
-            GroupImpl::PartlogConsume => Box::new(ConsumeMember::join(bench, stream, group).await?),
+            GroupImpl::PartlogConsume => {
+                Box::new(ConsumeMember::join(bench, stream, group, CONSUME_CREDIT).await?)
+            }
             GroupImpl::PartlogSubscribeCommit => {
                 Box::new(PartlogMember::join(bench, stream, group).await?)
             }
@@ -461,11 +463,11 @@ impl GroupMember for PartlogMember {
     }
 }
 
-/// Credit a `Consume` member grants at first and tops up in steps of.
+/// Credit a `Consume` group member grants at first and tops up in steps of.
 const CONSUME_CREDIT: u32 = 2000;
 
 /// A member on a `Consume` stream.
-struct ConsumeMember {
+pub struct ConsumeMember {
     events: Streaming<ConsumeResponse>,
     requests: mpsc::UnboundedSender<ConsumeRequest>,
     /// Records received since credit was last granted.
@@ -475,7 +477,13 @@ struct ConsumeMember {
 }
 
 impl ConsumeMember {
-    async fn join(bench: &Bench, stream: &str, group: &str) -> Result<ConsumeMember> {
+    /// Joins `group` on `stream`, granting `credit` records.
+    pub async fn join(
+        bench: &Bench,
+        stream: &str,
+        group: &str,
+        credit: u32,
+    ) -> Result<ConsumeMember> {
         let (requests, outgoing) = mpsc::unbounded_channel();
         requests
             .send(ConsumeRequest {
@@ -484,7 +492,7 @@ impl ConsumeMember {
                     group: group.to_owned(),
                     ..Default::default()
                 }),
-                credit_records: CONSUME_CREDIT,
+                credit_records: credit,
                 ..Default::default()
             })
             .map_err(|_| "the Consume call ended")?;
@@ -511,41 +519,55 @@ impl ConsumeMember {
             .map_err(|_| "the Consume call ended".into())
     }
 
-    /// The next event of the call; commit answers are taken here (a commit
-    /// refused because its partition moved is the new owner's to redo).
+    /// Commits `commits` and grants `credit_records` more, in one request.
+    pub fn commit_with_credit(
+        &mut self,
+        commits: HashMap<u32, u64>,
+        credit_records: u32,
+    ) -> Result<()> {
+        self.open_commits += commits.len();
+        self.send(ConsumeRequest {
+            commits,
+            credit_records,
+            ..Default::default()
+        })
+    }
+
+    /// The next event of the call, granting credit as records are
+    /// processed; commit answers are taken here (a commit refused because
+    /// its partition moved is the new owner's to redo).
     async fn next_event(&mut self) -> Result<Option<MemberEvent>> {
         loop {
-            match self.next_message().await? {
-                Taken::Event(event) => return Ok(Some(event)),
+            let event = match self.next_message().await? {
+                Taken::Record(r) => {
+                    self.owed_credit += 1;
+                    if self.owed_credit >= CONSUME_CREDIT / 2 {
+                        let credit_records = std::mem::take(&mut self.owed_credit);
+                        self.commit_with_credit(HashMap::new(), credit_records)?;
+                    }
+                    MemberEvent::Record {
+                        partition: r.partition,
+                        offset: r.offset,
+                        decoded: decode(&r.value),
+                    }
+                }
+                Taken::Event(event) => event,
                 Taken::Nothing => continue,
                 Taken::End => return Ok(None),
-            }
+            };
+            return Ok(Some(event));
         }
     }
 
-    /// Takes the call's next message: an event for the member, or a commit
-    /// answer (or state the member ignores) taken here.
-    async fn next_message(&mut self) -> Result<Taken> {
+    /// Takes the call's next message: a record or an event for the member,
+    /// or a commit answer (or state the member ignores) taken here.
+    pub async fn next_message(&mut self) -> Result<Taken> {
         use consume_response::Event;
         let Some(message) = self.events.message().await? else {
             return Ok(Taken::End);
         };
         let event = match message.event {
-            Some(Event::Record(r)) => {
-                self.owed_credit += 1;
-                if self.owed_credit >= CONSUME_CREDIT / 2 {
-                    let credit_records = std::mem::take(&mut self.owed_credit);
-                    self.send(ConsumeRequest {
-                        credit_records,
-                        ..Default::default()
-                    })?;
-                }
-                MemberEvent::Record {
-                    partition: r.partition,
-                    offset: r.offset,
-                    decoded: decode(&r.value),
-                }
-            }
+            Some(Event::Record(r)) => return Ok(Taken::Record(r)),
             Some(Event::Assignment(a)) => match a.state() {
                 AssignmentState::Active => MemberEvent::Active(a.partition),
                 AssignmentState::Inactive => MemberEvent::Inactive(a.partition),
@@ -567,7 +589,10 @@ impl ConsumeMember {
 }
 
 /// What [`ConsumeMember::next_message`] took.
-enum Taken {
+pub enum Taken {
+    /// A record, within the credit granted.
+    Record(Record),
+    /// An assignment.
     Event(MemberEvent),
     /// A commit answer, or nothing the member acts on.
     Nothing,
@@ -581,14 +606,7 @@ impl GroupMember for ConsumeMember {
     }
 
     fn commit(&mut self, offsets: HashMap<u32, u64>) -> BoxFuture<'_, Result<()>> {
-        async move {
-            self.open_commits += offsets.len();
-            self.send(ConsumeRequest {
-                commits: offsets,
-                ..Default::default()
-            })
-        }
-        .boxed()
+        futures::future::ready(self.commit_with_credit(offsets, 0)).boxed()
     }
 
     fn flush(&mut self) -> BoxFuture<'_, Result<()>> {
@@ -619,7 +637,7 @@ impl GroupMember for ConsumeMember {
     }
 }
 
-struct NativeMember {
+pub struct NativeMember {
     consumer: SuperStreamConsumer,
     assignments: mpsc::UnboundedReceiver<MemberEvent>,
     stream: String,
@@ -627,7 +645,7 @@ struct NativeMember {
 }
 
 impl NativeMember {
-    async fn join(bench: &Bench, stream: &str, group: &str) -> Result<NativeMember> {
+    pub async fn join(bench: &Bench, stream: &str, group: &str) -> Result<NativeMember> {
         let (assign, assignments) = mpsc::unbounded_channel();
         let super_stream = stream.to_owned();
         let consumer = bench
@@ -668,6 +686,25 @@ impl NativeMember {
             group: group.to_owned(),
         })
     }
+
+    /// The next delivery and its partition, assignments left aside;
+    /// `None` when the consumer ended.
+    pub async fn delivery(&mut self) -> Result<Option<(u32, Delivery)>> {
+        next_delivery(&mut self.consumer, &self.stream).await
+    }
+}
+
+async fn next_delivery(
+    consumer: &mut SuperStreamConsumer,
+    stream: &str,
+) -> Result<Option<(u32, Delivery)>> {
+    let Some(delivery) = consumer.next().await else {
+        return Ok(None);
+    };
+    let delivery = delivery?;
+    let partition =
+        partition_index(stream, delivery.stream()).ok_or("a delivery from a foreign stream")?;
+    Ok(Some((partition, delivery)))
 }
 
 /// Where an activated native consumer starts: after the group's stored
@@ -691,19 +728,13 @@ impl GroupMember for NativeMember {
             tokio::select! {
                 biased;
                 Some(assignment) = self.assignments.recv() => Ok(Some(assignment)),
-                delivery = self.consumer.next() => match delivery {
-                    None => Ok(None),
-                    Some(delivery) => {
-                        let delivery = delivery?;
-                        let partition = partition_index(&self.stream, delivery.stream())
-                            .ok_or("a delivery from a foreign stream")?;
-                        Ok(Some(MemberEvent::Record {
-                            partition,
-                            offset: delivery.offset(),
-                            decoded: delivery.message().data().and_then(decode),
-                        }))
-                    }
-                },
+                delivery = next_delivery(&mut self.consumer, &self.stream) => {
+                    Ok(delivery?.map(|(partition, delivery)| MemberEvent::Record {
+                        partition,
+                        offset: delivery.offset(),
+                        decoded: delivery.message().data().and_then(decode),
+                    }))
+                }
             }
         }
         .boxed()

@@ -8,8 +8,9 @@
 //! Layout: `setup` (broker, partlog process, streams), `procfs` (CPU, memory
 //! and connections of processes), `records` (the data both sides publish),
 //! `publish` (publishing paths and their driver), `consume` (consuming
-//! paths), `group` (consumer group members), `tally` (checking what was
-//! consumed), `bench` (rounds, warm-up, metering), `lines/` (what each line
+//! paths), `group` (consumer group members), `pipeline` (consume →
+//! publish → commit), `tally` (checking what was consumed), `bench`
+//! (rounds, warm-up, metering), `lines/` (what each line
 //! measures and compares), `stats` and `report` (medians, table, JSON).
 
 mod bench;
@@ -17,6 +18,7 @@ mod consume;
 mod group;
 mod lines;
 mod options;
+mod pipeline;
 mod procfs;
 mod publish;
 mod records;

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::bench::Round;
+
 /// partlog against RabbitMQ's native stream client (rabbitmq-stream-client),
 /// in one run, on fresh super streams of the same shape.
 #[derive(Parser, Debug, Clone, serde::Serialize)]
@@ -18,8 +20,8 @@ pub struct Options {
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
 
-    /// Records per throughput measurement (publish, consume, group), up to
-    /// --max-mb of values.
+    /// Records per throughput measurement (publish, consume, group,
+    /// pipeline), up to --max-mb of values.
     #[arg(long, default_value_t = 300_000)]
     pub records: u64,
 
@@ -75,7 +77,7 @@ pub struct Options {
     pub group_members: usize,
 
     /// Partitions of the consumer group line (enough for every member to
-    /// be active).
+    /// be active) and of the pipeline line's input and output.
     #[arg(long, default_value_t = 12)]
     pub group_partitions: u32,
 
@@ -170,6 +172,15 @@ impl Options {
     }
 
     /// Records of `value_size` bytes per throughput measurement.
+    /// Records a throughput round of `value_size` bytes takes: the warm-up
+    /// count, or [`Options::records_of`].
+    pub fn round_records(&self, round: Round, value_size: usize) -> u64 {
+        match round {
+            Round::Warmup => self.warmup_records,
+            Round::Measured(_) => self.records_of(value_size),
+        }
+    }
+
     pub fn records_of(&self, value_size: usize) -> u64 {
         self.records
             .min(self.max_mb * 1_000_000 / value_size as u64)
@@ -211,6 +222,9 @@ pub enum LineGroup {
     Consume,
     /// Consumer group with commits.
     Group,
+    /// Consume → publish → commit pipeline: partlog with and without
+    /// `source`, and the native client with named producers.
+    Pipeline,
     /// Publish → subscriber delivery latency.
     DeliveryLatency,
     /// Broker connections and activation time of many partitions × groups.

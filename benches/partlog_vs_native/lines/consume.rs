@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use super::{prefill, with_fresh_stream};
-use crate::bench::{Bench, Measured, Round, Variant};
+use super::{prefill, with_fresh_stream, THROUGHPUT_AND_CPU};
+use crate::bench::{Bench, Measured, Variant};
 use crate::consume::{ConsumeVariant, Consumers, From};
 use crate::records::Dataset;
-use crate::report::{Metric, Unit};
+use crate::report::Unit;
 use crate::setup::Result;
 use crate::tally::{Published, Tally};
 
@@ -26,25 +26,13 @@ pub async fn from_first(bench: &Bench) -> Result<()> {
     );
     bench
         .rounds(&section, &VARIANTS, o.rounds, true, |variant, round| {
-            let records = match round {
-                Round::Warmup => o.warmup_records,
-                Round::Measured(_) => o.records_of(dataset.value_size),
-            };
+            let records = o.round_records(round, dataset.value_size);
             consume_once(bench, &dataset, variant, records)
         })
         .await?;
     let mut report = bench.report.lock().unwrap();
     for partlog in [PartlogSubscribe, PartlogRead] {
-        for metric in [
-            Metric::Throughput,
-            Metric::BrokerCpu,
-            Metric::OutsideBrokerCpu,
-        ] {
-            let what = match metric {
-                Metric::BrokerCpu => "broker CPU, ",
-                Metric::OutsideBrokerCpu => "CPU outside the broker, ",
-                _ => "",
-            };
+        for (what, metric) in THROUGHPUT_AND_CPU {
             report.compare(
                 &section,
                 format!("{what}{} vs {}", partlog.label(), NativeConsumer.label()),

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{prefill, with_fresh_stream};
-use crate::bench::{Bench, Measured, Round, Variant};
+use super::{prefill, with_fresh_stream, THROUGHPUT_AND_CPU};
+use crate::bench::{Bench, Measured, Variant};
 use crate::group::{self, GroupImpl};
 use crate::records::Dataset;
-use crate::report::{Metric, Unit};
+use crate::report::Unit;
 use crate::setup::Result;
 use crate::tally::{Published, Tally};
 
@@ -36,21 +36,14 @@ pub async fn with_commits(bench: &Bench) -> Result<()> {
     );
     bench
         .rounds(&section, &VARIANTS, o.rounds, true, |variant, round| {
-            let records = match round {
-                Round::Warmup => o.warmup_records,
-                Round::Measured(_) => o.records_of(dataset.value_size),
-            };
+            let records = o.round_records(round, dataset.value_size);
             group_once(bench, &dataset, variant, records)
         })
         .await?;
     let mut report = bench.report.lock().unwrap();
     let native = NativeSingleActive;
     for partlog in [PartlogConsume, PartlogSubscribeCommit] {
-        for (what, metric) in [
-            ("", Metric::Throughput),
-            ("broker CPU, ", Metric::BrokerCpu),
-            ("CPU outside the broker, ", Metric::OutsideBrokerCpu),
-        ] {
+        for (what, metric) in THROUGHPUT_AND_CPU {
             report.compare(
                 &section,
                 format!("{what}{} vs {}", partlog.label(), native.label()),
@@ -93,22 +86,7 @@ async fn group_once(
             }
         };
         tally.verify(false)?;
-
-        let deadline = tokio::time::Instant::now() + STORED_OFFSET_VISIBLE;
-        loop {
-            let committed = implementation
-                .committed(bench, &stream, &group, dataset.partitions)
-                .await?;
-            if committed == last {
-                break;
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(
-                    format!("committed offsets {committed:?}, last records {last:?}").into(),
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_committed(bench, implementation, &stream, &group, &last).await?;
 
         let mut extra = tally.extra();
         extra.insert("commits".into(), json!(outcome.commits));
@@ -124,4 +102,29 @@ async fn group_once(
         })
     })
     .await
+}
+
+/// Waits until the group's committed offset of each partition is its last
+/// record (`last`), as `implementation` stores it.
+pub async fn wait_committed(
+    bench: &Bench,
+    implementation: GroupImpl,
+    stream: &str,
+    group: &str,
+    last: &[Option<u64>],
+) -> Result<()> {
+    let partitions = last.len() as u32;
+    let deadline = tokio::time::Instant::now() + STORED_OFFSET_VISIBLE;
+    loop {
+        let committed = implementation
+            .committed(bench, stream, group, partitions)
+            .await?;
+        if committed == last {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("committed offsets {committed:?}, last records {last:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -4,6 +4,7 @@
 mod consume;
 mod delivery;
 mod group;
+mod pipeline;
 mod publish;
 mod scale;
 
@@ -15,8 +16,16 @@ use crate::bench::Bench;
 use crate::options::LineGroup;
 use crate::publish::{close, drive, Pace, PublishVariant, Target};
 use crate::records::{Dataset, PRIME_FIRST};
-use crate::report::Report;
+use crate::report::{Metric, Report};
 use crate::setup::Result;
+
+/// Throughput and CPU per record, each with its title's prefix: the rows
+/// that compare two variants of a throughput section.
+const THROUGHPUT_AND_CPU: [(&str, Metric); 3] = [
+    ("", Metric::Throughput),
+    ("broker CPU, ", Metric::BrokerCpu),
+    ("CPU outside the broker, ", Metric::OutsideBrokerCpu),
+];
 
 /// Runs the selected lines in table order; stops at the first failure
 /// (what ran so far is still reported).
@@ -34,6 +43,9 @@ pub async fn run_all(bench: &Bench) -> Result<()> {
     }
     if o.runs(LineGroup::Group) {
         group::with_commits(bench).await?;
+    }
+    if o.runs(LineGroup::Pipeline) {
+        pipeline::consume_publish_commit(bench).await?;
     }
     if o.runs(LineGroup::DeliveryLatency) {
         delivery::latency(bench).await?;

@@ -59,10 +59,7 @@ pub async fn throughput(bench: &Bench) -> Result<()> {
         let warm = std::mem::take(&mut warm_up);
         bench
             .rounds(&section, &VARIANTS, o.rounds, warm, |variant, round| {
-                let records = match round {
-                    Round::Warmup => o.warmup_records,
-                    Round::Measured(_) => o.records_of(dataset.value_size),
-                };
+                let records = o.round_records(round, dataset.value_size);
                 publish_once(bench, &dataset, variant, Speed::Full, records, batch)
             })
             .await?;
@@ -111,10 +108,7 @@ pub async fn rate_latency(bench: &Bench, divisor: u32, fraction: &str) -> Result
                     o.rounds,
                     true,
                     |variant, round| {
-                        let records = match round {
-                            Round::Warmup => o.warmup_records,
-                            Round::Measured(_) => o.records_of(dataset.value_size),
-                        };
+                        let records = o.round_records(round, dataset.value_size);
                         let batch = o.batch_of(dataset.value_size);
                         publish_once(bench, &dataset, variant, Speed::Full, records, batch)
                     },

@@ -9,7 +9,9 @@ mod partlog;
 
 use futures::future::BoxFuture;
 
+pub use self::partlog::PartlogStream;
 pub use driver::{close, drive, prime, Pace};
+pub use native::{key_property, NamedProducer};
 
 use crate::bench::Variant;
 use crate::records::Record;

@@ -13,7 +13,7 @@ use rabbitmq_stream_client::error::ProducerPublishError;
 use rabbitmq_stream_client::types::{
     HashRoutingMurmurStrategy, Message, RoutingStrategy, SimpleValue, SuperStreamProducer,
 };
-use rabbitmq_stream_client::{ConfirmationStatus, NoDedup, Producer};
+use rabbitmq_stream_client::{ConfirmationStatus, Dedup, NoDedup, Producer};
 use tokio::sync::oneshot;
 
 use super::{Confirmed, PublishPath, Target};
@@ -126,7 +126,7 @@ fn native_frame_records(batch: usize, value_size: usize) -> usize {
 }
 
 /// The routing key of a native message: partlog's key property.
-fn key_property(message: &Message) -> String {
+pub fn key_property(message: &Message) -> String {
     match message
         .application_properties()
         .and_then(|p| p.get(KEY_PROPERTY))
@@ -136,9 +136,14 @@ fn key_property(message: &Message) -> String {
     }
 }
 
-/// A record as a native application builds it: what partlog stores.
-pub fn native_message(record: Record) -> Message {
-    Message::builder()
+/// A record as a native application builds it: what partlog stores; a
+/// named producer's messages carry their publishing id.
+fn native_message(record: Record, publishing_id: Option<u64>) -> Message {
+    let mut builder = Message::builder();
+    if let Some(id) = publishing_id {
+        builder = builder.publishing_id(id);
+    }
+    builder
         .body(record.value)
         .application_properties()
         .insert(KEY_PROPERTY, record.key)
@@ -215,7 +220,7 @@ impl PublishPath for NativeSuperStream {
             for record in batch {
                 self.producer
                     .get_mut()
-                    .send(native_message(record), confirm.callback())
+                    .send(native_message(record, None), confirm.callback())
                     .await
                     .map_err(|e| format!("native super stream send: {e:?}"))?;
             }
@@ -248,7 +253,7 @@ impl PublishPath for NativePerPartition {
             let mut routed: Vec<Vec<Message>> = vec![Vec::new(); partitions as usize];
             for record in batch {
                 let partition = partition_for_key(&record.key, partitions);
-                routed[partition as usize].push(native_message(record));
+                routed[partition as usize].push(native_message(record, None));
             }
             for (producer, messages) in self.producers.iter().zip(routed) {
                 if !messages.is_empty() {
@@ -269,14 +274,56 @@ impl PublishPath for NativePerPartition {
             // The last path to close closes the shared producers.
             if let Ok(producers) = Arc::try_unwrap(self.producers) {
                 for producer in producers {
-                    producer
-                        .close(|producer| async move {
-                            let _ = producer.close().await;
-                        })
-                        .await;
+                    close_producer(producer).await;
                 }
             }
         }
         .boxed()
+    }
+}
+
+async fn close_producer<T: Send + Sync + 'static>(producer: Aside<Producer<T>>) {
+    producer
+        .close(|producer| async move {
+            let _ = producer.close().await;
+        })
+        .await;
+}
+
+/// A named producer on one partition stream: the broker stores a message
+/// only when its publishing id is above the last one stored under the
+/// name (deduplication).
+pub struct NamedProducer(Aside<Producer<Dedup>>);
+
+impl NamedProducer {
+    pub async fn open(target: &Target<'_>, partition: u32, name: &str) -> Result<NamedProducer> {
+        let producer = target
+            .environment
+            .producer()
+            .name(name)
+            .batch_size(native_frame_records(target.batch, target.value_size))
+            .client_provided_name("partlog-bench")
+            .build(&partition_stream(target.stream, partition))
+            .await?;
+        Ok(NamedProducer(Aside::new(producer)))
+    }
+
+    /// Sends records with their publishing ids.
+    pub async fn send(&mut self, records: Vec<(u64, Record)>) -> Result<Confirmed> {
+        let (confirm, confirmed) = BatchConfirm::new(records.len());
+        let messages = records
+            .into_iter()
+            .map(|(id, record)| native_message(record, Some(id)))
+            .collect();
+        self.0
+            .get_mut()
+            .batch_send(messages, confirm.callback())
+            .await
+            .map_err(|e| format!("native named batch send: {e:?}"))?;
+        Ok(confirmed)
+    }
+
+    pub async fn close(self) {
+        close_producer(self.0).await;
     }
 }

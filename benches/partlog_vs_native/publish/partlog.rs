@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use partlog::proto::part_log_client::PartLogClient;
-use partlog::proto::{PublishRecord, PublishRequest, PublishResult, PublishStreamRequest};
+use partlog::proto::{PublishRecord, PublishRequest, PublishResult, PublishStreamRequest, Source};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 
@@ -89,7 +89,7 @@ type Waiting = Arc<Mutex<VecDeque<(usize, oneshot::Sender<Result<u64>>)>>>;
 
 /// One `PublishStream` call: answers come in batch order, so each answer
 /// settles the oldest batch waiting.
-struct PartlogStream {
+pub struct PartlogStream {
     stream: String,
     requests: Option<mpsc::UnboundedSender<PublishStreamRequest>>,
     waiting: Waiting,
@@ -97,7 +97,7 @@ struct PartlogStream {
 }
 
 impl PartlogStream {
-    async fn open(mut client: PartLogClient<Channel>, stream: &str) -> Result<PartlogStream> {
+    pub async fn open(mut client: PartLogClient<Channel>, stream: &str) -> Result<PartlogStream> {
         let (requests, outgoing) = mpsc::unbounded_channel();
         let waiting = Waiting::default();
         let answers = tokio::spawn({
@@ -135,16 +135,16 @@ impl PartlogStream {
             answers,
         })
     }
-}
 
-impl PublishPath for PartlogStream {
-    fn submit(&mut self, batch: Vec<Record>) -> BoxFuture<'_, Result<Confirmed>> {
+    /// Sends one batch, with its `source` if any; resolves once every
+    /// record was stored.
+    pub fn send(&self, records: Vec<PublishRecord>, source: Option<Source>) -> Result<Confirmed> {
         let (settle, settled) = oneshot::channel();
         let request = PublishStreamRequest {
             stream: self.stream.clone(),
-            records: proto_records(batch),
+            records,
             producer_id: String::new(),
-            ..Default::default()
+            source,
         };
         self.waiting
             .lock()
@@ -155,14 +155,18 @@ impl PublishPath for PartlogStream {
             .as_ref()
             .map(|r| r.send(request).is_ok())
             .unwrap_or(false);
-        let result = if sent {
-            Ok(settled
-                .map(|r| r.unwrap_or_else(|_| Err("PublishStream answer lost".into())))
-                .boxed())
-        } else {
-            Err("the PublishStream call is closed".into())
-        };
-        futures::future::ready(result).boxed()
+        if !sent {
+            return Err("the PublishStream call is closed".into());
+        }
+        Ok(settled
+            .map(|r| r.unwrap_or_else(|_| Err("PublishStream answer lost".into())))
+            .boxed())
+    }
+}
+
+impl PublishPath for PartlogStream {
+    fn submit(&mut self, batch: Vec<Record>) -> BoxFuture<'_, Result<Confirmed>> {
+        futures::future::ready(self.send(proto_records(batch), None)).boxed()
     }
 
     fn close(mut self: Box<Self>) -> BoxFuture<'static, ()> {
