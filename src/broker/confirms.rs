@@ -40,6 +40,13 @@ struct ConfirmState {
     batches: HashMap<u64, Pending>,
     /// Batch and position of each publishing id awaiting its confirm.
     owner: HashMap<u64, (u64, usize)>,
+    /// While a named producer's question for its stored sequence is
+    /// unanswered: the answers that came meanwhile, settled once it is.
+    deferred: Option<Vec<(u64, Result<Stored>)>>,
+    /// A named producer's stored sequence as last learnt: the broker
+    /// dropped every record at or below it that it was sent, and confirmed
+    /// it as it confirms a stored one.
+    floor: Option<u64>,
 }
 
 struct Pending {
@@ -68,10 +75,40 @@ impl Confirms {
     }
 
     pub fn resolve(&self, id: u64, result: Result<Stored>) {
-        let owner = lock(&self.state).owner.remove(&id);
+        let mut state = lock(&self.state);
+        if let Some(deferred) = state.deferred.as_mut() {
+            deferred.push((id, result));
+            return;
+        }
+        let result = match result {
+            Ok(_) if state.floor.is_some_and(|floor| id <= floor) => Ok(Stored::Duplicate),
+            other => other,
+        };
+        let owner = state.owner.remove(&id);
+        drop(state);
         // Unknown ids were failed already, e.g. after a metadata update.
         if let Some((batch, index)) = owner {
             self.settle(batch, index, result);
+        }
+    }
+
+    /// A named producer asked the broker for its stored sequence: answers
+    /// wait until [`Confirms::end_check`] says what it was.
+    pub fn start_check(&self) {
+        lock(&self.state).deferred.get_or_insert_with(Vec::new);
+    }
+
+    /// The broker had stored up to `stored` under the producer's name when
+    /// it took the question, before the records sent since: those at or
+    /// below it were dropped as duplicates, whenever their answer comes.
+    pub fn end_check(&self, stored: u64) {
+        let deferred = {
+            let mut state = lock(&self.state);
+            state.floor = state.floor.max(Some(stored));
+            state.deferred.take().unwrap_or_default()
+        };
+        for (id, result) in deferred {
+            self.resolve(id, result);
         }
     }
 
@@ -103,6 +140,7 @@ impl Confirms {
     pub fn fail_all(&self, error: &Error) {
         let mut state = lock(&self.state);
         state.owner.clear();
+        state.deferred = None;
         for (_, pending) in state.batches.drain() {
             let outcome = pending
                 .outcome
@@ -208,6 +246,56 @@ mod tests {
         assert!(confirms.is_idle());
         // A confirm arriving late finds nothing to settle.
         confirms.resolve(2, Ok(Stored::Written));
+    }
+
+    #[tokio::test]
+    async fn answers_wait_for_the_stored_sequence_and_none_above_it_is_a_duplicate() {
+        let confirms = Confirms::default();
+        confirms.start_check();
+        let (done, outcome) = oneshot::channel();
+        confirms.register(0, 3, done);
+        for (index, id) in [5, 6, 7].into_iter().enumerate() {
+            confirms.expect(id, 0, index);
+        }
+        // Confirms that come before the answer wait for it.
+        confirms.resolve(5, Ok(Stored::Written));
+        confirms.resolve(7, Ok(Stored::Written));
+        let mut outcome = outcome;
+        assert!(outcome.try_recv().is_err());
+        // The broker had 6 stored: 5 and 6 were dropped, 7 stored, also
+        // when 6's confirm comes after the answer.
+        confirms.end_check(6);
+        confirms.resolve(6, Ok(Stored::Written));
+        assert_eq!(
+            outcome.await.unwrap(),
+            vec![
+                Ok(Stored::Duplicate),
+                Ok(Stored::Duplicate),
+                Ok(Stored::Written)
+            ]
+        );
+        assert!(confirms.is_idle());
+    }
+
+    #[tokio::test]
+    async fn a_failure_while_asking_fails_what_waited_for_the_answer() {
+        let confirms = Confirms::default();
+        confirms.start_check();
+        let (done, outcome) = oneshot::channel();
+        confirms.register(0, 1, done);
+        confirms.expect(1, 0, 0);
+        confirms.resolve(1, Ok(Stored::Written));
+        confirms.fail_all(&unavailable());
+        assert!(matches!(
+            outcome.await.unwrap()[..],
+            [Err(Error::Unavailable(_))]
+        ));
+        // A producer that never asked numbers from 0: nothing is a duplicate.
+        let (done, outcome) = oneshot::channel();
+        confirms.register(1, 1, done);
+        confirms.expect(0, 1, 0);
+        confirms.resolve(0, Ok(Stored::Written));
+        assert_eq!(outcome.await.unwrap(), vec![Ok(Stored::Written)]);
     }
 
     #[test]

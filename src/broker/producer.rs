@@ -19,9 +19,12 @@
 //! without sending them. It asks the broker for the sequence whenever it
 //! starts sending after all its earlier records were confirmed: another
 //! partlog instance may have written for the same producer id meanwhile
-//! (the client moved, e.g. after a timeout). While its own records are in
-//! flight, no other writer may use the id (the one-writer contract), and
-//! what it sent last is what counts.
+//! (the client moved, e.g. after a timeout). It sends the question ahead of
+//! the records without waiting for the answer: the broker answers before it
+//! takes them, and the records it then drops at or below that sequence are
+//! reported as duplicates when their confirms come ([`Confirms::end_check`]).
+//! While its own records are in flight, no other writer may use the id (the
+//! one-writer contract), and what it sent last is what counts.
 //!
 //! Lifetime: created on first use of a partition, kept while its connection
 //! lives. When the connection breaks every unconfirmed record fails with
@@ -32,6 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -39,7 +43,7 @@ use super::cluster::Broker;
 use super::confirms::{BatchOutcome, Confirms, Stored};
 use super::node::Node;
 use super::protocol::link::Link;
-use super::protocol::publisher::{self, PublishFrame};
+use super::protocol::publisher::{self, PublishFrame, SequenceQuery};
 use super::protocol::wire::{CODE_OK, CODE_PRECONDITION_FAILED, CODE_STREAM_DOES_NOT_EXIST};
 use super::publish_connection::{PublishConnection, Route};
 use crate::error::{Error, Result};
@@ -308,17 +312,42 @@ async fn write_loop(
     let link = connection.link();
     let mut next_batch: u64 = 0;
     let mut taken = Vec::new();
-    while batches.recv_many(&mut taken, QUEUE_DEPTH).await > 0 {
-        if let Numbering::Sequences { name, last } = &mut numbering {
-            if confirms.is_idle() {
+    // A named producer's question for its stored sequence, unanswered.
+    let mut check: Option<BoxFuture<'_, Result<u64>>> = None;
+    loop {
+        let received = tokio::select! {
+            stored = async {
+                match check.as_mut() {
+                    Some(check) => check.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                check = None;
+                if !learn(stored, &mut numbering, &confirms, &closed) {
+                    return;
+                }
+                continue;
+            }
+            received = batches.recv_many(&mut taken, QUEUE_DEPTH) => received,
+        };
+        if received == 0 {
+            break;
+        }
+        if let Numbering::Sequences { name, .. } = &numbering {
+            if check.is_none() && confirms.is_idle() {
                 // Another instance may have written for this producer id
-                // since this one's records were confirmed.
-                match publisher::stored_sequence(link, name, &stream).await {
-                    Ok(stored) => *last = (*last).max(stored),
+                // since this one's records were confirmed. The question
+                // goes ahead of the frames, without waiting for its answer:
+                // the broker answers it before it takes them, and drops
+                // (and confirms) what they hold at or below the answer.
+                confirms.start_check();
+                match SequenceQuery::send(link, name, &stream).await {
+                    Ok(query) => check = Some(Box::pin(query.answer())),
                     Err(e) => {
                         for append in taken.drain(..) {
                             let _ = append.done.send(vec![Err(e.clone()); append.records.len()]);
                         }
+                        confirms.fail_all(&e);
                         closed.store(true, Ordering::Release);
                         return;
                     }
@@ -363,7 +392,38 @@ async fn write_loop(
             return;
         }
     }
+    if let Some(check) = check {
+        if !learn(check.await, &mut numbering, &confirms, &closed) {
+            return;
+        }
+    }
     confirms.wait_idle().await;
+}
+
+/// Takes a named producer's stored sequence as the broker answered it:
+/// records at or below it are duplicates, those sent and those to come.
+/// False when the question failed: so did every record awaiting an answer,
+/// and the producer is closed.
+fn learn(
+    stored: Result<u64>,
+    numbering: &mut Numbering,
+    confirms: &Confirms,
+    closed: &AtomicBool,
+) -> bool {
+    match stored {
+        Ok(stored) => {
+            if let Numbering::Sequences { last, .. } = numbering {
+                *last = (*last).max(stored);
+            }
+            confirms.end_check(stored);
+            true
+        }
+        Err(e) => {
+            confirms.fail_all(&e);
+            closed.store(true, Ordering::Release);
+            false
+        }
+    }
 }
 
 /// Writes `frame`; when the connection fails, every record awaiting its

@@ -220,26 +220,28 @@ impl Link {
     /// its answer's body after the correlation id (the response code
     /// first), within the request timeout; `what` names it in errors.
     pub async fn request(&self, key: u16, body: &[u8], what: &str) -> Result<Reader> {
+        self.ask(key, body, what).await?.answer().await
+    }
+
+    /// Sends request `key` and returns once it is written: frames sent
+    /// after this reach the broker after it, and [`Asked::answer`] waits
+    /// for its answer.
+    pub async fn ask<'a>(&'a self, key: u16, body: &[u8], what: &str) -> Result<Asked<'a>> {
         let correlation = self.state.next_correlation.fetch_add(1, Ordering::Relaxed);
         let (answer, answered) = oneshot::channel();
         lock(&self.state.pending).insert(correlation, answer);
+        let asked = Asked {
+            link: self,
+            correlation,
+            answered,
+            what: what.to_owned(),
+        };
         let mut request = Body::default().u32(correlation);
         request.0.extend_from_slice(body);
-        let asked = async {
-            self.send(&wire::frame(key, &request.0)).await?;
-            answered
-                .await
-                .map_err(|_| Error::Unavailable("the broker connection closed".into()))
-        };
-        let answer = tokio::time::timeout(self.timeout, asked).await;
-        lock(&self.state.pending).remove(&correlation);
-        let answer = answer.map_err(|_| {
-            Error::Unavailable(format!(
-                "the broker did not answer within {:?} while {what}",
-                self.timeout
-            ))
-        })??;
-        Ok(Reader::new(answer))
+        match tokio::time::timeout(self.timeout, self.send(&wire::frame(key, &request.0))).await {
+            Ok(sent) => sent.map(|()| asked),
+            Err(_) => Err(asked.timed_out()),
+        }
     }
 
     /// Closes the connection: the broker sees the socket end.
@@ -249,6 +251,40 @@ impl Link {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+/// A request written to the broker, its answer still to come. Dropping it
+/// forgets the request.
+pub struct Asked<'a> {
+    link: &'a Link,
+    correlation: u32,
+    answered: oneshot::Receiver<Bytes>,
+    what: String,
+}
+
+impl Asked<'_> {
+    /// The answer's body after the correlation id (the response code
+    /// first), within the request timeout.
+    pub async fn answer(mut self) -> Result<Reader> {
+        match tokio::time::timeout(self.link.timeout, &mut self.answered).await {
+            Ok(Ok(answer)) => Ok(Reader::new(answer)),
+            Ok(Err(_)) => Err(Error::Unavailable("the broker connection closed".into())),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    fn timed_out(&self) -> Error {
+        Error::Unavailable(format!(
+            "the broker did not answer within {:?} while {}",
+            self.link.timeout, self.what
+        ))
+    }
+}
+
+impl Drop for Asked<'_> {
+    fn drop(&mut self) {
+        lock(&self.link.state.pending).remove(&self.correlation);
     }
 }
 

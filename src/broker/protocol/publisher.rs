@@ -11,7 +11,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::link::Link;
+use super::link::{Asked, Link};
 use super::wire::{Body, Frame, Reader, CODE_OK, METADATA_UPDATE};
 use crate::error::{Error, Result};
 use crate::record::amqp::Encoded;
@@ -90,17 +90,42 @@ pub async fn declare(link: &Link, publisher: u8, name: Option<&str>, stream: &st
 
 /// The last publishing id stored under `name` on `stream` (0 when none).
 pub async fn stored_sequence(link: &Link, name: &str, stream: &str) -> Result<u64> {
-    let body = Body::default().string(name)?.string(stream)?;
-    let what = format!("querying the last sequence of {name:?} on {stream:?}");
-    let mut answer = link
-        .request(QUERY_PUBLISHER_SEQUENCE, &body.0, &what)
-        .await?;
-    match answer.u16()? {
-        CODE_OK => answer.u64(),
-        code => Err(Error::Unavailable(format!(
-            "the broker refused to say the last sequence of {name:?} on {stream:?} \
-             (response code {code:#04x})"
-        ))),
+    SequenceQuery::send(link, name, stream)
+        .await?
+        .answer()
+        .await
+}
+
+/// A question for the last publishing id stored under a name, sent and not
+/// answered yet: frames sent after it are handled by the broker after it.
+pub struct SequenceQuery<'a> {
+    asked: Asked<'a>,
+    name: String,
+    stream: String,
+}
+
+impl SequenceQuery<'_> {
+    pub async fn send<'a>(link: &'a Link, name: &str, stream: &str) -> Result<SequenceQuery<'a>> {
+        let body = Body::default().string(name)?.string(stream)?;
+        let what = format!("querying the last sequence of {name:?} on {stream:?}");
+        Ok(SequenceQuery {
+            asked: link.ask(QUERY_PUBLISHER_SEQUENCE, &body.0, &what).await?,
+            name: name.to_owned(),
+            stream: stream.to_owned(),
+        })
+    }
+
+    /// The last publishing id stored (0 when none).
+    pub async fn answer(self) -> Result<u64> {
+        let mut answer = self.asked.answer().await?;
+        match answer.u16()? {
+            CODE_OK => answer.u64(),
+            code => Err(Error::Unavailable(format!(
+                "the broker refused to say the last sequence of {:?} on {:?} (response code \
+                 {code:#04x})",
+                self.name, self.stream
+            ))),
+        }
     }
 }
 
