@@ -52,7 +52,7 @@ soak: broker
 soak-cluster: broker-cluster
 	$(CARGO) test --locked --release --features soak --test soak -- --nocapture
 
-# partlog against the native stream client in one run (~9 minutes on 2 cores); prints a table of
+# partlog against the native stream client in one run (~8 minutes on 2 cores); prints a table of
 # ratios and writes bench/results/<UTC time>.json. Flags: make bench ARGS="--help".
 bench: broker
 	$(CARGO) bench --locked --bench partlog_vs_native -- $(ARGS)
