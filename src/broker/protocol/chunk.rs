@@ -92,8 +92,13 @@ impl Chunk {
         let first_offset = header.u64().map_err(field)?;
         let crc = header.u32().map_err(field)?;
         let data_length = header.u32().map_err(field)?;
+        // The Bloom filter of the chunk's filter values and the trailer
+        // (tracking data) are on disk only: a delivery leaves them out
+        // although the header gives their sizes (osiris's
+        // select_amount_to_send for data consumers). The records start
+        // right after the header.
         let _trailer_length = header.u32().map_err(field)?;
-        let bloom_size = header.u8().map_err(field)?;
+        let _filter_size = header.u8().map_err(field)?;
         header.take(3).map_err(field)?; // reserved
         let last_offset = u64::from(records)
             .checked_sub(1)
@@ -105,9 +110,6 @@ impl Chunk {
             if chunk_type != USER_CHUNK {
                 return Err(format!("it is of chunk type {chunk_type}, not records"));
             }
-            header
-                .take(usize::from(bloom_size))
-                .map_err(|_| "its Bloom filter runs past the delivery")?;
             let data = header
                 .take(data_length as usize)
                 .map_err(|_| "its data runs past the delivery")?;
@@ -225,12 +227,13 @@ pub(crate) mod tests {
     use crate::broker::protocol::compression;
     use crate::broker::protocol::wire::Body;
 
-    /// A chunk as osiris writes it: header, bloom filter, entries holding
-    /// `records` records; the checksum is right.
+    /// A chunk as a delivery carries it: the header (which gives the size of
+    /// a Bloom filter of `filter_size` bytes and of a trailer, both left
+    /// out) and entries holding `records` records; the checksum is right.
     pub fn chunk(
         first_offset: u64,
         timestamp: i64,
-        bloom: &[u8],
+        filter_size: u8,
         records: u32,
         entries: &[Vec<u8>],
     ) -> Bytes {
@@ -245,11 +248,10 @@ pub(crate) mod tests {
             .u64(first_offset)
             .u32(crc32fast::hash(&data))
             .u32(data.len() as u32)
-            .u32(0)
-            .u8(bloom.len() as u8)
+            .u32(if filter_size > 0 { 64 } else { 0 })
+            .u8(filter_size)
             .u8(0)
             .u16(0);
-        chunk.0.extend_from_slice(bloom);
         chunk.0.extend_from_slice(&data);
         chunk.0.into()
     }
@@ -304,7 +306,7 @@ pub(crate) mod tests {
         let bytes = chunk(
             40,
             1234,
-            &[9; 16],
+            16,
             3,
             &[simple(b"a"), simple(b"bb"), simple(b"ccc")],
         );
@@ -331,7 +333,7 @@ pub(crate) mod tests {
         ] {
             let entries = [batch(codec, &[b"x", b"yy"]), simple(b"z")];
             let read =
-                read(chunk(7, 0, &[], 3, &entries)).unwrap_or_else(|e| panic!("{codec:?}: {e:?}"));
+                read(chunk(7, 0, 0, 3, &entries)).unwrap_or_else(|e| panic!("{codec:?}: {e:?}"));
             let read: Vec<_> = read.iter().map(|(o, v)| (*o, v.as_ref())).collect();
             assert_eq!(read, [(7, &b"x"[..]), (8, b"yy"), (9, b"z")], "{codec:?}");
         }
@@ -339,7 +341,7 @@ pub(crate) mod tests {
 
     #[test]
     fn damage_is_data_loss_naming_stream_partition_and_offsets() {
-        let good = chunk(100, 0, &[], 2, &[simple(b"abc"), simple(b"de")]);
+        let good = chunk(100, 0, 0, 2, &[simple(b"abc"), simple(b"de")]);
         let damaged = Chunk::parse(damaged_bytes(&good)).unwrap();
         assert_eq!(damaged.last_offset(), 101, "its offsets are known");
         let message = data_loss_message(read(damaged_bytes(&good)));
@@ -350,14 +352,14 @@ pub(crate) mod tests {
         );
         assert!(message.contains("--to offset:102"), "{message}");
 
-        let miscounted = chunk(100, 0, &[], 3, &[simple(b"abc"), simple(b"de")]);
+        let miscounted = chunk(100, 0, 0, 3, &[simple(b"abc"), simple(b"de")]);
         let message = data_loss_message(read(miscounted));
         assert!(message.contains("header claims 3"), "{message}");
 
         let mut gzip = batch(Codec::Gzip, &[b"one", b"two"]);
         let at = gzip.len() - 12;
         gzip[at] ^= 0xff;
-        let message = data_loss_message(read(chunk(5, 0, &[], 2, &[gzip])));
+        let message = data_loss_message(read(chunk(5, 0, 0, 2, &[gzip])));
         assert!(message.contains("offsets 5 to 6"), "{message}");
         assert!(
             message.contains("gzip sub-entry batch cannot be read"),
@@ -381,7 +383,7 @@ pub(crate) mod tests {
     fn a_sub_entry_header_cut_anywhere_is_data_loss() {
         let whole = batch(Codec::None, &[b"abc"]);
         for cut in 1..whole.len() {
-            let message = data_loss_message(read(chunk(0, 0, &[], 1, &[whole[..cut].to_vec()])));
+            let message = data_loss_message(read(chunk(0, 0, 0, 1, &[whole[..cut].to_vec()])));
             assert!(
                 message.contains("offsets 0 to 0"),
                 "cut at {cut}: {message}"
@@ -392,9 +394,9 @@ pub(crate) mod tests {
     #[test]
     fn offsets_that_overflow_are_refused() {
         let why =
-            Chunk::parse(chunk(u64::MAX, 0, &[], 2, &[simple(b"a"), simple(b"b")])).unwrap_err();
+            Chunk::parse(chunk(u64::MAX, 0, 0, 2, &[simple(b"a"), simple(b"b")])).unwrap_err();
         assert!(why.contains("claims 2 records"), "{why}");
-        let why = Chunk::parse(chunk(0, 0, &[], 0, &[])).unwrap_err();
+        let why = Chunk::parse(chunk(0, 0, 0, 0, &[])).unwrap_err();
         assert!(why.contains("claims 0 records"), "{why}");
     }
 
@@ -427,17 +429,17 @@ pub(crate) mod tests {
             ]
         }
 
-        /// A chunk's model: first offset, Bloom filter, entries.
-        fn model() -> impl Strategy<Value = (u64, Vec<u8>, Vec<Entry>)> {
+        /// A chunk's model: first offset, Bloom filter size, entries.
+        fn model() -> impl Strategy<Value = (u64, u8, Vec<Entry>)> {
             (
                 0u64..1 << 40,
-                prop::collection::vec(any::<u8>(), 0..16),
+                prop_oneof![Just(0u8), 16u8..=255],
                 prop::collection::vec(entry(), 1..6),
             )
         }
 
-        /// The model's chunk as osiris writes it, and its records.
-        fn encode((first, bloom, entries): &(u64, Vec<u8>, Vec<Entry>)) -> (Bytes, Vec<Vec<u8>>) {
+        /// The model's chunk as a delivery carries it, and its records.
+        fn encode((first, filter_size, entries): &(u64, u8, Vec<Entry>)) -> (Bytes, Vec<Vec<u8>>) {
             let mut records = Vec::new();
             let encoded: Vec<Vec<u8>> = entries
                 .iter()
@@ -453,7 +455,7 @@ pub(crate) mod tests {
                     }
                 })
                 .collect();
-            let bytes = chunk(*first, 1, bloom, records.len() as u32, &encoded);
+            let bytes = chunk(*first, 1, *filter_size, records.len() as u32, &encoded);
             (bytes, records)
         }
 
@@ -482,14 +484,11 @@ pub(crate) mod tests {
         fn damaged_entries() -> impl Strategy<Value = Vec<u8>> {
             let entries = model().prop_map(|model| {
                 let (bytes, records) = encode(&model);
-                (
-                    bytes.slice(CHUNK_HEADER + model.1.len()..).to_vec(),
-                    records.len(),
-                )
+                (bytes.slice(CHUNK_HEADER..).to_vec(), records.len())
             });
             entries.prop_flat_map(|(data, records)| {
                 damaged(Just(data))
-                    .prop_map(move |data| chunk(0, 1, &[], records as u32, &[data]).to_vec())
+                    .prop_map(move |data| chunk(0, 1, 0, records as u32, &[data]).to_vec())
             })
         }
 

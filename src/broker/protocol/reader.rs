@@ -673,7 +673,7 @@ mod tests {
                         body = body.u64(7);
                     }
                     body.0
-                        .extend_from_slice(&chunk(0, 1, &[], 1, &[simple(&record)]));
+                        .extend_from_slice(&chunk(0, 1, 0, 1, &[simple(&record)]));
                     (DELIVER, version, body.0)
                 },
             );
