@@ -6,7 +6,7 @@
 
 use crate::config::{Limits, MAX_PARTITIONS};
 use crate::error::{Error, Result};
-use crate::record::{NewRecord, KEY_PROPERTY};
+use crate::record::{NewRecord, FILTER_PROPERTY, KEY_PROPERTY};
 
 /// RabbitMQ's limit on queue and stream names, in bytes.
 const RABBITMQ_NAME_MAX_BYTES: usize = 255;
@@ -266,6 +266,14 @@ fn publish_record(index: usize, record: &NewRecord, limits: &Limits) -> Result<(
             limits.max_value_bytes
         )));
     }
+    if let Some(filter) = record.filter.as_deref() {
+        if filter.len() > MAX_FILTER_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "records[{index}].filter is {} bytes; at most {MAX_FILTER_BYTES} are allowed",
+                filter.len()
+            )));
+        }
+    }
     // Keys and headers share the frame headroom above the value limit.
     let extras = record.size() - record.value.len() as u64;
     if extras > MAX_KEY_AND_HEADER_BYTES {
@@ -280,15 +288,25 @@ fn publish_record(index: usize, record: &NewRecord, limits: &Limits) -> Result<(
                 "records[{index}].headers has an empty header name"
             )));
         }
-        if name == KEY_PROPERTY {
+        if name == KEY_PROPERTY || name == FILTER_PROPERTY {
+            let field = if name == KEY_PROPERTY {
+                "key"
+            } else {
+                "filter"
+            };
             return Err(Error::InvalidArgument(format!(
-                "records[{index}].headers uses {KEY_PROPERTY:?}, which is reserved for the \
-                 record key; set the record's key field instead"
+                "records[{index}].headers uses {name:?}, which is reserved for the record's \
+                 {field}; set its {field} field instead"
             )));
         }
     }
     Ok(())
 }
+
+/// Longest filter value: the broker hashes it into each chunk's Bloom
+/// filter, and a short value (a tenant, a region, an event type) is what
+/// filtering is for.
+pub const MAX_FILTER_BYTES: usize = 255;
 
 /// Keys and headers of one record together; well inside the frame headroom
 /// that the configuration keeps above `limits.max_value_bytes`.
@@ -305,6 +323,7 @@ mod tests {
             value: vec![7; value_len].into(),
             headers: BTreeMap::new(),
             sequence: None,
+            filter: None,
         }
     }
 
@@ -462,12 +481,25 @@ mod tests {
     #[test]
     fn header_rules() {
         let limits = Limits::default();
+        for (reserved, field) in [(KEY_PROPERTY, "key"), (FILTER_PROPERTY, "filter")] {
+            let mut r = record("k", 1);
+            r.headers.insert(reserved.into(), "x".into());
+            let err = publish_batch(&[r], &limits).unwrap_err();
+            assert!(
+                err.message()
+                    .ends_with(&format!("set its {field} field instead")),
+                "{err}"
+            );
+        }
         let mut r = record("k", 1);
-        r.headers.insert(KEY_PROPERTY.into(), "x".into());
-        assert!(matches!(
-            publish_batch(&[r], &limits),
-            Err(Error::InvalidArgument(_))
-        ));
+        r.filter = Some("f".repeat(MAX_FILTER_BYTES + 1));
+        let err = publish_batch(&[r.clone()], &limits).unwrap_err();
+        assert!(
+            err.message().starts_with("records[0].filter is 256 bytes"),
+            "{err}"
+        );
+        r.filter = Some("f".repeat(MAX_FILTER_BYTES));
+        publish_batch(&[r], &limits).unwrap();
         let mut r = record("k", 1);
         r.headers.insert(String::new(), "x".into());
         assert!(matches!(

@@ -159,6 +159,7 @@ async fn bad_requests_get_precise_status_codes() {
                         ..Default::default()
                     }),
                     replicas: None,
+                    ..Default::default()
                 },
             ),
         ),
@@ -178,6 +179,7 @@ async fn bad_requests_get_precise_status_codes() {
                         ..Default::default()
                     }),
                     replicas: None,
+                    ..Default::default()
                 },
             ),
         ),
@@ -191,6 +193,33 @@ async fn bad_requests_get_precise_status_codes() {
                     partitions: 1,
                     retention: None,
                     replicas: Some(0),
+                    ..Default::default()
+                },
+            ),
+        ),
+        (
+            "create: a Bloom filter of 8 bytes",
+            Code::InvalidArgument,
+            create_with(
+                c,
+                CreateStreamRequest {
+                    stream: unique_stream("z"),
+                    partitions: 1,
+                    filter_size_bytes: Some(8),
+                    ..Default::default()
+                },
+            ),
+        ),
+        (
+            "create: a Bloom filter of 256 bytes",
+            Code::InvalidArgument,
+            create_with(
+                c,
+                CreateStreamRequest {
+                    stream: unique_stream("z"),
+                    partitions: 1,
+                    filter_size_bytes: Some(256),
+                    ..Default::default()
                 },
             ),
         ),

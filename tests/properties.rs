@@ -4,7 +4,7 @@
 //! record format's round trip beside its encoding, `src/broker/message.rs`.)
 
 use partlog::config::Limits;
-use partlog::record::{NewRecord, KEY_PROPERTY};
+use partlog::record::{NewRecord, FILTER_PROPERTY, KEY_PROPERTY};
 use partlog::validate;
 use proptest::prelude::*;
 
@@ -23,12 +23,14 @@ fn record_strategy() -> impl Strategy<Value = NewRecord> {
         prop::collection::vec(any::<u8>(), 0..100),
         prop::collection::btree_map(any::<String>(), any::<String>(), 0..4),
         prop::option::of(0u64..50),
+        prop::option::of("[a-z]{0,300}"),
     )
-        .prop_map(|(key, value, headers, sequence)| NewRecord {
+        .prop_map(|(key, value, headers, sequence, filter)| NewRecord {
             key,
             value: value.into(),
             headers,
             sequence,
+            filter,
         })
 }
 
@@ -66,6 +68,8 @@ proptest! {
             for r in &records {
                 prop_assert!(r.value.len() as u64 <= limits.max_value_bytes);
                 prop_assert!(!r.headers.contains_key(KEY_PROPERTY));
+                prop_assert!(!r.headers.contains_key(FILTER_PROPERTY));
+                prop_assert!(r.filter.as_ref().is_none_or(|f| f.len() <= validate::MAX_FILTER_BYTES));
                 prop_assert!(!r.headers.contains_key(""));
             }
         }

@@ -29,6 +29,7 @@ async fn create_describe_delete() {
                 max_segment_bytes: 10 * 1024 * 1024,
             }),
             replicas: None,
+            ..Default::default()
         })
         .await
         .expect("create")

@@ -34,6 +34,8 @@ pub struct StreamSettings {
     pub max_bytes: Option<u64>,
     pub max_segment_bytes: Option<u64>,
     pub replicas: Option<u32>,
+    /// Bytes of each chunk's Bloom filter of filter values.
+    pub filter_size_bytes: Option<u32>,
 }
 
 impl StreamSettings {
@@ -52,6 +54,9 @@ impl StreamSettings {
         }
         if let Some(replicas) = self.replicas {
             args.insert("initial-cluster-size".into(), replicas.to_string());
+        }
+        if let Some(bytes) = self.filter_size_bytes {
+            args.insert("stream-filter-size-bytes".into(), bytes.to_string());
         }
         args
     }

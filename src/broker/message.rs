@@ -11,7 +11,7 @@ mod tests {
     use rabbitmq_stream_client::types::{Message, SimpleValue};
     use rabbitmq_stream_protocol::codec::{Decoder, Encoder};
 
-    use crate::record::{NewRecord, StoredRecord, KEY_PROPERTY};
+    use crate::record::{NewRecord, StoredRecord, FILTER_PROPERTY, KEY_PROPERTY};
 
     /// A native client's message as the broker stores it.
     fn encoded(message: &Message) -> Bytes {
@@ -70,11 +70,13 @@ mod tests {
                 ("ünïcode".to_string(), "✓".to_string()),
             ]),
             sequence: None,
+            filter: Some("eu-west".into()),
         };
         let stored = read_back(record.clone());
         assert_eq!(stored.key, record.key);
         assert_eq!(stored.value, record.value);
         assert_eq!(stored.headers, record.headers);
+        assert_eq!(stored.filter, "eu-west");
         assert_eq!(
             (stored.partition, stored.offset, stored.timestamp_ms),
             (2, 7, 1234)
@@ -82,6 +84,7 @@ mod tests {
         let (value, mut properties) = natively(record.clone());
         assert_eq!(value, record.value);
         assert_eq!(properties.remove(KEY_PROPERTY).unwrap(), record.key);
+        assert_eq!(properties.remove(FILTER_PROPERTY).unwrap(), "eu-west");
         assert_eq!(properties, record.headers);
     }
 
@@ -273,6 +276,7 @@ mod tests {
                     value: value.into(),
                     headers,
                     sequence: None,
+                    filter: None,
                 };
                 let stored = read_back(record.clone());
                 prop_assert_eq!(&stored.key, &record.key);

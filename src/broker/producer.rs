@@ -378,8 +378,9 @@ async fn write_loop(
                 };
                 confirms.expect(id, batch, index);
                 let message = record.encode();
-                let size = PublishFrame::entry_size(&message);
-                if !frame.is_empty() && frame.size().saturating_add(size) > max_frame_bytes {
+                if !frame.is_empty()
+                    && (!frame.takes(&message) || frame.size_with(&message) > max_frame_bytes)
+                {
                     let full = std::mem::replace(&mut frame, PublishFrame::new(publisher_id));
                     if !send(link, full, &confirms, &closed).await {
                         return;

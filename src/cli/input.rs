@@ -4,7 +4,8 @@
 //!   an empty key; the value is the rest of the line, bytes as they are
 //!   (further tabs included).
 //! - `json`: one object per line, `{"key": "..", "value": .., "headers":
-//!   {"name": "value"}, "sequence": N}`, every field optional; the value is
+//!   {"name": "value"}, "filter": "..", "sequence": N}`, every field
+//!   optional; the value is
 //!   a UTF-8 string, `{"base64": ".."}` or `{"hex": ".."}`. `partition`,
 //!   `offset` and `timestamp` are accepted and ignored, so that what
 //!   `partlog read --json` prints can be published again.
@@ -30,6 +31,8 @@ pub struct InputRecord {
     pub key: String,
     pub value: Vec<u8>,
     pub headers: HashMap<String, String>,
+    /// Only from a JSON line's `filter`.
+    pub filter: Option<String>,
     /// Only from a JSON line's `sequence`.
     pub sequence: Option<u64>,
 }
@@ -79,12 +82,14 @@ fn json_line(line: &[u8]) -> Result<InputRecord, String> {
             "key" => record.key = string(&field, value)?,
             "value" => record.value = record_value(value)?,
             "headers" => record.headers = headers(value)?,
+            "filter" => record.filter = Some(string(&field, value)?),
             "sequence" => record.sequence = Some(sequence(value)?),
             // What `partlog read --json` prints besides the record itself.
             "partition" | "offset" | "timestamp" => {}
             _ => {
                 return Err(format!(
-                    "unknown field {field:?}; a record has key, value, headers and sequence"
+                    "unknown field {field:?}; a record has key, value, headers, filter and \
+                     sequence"
                 ))
             }
         }
@@ -191,11 +196,14 @@ mod tests {
     #[test]
     fn json_lines() {
         assert_eq!(
-            json(r#"{"key": "k", "value": "v", "headers": {"h": "1"}, "sequence": 3}"#),
+            json(
+                r#"{"key": "k", "value": "v", "headers": {"h": "1"}, "filter": "eu", "sequence": 3}"#
+            ),
             Ok(Some(InputRecord {
                 key: "k".into(),
                 value: b"v".to_vec(),
                 headers: [("h".to_owned(), "1".to_owned())].into(),
+                filter: Some("eu".into()),
                 sequence: Some(3),
             }))
         );

@@ -170,6 +170,10 @@ pub enum StreamCommand {
         /// Replicas per partition, the leader included; the broker's default otherwise.
         #[arg(long)]
         replicas: Option<u32>,
+        /// Bytes of each chunk's Bloom filter of filter values (16..=255); the broker's
+        /// default (16) otherwise.
+        #[arg(long)]
+        filter_size_bytes: Option<u32>,
     },
     /// Print a stream's partitions in routing order with leader and replicas.
     Describe {
@@ -189,7 +193,7 @@ pub struct PublishArgs {
     pub stream: String,
     /// `text`: one record per line, `key<TAB>value` (a line without a tab is
     /// a value with an empty key). `json`: one object per line,
-    /// {"key": .., "value": .., "headers": {..}, "sequence": N}, the value a
+    /// {"key": .., "value": .., "headers": {..}, "filter": .., "sequence": N}, the value a
     /// string or {"base64": ..} or {"hex": ..}. Empty lines are skipped.
     #[arg(long, value_enum, default_value_t = InputFormat::Text)]
     pub format: InputFormat,
@@ -202,6 +206,11 @@ pub struct PublishArgs {
     /// [default: 1]
     #[arg(long, requires = "producer_id")]
     pub first_sequence: Option<u64>,
+    /// The filter value of every record whose JSON line has no `filter`:
+    /// consumers that filter on the broker are sent only chunks that may
+    /// hold the values they want.
+    #[arg(long)]
+    pub filter: Option<String>,
     /// Records per batch (one PublishStream message); batches are pipelined.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch: u32,

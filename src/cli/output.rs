@@ -260,6 +260,9 @@ pub struct RecordRow {
     pub timestamp: Option<String>,
     pub key: String,
     pub headers: BTreeMap<String, String>,
+    /// In JSON only, and only when the record has one.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub filter: String,
     pub value: JsonValue,
     #[serde(skip)]
     human_value: String,
@@ -273,6 +276,7 @@ impl RecordRow {
             timestamp: timestamp(record.timestamp),
             key: record.key,
             headers: record.headers.into_iter().collect(),
+            filter: record.filter,
             value: json_value(&record.value, format),
             human_value: human_value(&record.value, format),
         }
@@ -428,6 +432,7 @@ mod tests {
                 seconds: 1_795_856_400,
                 nanos: 5_000_000,
             }),
+            ..Default::default()
         };
         let row = RecordRow::new(record, ValueFormat::Auto);
         assert_eq!(

@@ -46,6 +46,8 @@ struct Batcher {
     format: InputFormat,
     idempotent: bool,
     next_sequence: u64,
+    /// `--filter`: for records without a filter of their own.
+    filter: Option<String>,
     batch_records: usize,
     records: Vec<PublishRecord>,
     lines: Vec<u64>,
@@ -58,11 +60,16 @@ impl Batcher {
             format,
             idempotent,
             next_sequence: first_sequence,
+            filter: None,
             batch_records: batch as usize,
             records: Vec::new(),
             lines: Vec::new(),
             bytes: 0,
         }
+    }
+
+    fn with_filter(self, filter: Option<String>) -> Batcher {
+        Batcher { filter, ..self }
     }
 
     /// Adds line `number`; returns a batch when one is full.
@@ -79,8 +86,13 @@ impl Batcher {
                 sequence
             }
         };
+        let filter = record
+            .filter
+            .or_else(|| self.filter.clone())
+            .unwrap_or_default();
         self.bytes += record.key.len()
             + record.value.len()
+            + filter.len()
             + record
                 .headers
                 .iter()
@@ -91,6 +103,7 @@ impl Batcher {
             value: record.value.into(),
             headers: record.headers,
             sequence,
+            filter,
             ..Default::default()
         });
         self.lines.push(number);
@@ -277,7 +290,8 @@ pub async fn run(args: PublishArgs, common: &Common) -> Result<()> {
         args.producer_id.is_some(),
         args.first_sequence.unwrap_or(1),
         args.batch,
-    );
+    )
+    .with_filter(args.filter.clone());
     if std::io::stdin().is_terminal() {
         eprintln!("reading records from standard input; end them with Ctrl-D");
     }
@@ -451,6 +465,19 @@ mod tests {
         .unwrap();
         let sequences: Vec<u64> = batches[0].records.iter().map(|r| r.sequence).collect();
         assert_eq!(sequences, [41, 42, 100, 101]);
+    }
+
+    #[test]
+    fn filter_takes_the_line_s_or_the_default() {
+        let mut batcher =
+            Batcher::new(InputFormat::Json, false, 1, 500).with_filter(Some("eu".into()));
+        let batches = lines(&mut batcher, &[r#"{"filter":"us"}"#, "{}"]).unwrap();
+        let filters: Vec<&str> = batches[0]
+            .records
+            .iter()
+            .map(|r| r.filter.as_str())
+            .collect();
+        assert_eq!(filters, ["us", "eu"]);
     }
 
     #[test]

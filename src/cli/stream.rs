@@ -66,6 +66,7 @@ pub async fn run(args: StreamArgs, common: &Common) -> Result<()> {
             max_bytes,
             max_segment_bytes,
             replicas,
+            filter_size_bytes,
         } => {
             let retention = (max_age.is_some()
                 || max_bytes.is_some()
@@ -81,6 +82,7 @@ pub async fn run(args: StreamArgs, common: &Common) -> Result<()> {
                     partitions,
                     retention,
                     replicas,
+                    filter_size_bytes,
                 })
                 .await?
                 .into_inner();

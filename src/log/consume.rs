@@ -431,6 +431,7 @@ mod tests {
             key: String::new(),
             value: vec![0; bytes].into(),
             headers: Default::default(),
+            filter: String::new(),
             timestamp_ms: 0,
         }
     }

@@ -44,11 +44,13 @@ const FIRST_SECTION: u64 = 0x70;
 const LAST_SECTION: u64 = 0x78;
 
 /// A record's message as it is written: `head` (sections and the data
-/// section's header) then `value`.
+/// section's header) then `value`; and its filter value, which the publish
+/// frame carries beside the message for the broker's chunk filters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
     pub head: Vec<u8>,
     pub value: Bytes,
+    pub filter: Option<String>,
 }
 
 impl Encoded {
@@ -96,7 +98,11 @@ pub fn encode<'a>(
             put_u32(&mut head, value.len());
         }
     }
-    Encoded { head, value }
+    Encoded {
+        head,
+        value,
+        filter: None,
+    }
 }
 
 /// A string (UTF-8): str8 up to 255 bytes, str32 beyond.

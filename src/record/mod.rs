@@ -8,11 +8,13 @@
 //! | value       | the body, one `data` section                       |
 //! | key         | application property `partlog.key` (string), only when non-empty |
 //! | headers     | application properties, string values             |
+//! | filter      | application property `partlog.filter` (string), and the message's filter value in the publish frame, only when set |
 //!
 //! Reading a message that a native producer wrote, the value is its `data`
 //! section (or an `amqp-value` body holding a string or binary), the key is
-//! its `partlog.key` property if present, and every other application
-//! property becomes a header, non-string values rendered as text.
+//! its `partlog.key` property if present, the filter its `partlog.filter`
+//! property, and every other application property becomes a header,
+//! non-string values rendered as text.
 //!
 //! Records are read from the bytes the broker delivers: indexing, unchecked
 //! arithmetic and unwraps are denied here, as in [`crate::broker`].
@@ -29,15 +31,24 @@ use bytes::Bytes;
 
 /// Application property that carries the record key.
 pub const KEY_PROPERTY: &str = "partlog.key";
+/// Application property that carries the record's filter value.
+pub const FILTER_PROPERTY: &str = "partlog.filter";
 
-/// Bytes of a record's key, value and header names and values: what
-/// partlog's size limits count, written and read alike.
-fn payload_size(key: &str, value: &[u8], headers: &BTreeMap<String, String>) -> usize {
+/// Bytes of a record's key, value, filter and header names and values:
+/// what partlog's size limits count, written and read alike.
+fn payload_size(
+    key: &str,
+    value: &[u8],
+    filter: &str,
+    headers: &BTreeMap<String, String>,
+) -> usize {
     // Sizes of values in memory: their sum fits.
-    headers
-        .iter()
-        .flat_map(|(k, v)| [k.len(), v.len()])
-        .fold(key.len().saturating_add(value.len()), usize::saturating_add)
+    headers.iter().flat_map(|(k, v)| [k.len(), v.len()]).fold(
+        key.len()
+            .saturating_add(value.len())
+            .saturating_add(filter.len()),
+        usize::saturating_add,
+    )
 }
 
 /// A record as a client hands it to partlog.
@@ -49,27 +60,35 @@ pub struct NewRecord {
     pub headers: BTreeMap<String, String>,
     /// The producer's sequence number, for idempotent publishing.
     pub sequence: Option<u64>,
+    /// The filter value (1..=255 bytes when set).
+    pub filter: Option<String>,
 }
 
 impl NewRecord {
     /// Bytes the record contributes to a batch's size limit.
     pub fn size(&self) -> u64 {
-        payload_size(&self.key, &self.value, &self.headers) as u64
+        let filter = self.filter.as_deref().unwrap_or_default();
+        payload_size(&self.key, &self.value, filter, &self.headers) as u64
     }
 
     /// The AMQP 1.0 message stored on the broker: the key as the
-    /// `partlog.key` property, the headers as properties, the value as the
-    /// body (not copied: see [`amqp::Encoded`]).
+    /// `partlog.key` property, the filter as `partlog.filter`, the headers
+    /// as properties, the value as the body (not copied: see
+    /// [`amqp::Encoded`]); with the filter value for the publish frame.
     pub fn encode(self) -> amqp::Encoded {
         let NewRecord {
             key,
             value,
             headers,
+            filter,
             ..
         } = self;
         let key = (!key.is_empty()).then_some((KEY_PROPERTY, key.as_str()));
+        let filtered = filter.as_deref().map(|f| (FILTER_PROPERTY, f));
         let headers = headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-        amqp::encode(key.into_iter().chain(headers), value)
+        let properties = key.into_iter().chain(filtered).chain(headers);
+        let encoded = amqp::encode(properties, value);
+        amqp::Encoded { filter, ..encoded }
     }
 }
 
@@ -82,6 +101,8 @@ pub struct StoredRecord {
     /// A slice of the chunk it was read from.
     pub value: Bytes,
     pub headers: BTreeMap<String, String>,
+    /// Its `partlog.filter` property; empty for none.
+    pub filter: String,
     /// Milliseconds since the Unix epoch at which the broker stored the
     /// chunk holding this record.
     pub timestamp_ms: i64,
@@ -90,7 +111,7 @@ pub struct StoredRecord {
 impl StoredRecord {
     /// Bytes of key, value and headers: what a Read's size limit counts.
     pub fn payload_bytes(&self) -> usize {
-        payload_size(&self.key, &self.value, &self.headers)
+        payload_size(&self.key, &self.value, &self.filter, &self.headers)
     }
 
     /// The record a message (one entry of a chunk) holds, written by
@@ -110,12 +131,14 @@ impl StoredRecord {
             }
         };
         let key = headers.remove(KEY_PROPERTY).unwrap_or_default();
+        let filter = headers.remove(FILTER_PROPERTY).unwrap_or_default();
         StoredRecord {
             partition,
             offset,
             key,
             value,
             headers,
+            filter,
             timestamp_ms,
         }
     }
@@ -145,8 +168,9 @@ mod tests {
             value: vec![0; 10].into(),
             headers: BTreeMap::from([("h".to_string(), "xyz".to_string())]),
             sequence: None,
+            filter: Some("eu".into()),
         };
-        assert_eq!(record.size(), 2 + 10 + 1 + 3);
+        assert_eq!(record.size(), 2 + 10 + 2 + 1 + 3);
     }
 
     mod generative {

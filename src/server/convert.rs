@@ -34,6 +34,9 @@ pub fn status(error: Error) -> Status {
     Status::new(code(&error), error.message())
 }
 
+/// Sizes of a chunk's Bloom filter RabbitMQ takes.
+const FILTER_SIZE_BYTES: std::ops::RangeInclusive<u32> = 16..=255;
+
 pub fn stream_settings(request: &proto::CreateStreamRequest) -> Result<StreamSettings, Error> {
     let retention = request.retention.unwrap_or_default();
     let max_age = retention
@@ -43,11 +46,22 @@ pub fn stream_settings(request: &proto::CreateStreamRequest) -> Result<StreamSet
         })
         .transpose()?;
     let nonzero = |v: u64| (v > 0).then_some(v);
+    if let Some(bytes) = request
+        .filter_size_bytes
+        .filter(|b| !FILTER_SIZE_BYTES.contains(b))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "filter_size_bytes is {bytes}; {}..={} is allowed (the broker's Bloom filter sizes)",
+            FILTER_SIZE_BYTES.start(),
+            FILTER_SIZE_BYTES.end()
+        )));
+    }
     Ok(StreamSettings {
         max_age,
         max_bytes: nonzero(retention.max_bytes),
         max_segment_bytes: nonzero(retention.max_segment_bytes),
         replicas: request.replicas,
+        filter_size_bytes: request.filter_size_bytes,
     })
 }
 
@@ -68,6 +82,7 @@ pub fn new_record(record: proto::PublishRecord) -> NewRecord {
         value: record.value,
         headers: record.headers.into_iter().collect(),
         sequence: (record.sequence > 0).then_some(record.sequence),
+        filter: (!record.filter.is_empty()).then_some(record.filter),
     }
 }
 
@@ -130,6 +145,7 @@ pub fn record(record: StoredRecord) -> proto::Record {
         key: record.key,
         value: record.value,
         headers: record.headers.into_iter().collect(),
+        filter: record.filter,
         timestamp: Some(prost_types::Timestamp {
             seconds: record.timestamp_ms.div_euclid(1000),
             nanos: (record.timestamp_ms.rem_euclid(1000) * 1_000_000) as i32,
@@ -407,6 +423,7 @@ mod tests {
             key: String::new(),
             value: Vec::new().into(),
             headers: Default::default(),
+            filter: String::new(),
             timestamp_ms: 1_700_000_000_123,
         });
         let ts = proto.timestamp.unwrap();

@@ -31,6 +31,9 @@ pub const INLINE_VALUE: usize = 4 * 1024;
 const FRAME_HEADER: usize = 4 + 2 + 2 + 1 + 4;
 /// Before each message in a publish frame: publishing id and length.
 const ENTRY_HEADER: usize = 8 + 4;
+/// A version 2 frame (RabbitMQ 3.13+) carries each message's filter value:
+/// a string, its 16-bit length (-1: none) then its bytes.
+const FILTER_HEADER: usize = 2;
 
 /// What the broker tells a connection's publishers.
 #[derive(Debug, PartialEq, Eq)]
@@ -137,9 +140,14 @@ pub async fn delete(link: &Link, publisher: u8) -> Result<u16> {
         .u16()
 }
 
-/// One publish frame being filled: the pieces it is written as.
+/// One publish frame being filled: the pieces it is written as. A frame
+/// whose first message has a filter value is a version 2 frame, which
+/// carries one (or none) for every message; a version 1 frame takes no
+/// message with a filter value ([`PublishFrame::takes`]).
 pub struct PublishFrame {
     publisher: u8,
+    /// Version 2: filter values beside the messages.
+    filtered: bool,
     count: u32,
     /// Pieces complete so far, after the header.
     pieces: Vec<Bytes>,
@@ -153,6 +161,7 @@ impl PublishFrame {
     pub fn new(publisher: u8) -> PublishFrame {
         PublishFrame {
             publisher,
+            filtered: false,
             count: 0,
             pieces: Vec::new(),
             open: BytesMut::new(),
@@ -160,13 +169,32 @@ impl PublishFrame {
         }
     }
 
-    /// What `message` adds to a frame's size.
-    pub fn entry_size(message: &Encoded) -> usize {
-        ENTRY_HEADER.saturating_add(message.size())
+    /// The frame's size in bytes once it holds `message` too.
+    pub fn size_with(&self, message: &Encoded) -> usize {
+        self.size.saturating_add(self.entry_size(message))
+    }
+
+    /// What `message` adds to the frame's size.
+    fn entry_size(&self, message: &Encoded) -> usize {
+        let filter = match &message.filter {
+            Some(filter) => FILTER_HEADER.saturating_add(filter.len()),
+            None if self.filtered => FILTER_HEADER,
+            None => 0,
+        };
+        ENTRY_HEADER
+            .saturating_add(filter)
+            .saturating_add(message.size())
+    }
+
+    /// False for a message with a filter value and a version 1 frame that
+    /// holds messages already: it goes into the next frame.
+    pub fn takes(&self, message: &Encoded) -> bool {
+        self.filtered || self.count == 0 || message.filter.is_none()
     }
 
     /// The frame's size in bytes, as the broker counts it against its
     /// frame size limit.
+    #[cfg(test)]
     pub fn size(&self) -> usize {
         self.size
     }
@@ -175,12 +203,31 @@ impl PublishFrame {
         self.count == 0
     }
 
-    /// Adds `message` under `publishing_id`.
+    /// Adds `message` under `publishing_id`; the frame must take it
+    /// ([`PublishFrame::takes`]).
     pub fn push(&mut self, publishing_id: u64, message: Encoded) {
-        self.size = self.size.saturating_add(Self::entry_size(&message));
+        if self.count == 0 && message.filter.is_some() {
+            self.filtered = true;
+        }
+        self.size = self.size_with(&message);
         self.count = self.count.saturating_add(1);
-        let Encoded { head, value } = message;
+        let Encoded {
+            head,
+            value,
+            filter,
+        } = message;
         self.open.put_u64(publishing_id);
+        if self.filtered {
+            match filter {
+                // Filter values are validated to at most 255 bytes.
+                Some(filter) => {
+                    self.open
+                        .put_i16(i16::try_from(filter.len()).unwrap_or(i16::MAX));
+                    self.open.put_slice(filter.as_bytes());
+                }
+                None => self.open.put_i16(-1),
+            }
+        }
         // A message is bounded by partlog's record limits, far below 4 GiB.
         let length = head.len().saturating_add(value.len());
         self.open.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
@@ -200,7 +247,7 @@ impl PublishFrame {
         let size = self.size.saturating_sub(4);
         header.put_u32(u32::try_from(size).unwrap_or(u32::MAX));
         header.put_u16(PUBLISH);
-        header.put_u16(1);
+        header.put_u16(if self.filtered { 2 } else { 1 });
         header.put_u8(self.publisher);
         header.put_u32(self.count);
         let mut pieces = Vec::with_capacity(self.pieces.len().saturating_add(2));
@@ -310,6 +357,50 @@ mod tests {
             assert_eq!(read.take(length).unwrap(), message);
         }
         assert_eq!(read.remaining(), 0);
+    }
+
+    #[test]
+    fn a_frame_led_by_a_filter_value_is_version_2_with_a_filter_beside_each_message() {
+        let filtered = |value, filter: Option<&str>| NewRecord {
+            filter: filter.map(str::to_owned),
+            ..record(value)
+        };
+        let records = [
+            filtered(3, Some("eu")),
+            filtered(INLINE_VALUE, None),
+            filtered(10, Some("us-east")),
+        ];
+        let mut frame = PublishFrame::new(2);
+        for (id, record) in records.iter().enumerate() {
+            let message = record.clone().encode();
+            assert!(frame.takes(&message));
+            frame.push(id as u64, message);
+        }
+        let size = frame.size();
+        let bytes = written(frame);
+        assert_eq!(bytes.len(), size);
+        let mut read = Reader::new(bytes);
+        assert_eq!(read.u32().unwrap() as usize, size - 4);
+        assert_eq!((read.u16().unwrap(), read.u16().unwrap()), (PUBLISH, 2));
+        assert_eq!((read.u8().unwrap(), read.u32().unwrap()), (2, 3));
+        for (id, record) in records.iter().enumerate() {
+            assert_eq!(read.u64().unwrap(), id as u64);
+            assert_eq!(
+                read.string().unwrap(),
+                record.filter.clone().unwrap_or_default()
+            );
+            let message = record.clone().encode();
+            let length = read.u32().unwrap() as usize;
+            assert_eq!(length, message.size());
+            assert_eq!(read.take(length).unwrap().len(), length);
+        }
+        assert_eq!(read.remaining(), 0);
+
+        // A version 1 frame with messages takes no filtered one.
+        let mut plain = PublishFrame::new(2);
+        plain.push(0, record(3).encode());
+        assert!(!plain.takes(&filtered(3, Some("eu")).encode()));
+        assert!(plain.takes(&record(3).encode()));
     }
 
     #[test]
