@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{create_stream, read_all, unique_stream, Partlog};
+use common::{create_stream, publish_ok, read_all, unique_stream, Partlog};
 use partlog::proto::part_log_client::PartLogClient;
-use partlog::proto::{GetOffsetsRequest, PublishRecord, PublishRequest};
+use partlog::proto::{GetOffsetsRequest, PublishRecord};
 use tonic::transport::Channel;
 
 const RECORDS: u64 = 20_000;
@@ -93,16 +93,7 @@ async fn a_mirror_killed_mid_copy_leaves_an_exact_copy() {
                 ..Default::default()
             })
             .collect();
-        let answer = source_client
-            .publish(PublishRequest {
-                stream: stream.clone(),
-                records,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(answer.results.iter().all(|r| r.error.is_none()));
+        publish_ok(&mut source_client, &stream, records).await;
     }
 
     let mut first = mirror(&source, &target, &stream, &copy);

@@ -12,7 +12,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use common::{create_stream, read_all, record, unique_stream, Partlog};
+use common::{create_stream, publish_ok, read_all, record, unique_stream, Partlog};
 use partlog::proto::consume_response::Event;
 use partlog::proto::part_log_client::PartLogClient;
 use partlog::proto::{
@@ -201,16 +201,7 @@ async fn outputs_are_stored_once_whatever_is_killed() {
         let records: Vec<_> = (batch * 100..(batch + 1) * 100)
             .map(|n| record(&format!("key-{}", n % 17), n.to_string()))
             .collect();
-        let answer = client
-            .publish(PublishRequest {
-                stream: input.clone(),
-                records,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(answer.results.iter().all(|r| r.error.is_none()));
+        publish_ok(&mut client, &input, records).await;
     }
 
     let mut members = Members(Vec::new());
