@@ -746,6 +746,84 @@ async fn client_certificates_name_principals_and_tokens_win() {
     secured.assert_log_keeps_tokens(&[]);
 }
 
+/// `partlog mirror` to a target that asks for client certificates: its own
+/// CA and certificate (CN=ops, a principal of the target) get it in; without
+/// the certificate the target refuses it.
+#[tokio::test]
+async fn a_mirror_reaches_a_mutual_tls_target_with_a_certificate_of_its_own() {
+    let source = Partlog::start().await;
+    let target = Secured::start(true).await;
+    let ops = target.pki.client("ops");
+    let stream = unique_stream("mirrored");
+    let mut source_client = source.client().await;
+    create_stream(&mut source_client, &stream, 1).await;
+    let records: Vec<PublishRecord> = (0..10).map(|i| record("k", format!("{i}"))).collect();
+    source_client
+        .publish(proto::PublishRequest {
+            stream: stream.clone(),
+            records,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Both partlogs use the same broker: the copy needs a name of its own.
+    let copy = unique_stream("mirror-copy");
+    let mut target_client = target.client(Some("ops")).await;
+    let create = proto::CreateStreamRequest {
+        stream: copy.clone(),
+        partitions: 2,
+        ..Default::default()
+    };
+    target_client
+        .create_stream(with_token(None, create))
+        .await
+        .unwrap();
+
+    let (ca, cert, key) = (path(&target.pki.ca_file()), path(&ops.cert), path(&ops.key));
+    let target_url = format!("https://localhost:{}", port(&target.server));
+    let mirror = |certificate: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_partlog"));
+        command
+            .args(["--server", &source.url(), "mirror", &stream])
+            .args(["--to", &target_url, "--to-stream", &copy, "--to-ca", &ca])
+            .args(["--group", "copy"])
+            .arg("--until-caught-up")
+            .env_remove("PARTLOG_TOKEN")
+            .env_remove("PARTLOG_TOKEN_FILE");
+        if certificate {
+            command.args(["--to-cert", &cert, "--to-key", &key]);
+        }
+        command.output().expect("run partlog mirror")
+    };
+    let refused = mirror(false);
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let copied = mirror(true);
+    let err = String::from_utf8_lossy(&copied.stderr);
+    assert_eq!(copied.status.code(), Some(0), "{err}");
+    assert!(err.contains("10 records copied"), "{err}");
+    let mut stored = 0;
+    for partition in 0..2 {
+        let request = proto::ReadRequest {
+            stream: copy.clone(),
+            partition,
+            ..Default::default()
+        };
+        stored += target_client
+            .read(with_token(None, request))
+            .await
+            .unwrap()
+            .into_inner()
+            .records
+            .len();
+    }
+    assert_eq!(stored, 10);
+}
+
 #[tokio::test]
 async fn the_cli_calls_a_secured_partlog_with_ca_certificate_and_token() {
     let secured = Secured::start(true).await;

@@ -330,6 +330,12 @@ pub struct MirrorArgs {
     /// is never sent to it).
     #[arg(long, value_name = "FILE")]
     pub to_token_file: Option<PathBuf>,
+    /// PEM client certificate for a target that asks for one (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "to_key")]
+    pub to_cert: Option<PathBuf>,
+    /// PEM private key of --to-cert.
+    #[arg(long, value_name = "FILE", requires = "to_cert")]
+    pub to_key: Option<PathBuf>,
     /// Exit once the group has copied everything the source holds (its lag
     /// is 0 on every partition): a one-off copy instead of a standing one.
     #[arg(long)]
@@ -337,13 +343,14 @@ pub struct MirrorArgs {
 }
 
 impl MirrorArgs {
-    /// How to reach the target: its address, CA and token of its own.
+    /// How to reach the target: its address, CA, client certificate and
+    /// token of its own.
     fn target(&self, common: &Common) -> Common {
         Common {
             server: self.to.clone(),
             ca: self.to_ca.clone(),
-            cert: None,
-            key: None,
+            cert: self.to_cert.clone(),
+            key: self.to_key.clone(),
             token: None,
             token_file: self.to_token_file.clone(),
             ..common.clone()
