@@ -6,7 +6,7 @@
 
 use crate::config::{Limits, MAX_PARTITIONS};
 use crate::error::{Error, Result};
-use crate::record::{NewRecord, FILTER_PROPERTY, KEY_PROPERTY};
+use crate::record::{NewRecord, RecordFilter, FILTER_PROPERTY, KEY_PROPERTY};
 
 /// RabbitMQ's limit on queue and stream names, in bytes.
 const RABBITMQ_NAME_MAX_BYTES: usize = 255;
@@ -308,6 +308,53 @@ fn publish_record(index: usize, record: &NewRecord, limits: &Limits) -> Result<(
 /// filtering is for.
 pub const MAX_FILTER_BYTES: usize = 255;
 
+/// Most filter values one read names: each is a property of the broker
+/// subscription and a Bloom filter lookup per chunk; a reader that wants
+/// more values than this wants most of the stream.
+pub const MAX_READ_FILTERS: usize = 64;
+
+/// The filter of a read (`Read`, `Subscribe`, `Consume`) from its request
+/// fields, named `{field}` and `include_unfiltered` beside it: `None`
+/// without values (every record is read). Values are 1..=255 bytes, at
+/// most [`MAX_READ_FILTERS`]; a value named twice counts once.
+pub fn record_filter(
+    field: &str,
+    values: Vec<String>,
+    include_unfiltered: bool,
+) -> Result<Option<RecordFilter>> {
+    if values.is_empty() {
+        if include_unfiltered {
+            return Err(Error::InvalidArgument(format!(
+                "include_unfiltered is set but {field} is empty: without filter values every                  record is read; name the values to read besides unfiltered records"
+            )));
+        }
+        return Ok(None);
+    }
+    if values.len() > MAX_READ_FILTERS {
+        return Err(Error::InvalidArgument(format!(
+            "{field} names {} values; at most {MAX_READ_FILTERS} are allowed",
+            values.len()
+        )));
+    }
+    for (index, value) in values.iter().enumerate() {
+        if value.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{field}[{index}] is empty; records without a filter value are read with                  include_unfiltered"
+            )));
+        }
+        if value.len() > MAX_FILTER_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "{field}[{index}] is {} bytes; filter values are at most {MAX_FILTER_BYTES}",
+                value.len()
+            )));
+        }
+    }
+    Ok(Some(RecordFilter::new(
+        values.into_iter().collect(),
+        include_unfiltered,
+    )))
+}
+
 /// Keys and headers of one record together; well inside the frame headroom
 /// that the configuration keeps above `limits.max_value_bytes`.
 pub const MAX_KEY_AND_HEADER_BYTES: u64 = 32 * 1024;
@@ -513,5 +560,27 @@ mod tests {
             publish_batch(&[r], &limits),
             Err(Error::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn read_filters_are_bounded_and_name_the_field() {
+        let values = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(record_filter("filters", vec![], false).unwrap(), None);
+        let message = |r: Result<Option<RecordFilter>>| r.unwrap_err().to_string();
+        assert!(message(record_filter("filters", vec![], true)).contains("filters is empty"));
+        assert!(
+            message(record_filter("open.filters", values(&["eu", ""]), false))
+                .contains("open.filters[1] is empty")
+        );
+        let long = "f".repeat(MAX_FILTER_BYTES + 1);
+        assert!(message(record_filter("filters", vec![long], false))
+            .contains("filters[0] is 256 bytes"));
+        let many = (0..=MAX_READ_FILTERS).map(|i| i.to_string()).collect();
+        assert!(message(record_filter("filters", many, false)).contains("at most 64"));
+        let filter = record_filter("filters", values(&["us", "eu", "us"]), true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(filter.values().collect::<Vec<_>>(), ["eu", "us"]);
+        assert!(filter.include_unfiltered());
     }
 }

@@ -62,6 +62,7 @@ async fn partlog_recovers_from_a_broker_restart() {
                         reattached.lock().unwrap().insert(a.partition);
                     }
                     Event::Assignment(_) => {}
+                    Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
                 }
             }
             panic!("the subscription ended");

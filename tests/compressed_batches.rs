@@ -144,6 +144,7 @@ async fn batches_of_every_codec_are_read_by_read_subscribe_and_consume() {
             Event::Record(record) => consumed.push(summary(&record)),
             Event::Assignment(_) => {}
             Event::Commit(ack) => panic!("no commit sent: {ack:?}"),
+            Event::Skipped(skipped) => panic!("skipped without a filter: {skipped:?}"),
         }
     }
     assert_eq!(consumed, expected());

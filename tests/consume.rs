@@ -116,6 +116,7 @@ async fn member_loop(mut member: Member, stop: std::sync::Arc<tokio::sync::Notif
                 since.insert(a.partition, 0);
             }
             Event::Assignment(_) => {}
+            Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
         }
     }
 }
@@ -254,6 +255,7 @@ async fn byte_credit_brings_the_records_it_covers() {
                 }
                 Event::Assignment(a) => assert_eq!(a.state(), AssignmentState::Active),
                 Event::Commit(ack) => panic!("no commit sent: {ack:?}"),
+                Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
             }
         }
         // And no more: partlog keeps the next record until the next grant.
@@ -284,6 +286,7 @@ async fn commits_are_answered_in_order_with_their_errors() {
             Event::Assignment(_) => held += 1,
             Event::Record(_) => records += 1,
             Event::Commit(ack) => panic!("no commit yet: {ack:?}"),
+            Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
         }
     }
     member.commit(BTreeMap::from([(0, 9), (1, 19)])).await;
@@ -540,6 +543,7 @@ async fn a_handoff_with_commits_in_flight_keeps_every_answered_commit() {
                 lost.push(a.partition)
             }
             Event::Assignment(_) => {}
+            Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
         }
     }
     assert!(!lost.is_empty(), "B took no partition from A");
@@ -661,6 +665,7 @@ async fn a_kill_9_under_load_keeps_every_answered_commit() {
                 *best = (*best).max(ack.committed.expect("an answered commit's offset"));
             }
             Event::Assignment(_) => {}
+            Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
         }
     }
     one.kill();
@@ -727,6 +732,7 @@ async fn a_step_down_is_handled_whatever_the_members_credit() {
             Event::Assignment(_) => held += 1,
             Event::Record(_) => records += 1,
             Event::Commit(ack) => panic!("no commit sent: {ack:?}"),
+            Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
         }
     }
     // A grants nothing more. B joins and is given a partition.

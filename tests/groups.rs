@@ -46,6 +46,7 @@ async fn subscribe(
             partitions: vec![],
             start,
             window,
+            ..Default::default()
         })
         .await
         .expect("subscribe")
@@ -225,6 +226,7 @@ impl Member {
                             .committed
                             .insert(r.partition, r.offset);
                     }
+                    Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
                 }
             }
         });

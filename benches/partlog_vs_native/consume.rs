@@ -184,7 +184,7 @@ async fn subscribe(
                     tally.record(r.partition, r.offset, &r.value);
                     received += 1;
                 }
-                Some(Event::Assignment(_)) => {}
+                Some(Event::Assignment(_) | Event::Skipped(_)) => {}
                 None => return Err("Subscribe ended".into()),
             }
         }
@@ -210,6 +210,8 @@ async fn read_loop(
                     partition,
                     offset,
                     max_records: READ_RECORDS,
+                    filters: Vec::new(),
+                    include_unfiltered: false,
                     // Records still on their way are waited for, not polled.
                     max_wait: Some(prost_types::Duration {
                         seconds: 1,

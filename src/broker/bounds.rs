@@ -28,7 +28,7 @@ pub async fn at_last_chunk(broker: &Broker, partition: &Partition) -> Result<AtL
     let leader = broker.leader(partition).await?;
     let mut reader = broker
         .readers()
-        .open(partition, &leader, ReadFrom::Last, Consumer::Alone)
+        .open(partition, &leader, ReadFrom::Last, Consumer::Alone, None)
         .await?;
     let last = async {
         let stats = broker.stream_stats(stream).await?;
@@ -99,7 +99,7 @@ pub async fn first_chunk_at(
     let timeout = broker.connector().timeout();
     let mut reader = broker
         .readers()
-        .open(partition, &leader, start, Consumer::Alone)
+        .open(partition, &leader, start, Consumer::Alone, None)
         .await?;
     let chunk = reader.next_chunk(broker.connector().deadline()).await;
     reader.close();

@@ -168,7 +168,8 @@ pub async fn run(args: MirrorArgs, common: &Common) -> Result<()> {
                             );
                         }
                     }
-                    None => {}
+                    // The mirror reads without filters.
+                    Some(Event::Skipped(_)) | None => {}
                 },
                 Some(Err(status)) => return Err(status.into()),
                 None => return Err(Failure::Other("the source ended the Consume call".into())),

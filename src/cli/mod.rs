@@ -234,7 +234,21 @@ pub struct ReadArgs {
     #[arg(long)]
     pub max: Option<u64>,
     #[command(flatten)]
+    pub filtering: FilterArgs,
+    #[command(flatten)]
     pub values: ValueArgs,
+}
+
+/// Which records a read keeps, by their filter values.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// Only records with this filter value (repeat for several, at most
+    /// 64): the broker sends only the chunks that may hold them.
+    #[arg(long = "filter", value_name = "VALUE")]
+    pub filters: Vec<String>,
+    /// With --filter: records without a filter value too.
+    #[arg(long, requires = "filters")]
+    pub include_unfiltered: bool,
 }
 
 #[derive(Args, Debug)]
@@ -259,6 +273,8 @@ pub struct TailArgs {
     /// Records partlog buffers for this subscriber [default: the server's].
     #[arg(long)]
     pub window: Option<u32>,
+    #[command(flatten)]
+    pub filtering: FilterArgs,
     /// Stop after this many records.
     #[arg(long)]
     pub max: Option<u64>,

@@ -34,6 +34,8 @@ pub async fn run(args: ReadArgs, common: &Common) -> Result<()> {
                 partition: args.partition,
                 offset,
                 max_records: remaining.min(PAGE) as u32,
+                filters: args.filtering.filters.clone(),
+                include_unfiltered: args.filtering.include_unfiltered,
                 ..Default::default()
             })
             .await?

@@ -62,6 +62,8 @@ pub async fn run(args: TailArgs, common: &Common) -> Result<()> {
             partitions: args.partitions.clone(),
             start: args.from.as_ref().map(Position::to_proto),
             window: args.window.unwrap_or(0),
+            filters: args.filtering.filters.clone(),
+            include_unfiltered: args.filtering.include_unfiltered,
         })
         .await;
     let mut events = match subscribed {
@@ -96,6 +98,14 @@ pub async fn run(args: TailArgs, common: &Common) -> Result<()> {
                     printed += 1;
                     if let Some(committer) = &committer {
                         committer.processed(partition, offset);
+                    }
+                }
+                Some(Event::Skipped(skipped)) => {
+                    // What the filter passed is processed too.
+                    if let (Some(committer), Some(last)) =
+                        (&committer, skipped.next_offset.checked_sub(1))
+                    {
+                        committer.processed(skipped.partition, last);
                     }
                 }
                 Some(Event::Assignment(assignment)) => {

@@ -102,6 +102,9 @@ pub enum ConsumeEvent {
         state: AssignmentState,
         next_offset: Option<u64>,
     },
+    /// With a filter: every record of `partition` below `next_offset`
+    /// was delivered or did not match.
+    Skipped { partition: u32, next_offset: u64 },
     /// The answer to one commit: the committed offset, or why it was
     /// refused.
     CommitAck {
@@ -125,6 +128,8 @@ type PendingAck = Pin<Box<dyn Future<Output = ConsumeEvent> + Send>>;
 struct Queued {
     partition: u32,
     records: VecDeque<StoredRecord>,
+    /// With a filter: the client is told it once the records went out.
+    skipped_to: Option<u64>,
     /// Released once every record went out or was dropped.
     _budget: OwnedSemaphorePermit,
 }
@@ -210,12 +215,29 @@ where
     }
 
     /// Hands the client the queued records its credit allows, a batch per
-    /// partition run.
+    /// partition run, each followed by what the filter skipped after it
+    /// (which takes no credit).
     async fn deliver(&mut self) -> std::result::Result<(), Option<Error>> {
-        while self.credit.has_room() {
+        loop {
             let Some(front) = self.queue.front_mut() else {
                 return Ok(());
             };
+            if front.records.is_empty() {
+                let partition = front.partition;
+                let skipped_to = front.skipped_to;
+                self.queue.pop_front();
+                if let Some(next_offset) = skipped_to {
+                    let skipped = ConsumeEvent::Skipped {
+                        partition,
+                        next_offset,
+                    };
+                    emit(&self.output, skipped).await?;
+                }
+                continue;
+            }
+            if !self.credit.has_room() {
+                return Ok(());
+            }
             let mut batch = Vec::new();
             while self.credit.has_room() {
                 let Some(record) = front.records.pop_front() else {
@@ -224,13 +246,9 @@ where
                 self.credit.take(&record);
                 batch.push(record);
             }
-            if front.records.is_empty() {
-                self.queue.pop_front();
-            }
             self.metrics.delivered(&batch);
             emit(&self.output, ConsumeEvent::Records(batch)).await?;
         }
-        Ok(())
     }
 
     fn on_input(&mut self, input: ClientInput) {
@@ -302,13 +320,23 @@ where
             SubscriptionEvent::Records {
                 partition,
                 records,
+                skipped_to,
                 budget,
             } => {
                 // Records come only while the subscriber holds the
-                // partition (the partition task makes sure).
+                // partition (the partition task makes sure). Skipped
+                // records after others of the same partition still queued
+                // move that entry's end (and give their budget back).
+                if let Some(back) = self.queue.back_mut() {
+                    if records.is_empty() && back.partition == partition {
+                        back.skipped_to = skipped_to;
+                        return Ok(());
+                    }
+                }
                 self.queue.push_back(Queued {
                     partition,
                     records: records.into(),
+                    skipped_to,
                     _budget: budget,
                 });
                 Ok(())

@@ -48,7 +48,7 @@ use crate::broker::{Broker, Node, StreamSettings, SuperStream};
 use crate::config::{Fallback, Limits};
 use crate::error::{Error, Result};
 use crate::offsets::{Committed, OffsetStore};
-use crate::record::{NewRecord, StoredRecord};
+use crate::record::{NewRecord, RecordFilter};
 use crate::validate;
 use committed::CommittedOffsets;
 use consume::{Committer, Session};
@@ -64,7 +64,7 @@ pub(crate) use consume::{ClientInput, ConsumeEvent, Credit};
 pub(crate) use groups::PartitionOffsets;
 pub(crate) use position::StartPosition;
 pub(crate) use publish::{Appended, ProducerId, SubmittedBatch};
-pub(crate) use read::ReadRequest;
+pub(crate) use read::{ReadRecords, ReadRequest};
 pub(crate) use source::{Output, Source, SourceCommits};
 pub(crate) use subscribe::AssignmentState;
 
@@ -80,6 +80,8 @@ pub struct ConsumeOpen {
     pub partitions: Vec<u32>,
     pub start: Option<StartPosition>,
     pub credit: Credit,
+    /// Only the records it keeps; `None`: every record.
+    pub filter: Option<RecordFilter>,
 }
 
 /// Events a session may have on their way to the transport: a few, so
@@ -281,15 +283,20 @@ impl PartitionedLog {
         })
     }
 
-    pub async fn read(&self, request: ReadRequest) -> Result<Vec<StoredRecord>> {
+    pub async fn read(&self, request: ReadRequest) -> Result<ReadRecords> {
         validate::stream_name(&request.stream)?;
         let range = request.range(&self.limits)?;
         let stream = self.broker.super_stream(&request.stream).await?;
         let index = validate::partition(request.partition, stream.partitions.len(), &stream.name)?;
         let partition = &stream.partitions[index];
-        let records = read::read(&self.broker, &self.warm_readers, partition, range).await?;
-        crate::telemetry::stream(&stream.name).delivered(&records);
-        Ok(records)
+        let read = match request.filter {
+            None => read::read(&self.broker, &self.warm_readers, partition, range).await?,
+            Some(filter) => {
+                read::read_filtered(&self.broker, partition, range, Arc::new(filter)).await?
+            }
+        };
+        crate::telemetry::stream(&stream.name).delivered(&read.records);
+        Ok(read)
     }
 
     /// Validates, routes and queues the records on their partitions'
@@ -387,6 +394,7 @@ impl PartitionedLog {
         partitions: &[u32],
         start: Option<StartPosition>,
         window: u32,
+        filter: Option<RecordFilter>,
     ) -> Result<ConsumeEvents> {
         let window = validate::amount(
             "window",
@@ -401,6 +409,7 @@ impl PartitionedLog {
             partitions: partitions.to_vec(),
             start,
             credit: Credit::UNLIMITED,
+            filter,
         };
         self.start_session(
             open,
@@ -470,6 +479,7 @@ impl PartitionedLog {
             partitions,
             start,
             budget,
+            filter: open.filter.map(Arc::new),
         };
         let subscription = self.subscribers.start(stream.clone(), request, member);
         let metrics = crate::telemetry::stream(&stream.name);

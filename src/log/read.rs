@@ -6,17 +6,25 @@
 //! which serves a read that waits for new records. After the call the
 //! reader is kept for the next call from where this one ended
 //! ([`WarmReaders`]).
+//!
+//! A read with a filter ([`read_filtered`]) asks the broker which chunk it
+//! committed last, then subscribes with the filter: the broker sends only
+//! the chunks that may hold the filter's values, and tells (by answering a
+//! later request) when it has no more. Every record before that chunk was
+//! then either sent or skipped, so the next offset can move past what the
+//! filter skipped without missing a record.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::warm_readers::{Cursor, WarmReaders};
 use crate::broker::bounds::{at_last_chunk, AtLast};
-use crate::broker::{Broker, Partition, ReadFrom};
+use crate::broker::{Broker, ChunkReader, Consumer, Partition, ReadFrom};
 use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::record::StoredRecord;
+use crate::record::{RecordFilter, StoredRecord};
 use crate::telemetry;
 use crate::validate;
 
@@ -34,6 +42,17 @@ pub struct ReadRequest {
     /// 0 asks for the limit.
     pub max_bytes: u32,
     pub max_wait: Duration,
+    /// Only the records it keeps; `None`: every record.
+    pub filter: Option<RecordFilter>,
+}
+
+/// What a bounded read returned.
+#[derive(Debug)]
+pub struct ReadRecords {
+    pub records: Vec<StoredRecord>,
+    /// Where the next read goes on: after the last record returned, or
+    /// with a filter after the records it skipped.
+    pub next_offset: u64,
 }
 
 /// What a bounded read reads, within the limits.
@@ -90,7 +109,7 @@ pub async fn read(
     warm: &WarmReaders,
     partition: &Partition,
     range: ReadRange,
-) -> Result<Vec<StoredRecord>> {
+) -> Result<ReadRecords> {
     let mut read = None;
     if let Some(mut cursor) = warm.take(&partition.stream, range.from) {
         match read_with(broker, &mut cursor, partition, range).await {
@@ -131,12 +150,116 @@ pub async fn read(
         if let Err(e) = cursor.reader.ask_next().await {
             tracing::debug!(%e, "a reader is not kept for the next Read");
             cursor.reader.close();
-            return Ok(records);
+            return Ok(ReadRecords {
+                records,
+                next_offset: next,
+            });
         }
     }
     cursor.tail_is_current = false;
     warm.park(&partition.stream, next, cursor);
-    Ok(records)
+    Ok(ReadRecords {
+        records,
+        next_offset: next,
+    })
+}
+
+/// Reads `range` of `partition`, keeping the records `filter` keeps. The
+/// reader is not kept for the next call (a kept reader would serve the
+/// same filter rarely enough not to be worth a subscription).
+pub async fn read_filtered(
+    broker: &Broker,
+    partition: &Partition,
+    range: ReadRange,
+    filter: Arc<RecordFilter>,
+) -> Result<ReadRecords> {
+    // Committed before the filtered subscription starts (on the leader,
+    // which commits first): the broker passes this chunk before it says it
+    // has nothing more to send. Its records may be read again by the next
+    // call, never missed.
+    let stats = broker.stream_stats(&partition.stream).await?;
+    let passed_at_end = stats.committed_chunk_id.unwrap_or(0);
+    let leader = broker.leader(partition).await?;
+    let start = ReadFrom::Offset(range.from);
+    let mut reader = broker
+        .readers()
+        .open(
+            partition,
+            &leader,
+            start,
+            Consumer::Alone,
+            Some(filter.clone()),
+        )
+        .await?;
+    let read = scan_filtered(&mut reader, partition, range, &filter, passed_at_end).await;
+    reader.close();
+    read
+}
+
+/// The records of `range` that `filter` keeps, from `reader`, which reads
+/// from `range.from` with the filter; every record below `passed_at_end`
+/// was sent or skipped once the broker has nothing more to send.
+async fn scan_filtered(
+    reader: &mut ChunkReader,
+    partition: &Partition,
+    range: ReadRange,
+    filter: &RecordFilter,
+    passed_at_end: u64,
+) -> Result<ReadRecords> {
+    let mut records = Vec::new();
+    let mut bytes = 0;
+    // Offsets below this were returned or skipped.
+    let mut passed = range.from;
+    let wait_deadline = Instant::now() + range.max_wait;
+    loop {
+        let chunk = match reader.next_chunk_now().await? {
+            Some(chunk) => chunk,
+            None => {
+                // The broker passed every chunk committed before it started.
+                passed = passed.max(passed_at_end);
+                if !records.is_empty() || range.max_wait.is_zero() {
+                    break;
+                }
+                match reader.next_chunk(wait_deadline).await? {
+                    Some(chunk) => chunk,
+                    None => break,
+                }
+            }
+        };
+        let chunk_records = match chunk.records(partition, passed) {
+            Ok(chunk_records) => chunk_records,
+            // What came before the damage is answered; the next call,
+            // from the damaged chunk, answers the error.
+            Err(Error::DataLoss(_)) if !records.is_empty() => break,
+            Err(e) => return Err(e),
+        };
+        for record in chunk_records {
+            if filter.keeps(&record) {
+                bytes += record.payload_bytes();
+                if bytes > range.max_bytes && !records.is_empty() {
+                    return Ok(ReadRecords {
+                        records,
+                        next_offset: passed,
+                    });
+                }
+                passed = record.offset + 1;
+                records.push(record);
+                if records.len() == range.max_records {
+                    return Ok(ReadRecords {
+                        records,
+                        next_offset: passed,
+                    });
+                }
+            } else {
+                passed = record.offset + 1;
+            }
+        }
+        passed = passed.max(chunk.last_offset() + 1);
+    }
+    Ok(ReadRecords {
+        records,
+        next_offset: passed,
+    })
 }
 
 /// A new reader for a read from `from`: attached at `Last` to learn where
@@ -153,7 +276,11 @@ async fn cold(broker: &Broker, partition: &Partition, from: u64) -> Result<Curso
     if let Some(last) = last {
         cursor.saw(&last);
         if from < last.first_offset {
-            if let Err(e) = cursor.reader.resubscribe(ReadFrom::Offset(from)).await {
+            if let Err(e) = cursor
+                .reader
+                .resubscribe(ReadFrom::Offset(from), None)
+                .await
+            {
                 cursor.reader.close();
                 return Err(e);
             }

@@ -56,7 +56,7 @@ use crate::broker::{
 };
 use crate::config::Fallback;
 use crate::error::{Error, Result};
-use crate::record::StoredRecord;
+use crate::record::{RecordFilter, StoredRecord};
 
 /// What a subscriber receives.
 #[derive(Debug)]
@@ -64,7 +64,11 @@ pub enum SubscriptionEvent {
     /// Records of one partition in offset order (from one chunk).
     Records {
         partition: u32,
+        /// Empty when none of the chunk's records matched the filter.
         records: Vec<StoredRecord>,
+        /// With a filter, when the chunk's last records did not match: the
+        /// offset after the chunk, read next.
+        skipped_to: Option<u64>,
         /// Their share of the subscription's budget, given back on drop.
         budget: OwnedSemaphorePermit,
     },
@@ -144,6 +148,8 @@ pub struct SubscribeRequest {
     /// What partlog buffers for the subscriber at most (a chunk more per
     /// partition while a task waits).
     pub budget: Budget,
+    /// Only the records it keeps; `None`: every record.
+    pub filter: Option<Arc<RecordFilter>>,
 }
 
 /// The unit and size of a subscription's buffer.
@@ -219,6 +225,7 @@ impl Subscribers {
                 index: index as usize,
                 group: request.group.clone(),
                 start: request.start,
+                filter: request.filter.clone(),
                 member: member.clone(),
                 events: events.clone(),
                 budget: budget.clone(),
@@ -241,6 +248,7 @@ struct PartitionTask {
     index: usize,
     group: Option<String>,
     start: StartPosition,
+    filter: Option<Arc<RecordFilter>>,
     member: String,
     events: mpsc::UnboundedSender<Result<SubscriptionEvent>>,
     budget: Arc<Semaphore>,
@@ -250,7 +258,8 @@ struct PartitionTask {
 /// What a partition task knows across reconnections.
 #[derive(Default)]
 struct Progress {
-    /// Offset of the last record handed to the subscriber.
+    /// Offset of the last record handed to the subscriber, or with a
+    /// filter of the last one it was told it skipped.
     delivered: Option<u64>,
     /// Without a group: the connection broke, the next attachment is a
     /// re-attachment (REATTACHED), reading on after `delivered`.
@@ -345,7 +354,13 @@ impl PartitionTask {
             .subscribers
             .broker
             .readers()
-            .open(self.partition(), leader, spec, Consumer::Alone)
+            .open(
+                self.partition(),
+                leader,
+                spec,
+                Consumer::Alone,
+                self.filter.clone(),
+            )
             .await?;
         progress.next_offset = start.unwrap_or(0);
         let state = if std::mem::take(&mut progress.reattaching) {
@@ -367,7 +382,13 @@ impl PartitionTask {
         self.subscribers
             .broker
             .readers()
-            .open(self.partition(), leader, ReadFrom::Next, member)
+            .open(
+                self.partition(),
+                leader,
+                ReadFrom::Next,
+                member,
+                self.filter.clone(),
+            )
             .await
     }
 
@@ -416,11 +437,20 @@ impl PartitionTask {
         }
         let partition = self.partition();
         partition.saw_record(chunk.last_offset());
-        let records: Vec<StoredRecord> = chunk.records(partition, progress.next_offset)?.collect();
-        let Some(last) = records.last().map(|r| r.offset) else {
+        let mut records: Vec<StoredRecord> =
+            chunk.records(partition, progress.next_offset)?.collect();
+        let Some(last_read) = records.last().map(|r| r.offset) else {
             return Ok(true);
         };
-        let permits = self.unit.of(records.len());
+        if let Some(filter) = &self.filter {
+            records.retain(|record| filter.keeps(record));
+        }
+        let last_kept = records.last().map(|r| r.offset);
+        let skipped_to = (last_kept != Some(last_read)).then(|| last_read.saturating_add(1));
+        // A chunk of nothing but skipped records takes a permit too: a
+        // client that stops reading stops the broker also when nothing
+        // matches.
+        let permits = self.unit.of(records.len().max(1));
         let budget = loop {
             tokio::select! {
                 permit = self.budget.clone().acquire_many_owned(permits) => match permit {
@@ -450,13 +480,14 @@ impl PartitionTask {
         let event = SubscriptionEvent::Records {
             partition: partition.index,
             records,
+            skipped_to,
             budget,
         };
         if !self.send(event).await {
             return Ok(false);
         }
-        progress.next_offset = last.saturating_add(1);
-        progress.delivered = Some(last);
+        progress.next_offset = last_read.saturating_add(1);
+        progress.delivered = Some(last_read);
         Ok(true)
     }
 

@@ -26,6 +26,9 @@
 use std::collections::BTreeMap;
 
 pub mod amqp;
+mod filter;
+
+pub use filter::RecordFilter;
 
 use bytes::Bytes;
 

@@ -15,6 +15,7 @@ use crate::offsets::Committed;
 use crate::proto;
 use crate::proto::start_position::Position;
 use crate::record::{NewRecord, StoredRecord};
+use crate::validate;
 
 /// The status code of each core error kind.
 pub fn code(error: &Error) -> Code {
@@ -203,6 +204,13 @@ pub fn subscribe_responses(event: ConsumeEvent) -> Vec<proto::SubscribeResponse>
             state,
             next_offset,
         )))],
+        ConsumeEvent::Skipped {
+            partition,
+            next_offset,
+        } => vec![wrap(Event::Skipped(proto::Skipped {
+            partition,
+            next_offset,
+        }))],
         // A Subscribe session takes no commits.
         ConsumeEvent::CommitAck { .. } => Vec::new(),
     }
@@ -226,6 +234,13 @@ pub fn consume_responses(event: ConsumeEvent) -> Vec<proto::ConsumeResponse> {
             state,
             next_offset,
         )))],
+        ConsumeEvent::Skipped {
+            partition,
+            next_offset,
+        } => vec![wrap(Event::Skipped(proto::Skipped {
+            partition,
+            next_offset,
+        }))],
         ConsumeEvent::CommitAck {
             partition,
             offset,
@@ -291,6 +306,7 @@ pub fn consume_open(request: proto::ConsumeRequest) -> Result<ConsumeOpen, Error
             .map(|s| start_position(s, "open.start"))
             .transpose()?,
         group: Some(open.group).filter(|g| !g.is_empty()),
+        filter: validate::record_filter("open.filters", open.filters, open.include_unfiltered)?,
         stream: open.stream,
         partitions: open.partitions,
         credit: Credit {

@@ -21,6 +21,7 @@ use crate::log::{
 use crate::proto;
 use crate::proto::part_log_server::PartLog;
 use crate::record::NewRecord;
+use crate::validate;
 
 /// The `partlog.v1.PartLog` implementation over a shared core.
 pub struct PartLogService {
@@ -188,23 +189,25 @@ impl PartLog for PartLogService {
             .transpose()
             .map_err(|why| Status::invalid_argument(format!("max_wait {why}")))?
             .unwrap_or_default();
-        let from = request.offset;
-        let records = self
+        let filter =
+            validate::record_filter("filters", request.filters, request.include_unfiltered)
+                .map_err(status)?;
+        let read = self
             .log
             .read(ReadRequest {
                 stream: request.stream,
                 partition: request.partition,
-                offset: from,
+                offset: request.offset,
                 max_records: request.max_records,
                 max_bytes: request.max_bytes,
                 max_wait,
+                filter,
             })
             .await
             .map_err(status)?;
-        let next_offset = records.last().map_or(from, |r| r.offset + 1);
         Ok(Response::new(proto::ReadResponse {
-            records: records.into_iter().map(convert::record).collect(),
-            next_offset,
+            records: read.records.into_iter().map(convert::record).collect(),
+            next_offset: read.next_offset,
         }))
     }
 
@@ -222,6 +225,12 @@ impl PartLog for PartLogService {
             .transpose()
             .map_err(status)?;
         let group = Some(request.group.as_str()).filter(|g| !g.is_empty());
+        let filter = validate::record_filter(
+            "filters",
+            request.filters.clone(),
+            request.include_unfiltered,
+        )
+        .map_err(status)?;
         let events = self
             .log
             .subscribe(
@@ -230,6 +239,7 @@ impl PartLog for PartLogService {
                 &request.partitions,
                 start,
                 request.window,
+                filter,
             )
             .await
             .map_err(status)?;

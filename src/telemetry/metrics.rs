@@ -105,6 +105,8 @@ pub(crate) struct Metrics {
     chunks_unreadable: Family<StreamLabel, Counter>,
     producer_recreations: Family<StreamLabel, Counter>,
     reads_resumed: Family<StreamLabel, Counter>,
+    chunks_received: Family<StreamLabel, Counter>,
+    chunk_bytes_received: Family<StreamLabel, Counter>,
     subscriptions_active: Family<StreamLabel, Gauge>,
     broker_up: Gauge,
     connections_open: Family<KindLabel, Gauge>,
@@ -155,6 +157,8 @@ impl Metrics {
             chunks_unreadable: Family::default(),
             producer_recreations: Family::default(),
             reads_resumed: Family::default(),
+            chunks_received: Family::default(),
+            chunk_bytes_received: Family::default(),
             subscriptions_active: Family::default(),
             broker_up: Gauge::default(),
             connections_open: Family::default(),
@@ -263,6 +267,18 @@ impl Metrics {
             m.reads_resumed.clone(),
         );
         r.register(
+            "chunks_received",
+            "Chunks the broker sent partlog's readers (Read, Subscribe, Consume); a reader \
+             that filters is sent only the chunks that may hold its filter values",
+            m.chunks_received.clone(),
+        );
+        r.register_with_unit(
+            "chunks_received",
+            "Bytes of the chunks the broker sent partlog's readers",
+            Unit::Bytes,
+            m.chunk_bytes_received.clone(),
+        );
+        r.register(
             "subscriptions_active",
             "Subscribe and Consume calls reading the stream",
             m.subscriptions_active.clone(),
@@ -366,6 +382,8 @@ impl Metrics {
             unreadable: self.chunks_unreadable.get_or_create_owned(&label),
             recreations: self.producer_recreations.get_or_create_owned(&label),
             resumed: self.reads_resumed.get_or_create_owned(&label),
+            chunks_received: self.chunks_received.get_or_create_owned(&label),
+            chunk_bytes_received: self.chunk_bytes_received.get_or_create_owned(&label),
             name: label.stream,
         });
         streams.insert(stream.to_owned(), handles.clone());
@@ -391,6 +409,8 @@ impl Metrics {
             &self.chunks_unreadable,
             &self.producer_recreations,
             &self.reads_resumed,
+            &self.chunks_received,
+            &self.chunk_bytes_received,
         ] {
             family.remove(&label);
         }
@@ -570,6 +590,8 @@ pub(crate) struct StreamMetrics {
     unreadable: Counter,
     recreations: Counter,
     resumed: Counter,
+    chunks_received: Counter,
+    chunk_bytes_received: Counter,
 }
 
 impl StreamMetrics {
@@ -610,6 +632,12 @@ impl StreamMetrics {
     /// A Read went on with the reader kept from the call before.
     pub fn read_resumed(&self) {
         self.resumed.inc();
+    }
+
+    /// A reader was sent a chunk of `bytes` bytes.
+    pub fn chunk_received(&self, bytes: usize) {
+        self.chunks_received.inc();
+        self.chunk_bytes_received.inc_by(bytes as u64);
     }
 
     /// Counts a subscription of the stream until the guard is dropped.

@@ -634,7 +634,7 @@ impl MemberEvents {
             .into_iter()
             .filter_map(|e| match e {
                 Event::Record(r) => Some(r.value.to_vec()),
-                Event::Assignment(_) => None,
+                Event::Assignment(_) | Event::Skipped(_) => None,
             })
             .collect()
     }
@@ -719,6 +719,10 @@ pub fn assignment_view(
                 }
                 other => problems.push(format!("#{i}: {other:?} for {}", a.partition)),
             },
+            Event::Skipped(skipped) => problems.push(format!(
+                "#{i}: skipped {}@{} without a filter",
+                skipped.partition, skipped.next_offset
+            )),
         }
     }
     (held, problems)

@@ -37,14 +37,15 @@ use super::chunk::{data_loss, Chunk};
 use super::link::{Frames, Link};
 use super::wire::{
     self, Body, Frame, Reader, CODE_OK, CODE_STREAM_DOES_NOT_EXIST, CONSUMER_UPDATE, CREDIT,
-    DELIVER, METADATA_UPDATE, RESPONSE, SUBSCRIBE, UNSUBSCRIBE,
+    DELIVER, METADATA_UPDATE, RESPONSE, STREAM_STATS, SUBSCRIBE, UNSUBSCRIBE,
 };
 use crate::broker::connect::Connector;
 use crate::broker::node::Node;
 use crate::broker::super_stream::Partition;
 use crate::error::{Error, Result};
+use crate::record::RecordFilter;
 use crate::sync::lock;
-use crate::telemetry::ConnectionKind;
+use crate::telemetry::{ConnectionKind, StreamMetrics};
 
 /// Where in a partition stream a subscription starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,15 +303,18 @@ impl ReaderPool {
         }
     }
 
-    /// A reader of `partition` on `node` from `start`, as `consumer`.
+    /// A reader of `partition` on `node` from `start`, as `consumer`; with
+    /// a `filter`, the broker sends only the chunks that may hold records
+    /// it keeps (the reader's caller keeps exactly those).
     pub async fn open(
         self: &Arc<Self>,
         partition: &Partition,
         node: &Node,
         start: ReadFrom,
         consumer: Consumer<'_>,
+        filter: Option<Arc<RecordFilter>>,
     ) -> Result<ChunkReader> {
-        self.subscribe(PartitionName::of(partition), node, start, consumer)
+        self.subscribe(PartitionName::of(partition), node, start, consumer, filter)
             .await
     }
 
@@ -320,6 +324,7 @@ impl ReaderPool {
         node: &Node,
         start: ReadFrom,
         consumer: Consumer<'_>,
+        filter: Option<Arc<RecordFilter>>,
     ) -> Result<ChunkReader> {
         let (connection, id, events) = self.attach(node, &partition.stream, consumer).await?;
         let mut reader = ChunkReader {
@@ -328,7 +333,9 @@ impl ReaderPool {
             events,
             node: node.clone(),
             pool: self.clone(),
+            metrics: crate::telemetry::stream(&partition.super_stream),
             partition,
+            filter,
             credit_owed: false,
         };
         if let Err(e) = reader.subscribe(start, consumer).await {
@@ -401,6 +408,42 @@ impl ReaderPool {
     }
 }
 
+/// The properties of a subscription: single active consumer in super
+/// stream mode for a group member, and the filter values
+/// (`filter.0`, `filter.1`, …, with `match-unfiltered`; RabbitMQ 3.13+,
+/// older brokers ignore them and send every chunk).
+fn subscription_properties(
+    body: Body,
+    consumer: Consumer<'_>,
+    super_stream: &str,
+    filter: Option<&RecordFilter>,
+) -> Result<Body> {
+    let mut properties: Vec<(String, &str)> = Vec::new();
+    if let Consumer::Member { group } = consumer {
+        properties.push(("single-active-consumer".into(), "true"));
+        properties.push(("name".into(), group));
+        properties.push(("super-stream".into(), super_stream));
+    }
+    if let Some(filter) = filter {
+        for (index, value) in filter.values().enumerate() {
+            properties.push((format!("filter.{index}"), value));
+        }
+        let unfiltered = if filter.include_unfiltered() {
+            "true"
+        } else {
+            "false"
+        };
+        properties.push(("match-unfiltered".into(), unfiltered));
+    }
+    let count = u32::try_from(properties.len())
+        .map_err(|_| Error::Internal("too many subscription properties".into()))?;
+    let mut body = body.u32(count);
+    for (name, value) in properties {
+        body = body.string(&name)?.string(value)?;
+    }
+    Ok(body)
+}
+
 /// A subscription to one partition stream on a shared connection.
 pub struct ChunkReader {
     connection: Arc<ReaderConnection>,
@@ -409,6 +452,10 @@ pub struct ChunkReader {
     node: Node,
     pool: Arc<ReaderPool>,
     partition: PartitionName,
+    /// What the broker was asked to send of the partition; `None`: all.
+    filter: Option<Arc<RecordFilter>>,
+    /// The super stream's series, counting the chunks received.
+    metrics: Arc<StreamMetrics>,
     /// A chunk arrived and its credit has not been given back yet.
     credit_owed: bool,
 }
@@ -438,20 +485,13 @@ impl ChunkReader {
         self.credit_owed = false;
         let stream = &self.partition.stream;
         let body = Body::default().u8(self.id).string(stream)?;
-        let mut body = start.encode(body).u16(1);
-        match consumer {
-            Consumer::Alone => body = body.u32(0),
-            Consumer::Member { group } => {
-                body = body
-                    .u32(3)
-                    .string("single-active-consumer")?
-                    .string("true")?
-                    .string("name")?
-                    .string(group)?
-                    .string("super-stream")?
-                    .string(&self.partition.super_stream)?;
-            }
-        }
+        let body = start.encode(body).u16(1);
+        let body = subscription_properties(
+            body,
+            consumer,
+            &self.partition.super_stream,
+            self.filter.as_deref(),
+        )?;
         let what = format!("subscribing to {stream:?}");
         match self.connection.request(SUBSCRIBE, &body.0, &what).await? {
             CODE_OK => Ok(()),
@@ -464,15 +504,55 @@ impl ChunkReader {
         }
     }
 
-    /// Moves the reader to `start`: a new subscription to the same stream
-    /// on the same node, this one ended.
-    pub async fn resubscribe(&mut self, start: ReadFrom) -> Result<()> {
+    /// Moves the reader to `start`, reading what `filter` asks for: a new
+    /// subscription to the same stream on the same node, this one ended.
+    pub async fn resubscribe(
+        &mut self,
+        start: ReadFrom,
+        filter: Option<Arc<RecordFilter>>,
+    ) -> Result<()> {
         let moved = self
             .pool
-            .subscribe(self.partition.clone(), &self.node, start, Consumer::Alone)
+            .subscribe(
+                self.partition.clone(),
+                &self.node,
+                start,
+                Consumer::Alone,
+                filter,
+            )
             .await?;
         std::mem::replace(self, moved).close();
         Ok(())
+    }
+
+    /// The next chunk the broker has for this subscription now, or `None`
+    /// when it has none: it reached the end of what the node had
+    /// committed (with a filter: having skipped every chunk after the last
+    /// one it sent that cannot hold the filter's values). The broker's
+    /// connection process sends the chunks a credit allows before it reads
+    /// the next request, so the answer to a request sent after the credit
+    /// comes after those chunks.
+    pub async fn next_chunk_now(&mut self) -> Result<Option<Chunk>> {
+        self.ask_next().await?;
+        if let Some(chunk) = self.arrived_chunk()? {
+            return Ok(Some(chunk));
+        }
+        let stream = &self.partition.stream;
+        let body = Body::default().string(stream)?;
+        let what = format!("asking the broker for the statistics of {stream:?}");
+        match self
+            .connection
+            .request(STREAM_STATS, &body.0, &what)
+            .await?
+        {
+            CODE_OK => self.arrived_chunk(),
+            CODE_STREAM_DOES_NOT_EXIST => Err(Error::NotFound(format!(
+                "partition stream {stream:?} does not exist"
+            ))),
+            code => Err(Error::Unavailable(format!(
+                "the broker answered {code:#04x} asking for the statistics of {stream:?}"
+            ))),
+        }
     }
 
     /// The next event, or `None` when none arrived before `deadline`.
@@ -533,6 +613,7 @@ impl ChunkReader {
         Ok(match delivered {
             Delivered::Chunk(bytes) => {
                 self.credit_owed = true;
+                self.metrics.chunk_received(bytes.len());
                 let partition = &self.partition;
                 ReaderEvent::Chunk(Chunk::parse(bytes).map_err(|why| {
                     data_loss(&partition.super_stream, partition.index, None, &why)
@@ -653,6 +734,39 @@ mod tests {
         assert_eq!(
             encoded(ReadFrom::Timestamp(-1)),
             [0, 5, 255, 255, 255, 255, 255, 255, 255, 255]
+        );
+    }
+
+    #[test]
+    fn subscription_properties_name_the_group_and_the_filter_values() {
+        let properties = |consumer, filter: Option<&RecordFilter>| {
+            let body =
+                subscription_properties(Body::default(), consumer, "orders", filter).unwrap();
+            let mut reader = Reader::new(bytes::Bytes::from(body.0));
+            let count = reader.u32().unwrap();
+            (0..count)
+                .map(|_| (reader.string().unwrap(), reader.string().unwrap()))
+                .collect::<Vec<_>>()
+        };
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(properties(Consumer::Alone, None), []);
+        let values = ["us".to_string(), "eu".to_string()].into();
+        let filter = RecordFilter::new(values, true);
+        assert_eq!(
+            properties(GROUP, Some(&filter)),
+            [
+                pair("single-active-consumer", "true"),
+                pair("name", "billing"),
+                pair("super-stream", "orders"),
+                pair("filter.0", "eu"),
+                pair("filter.1", "us"),
+                pair("match-unfiltered", "true"),
+            ]
+        );
+        let strict = RecordFilter::new(["eu".to_string()].into(), false);
+        assert_eq!(
+            properties(Consumer::Alone, Some(&strict)),
+            [pair("filter.0", "eu"), pair("match-unfiltered", "false")]
         );
     }
 
