@@ -4,6 +4,7 @@
 //! [`Error::ResourceExhausted`] with a message naming the field at fault, so
 //! a client can fix its request without reading partlog's source.
 
+use crate::broker::RESERVED_REFERENCE_PREFIX;
 use crate::config::{Limits, MAX_PARTITIONS};
 use crate::error::{Error, Result};
 use crate::record::{NewRecord, RecordFilter, FILTER_PROPERTY, KEY_PROPERTY};
@@ -127,6 +128,14 @@ pub fn group_name(name: &str) -> Result<()> {
     if let Some(c) = name.chars().find(|c| c.is_control()) {
         return Err(Error::InvalidArgument(format!(
             "group {name:?} contains the control character {c:?}"
+        )));
+    }
+    // A group's offsets are kept under its name, beside partlog's own
+    // settings.
+    if name.starts_with(RESERVED_REFERENCE_PREFIX) {
+        return Err(Error::InvalidArgument(format!(
+            "group {name:?} starts with {RESERVED_REFERENCE_PREFIX:?}, which partlog reserves \
+             for the settings it keeps on the broker"
         )));
     }
     Ok(())
@@ -482,6 +491,8 @@ mod tests {
         assert!(group_name("").is_err());
         assert!(group_name(&"g".repeat(GROUP_NAME_MAX_BYTES + 1)).is_err());
         assert!(group_name("a\nb").is_err());
+        assert!(group_name("__partlog.max_chunk_records").is_err());
+        assert!(group_name("__partlogs").is_ok());
     }
 
     #[test]

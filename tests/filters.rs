@@ -610,3 +610,77 @@ async fn read_filters_are_refused_field_by_field() {
         "{status:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_chunk_records_makes_chunks_that_a_filter_can_skip() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    let environment = native_environment().await;
+    let status = client
+        .create_stream(CreateStreamRequest {
+            stream: unique_stream("chunk-cap"),
+            partitions: 1,
+            max_chunk_records: Some(0),
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with("max_chunk_records is 0; 1..=10000"),
+        "{status:?}"
+    );
+    // One call of 50 records of "a" then 50 of "b": without the setting
+    // the broker makes chunks of what it takes at once, some with both
+    // values, and a reader of "a" is sent "b" records too; with chunks of
+    // at most 10, none holds both: it is sent the 50 of "a" only, in 5
+    // chunks or more.
+    for cap in [None, Some(10)] {
+        let stream = unique_stream("chunk-cap");
+        let created = client
+            .create_stream(CreateStreamRequest {
+                stream: stream.clone(),
+                partitions: 1,
+                max_chunk_records: cap,
+                ..Default::default()
+            })
+            .await
+            .expect("create")
+            .into_inner();
+        assert_eq!(created.stream.unwrap().max_chunk_records, cap);
+        let described = client
+            .describe_stream(partlog::proto::DescribeStreamRequest {
+                stream: stream.clone(),
+            })
+            .await
+            .expect("describe")
+            .into_inner();
+        assert_eq!(described.stream.unwrap().max_chunk_records, cap);
+        let records: Vec<PublishRecord> = ["a", "b"]
+            .iter()
+            .flat_map(|filter| {
+                (0..50).map(move |i| PublishRecord {
+                    key: format!("k{i}"),
+                    value: format!("{filter}-{i}").into_bytes().into(),
+                    filter: filter.to_string(),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        publish_ok(&mut client, &stream, records).await;
+        let partition = format!("{stream}-0");
+        let sent = natively_filtered(&environment, &partition, &["a"], false).await;
+        let only_a = sent.iter().all(|(filter, _)| filter == "a");
+        assert_eq!(only_a, cap.is_some(), "cap {cap:?}: {sent:?}");
+        let before = chunks_received(&server, &stream).await;
+        let (read, _) = read_filtered(&mut client, &stream, &["a"], false, 1000, 0).await;
+        assert_eq!(read.len(), 50);
+        let chunks = chunks_received(&server, &stream).await - before;
+        assert!(
+            chunks >= if cap.is_some() { 5 } else { 1 },
+            "cap {cap:?}: {chunks}"
+        );
+    }
+}

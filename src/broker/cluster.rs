@@ -36,7 +36,22 @@ pub struct StreamSettings {
     pub replicas: Option<u32>,
     /// Bytes of each chunk's Bloom filter of filter values.
     pub filter_size_bytes: Option<u32>,
+    /// At most this many records per publish frame, one frame at a time
+    /// (see [`Broker::max_chunk_records`]); kept on the broker by partlog,
+    /// not a stream argument.
+    pub max_chunk_records: Option<u32>,
 }
+
+/// The offset tracking reference under which each partition stream keeps
+/// partlog's `max_chunk_records` setting (as the reference's offset). The
+/// stream protocol cannot read a stream's arguments back; tracking
+/// references it can, on every node and from every instance, and they
+/// live as long as the stream. Group names may not start with
+/// [`RESERVED_REFERENCE_PREFIX`].
+const MAX_CHUNK_RECORDS_REFERENCE: &str = "__partlog.max_chunk_records";
+
+/// Offset tracking references partlog keeps for itself.
+pub const RESERVED_REFERENCE_PREFIX: &str = "__partlog.";
 
 impl StreamSettings {
     /// The stream protocol's create arguments.
@@ -415,6 +430,40 @@ impl Broker {
             |c| async move { c.store_offset(reference, stream, offset).await },
         )
         .await
+    }
+
+    /// The `max_chunk_records` setting of a partition stream: publishers
+    /// send its records in frames of at most this many, one frame at a time,
+    /// so that each frame reaches the broker's writer alone and becomes a
+    /// chunk of its own (the broker makes a chunk of whatever its writer
+    /// took at once).
+    pub async fn max_chunk_records(&self, stream: &str) -> Result<Option<usize>> {
+        let setting = self
+            .query_offset(MAX_CHUNK_RECORDS_REFERENCE, stream)
+            .await?;
+        Ok(setting.and_then(|records| usize::try_from(records).ok()))
+    }
+
+    /// Keeps `records` as the `max_chunk_records` setting of each of
+    /// `streams`, and returns once the broker reads it back (a stored
+    /// offset is written asynchronously).
+    pub async fn set_max_chunk_records(&self, streams: &[String], records: u32) -> Result<()> {
+        let deadline = self.connector.deadline();
+        for stream in streams {
+            let reference = MAX_CHUNK_RECORDS_REFERENCE;
+            self.store_offset(reference, stream, u64::from(records))
+                .await?;
+            while self.max_chunk_records(stream).await? != Some(records as usize) {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Error::Unavailable(format!(
+                        "the broker did not keep max_chunk_records of {stream:?} within {:?}",
+                        self.connector.timeout()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
     }
 
     /// Closes the administrative and idle reader connections.

@@ -33,6 +33,8 @@ pub type BatchOutcome = Vec<Result<Stored>>;
 pub struct Confirms {
     state: Mutex<ConfirmState>,
     idle: tokio::sync::Notify,
+    /// Notified when no record sent awaits its answer.
+    answered: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -85,7 +87,11 @@ impl Confirms {
             other => other,
         };
         let owner = state.owner.remove(&id);
+        let all_answered = state.owner.is_empty();
         drop(state);
+        if all_answered {
+            self.answered.notify_waiters();
+        }
         // Unknown ids were failed already, e.g. after a metadata update.
         if let Some((batch, index)) = owner {
             self.settle(batch, index, result);
@@ -150,11 +156,27 @@ impl Confirms {
             let _ = pending.done.send(outcome);
         }
         self.idle.notify_waiters();
+        self.answered.notify_waiters();
     }
 
     /// No batch awaits the broker's answers.
     pub fn is_idle(&self) -> bool {
         lock(&self.state).batches.is_empty()
+    }
+
+    /// Resolves once the broker answered every record sent so far (a named
+    /// producer's question for its stored sequence must be answered first:
+    /// answers wait for it).
+    pub async fn wait_answered(&self) {
+        loop {
+            let notified = self.answered.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if lock(&self.state).owner.is_empty() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Resolves once no batch awaits the broker's answers.

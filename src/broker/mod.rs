@@ -55,7 +55,7 @@ mod tls;
 pub(crate) const LIBRARY_LOG_DIRECTIVES: &str = "rabbitmq_stream_client::client::dispatcher=error";
 
 pub(crate) use backoff::Backoff;
-pub(crate) use cluster::{Broker, StreamSettings};
+pub(crate) use cluster::{Broker, StreamSettings, RESERVED_REFERENCE_PREFIX};
 pub(crate) use confirms::Stored;
 pub(crate) use node::Node;
 pub(crate) use protocol::{Chunk, ChunkReader, Consumer, ReadFrom, ReaderEvent};

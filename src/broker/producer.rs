@@ -6,7 +6,10 @@
 //! with [`PartitionProducer::submit`]; the writer task takes every batch
 //! queued so far, numbers the records with consecutive publishing ids, packs
 //! them into frames no larger than the broker's frame size and sends them
-//! without waiting for earlier confirms. The connection's handler resolves
+//! without waiting for earlier confirms — unless the partition has a
+//! `max_chunk_records` setting ([`Broker::max_chunk_records`]): then frames
+//! hold at most that many records and each goes once the broker answered
+//! for the one before, so that no chunk holds records of two frames. The connection's handler resolves
 //! each batch once the broker confirmed (or rejected) all of its records.
 //! Order within a partition is the order batches reach the queue, and within
 //! a batch the caller's order.
@@ -127,6 +130,7 @@ impl PartitionProducer {
         leader: &Node,
         name: Option<&str>,
     ) -> Result<Self> {
+        let max_chunk_records = broker.max_chunk_records(stream).await?;
         let confirms = Arc::new(Confirms::default());
         let closed = Arc::new(AtomicBool::new(false));
         let route = Route {
@@ -162,6 +166,7 @@ impl PartitionProducer {
                 publisher_id,
                 stream: stream.to_owned(),
                 max_frame_bytes: max_frame_bytes as usize,
+                max_chunk_records,
             },
             batches,
             confirms,
@@ -291,6 +296,10 @@ struct WriterSetup {
     publisher_id: u8,
     stream: String,
     max_frame_bytes: usize,
+    /// The partition's setting: frames of at most this many records, each
+    /// sent once the broker answered for the ones before, so that each is
+    /// a chunk of its own.
+    max_chunk_records: Option<usize>,
 }
 
 /// Takes batches off the queue, numbers and frames their records and sends
@@ -308,6 +317,7 @@ async fn write_loop(
         publisher_id,
         stream,
         max_frame_bytes,
+        max_chunk_records,
     } = setup;
     let link = connection.link();
     let mut next_batch: u64 = 0;
@@ -376,21 +386,36 @@ async fn write_loop(
                         sequence
                     }
                 };
-                confirms.expect(id, batch, index);
                 let message = record.encode();
+                let at_cap = max_chunk_records.is_some_and(|cap| frame.len() >= cap);
                 if !frame.is_empty()
-                    && (!frame.takes(&message) || frame.size_with(&message) > max_frame_bytes)
+                    && (at_cap
+                        || !frame.takes(&message)
+                        || frame.size_with(&message) > max_frame_bytes)
                 {
                     let full = std::mem::replace(&mut frame, PublishFrame::new(publisher_id));
                     if !send(link, full, &confirms, &closed).await {
                         return;
                     }
+                    if max_chunk_records.is_some()
+                        && !answered(&mut check, &mut numbering, &confirms, &closed).await
+                    {
+                        return;
+                    }
                 }
+                confirms.expect(id, batch, index);
                 frame.push(id, message);
             }
         }
-        if !frame.is_empty() && !send(link, frame, &confirms, &closed).await {
-            return;
+        if !frame.is_empty() {
+            if !send(link, frame, &confirms, &closed).await {
+                return;
+            }
+            if max_chunk_records.is_some()
+                && !answered(&mut check, &mut numbering, &confirms, &closed).await
+            {
+                return;
+            }
         }
     }
     if let Some(check) = check {
@@ -425,6 +450,25 @@ fn learn(
             false
         }
     }
+}
+
+/// Waits until the broker answered every record sent so far (after a named
+/// producer's question for its stored sequence, which answers wait for):
+/// the next frame reaches the broker's writer alone, and no chunk holds
+/// records of two frames. False when the question failed (see [`learn`]).
+async fn answered(
+    check: &mut Option<BoxFuture<'_, Result<u64>>>,
+    numbering: &mut Numbering,
+    confirms: &Confirms,
+    closed: &AtomicBool,
+) -> bool {
+    if let Some(check) = check.take() {
+        if !learn(check.await, numbering, confirms, closed) {
+            return false;
+        }
+    }
+    confirms.wait_answered().await;
+    true
 }
 
 /// Writes `frame`; when the connection fails, every record awaiting its

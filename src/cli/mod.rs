@@ -174,6 +174,10 @@ pub enum StreamCommand {
         /// default (16) otherwise.
         #[arg(long)]
         filter_size_bytes: Option<u32>,
+        /// At most this many records per chunk from a partlog producer (1..=10000): small
+        /// chunks filter well, at a broker round trip per chunk.
+        #[arg(long)]
+        max_chunk_records: Option<u32>,
     },
     /// Print a stream's partitions in routing order with leader and replicas.
     Describe {

@@ -67,6 +67,7 @@ pub async fn run(args: StreamArgs, common: &Common) -> Result<()> {
             max_segment_bytes,
             replicas,
             filter_size_bytes,
+            max_chunk_records,
         } => {
             let retention = (max_age.is_some()
                 || max_bytes.is_some()
@@ -83,6 +84,7 @@ pub async fn run(args: StreamArgs, common: &Common) -> Result<()> {
                     retention,
                     replicas,
                     filter_size_bytes,
+                    max_chunk_records,
                 })
                 .await?
                 .into_inner();

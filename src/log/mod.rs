@@ -93,6 +93,8 @@ const SESSION_EVENTS: usize = 1;
 pub struct StreamDescription {
     pub stream: String,
     pub partitions: Vec<PartitionDescription>,
+    /// The stream's `max_chunk_records` setting.
+    pub max_chunk_records: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +184,17 @@ impl PartitionedLog {
         self.broker
             .create_super_stream(stream, partitions, settings)
             .await?;
-        self.await_members(stream, settings.replicas).await
+        let mut description = self.await_members(stream, settings.replicas).await?;
+        if let Some(records) = settings.max_chunk_records {
+            let streams: Vec<String> = description
+                .partitions
+                .iter()
+                .map(|p| p.stream.clone())
+                .collect();
+            self.broker.set_max_chunk_records(&streams, records).await?;
+            description.max_chunk_records = Some(records);
+        }
+        Ok(description)
     }
 
     /// The new stream's description once every partition has a leader and
@@ -267,8 +279,14 @@ impl PartitionedLog {
             .map(|p| p.stream.clone())
             .collect();
         let placements = self.broker.placements(&streams).await?;
+        // Set on every partition alike at creation.
+        let max_chunk_records = match streams.first() {
+            Some(first) => self.broker.max_chunk_records(first).await?,
+            None => None,
+        };
         Ok(StreamDescription {
             stream: stream.to_owned(),
+            max_chunk_records: max_chunk_records.map(|n| n as u32),
             partitions: super_stream
                 .partitions
                 .iter()

@@ -38,6 +38,10 @@ pub fn status(error: Error) -> Status {
 /// Sizes of a chunk's Bloom filter RabbitMQ takes.
 const FILTER_SIZE_BYTES: std::ops::RangeInclusive<u32> = 16..=255;
 
+/// `max_chunk_records` settings partlog takes: one record per chunk up to
+/// more than a frame of small records holds.
+const MAX_CHUNK_RECORDS: std::ops::RangeInclusive<u32> = 1..=10_000;
+
 pub fn stream_settings(request: &proto::CreateStreamRequest) -> Result<StreamSettings, Error> {
     let retention = request.retention.unwrap_or_default();
     let max_age = retention
@@ -57,7 +61,18 @@ pub fn stream_settings(request: &proto::CreateStreamRequest) -> Result<StreamSet
             FILTER_SIZE_BYTES.end()
         )));
     }
+    if let Some(records) = request
+        .max_chunk_records
+        .filter(|r| !MAX_CHUNK_RECORDS.contains(r))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "max_chunk_records is {records}; {}..={} is allowed",
+            MAX_CHUNK_RECORDS.start(),
+            MAX_CHUNK_RECORDS.end()
+        )));
+    }
     Ok(StreamSettings {
+        max_chunk_records: request.max_chunk_records,
         max_age,
         max_bytes: nonzero(retention.max_bytes),
         max_segment_bytes: nonzero(retention.max_segment_bytes),
@@ -377,6 +392,7 @@ pub fn stream_description(description: StreamDescription) -> proto::StreamDescri
             .into_iter()
             .map(partition_description)
             .collect(),
+        max_chunk_records: description.max_chunk_records,
     }
 }
 

@@ -203,6 +203,11 @@ impl PublishFrame {
         self.count == 0
     }
 
+    /// Messages in the frame.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
     /// Adds `message` under `publishing_id`; the frame must take it
     /// ([`PublishFrame::takes`]).
     pub fn push(&mut self, publishing_id: u64, message: Encoded) {
