@@ -13,9 +13,10 @@
 //! within a [`Budget`] of records or chunks: a task takes its chunk's
 //! permits before it sends, and the reader of the subscription gives them
 //! back once the records are on their way to the client. A task waiting for
-//! permits holds one chunk and asks the broker for the next only once it
-//! has sent it, so a stalled client costs at most the budget plus one chunk
-//! per partition.
+//! permits holds one chunk and gives the broker credit again only once it
+//! has sent it, so a stalled client costs at most the budget plus a
+//! reader's window per partition (about a MiB, or one chunk when chunks are
+//! larger; see [`ChunkReader`]).
 //!
 //! Assignment events follow the broker's decisions in the order the broker
 //! made them: ACTIVE when it activates the member, INACTIVE when it steps
@@ -458,23 +459,18 @@ impl PartitionTask {
                     Err(_) => return Ok(false),
                 },
                 () = self.ended() => return Ok(false),
-                // The chunk's credit is not given back: only consumer
-                // updates and failures can come.
-                event = reader.next_held(), if self.group.is_some() => match event? {
-                    ReaderEvent::ConsumerUpdate { active, correlation_id } => {
-                        if !self.consumer_update(reader, active, correlation_id, progress).await? {
-                            return Ok(false);
-                        }
-                        if progress.held.is_none() {
-                            return Ok(true);
-                        }
+                // No credit is given back meanwhile: the chunks of the
+                // window wait in the reader, and a consumer update or a
+                // failure is what can end the wait.
+                update = reader.next_held(), if self.group.is_some() => {
+                    let (active, correlation_id) = update?;
+                    if !self.consumer_update(reader, active, correlation_id, progress).await? {
+                        return Ok(false);
                     }
-                    ReaderEvent::Chunk(_) => {
-                        return Err(Error::Internal(
-                            "the broker delivered a chunk it had no credit for".into(),
-                        ))
+                    if progress.held.is_none() {
+                        return Ok(true);
                     }
-                },
+                }
             }
         };
         let event = SubscriptionEvent::Records {

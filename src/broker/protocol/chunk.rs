@@ -35,6 +35,8 @@ pub struct Chunk {
     pub timestamp_ms: i64,
     /// Offset of the chunk's last record (`parse` checked that it fits).
     last_offset: u64,
+    /// Bytes of the delivery.
+    size: usize,
     /// Each record's message, in offset order; or why they cannot be read.
     entries: std::result::Result<Vec<Bytes>, String>,
 }
@@ -51,6 +53,11 @@ impl Chunk {
     /// Offset of the chunk's last record.
     pub fn last_offset(&self) -> u64 {
         self.last_offset
+    }
+
+    /// Bytes of the delivery it came in.
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     /// The chunk's records from offset `from` on, as records of
@@ -78,6 +85,7 @@ impl Chunk {
     /// Reads a chunk as a delivery carries it (after the subscription id);
     /// an error says why its header cannot be read.
     pub fn parse(delivery: Bytes) -> std::result::Result<Chunk, String> {
+        let size = delivery.len();
         let mut header = Reader::new(delivery);
         if header.remaining() < CHUNK_HEADER {
             return Err("the delivery is shorter than a chunk header".into());
@@ -123,6 +131,7 @@ impl Chunk {
             entries(data, records)
         })();
         Ok(Chunk {
+            size,
             first_offset,
             timestamp_ms,
             last_offset,

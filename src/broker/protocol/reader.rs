@@ -19,14 +19,18 @@
 //! of the chunk, and reading costs a fraction of what decoding the
 //! library's messages did.
 //!
-//! The broker sends a chunk per credit, and a reader keeps at most one
-//! credit outstanding, which bounds what it buffers to a single chunk. The
-//! credit for the next chunk goes out when the caller asks for it, not when
-//! a chunk arrives: a caller that stops asking stops the broker too.
+//! The broker sends a chunk per credit. A reader keeps a window of credits
+//! sized by the chunks it receives: one for chunks of [`WINDOW_BYTES`] or
+//! more, up to [`MAX_CREDITS`] for small ones (a partition written a few
+//! records at a time, or with `max_chunk_records`), so that small chunks
+//! do not cost a round trip each, and what a reader buffers stays near
+//! [`WINDOW_BYTES`] (or one chunk). Credits go back when the caller asks
+//! for the next chunk, not when a chunk arrives: a caller that stops asking
+//! stops the broker too.
 //!
 //! [`super::bounds`] and the log's `Read` build on it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -101,6 +105,11 @@ pub enum ReaderEvent {
 const IDS_PER_CONNECTION: u16 = 256;
 /// Connections without subscriptions kept per node for the next readers.
 const MAX_IDLE_PER_NODE: usize = 2;
+/// Bytes of chunks a reader lets the broker send ahead of its caller.
+const WINDOW_BYTES: usize = 1024 * 1024;
+/// Most credits a reader keeps with the broker.
+const MAX_CREDITS: u16 = 64;
+
 /// Largest frame a reader connection reads. A delivery carries a whole
 /// chunk, and the broker writes chunks larger than the frame size it
 /// negotiates (it puts what its writer has in hand into one chunk).
@@ -336,7 +345,8 @@ impl ReaderPool {
             metrics: crate::telemetry::stream(&partition.super_stream),
             partition,
             filter,
-            credit_owed: false,
+            credits: Credits::default(),
+            stash: VecDeque::new(),
         };
         if let Err(e) = reader.subscribe(start, consumer).await {
             reader.close();
@@ -456,8 +466,62 @@ pub struct ChunkReader {
     filter: Option<Arc<RecordFilter>>,
     /// The super stream's series, counting the chunks received.
     metrics: Arc<StreamMetrics>,
-    /// A chunk arrived and its credit has not been given back yet.
-    credit_owed: bool,
+    credits: Credits,
+    /// Chunks that arrived while the caller held one (see
+    /// [`ChunkReader::next_held`]), next in line.
+    stash: VecDeque<Chunk>,
+}
+
+/// A subscription's credit window: credits the broker holds plus chunks
+/// arrived and not yet handed out plus `owed` make `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Credits {
+    window: u16,
+    /// Chunks handed to the caller whose credit was not given back yet.
+    owed: u16,
+    /// The window the chunks handed out last ask for.
+    target: u16,
+}
+
+impl Default for Credits {
+    /// A new subscription's: the one credit it subscribes with.
+    fn default() -> Credits {
+        Credits {
+            window: 1,
+            owed: 0,
+            target: 1,
+        }
+    }
+}
+
+impl Credits {
+    /// A chunk of `bytes` went to the caller.
+    fn handed_out(&mut self, bytes: usize) {
+        self.owed = self.owed.saturating_add(1);
+        let fits = WINDOW_BYTES.checked_div(bytes).unwrap_or(WINDOW_BYTES);
+        self.target = u16::try_from(fits)
+            .unwrap_or(u16::MAX)
+            .clamp(1, MAX_CREDITS);
+    }
+
+    /// The credits to give back now (0: none), the window moved to the
+    /// target as far as what is owed allows.
+    fn give_back(&mut self) -> u16 {
+        if self.owed == 0 {
+            return 0;
+        }
+        let give = if self.target >= self.window {
+            let grow = self.target.saturating_sub(self.window);
+            self.window = self.target;
+            self.owed.saturating_add(grow)
+        } else {
+            let shrink = self.owed.min(self.window.saturating_sub(self.target));
+            self.window = self.window.saturating_sub(shrink);
+            self.owed.saturating_sub(shrink)
+        };
+        self.owed = 0;
+        give
+    }
 }
 
 /// What a reader knows of its partition: the names its subscription and
@@ -482,7 +546,7 @@ impl PartitionName {
 impl ChunkReader {
     async fn subscribe(&mut self, start: ReadFrom, consumer: Consumer<'_>) -> Result<()> {
         // A new subscription starts with one credit of its own.
-        self.credit_owed = false;
+        self.credits = Credits::default();
         let stream = &self.partition.stream;
         let body = Body::default().u8(self.id).string(stream)?;
         let body = start.encode(body).u16(1);
@@ -559,29 +623,39 @@ impl ChunkReader {
     /// Asking for it after a chunk asks the broker for the next chunk.
     pub async fn next_event(&mut self, deadline: Instant) -> Result<Option<ReaderEvent>> {
         self.ask_next().await?;
-        match tokio::time::timeout_at(deadline, self.next_held()).await {
+        match tokio::time::timeout_at(deadline, self.next_arrived()).await {
             Err(_) => Ok(None),
             Ok(event) => event.map(Some),
         }
     }
 
-    /// Gives the last chunk's credit back, if not given yet: the broker
-    /// sends the next chunk once it has one, to wait here until asked for.
+    /// Gives the credits of the chunks handed out back (the window grown
+    /// or shrunk to what their size asks for): the broker sends the next
+    /// chunks once it has them, to wait here until asked for.
     pub async fn ask_next(&mut self) -> Result<()> {
-        if self.credit_owed {
-            let credit = Body::default().u8(self.id).u16(1);
+        let give = self.credits.give_back();
+        if give > 0 {
+            let credit = Body::default().u8(self.id).u16(give);
             self.connection
                 .link
                 .send(&wire::frame(CREDIT, &credit.0))
                 .await?;
-            self.credit_owed = false;
         }
         Ok(())
+    }
+
+    /// Hands a chunk to the caller: its credit is owed from now on.
+    fn hand_out(&mut self, chunk: Chunk) -> Chunk {
+        self.credits.handed_out(chunk.size());
+        chunk
     }
 
     /// A chunk that arrived already, without waiting; `None` when none
     /// did. For subscriptions without single active consumer.
     pub fn arrived_chunk(&mut self) -> Result<Option<Chunk>> {
+        if let Some(chunk) = self.stash.pop_front() {
+            return Ok(Some(self.hand_out(chunk)));
+        }
         loop {
             let delivered = match self.events.try_recv() {
                 Ok(delivered) => delivered?,
@@ -591,28 +665,62 @@ impl ChunkReader {
                 }
             };
             if let ReaderEvent::Chunk(chunk) = self.event(delivered)? {
-                return Ok(Some(chunk));
+                return Ok(Some(self.hand_out(chunk)));
             }
         }
     }
 
-    /// The next event without giving the last chunk's credit back: while a
-    /// subscriber holds a chunk it cannot hand on, the broker sends no
-    /// other, and what can come is a consumer update or the connection's
-    /// failure.
-    pub async fn next_held(&mut self) -> Result<ReaderEvent> {
+    /// The next consumer update, without giving credits back: while a
+    /// subscriber holds a chunk it cannot hand on, the broker sends at
+    /// most the chunks of its window, which wait in line. An update drops
+    /// the chunks waiting: they were sent before it, for an activation that
+    /// ended (the next activation starts where its update says).
+    /// Returns whether the update made it active, and its correlation id.
+    pub async fn next_held(&mut self) -> Result<(bool, u32)> {
+        loop {
+            let delivered = match self.events.recv().await {
+                Some(delivered) => delivered?,
+                None => return Err(Error::Unavailable("the reading connection closed".into())),
+            };
+            match self.event(delivered)? {
+                ReaderEvent::Chunk(chunk) => self.stash.push_back(chunk),
+                ReaderEvent::ConsumerUpdate {
+                    active,
+                    correlation_id,
+                } => {
+                    self.drop_stash();
+                    return Ok((active, correlation_id));
+                }
+            }
+        }
+    }
+
+    /// Drops the chunks waiting in line; their credits count as owed.
+    fn drop_stash(&mut self) {
+        for chunk in std::mem::take(&mut self.stash) {
+            self.hand_out(chunk);
+        }
+    }
+
+    /// The next event: a chunk waiting in line, or what arrives.
+    async fn next_arrived(&mut self) -> Result<ReaderEvent> {
+        if let Some(chunk) = self.stash.pop_front() {
+            return Ok(ReaderEvent::Chunk(self.hand_out(chunk)));
+        }
         let delivered = match self.events.recv().await {
             Some(delivered) => delivered?,
             None => return Err(Error::Unavailable("the reading connection closed".into())),
         };
-        self.event(delivered)
+        Ok(match self.event(delivered)? {
+            ReaderEvent::Chunk(chunk) => ReaderEvent::Chunk(self.hand_out(chunk)),
+            update => update,
+        })
     }
 
     /// What a delivery is to the subscriber.
     fn event(&mut self, delivered: Delivered) -> Result<ReaderEvent> {
         Ok(match delivered {
             Delivered::Chunk(bytes) => {
-                self.credit_owed = true;
                 self.metrics.chunk_received(bytes.len());
                 let partition = &self.partition;
                 ReaderEvent::Chunk(Chunk::parse(bytes).map_err(|why| {
@@ -735,6 +843,34 @@ mod tests {
             encoded(ReadFrom::Timestamp(-1)),
             [0, 5, 255, 255, 255, 255, 255, 255, 255, 255]
         );
+    }
+
+    #[test]
+    fn the_credit_window_follows_the_size_of_the_chunks_handed_out() {
+        let mut credits = Credits::default();
+        assert_eq!(credits.give_back(), 0, "nothing handed out");
+        // Small chunks: the window grows to what a MiB of them holds, at
+        // most MAX_CREDITS.
+        credits.handed_out(100 * 1024);
+        assert_eq!(credits.give_back(), 10, "the one owed and 9 more");
+        assert_eq!(credits.window, 10);
+        for _ in 0..3 {
+            credits.handed_out(100);
+        }
+        assert_eq!(credits.give_back(), 3 + (MAX_CREDITS - 10));
+        assert_eq!(credits.window, MAX_CREDITS);
+        // Large chunks: the window shrinks as chunks are handed out, to
+        // one credit.
+        credits.handed_out(4 * WINDOW_BYTES);
+        assert_eq!(credits.give_back(), 0, "shrinks by the one owed");
+        assert_eq!(credits.window, MAX_CREDITS - 1);
+        for _ in 0..MAX_CREDITS {
+            credits.handed_out(4 * WINDOW_BYTES);
+        }
+        credits.give_back();
+        assert_eq!(credits.window, 1);
+        credits.handed_out(4 * WINDOW_BYTES);
+        assert_eq!(credits.give_back(), 1, "one chunk at a time");
     }
 
     #[test]
