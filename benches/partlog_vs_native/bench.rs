@@ -171,7 +171,20 @@ impl Bench {
     /// Creates a fresh super stream and watches its nodes' ports for
     /// connection counts.
     pub async fn fresh_stream(&self, what: &str, partitions: u32) -> Result<String> {
-        let (name, ports) = self.streams.create(what, partitions).await?;
+        self.fresh_stream_with(what, partitions, None).await
+    }
+
+    /// As [`Bench::fresh_stream`], with partlog's `max_chunk_records`.
+    pub async fn fresh_stream_with(
+        &self,
+        what: &str,
+        partitions: u32,
+        max_chunk_records: Option<u32>,
+    ) -> Result<String> {
+        let (name, ports) = self
+            .streams
+            .create(what, partitions, max_chunk_records)
+            .await?;
         self.sampler.watch_ports(&ports);
         Ok(name)
     }

@@ -68,7 +68,10 @@ async fn run(options: Options) -> Result<()> {
     let started_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let broker = Broker::connect(options.broker.as_deref()).await?;
     let partlog = match &options.partlog {
-        Some(url) => Partlog::existing(url, options.partlog_pid).await?,
+        Some(url) => {
+            let metrics = options.partlog_metrics.clone();
+            Partlog::existing(url, options.partlog_pid, metrics).await?
+        }
         None => Partlog::start(&broker).await?,
     };
     let environment = broker.environment().await?;

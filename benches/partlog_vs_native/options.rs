@@ -120,6 +120,25 @@ pub struct Options {
     #[arg(long, requires = "partlog")]
     pub partlog_pid: Option<u32>,
 
+    /// The --partlog server's metrics listener (metrics.listen), for what
+    /// the broker sent its readers.
+    #[arg(long, requires = "partlog", value_name = "HOST:PORT")]
+    pub partlog_metrics: Option<String>,
+
+    /// Records of the filtered-read line, in one partition.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub filter_records: u64,
+
+    /// Distinct filter values of the filtered-read line's records, each
+    /// record's drawn at random.
+    #[arg(long, default_value_t = 100)]
+    pub filter_values: u32,
+
+    /// max_chunk_records of the filtered-read line's filtering-friendly
+    /// stream.
+    #[arg(long, default_value_t = 10)]
+    pub filter_chunk_records: u32,
+
     /// Where the JSON report goes; default bench/results/<UTC timestamp>.json.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
@@ -229,6 +248,10 @@ pub enum LineGroup {
     DeliveryLatency,
     /// Broker connections and activation time of many partitions × groups.
     Scale,
+    /// Reading one filter value's records, filtered on the broker against
+    /// unfiltered, at the default batching and with max_chunk_records; and
+    /// what publishing with max_chunk_records costs.
+    Filter,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]

@@ -88,6 +88,9 @@ pub enum Metric {
     Connections,
     /// Seconds the measurement took (e.g. until every partition was active).
     Seconds,
+    /// Megabytes (10^6) of chunks the broker sent partlog's readers
+    /// (`broker_mb` of the sample).
+    BrokerMegabytes,
 }
 
 impl Metric {
@@ -107,6 +110,7 @@ impl Metric {
                 Side::Native => Some(r.peaks.client_broker_connections as f64),
             },
             Metric::Seconds => Some(sample.seconds),
+            Metric::BrokerMegabytes => sample.extra.get("broker_mb")?.as_f64(),
         }
     }
 
@@ -117,6 +121,7 @@ impl Metric {
             Metric::BrokerCpu | Metric::OutsideBrokerCpu => "CPU-s/M rec",
             Metric::Connections => "connections",
             Metric::Seconds => "s",
+            Metric::BrokerMegabytes => "MB",
         }
     }
 

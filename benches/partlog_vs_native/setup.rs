@@ -128,6 +128,9 @@ impl Broker {
 pub struct Partlog {
     pub url: String,
     pub pid: Option<u32>,
+    /// Where its `/metrics` are served; `None`: unknown (a --partlog
+    /// without --partlog-metrics).
+    pub metrics_addr: Option<String>,
     child: Option<Child>,
     log_path: Option<PathBuf>,
     _dir: Option<tempfile::TempDir>,
@@ -136,11 +139,16 @@ pub struct Partlog {
 impl Partlog {
     pub async fn start(broker: &Broker) -> Result<Partlog> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let metrics_addr = format!(
+            "127.0.0.1:{}",
+            TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
+        );
         let dir = tempfile::tempdir()?;
         let log_path = dir.path().join("partlog.log");
         let child = Command::new(env!("CARGO_BIN_EXE_partlog"))
             .arg("serve")
             .env("PARTLOG_SERVER_LISTEN", format!("127.0.0.1:{port}"))
+            .env("PARTLOG_METRICS_LISTEN", &metrics_addr)
             .env("PARTLOG_OFFSETS_DATA_DIR", dir.path().join("offsets"))
             .env("PARTLOG_BROKER_HOST", &broker.host)
             .env("PARTLOG_BROKER_PORT", broker.port.to_string())
@@ -152,6 +160,7 @@ impl Partlog {
         let mut partlog = Partlog {
             url: format!("http://127.0.0.1:{port}"),
             pid: Some(child.id()),
+            metrics_addr: Some(metrics_addr),
             child: Some(child),
             log_path: Some(log_path),
             _dir: Some(dir),
@@ -160,10 +169,15 @@ impl Partlog {
         Ok(partlog)
     }
 
-    pub async fn existing(url: &str, pid: Option<u32>) -> Result<Partlog> {
+    pub async fn existing(
+        url: &str,
+        pid: Option<u32>,
+        metrics_addr: Option<String>,
+    ) -> Result<Partlog> {
         let mut partlog = Partlog {
             url: url.to_owned(),
             pid,
+            metrics_addr,
             child: None,
             log_path: None,
             _dir: None,
@@ -210,6 +224,26 @@ impl Partlog {
             .await
             .ok()?;
         ServingStatus::try_from(response.into_inner().status).ok()
+    }
+
+    /// The value of a metric series partlog serves (`name{labels}`), summed
+    /// when several lines match; `None` when its metrics are unknown.
+    pub async fn metric(&self, series: &str) -> Result<Option<f64>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Some(addr) = &self.metrics_addr else {
+            return Ok(None);
+        };
+        let mut connection = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!("GET /metrics HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+        connection.write_all(request.as_bytes()).await?;
+        let mut answer = String::new();
+        connection.read_to_string(&mut answer).await?;
+        let value = answer
+            .lines()
+            .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map(|value| value.trim().parse::<f64>())
+            .sum::<std::result::Result<f64, _>>()?;
+        Ok(Some(value))
     }
 
     /// A client on a channel (HTTP/2 connection) of its own.
@@ -305,8 +339,14 @@ impl Streams {
     /// Creates `<prefix>-<what>-<n>` with `partitions` partitions; returns
     /// its name and the stream ports of the partitions' leaders and replicas.
     /// A failed creation is cleaned up and tried once more under a new name.
-    pub async fn create(&self, what: &str, partitions: u32) -> Result<(String, Vec<u16>)> {
-        let first = match self.try_create(what, partitions).await {
+    /// With `max_chunk_records`, partlog's setting of that name.
+    pub async fn create(
+        &self,
+        what: &str,
+        partitions: u32,
+        max_chunk_records: Option<u32>,
+    ) -> Result<(String, Vec<u16>)> {
+        let first = match self.try_create(what, partitions, max_chunk_records).await {
             Ok(created) => return Ok(created),
             Err((name, e)) => {
                 // The broker may have created it even so.
@@ -318,7 +358,7 @@ impl Streams {
                 e
             }
         };
-        match self.try_create(what, partitions).await {
+        match self.try_create(what, partitions, max_chunk_records).await {
             Ok(created) => Ok(created),
             Err((name, e)) => {
                 let _ = self.delete(&name).await;
@@ -331,6 +371,7 @@ impl Streams {
         &self,
         what: &str,
         partitions: u32,
+        max_chunk_records: Option<u32>,
     ) -> std::result::Result<(String, Vec<u16>), (String, Error)> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}-{what}-{n}", self.prefix);
@@ -341,6 +382,7 @@ impl Streams {
                 .create_stream(CreateStreamRequest {
                     stream: name.clone(),
                     partitions,
+                    max_chunk_records,
                     ..Default::default()
                 })
                 .await

@@ -3,6 +3,7 @@
 
 mod consume;
 mod delivery;
+mod filter;
 mod group;
 mod pipeline;
 mod publish;
@@ -52,6 +53,9 @@ pub async fn run_all(bench: &Bench) -> Result<()> {
     }
     if o.runs(LineGroup::Scale) {
         scale::connections(bench).await?;
+    }
+    if o.runs(LineGroup::Filter) {
+        filter::read_one_value(bench).await?;
     }
     Ok(())
 }

@@ -156,6 +156,7 @@ fn compare(
         Metric::OutsideBrokerCpu => "CPU outside the broker, ".into(),
         Metric::Connections => "broker connections, ".into(),
         Metric::Seconds => "seconds, ".into(),
+        Metric::BrokerMegabytes => "bytes the broker sent, ".into(),
     };
     let title = format!("{what}{} vs {}", partlog.label(), native.label());
     report.compare(section, title, partlog.id(), native.id(), metric);
