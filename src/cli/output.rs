@@ -260,7 +260,7 @@ pub struct RecordRow {
     pub timestamp: Option<String>,
     pub key: String,
     pub headers: BTreeMap<String, String>,
-    /// In JSON only, and only when the record has one.
+    /// In JSON only when the record has one.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub filter: String,
     pub value: JsonValue,
@@ -290,9 +290,10 @@ impl Row for RecordRow {
         "TIMESTAMP",
         "KEY",
         "HEADERS",
+        "FILTER",
         "VALUE",
     ];
-    const WIDTHS: &'static [usize] = &[0, 0, 24, 14, 0];
+    const WIDTHS: &'static [usize] = &[0, 0, 24, 14, 0, 0];
 
     fn cells(&self) -> Vec<String> {
         let headers = self
@@ -314,6 +315,11 @@ impl Row for RecordRow {
                 "-".into()
             } else {
                 headers
+            },
+            if self.filter.is_empty() {
+                "-".into()
+            } else {
+                escape(&self.filter)
             },
             self.human_value.clone(),
         ]
