@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::options::Options;
 use crate::procfs::{self, CpuSnapshot, Sampler};
 use crate::report::{Report, Resources, Sample, Side, Unit};
-use crate::setup::{Broker, Partlog, Result, Streams};
+use crate::setup::{Broker, Partlog, Result, StreamSettings, Streams};
 use crate::stats::Percentiles;
 
 pub struct Bench {
@@ -171,20 +171,18 @@ impl Bench {
     /// Creates a fresh super stream and watches its nodes' ports for
     /// connection counts.
     pub async fn fresh_stream(&self, what: &str, partitions: u32) -> Result<String> {
-        self.fresh_stream_with(what, partitions, None).await
+        self.fresh_stream_with(what, partitions, StreamSettings::default())
+            .await
     }
 
-    /// As [`Bench::fresh_stream`], with partlog's `max_chunk_records`.
+    /// As [`Bench::fresh_stream`], with `settings`.
     pub async fn fresh_stream_with(
         &self,
         what: &str,
         partitions: u32,
-        max_chunk_records: Option<u32>,
+        settings: StreamSettings,
     ) -> Result<String> {
-        let (name, ports) = self
-            .streams
-            .create(what, partitions, max_chunk_records)
-            .await?;
+        let (name, ports) = self.streams.create(what, partitions, settings).await?;
         self.sampler.watch_ports(&ports);
         Ok(name)
     }

@@ -129,15 +129,26 @@ pub struct Options {
     #[arg(long, default_value_t = 1_000_000)]
     pub filter_records: u64,
 
-    /// Distinct filter values of the filtered-read line's records, each
-    /// record's drawn at random.
+    /// Distinct filter values of the filtered-read line's records, drawn
+    /// at random for each run of --filter-run records.
     #[arg(long, default_value_t = 100)]
     pub filter_values: u32,
+
+    /// Records in a row with the same filter value in the filtered-read
+    /// line (1: each record's drawn anew; a batch's size: every publish
+    /// batch of one value, as a writer that batches per tenant).
+    #[arg(long, default_value_t = 1)]
+    pub filter_run: u64,
 
     /// max_chunk_records of the filtered-read line's filtering-friendly
     /// stream.
     #[arg(long, default_value_t = 10)]
     pub filter_chunk_records: u32,
+
+    /// filter_size_bytes (Bloom filter bytes per chunk) of the
+    /// filtered-read line's streams [default: the broker's, 16].
+    #[arg(long)]
+    pub filter_size_bytes: Option<u32>,
 
     /// Where the JSON report goes; default bench/results/<UTC timestamp>.json.
     #[arg(long)]

@@ -123,6 +123,13 @@ impl Broker {
     }
 }
 
+/// Settings of a stream a line creates beyond its partitions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamSettings {
+    pub max_chunk_records: Option<u32>,
+    pub filter_size_bytes: Option<u32>,
+}
+
 /// The partlog server under test: started here (release build, its own
 /// offset store and port) or given with --partlog.
 pub struct Partlog {
@@ -339,14 +346,14 @@ impl Streams {
     /// Creates `<prefix>-<what>-<n>` with `partitions` partitions; returns
     /// its name and the stream ports of the partitions' leaders and replicas.
     /// A failed creation is cleaned up and tried once more under a new name.
-    /// With `max_chunk_records`, partlog's setting of that name.
+    /// `settings` go into the CreateStream request.
     pub async fn create(
         &self,
         what: &str,
         partitions: u32,
-        max_chunk_records: Option<u32>,
+        settings: StreamSettings,
     ) -> Result<(String, Vec<u16>)> {
-        let first = match self.try_create(what, partitions, max_chunk_records).await {
+        let first = match self.try_create(what, partitions, settings).await {
             Ok(created) => return Ok(created),
             Err((name, e)) => {
                 // The broker may have created it even so.
@@ -358,7 +365,7 @@ impl Streams {
                 e
             }
         };
-        match self.try_create(what, partitions, max_chunk_records).await {
+        match self.try_create(what, partitions, settings).await {
             Ok(created) => Ok(created),
             Err((name, e)) => {
                 let _ = self.delete(&name).await;
@@ -371,7 +378,7 @@ impl Streams {
         &self,
         what: &str,
         partitions: u32,
-        max_chunk_records: Option<u32>,
+        settings: StreamSettings,
     ) -> std::result::Result<(String, Vec<u16>), (String, Error)> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}-{what}-{n}", self.prefix);
@@ -382,7 +389,8 @@ impl Streams {
                 .create_stream(CreateStreamRequest {
                     stream: name.clone(),
                     partitions,
-                    max_chunk_records,
+                    max_chunk_records: settings.max_chunk_records,
+                    filter_size_bytes: settings.filter_size_bytes,
                     ..Default::default()
                 })
                 .await

@@ -19,7 +19,7 @@ use serde_json::json;
 use super::check_stored;
 use crate::bench::{Bench, Measured, Variant};
 use crate::report::{Metric, Side, Unit};
-use crate::setup::Result;
+use crate::setup::{Result, StreamSettings};
 
 /// Bytes of each record's value.
 const VALUE_SIZE: usize = 100;
@@ -95,11 +95,11 @@ const READS: [Read; 4] = [
     },
 ];
 
-/// The filter value of record `i`: drawn at random (a fixed hash of `i`,
-/// the same in every run) from `values` values.
-fn filter_of(i: u64, values: u32) -> u32 {
-    // splitmix64's finalizer: consecutive records get unrelated values.
-    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+/// The filter value of record `i`: drawn at random (a fixed hash, the same
+/// in every run) from `values` values for each `run` records in a row.
+fn filter_of(i: u64, values: u32, run: u64) -> u32 {
+    // splitmix64's finalizer: consecutive runs get unrelated values.
+    let mut z = (i / run.max(1)).wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     ((z ^ (z >> 31)) % u64::from(values)) as u32
@@ -111,11 +111,16 @@ fn filter_name(value: u32) -> String {
 
 pub async fn read_one_value(bench: &Bench) -> Result<()> {
     let o = &bench.options;
-    let cap = o.filter_chunk_records;
-    let default = bench.fresh_stream_with("filter", 1, None).await?;
-    let capped = bench
-        .fresh_stream_with("filter-capped", 1, Some(cap))
-        .await?;
+    let default = StreamSettings {
+        max_chunk_records: None,
+        filter_size_bytes: o.filter_size_bytes,
+    };
+    let capped = StreamSettings {
+        max_chunk_records: Some(o.filter_chunk_records),
+        ..default
+    };
+    let default = bench.fresh_stream_with("filter", 1, default).await?;
+    let capped = bench.fresh_stream_with("filter-capped", 1, capped).await?;
     let streams = [(Batching::Default, default), (Batching::Capped, capped)];
     let measured = measure(bench, &streams).await;
     for (_, stream) in &streams {
@@ -126,30 +131,35 @@ pub async fn read_one_value(bench: &Bench) -> Result<()> {
 
 async fn measure(bench: &Bench, streams: &[(Batching, String); 2]) -> Result<()> {
     let o = &bench.options;
-    let (records, values) = (o.filter_records, o.filter_values);
+    let (records, values, run) = (o.filter_records, o.filter_values, o.filter_run);
+    let values_are = match run {
+        1 => format!("{values} values"),
+        run => format!("{values} values in runs of {run} records"),
+    };
     let stream_of = |batching: Batching| {
         let (_, stream) = streams.iter().find(|(b, _)| *b == batching).unwrap();
         stream.clone()
     };
     let publish_section = format!(
-        "publish with filter values: {records} records, {values} values, {VALUE_SIZE} B values, \
+        "publish with filter values: {records} records, {values_are}, {VALUE_SIZE} B values, \
          1 partition, max_chunk_records {}",
         o.filter_chunk_records
     );
     let batchings = [Batching::Default, Batching::Capped];
     bench
         .rounds(&publish_section, &batchings, 1, false, |batching, _| {
-            publish(bench, stream_of(batching), batching, records, values)
+            publish(bench, stream_of(batching), batching)
         })
         .await?;
     let target = filter_name(TARGET);
     let expected = (0..records)
-        .filter(|&i| filter_of(i, values) == TARGET)
+        .filter(|&i| filter_of(i, values, run) == TARGET)
         .count() as u64;
     let read_section = format!(
-        "read one of {values} filter values from the first record ({expected} of {records} \
-         records), Subscribe, 1 partition, max_chunk_records {}",
-        o.filter_chunk_records
+        "read one of {values_are} from the first record ({expected} of {records} records), \
+         Subscribe, 1 partition, max_chunk_records {}, Bloom filters of {} B",
+        o.filter_chunk_records,
+        o.filter_size_bytes.unwrap_or(16)
     );
     bench
         .rounds(&read_section, &READS, o.rounds, true, |read, _| {
@@ -212,16 +222,12 @@ async fn measure(bench: &Bench, streams: &[(Batching, String); 2]) -> Result<()>
     Ok(())
 }
 
-/// Publishes records `0..records` to `stream` on one `PublishStream` call
+/// Publishes the line's records to `stream` on one `PublishStream` call
 /// with [`WINDOW`] batches in flight, then checks the broker stored them.
-async fn publish(
-    bench: &Bench,
-    stream: String,
-    batching: Batching,
-    records: u64,
-    values: u32,
-) -> Result<Measured> {
-    let batch = bench.options.batch as u64;
+async fn publish(bench: &Bench, stream: String, batching: Batching) -> Result<Measured> {
+    let o = &bench.options;
+    let (records, values, run) = (o.filter_records, o.filter_values, o.filter_run);
+    let batch = o.batch as u64;
     let mut client = bench.partlog.client().await?;
     let (requests, outgoing) = tokio::sync::mpsc::channel(WINDOW);
     let request = |first: u64| PublishStreamRequest {
@@ -230,7 +236,7 @@ async fn publish(
             .map(|i| PublishRecord {
                 key: format!("k{}", i % 10_000),
                 value: format!("{i:0>VALUE_SIZE$}").into_bytes().into(),
-                filter: filter_name(filter_of(i, values)),
+                filter: filter_name(filter_of(i, values, run)),
                 ..Default::default()
             })
             .collect(),
