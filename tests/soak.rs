@@ -78,6 +78,7 @@ async fn consume(
                 commit_failures.fetch_add(1, Ordering::Relaxed);
             }
             Event::Commit(_) | Event::Assignment(_) => {}
+            Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
         }
     }
 }
