@@ -284,6 +284,20 @@ pub struct BrokerConfig {
     pub confirm_timeout_ms: u64,
     /// TLS to the broker's stream TLS port, for every connection.
     pub tls: BrokerTlsConfig,
+    /// The management HTTP API (RabbitMQ's management plugin), which
+    /// ListStreams asks for the super streams (the stream protocol cannot
+    /// list them): `http://host:port` or `https://host:port` (verified with
+    /// `broker.tls.ca_file`). Empty: `broker.host` on port 15672 (15671,
+    /// https, with `broker.tls.enabled`).
+    pub management_url: String,
+}
+
+/// Where the broker's management HTTP API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagementAddress {
+    pub https: bool,
+    pub host: String,
+    pub port: u16,
 }
 
 /// `[broker.tls]`: TLS for every connection to the broker.
@@ -307,6 +321,52 @@ pub struct BrokerTlsConfig {
 }
 
 impl BrokerConfig {
+    /// The management API's address: whether it speaks https, host and
+    /// port; `Err` says what is wrong with `management_url`.
+    pub fn management(&self) -> Result<ManagementAddress, String> {
+        if self.management_url.is_empty() {
+            let (https, port) = if self.tls.enabled {
+                (true, 15671)
+            } else {
+                (false, 15672)
+            };
+            return Ok(ManagementAddress {
+                https,
+                host: self.host.clone(),
+                port,
+            });
+        }
+        let url = self.management_url.trim_end_matches('/');
+        let (https, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(format!("{url:?} is not an http:// or https:// URL"));
+        };
+        if rest.contains('/') || rest.contains('@') {
+            return Err(format!("{url:?}: give scheme, host and port only"));
+        }
+        let default_port = if https { 443 } else { 80 };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => {
+                let port = port
+                    .parse()
+                    .map_err(|_| format!("{url:?} has a bad port"))?;
+                (host, port)
+            }
+            None => (rest, default_port),
+        };
+        if host.is_empty() {
+            return Err(format!("{url:?} names no host"));
+        }
+        Ok(ManagementAddress {
+            https,
+            host: host.to_owned(),
+            port,
+        })
+    }
+
     /// Every configured node as (host, port): `host:port` first, then
     /// `other_nodes` (entries that do not parse are left out; validation
     /// rejects them).
@@ -418,6 +478,7 @@ impl Default for BrokerConfig {
             request_timeout_ms: 10_000,
             confirm_timeout_ms: 30_000,
             tls: BrokerTlsConfig::default(),
+            management_url: String::new(),
         }
     }
 }
@@ -520,6 +581,8 @@ impl Config {
         if b.host.is_empty() {
             return Err(ConfigError("broker.host must not be empty".into()));
         }
+        b.management()
+            .map_err(|why| ConfigError(format!("broker.management_url: {why}")))?;
         for node in &b.other_nodes {
             parse_node(node)
                 .map_err(|why| ConfigError(format!("broker.other_nodes: {node:?} {why}")))?;

@@ -425,6 +425,52 @@ async fn permissions_limit_each_principal_to_its_streams_and_groups() {
             .unwrap();
     }
 
+    // ListStreams lists what each may use: everything for the admin and the
+    // reader, the orders-* streams for their principal, nothing for nobody.
+    let nobody = Some(tokens.nobody.as_str());
+    for (token, sees_orders, sees_payments) in [
+        (admin, true, true),
+        (reader, true, true),
+        (orders_principal, true, false),
+        (nobody, false, false),
+    ] {
+        let mut listed = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = proto::ListStreamsRequest {
+                page_size: 1000,
+                page_token,
+                ..Default::default()
+            };
+            let page = client
+                .list_streams(with_token(token, request))
+                .await
+                .expect("ListStreams")
+                .into_inner();
+            listed.extend(page.streams.into_iter().map(|s| s.stream));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        assert_eq!(
+            listed.contains(&orders),
+            sees_orders,
+            "{token:?}: {listed:?}"
+        );
+        assert_eq!(
+            listed.contains(&payments),
+            sees_payments,
+            "{token:?}: {listed:?}"
+        );
+        if token == orders_principal {
+            assert!(
+                listed.iter().all(|s| s.starts_with("orders-")),
+                "{listed:?}"
+            );
+        }
+    }
+
     // A reader reads, and can neither publish nor delete.
     client
         .read(with_token(reader, read(&orders)))
@@ -690,6 +736,16 @@ async fn every_rpc_checks_permissions() {
             .await
             .map(drop),
     );
+    // ListStreams needs no permission: its answer holds only what the
+    // caller may use (see permissions_limit_each_principal_to_its_streams_and_groups).
+    let listing = proto::ListStreamsRequest::default();
+    let listed = client
+        .list_streams(with_token(nobody, listing))
+        .await
+        .expect("ListStreams answers")
+        .into_inner();
+    assert!(listed.streams.is_empty(), "{listed:?}");
+    checked.push("ListStreams".to_owned());
 
     let descriptors = prost_types::FileDescriptorSet::decode(proto::FILE_DESCRIPTOR_SET).unwrap();
     let mut rpcs: Vec<String> = descriptors

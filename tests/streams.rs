@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use common::{create_stream, unique_stream, Partlog};
 use partlog::proto::{
-    CommitRequest, CreateStreamRequest, DeleteStreamRequest, DescribeStreamRequest, Retention,
+    CommitRequest, CreateStreamRequest, DeleteStreamRequest, DescribeStreamRequest,
+    ListStreamsRequest, Retention,
 };
 use tonic::Code;
 
@@ -206,4 +207,123 @@ async fn stream_names_at_the_broker_directory_limit() {
             .await
             .expect("delete");
     }
+}
+
+#[tokio::test]
+async fn list_streams_pages_through_a_prefix_in_name_order() {
+    let server = Partlog::start().await;
+    let mut client = server.client().await;
+    // A prefix of its own; names that sort apart from their creation order.
+    let prefix = unique_stream("listing");
+    let names: Vec<String> = ["c", "a", "b-2", "b-10", "d"]
+        .iter()
+        .map(|n| format!("{prefix}-{n}"))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        create_stream(&mut client, name, i as u32 + 1).await;
+    }
+    let lister = client.clone();
+    let list = |page_size: i32, page_token: String| {
+        let mut client = lister.clone();
+        let prefix = format!("{prefix}-");
+        async move {
+            client
+                .list_streams(ListStreamsRequest {
+                    prefix,
+                    page_size,
+                    page_token,
+                })
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = list(2, token).await.expect("a page");
+        assert!(page.streams.len() <= 2);
+        listed.extend(page.streams.into_iter().map(|s| (s.stream, s.partitions)));
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut expected: Vec<(String, u32)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i as u32 + 1))
+        .collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert_eq!(pages, 3);
+    // One page holds them all; a prefix nothing has is an empty answer.
+    let all = list(0, String::new()).await.unwrap();
+    assert_eq!(all.streams.len(), 5);
+    assert!(all.next_page_token.is_empty());
+    let none = client
+        .list_streams(ListStreamsRequest {
+            prefix: format!("{prefix}-nothing"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.streams.is_empty() && none.next_page_token.is_empty());
+    // A deleted stream leaves the listing.
+    client
+        .delete_stream(DeleteStreamRequest {
+            stream: names[0].clone(),
+        })
+        .await
+        .unwrap();
+    let after_delete = list(0, String::new()).await.unwrap();
+    assert!(!after_delete.streams.iter().any(|s| s.stream == names[0]));
+    assert_eq!(after_delete.streams.len(), 4);
+
+    for (page_size, token, message) in [
+        (1001, "", "page_size is 1001; at most 1000"),
+        (-1, "", "page_size is -1; it must not be negative"),
+        (
+            0,
+            "not-a-token",
+            "page_token is not a next_page_token of ListStreams",
+        ),
+    ] {
+        let status = list(page_size, token.into()).await.expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with(message), "{status:?}");
+    }
+    for name in &names[1..] {
+        client
+            .delete_stream(DeleteStreamRequest {
+                stream: name.clone(),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn list_streams_says_when_the_management_api_does_not_answer() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{closed}");
+    let server = Partlog::start_with(&[("PARTLOG_BROKER_MANAGEMENT_URL", &url)]).await;
+    let mut client = server.client().await;
+    let status = client
+        .list_streams(ListStreamsRequest::default())
+        .await
+        .expect_err("no management API");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status
+            .message()
+            .contains("is the rabbitmq_management plugin enabled?"),
+        "{status:?}"
+    );
+    assert!(!status.message().contains("guest:"), "{status:?}");
 }

@@ -432,6 +432,12 @@ impl Broker {
         .await
     }
 
+    /// The names of the virtual host's super streams, in no order (from
+    /// the management API: the stream protocol cannot list them).
+    pub async fn super_stream_names(&self) -> Result<Vec<String>> {
+        super::management::super_streams(&self.connector).await
+    }
+
     /// The `max_chunk_records` setting of a partition stream: publishers
     /// send its records in frames of at most this many, one frame at a time,
     /// so that each frame reaches the broker's writer alone and becomes a

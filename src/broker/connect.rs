@@ -11,7 +11,7 @@ use rabbitmq_stream_client::{Client, ClientOptions};
 use super::node::Node;
 use super::protocol::metadata::MetadataConnection;
 use super::protocol::wire::Credentials;
-use super::tls::Transport;
+use super::tls::{BrokerTls, Transport};
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
 use crate::telemetry::{self, ConnectionKind};
@@ -41,6 +41,11 @@ impl Connector {
     /// How long one broker request may take.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The TLS settings of partlog's own connections; `None` for plain.
+    pub fn tls(&self) -> Result<Option<Arc<BrokerTls>>> {
+        self.transport.tls()
     }
 
     /// When a broker request started now must have been answered.

@@ -19,6 +19,8 @@
 //!   the client library's decoder.
 //! - [`bounds`]: where a partition's records begin and end, learnt by
 //!   reading.
+//! - [`management`]: the management HTTP API, which lists the super
+//!   streams.
 //! - [`backoff`]: capped exponential backoff for reconnecting.
 //! - [`tls`]: every connection is plain or TLS as `[broker.tls]` says.
 //!
@@ -40,6 +42,7 @@ pub(crate) mod bounds;
 mod cluster;
 mod confirms;
 mod connect;
+mod management;
 #[cfg(test)]
 mod message;
 mod node;

@@ -179,6 +179,12 @@ pub enum StreamCommand {
         #[arg(long)]
         max_chunk_records: Option<u32>,
     },
+    /// List the streams (that the caller may use) with their partition counts, in name order.
+    List {
+        /// Only streams whose name starts with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
     /// Print a stream's partitions in routing order with leader and replicas.
     Describe {
         /// The stream's name.

@@ -438,22 +438,31 @@ mod tests {
                 seconds: 1_795_856_400,
                 nanos: 5_000_000,
             }),
+            filter: "eu".into(),
             ..Default::default()
         };
         let row = RecordRow::new(record, ValueFormat::Auto);
         assert_eq!(
             row.cells(),
-            ["2", "7", "2026-11-28T09:00:00.005Z", "k", "a=1,b=2", "v"]
+            [
+                "2",
+                "7",
+                "2026-11-28T09:00:00.005Z",
+                "k",
+                "a=1,b=2",
+                "eu",
+                "v"
+            ]
         );
         assert_eq!(
             json_line(&row),
-            r#"{"partition":2,"offset":7,"timestamp":"2026-11-28T09:00:00.005Z","key":"k","headers":{"a":"1","b":"2"},"value":"v"}"#
+            r#"{"partition":2,"offset":7,"timestamp":"2026-11-28T09:00:00.005Z","key":"k","headers":{"a":"1","b":"2"},"filter":"eu","value":"v"}"#
         );
         let widths = stream_widths::<RecordRow>();
-        assert_eq!(widths, [9, 6, 24, 14, 7, 5]);
+        assert_eq!(widths, [9, 6, 24, 14, 7, 6, 5]);
         assert_eq!(
             format_line(&row.cells(), &widths),
-            "2          7       2026-11-28T09:00:00.005Z  k               a=1,b=2  v"
+            "2          7       2026-11-28T09:00:00.005Z  k               a=1,b=2  eu      v"
         );
     }
 }

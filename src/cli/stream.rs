@@ -1,4 +1,4 @@
-//! `partlog stream create|describe|delete`.
+//! `partlog stream create|list|describe|delete`.
 
 use serde::Serialize;
 
@@ -49,6 +49,24 @@ fn partition_rows(description: Option<proto::StreamDescription>) -> Vec<Partitio
         .collect()
 }
 
+/// One stream of a listing.
+#[derive(Debug, Serialize)]
+struct StreamRow {
+    stream: String,
+    partitions: u32,
+}
+
+impl Row for StreamRow {
+    const HEADER: &'static [&'static str] = &["STREAM", "PARTITIONS"];
+
+    fn cells(&self) -> Vec<String> {
+        vec![self.stream.clone(), self.partitions.to_string()]
+    }
+}
+
+/// Streams per ListStreams call: the most partlog answers.
+const LIST_PAGE: i32 = 1000;
+
 #[derive(Serialize)]
 struct Deleted<'a> {
     stream: &'a str,
@@ -89,6 +107,29 @@ pub async fn run(args: StreamArgs, common: &Common) -> Result<()> {
                 .await?
                 .into_inner();
             printer.rows(&partition_rows(created.stream))?;
+        }
+        StreamCommand::List { prefix } => {
+            let mut rows = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_streams(proto::ListStreamsRequest {
+                        prefix: prefix.clone(),
+                        page_size: LIST_PAGE,
+                        page_token,
+                    })
+                    .await?
+                    .into_inner();
+                rows.extend(page.streams.into_iter().map(|s| StreamRow {
+                    stream: s.stream,
+                    partitions: s.partitions,
+                }));
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            printer.rows(&rows)?;
         }
         StreamCommand::Describe { name } => {
             let described = client

@@ -14,6 +14,7 @@
 //!   broker offsets; [`consume`] hands a subscription to one call within
 //!   the client's credit and answers the member's commits in their order
 //!   (both `Subscribe` and `Consume`);
+//! - [`listing`]: ListStreams, the streams a page at a time;
 //! - [`groups`]: Commit, ResetOffsets, GetOffsets and ListGroups over
 //!   [`committed`] offsets (this instance's store mirrored to the broker)
 //!   and the [`members`] the broker made active here;
@@ -27,6 +28,7 @@ mod committed;
 mod consume;
 mod groups;
 pub(crate) mod lag;
+mod listing;
 mod members;
 mod position;
 mod publish;
@@ -62,6 +64,7 @@ use warm_readers::WarmReaders;
 pub(crate) use committed::OffsetSource;
 pub(crate) use consume::{ClientInput, ConsumeEvent, Credit};
 pub(crate) use groups::PartitionOffsets;
+pub(crate) use listing::{ListStreams, StreamPage};
 pub(crate) use position::StartPosition;
 pub(crate) use publish::{Appended, ProducerId, SubmittedBatch};
 pub(crate) use read::{ReadRecords, ReadRequest};
@@ -299,6 +302,16 @@ impl PartitionedLog {
                 })
                 .collect(),
         })
+    }
+
+    /// A page of the virtual host's streams that `visible` lets the caller
+    /// see; see [`listing`].
+    pub async fn list_streams(
+        &self,
+        request: &ListStreams,
+        visible: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<StreamPage> {
+        listing::list(&self.broker, request, visible).await
     }
 
     pub async fn read(&self, request: ReadRequest) -> Result<ReadRecords> {

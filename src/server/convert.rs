@@ -8,8 +8,9 @@ use tonic::{Code, Status};
 use crate::broker::{Stored, StreamSettings};
 use crate::error::Error;
 use crate::log::{
-    Appended, AssignmentState, ClientInput, ConsumeEvent, ConsumeOpen, Credit, OffsetSource,
-    Output, PartitionDescription, PartitionOffsets, Source, StartPosition, StreamDescription,
+    Appended, AssignmentState, ClientInput, ConsumeEvent, ConsumeOpen, Credit, ListStreams,
+    OffsetSource, Output, PartitionDescription, PartitionOffsets, Source, StartPosition,
+    StreamDescription, StreamPage,
 };
 use crate::offsets::Committed;
 use crate::proto;
@@ -381,6 +382,35 @@ pub fn partition_offsets(row: PartitionOffsets) -> proto::PartitionOffsets {
         tail: row.tail,
         lag: row.lag,
         active_member: row.active_member.unwrap_or_default(),
+    }
+}
+
+/// A ListStreams request; a negative page size is refused.
+pub fn list_streams(request: proto::ListStreamsRequest) -> Result<ListStreams, Error> {
+    let page_size = u32::try_from(request.page_size).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "page_size is {}; it must not be negative",
+            request.page_size
+        ))
+    })?;
+    Ok(ListStreams {
+        prefix: request.prefix,
+        page_size,
+        page_token: request.page_token,
+    })
+}
+
+pub fn stream_page(page: StreamPage) -> proto::ListStreamsResponse {
+    proto::ListStreamsResponse {
+        streams: page
+            .streams
+            .into_iter()
+            .map(|s| proto::StreamSummary {
+                stream: s.stream,
+                partitions: s.partitions,
+            })
+            .collect(),
+        next_page_token: page.next_page_token.unwrap_or_default(),
     }
 }
 

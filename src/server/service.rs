@@ -84,6 +84,21 @@ impl PartLog for PartLogService {
         }))
     }
 
+    async fn list_streams(
+        &self,
+        request: Request<proto::ListStreamsRequest>,
+    ) -> Result<Response<proto::ListStreamsResponse>, Status> {
+        let caller = auth::authorize(&request)?;
+        let request = convert::list_streams(request.into_inner()).map_err(status)?;
+        let visible = |stream: &str| caller.sees_stream(stream);
+        let page = self
+            .log
+            .list_streams(&request, &visible)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::stream_page(page)))
+    }
+
     async fn publish(
         &self,
         request: Request<proto::PublishRequest>,

@@ -132,6 +132,20 @@ impl Caller {
         }
     }
 
+    /// Whether this caller may see `stream` (its name in ListStreams):
+    /// what DescribeStream needs of it.
+    pub fn sees_stream(&self, stream: &str) -> bool {
+        match self {
+            Caller::Anyone => true,
+            Caller::Principal(caller) => {
+                let resource = principals::Resource::Stream(stream);
+                rpcs::ANY_USE
+                    .iter()
+                    .any(|p| caller.principal.may(*p, &resource))
+            }
+        }
+    }
+
     /// Whether this caller may see `group` of `stream` (its name in
     /// ListGroups): `describe` or `group` on it.
     pub fn sees_group(&self, stream: &str, group: &str) -> bool {

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | CreateStream, DeleteStream | `admin` on the stream |
 //! | DescribeStream | `read`, `write` or `admin` on the stream |
+//! | ListStreams | nothing; it lists the streams the caller has `read`, `write` or `admin` on |
 //! | Publish, PublishStream (each message) | `write` on the stream; with a source's commit_offset also `group` on the source's group |
 //! | Read | `read` on the stream |
 //! | Subscribe, Consume (its first message) | `read` on the stream; in a group also `group` on the group |
@@ -61,7 +62,7 @@ const READ: &[Permission] = &[Permission::Read];
 /// Seeing what a group did: its own members, or anyone allowed to describe it.
 pub const DESCRIBE: &[Permission] = &[Permission::Describe, Permission::Group];
 /// Describing a stream is what anyone who may use it needs to know.
-const ANY_USE: &[Permission] = &[Permission::Read, Permission::Write, Permission::Admin];
+pub const ANY_USE: &[Permission] = &[Permission::Read, Permission::Write, Permission::Admin];
 
 impl Protected for proto::CreateStreamRequest {
     fn needs(&self) -> Vec<Need<'_>> {
@@ -157,6 +158,14 @@ impl Protected for proto::GetOffsetsRequest {
                 group: &self.group,
             },
         }]
+    }
+}
+
+/// Listing needs nothing: the answer holds only the streams the caller
+/// may describe.
+impl Protected for proto::ListStreamsRequest {
+    fn needs(&self) -> Vec<Need<'_>> {
+        Vec::new()
     }
 }
 

@@ -1,0 +1,201 @@
+//! The broker's management HTTP API, for what the stream protocol cannot
+//! do: list the super streams of the virtual host.
+//!
+//! RabbitMQ's management plugin answers `GET /api/exchanges/{vhost}` with
+//! every exchange and its arguments; a super stream is an exchange with
+//! the argument `x-super-stream`. partlog asks with the broker user's
+//! credentials (HTTP basic authentication; the user needs the
+//! `management` tag or a higher one), over TLS verified with
+//! `broker.tls.ca_file` for an `https` address. One connection per
+//! question: listing is an operator's call, not a hot path.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+
+use super::connect::Connector;
+use super::tls;
+use crate::config::ManagementAddress;
+use crate::error::{Error, Result};
+
+/// One exchange of the listing: its name and whether it is a super stream.
+#[derive(Deserialize)]
+struct Exchange {
+    name: String,
+    #[serde(default)]
+    arguments: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Exchange {
+    fn is_super_stream(&self) -> bool {
+        self.arguments
+            .get("x-super-stream")
+            .is_some_and(|v| v.as_bool() == Some(true))
+    }
+}
+
+/// The names of the super streams of the virtual host, in no order.
+pub async fn super_streams(connector: &Connector) -> Result<Vec<String>> {
+    let config = connector.config();
+    let address = config.management().map_err(Error::FailedPrecondition)?;
+    let vhost = percent_encode(&config.vhost);
+    let path = format!("/api/exchanges/{vhost}?columns=name,arguments");
+    let body = connector
+        .within(
+            "asking the management API for the streams",
+            get(connector, &address, &path),
+        )
+        .await??;
+    let exchanges: Vec<Exchange> = serde_json::from_slice(&body).map_err(|e| {
+        Error::Unavailable(format!(
+            "the management API at {} answered the exchange listing with what is not one: {e}",
+            shown(&address)
+        ))
+    })?;
+    Ok(exchanges
+        .into_iter()
+        .filter(Exchange::is_super_stream)
+        .map(|e| e.name)
+        .collect())
+}
+
+/// `GET path` on the management API; the body of a 200 answer.
+async fn get(connector: &Connector, address: &ManagementAddress, path: &str) -> Result<Bytes> {
+    let config = connector.config();
+    let tls = match (address.https, connector.tls()?) {
+        (false, _) => None,
+        (true, Some(tls)) => Some(tls),
+        (true, None) => {
+            return Err(Error::FailedPrecondition(format!(
+                "broker.management_url is https ({}) but broker.tls is not enabled: partlog \
+                 verifies the management API's certificate with broker.tls.ca_file",
+                shown(address)
+            )))
+        }
+    };
+    let stream = tls::connect(&address.host, address.port, tls.as_deref())
+        .await
+        .map_err(|e| {
+            Error::Unavailable(format!(
+                "the broker's management API at {} does not answer ({}); is the \
+                 rabbitmq_management plugin enabled? (broker.management_url)",
+                shown(address),
+                e.message()
+            ))
+        })?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unavailable(address, &e))?;
+    tokio::spawn(async move {
+        // Ends with the answer; its errors reach the request.
+        let _ = connection.await;
+    });
+    let credentials = format!("{}:{}", config.user, config.password.expose());
+    let request = Request::get(path)
+        .header(
+            hyper::header::HOST,
+            format!("{}:{}", address.host, address.port),
+        )
+        .header(
+            hyper::header::AUTHORIZATION,
+            format!("Basic {}", base64_encode(credentials.as_bytes())),
+        )
+        .header(hyper::header::ACCEPT, "application/json")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| Error::Internal(format!("building a management API request: {e}")))?;
+    let answer = sender
+        .send_request(request)
+        .await
+        .map_err(|e| unavailable(address, &e))?;
+    let status = answer.status();
+    let body = answer
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| unavailable(address, &e))?
+        .to_bytes();
+    match status {
+        StatusCode::OK => Ok(body),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            Err(Error::FailedPrecondition(format!(
+            "the broker's management API at {} refuses user {:?} ({status}): the user needs the \
+             management tag (rabbitmqctl set_user_tags {} management) and permissions on \
+             virtual host {:?}",
+            shown(address),
+            config.user,
+            config.user,
+            config.vhost
+        )))
+        }
+        StatusCode::NOT_FOUND => Err(Error::FailedPrecondition(format!(
+            "the broker's management API at {} does not know virtual host {:?}",
+            shown(address),
+            config.vhost
+        ))),
+        status => Err(Error::Unavailable(format!(
+            "the broker's management API at {} answered {status}",
+            shown(address)
+        ))),
+    }
+}
+
+fn unavailable(address: &ManagementAddress, e: &hyper::Error) -> Error {
+    Error::Unavailable(format!(
+        "the broker's management API at {} failed: {e}",
+        shown(address)
+    ))
+}
+
+/// The address as a URL, for messages.
+fn shown(address: &ManagementAddress) -> String {
+    let scheme = if address.https { "https" } else { "http" };
+    format!("{scheme}://{}:{}", address.host, address.port)
+}
+
+/// A path segment: everything but unreserved characters percent-encoded
+/// (the default virtual host "/" is `%2F`).
+fn percent_encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_hosts_are_one_path_segment() {
+        assert_eq!(percent_encode("/"), "%2F");
+        assert_eq!(percent_encode("team a/b"), "team%20a%2Fb");
+        assert_eq!(percent_encode("prod-1.x_y~"), "prod-1.x_y~");
+    }
+
+    #[test]
+    fn super_streams_are_the_exchanges_with_the_argument() {
+        let listed = r#"[{"arguments":{},"name":""},
+            {"arguments":{"x-super-stream":true},"name":"orders"},
+            {"arguments":{"x-super-stream":false},"name":"odd"},
+            {"name":"amq.direct"}]"#;
+        let exchanges: Vec<Exchange> = serde_json::from_str(listed).unwrap();
+        let names: Vec<&str> = exchanges
+            .iter()
+            .filter(|e| e.is_super_stream())
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(names, ["orders"]);
+    }
+}
