@@ -439,7 +439,6 @@ mod tests {
                 nanos: 5_000_000,
             }),
             filter: "eu".into(),
-            ..Default::default()
         };
         let row = RecordRow::new(record, ValueFormat::Auto);
         assert_eq!(
