@@ -440,9 +440,9 @@ impl Broker {
 
     /// The `max_chunk_records` setting of a partition stream: publishers
     /// send its records in frames of at most this many, one frame at a time,
-    /// so that each frame reaches the broker's writer alone and becomes a
-    /// chunk of its own (the broker makes a chunk of whatever its writer
-    /// took at once).
+    /// so that each frame reaches the broker's writer alone and no chunk
+    /// holds records of two frames (the broker makes a chunk of whatever
+    /// its writer took at once, and may split a frame).
     pub async fn max_chunk_records(&self, stream: &str) -> Result<Option<usize>> {
         let setting = self
             .query_offset(MAX_CHUNK_RECORDS_REFERENCE, stream)

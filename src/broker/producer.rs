@@ -297,8 +297,8 @@ struct WriterSetup {
     stream: String,
     max_frame_bytes: usize,
     /// The partition's setting: frames of at most this many records, each
-    /// sent once the broker answered for the ones before, so that each is
-    /// a chunk of its own.
+    /// sent once the broker answered for the ones before, so that no chunk
+    /// holds records of two frames.
     max_chunk_records: Option<usize>,
 }
 
