@@ -52,26 +52,18 @@ pub fn stream_settings(request: &proto::CreateStreamRequest) -> Result<StreamSet
         })
         .transpose()?;
     let nonzero = |v: u64| (v > 0).then_some(v);
-    if let Some(bytes) = request
-        .filter_size_bytes
-        .filter(|b| !FILTER_SIZE_BYTES.contains(b))
-    {
-        return Err(Error::InvalidArgument(format!(
-            "filter_size_bytes is {bytes}; {}..={} is allowed (the broker's Bloom filter sizes)",
-            FILTER_SIZE_BYTES.start(),
-            FILTER_SIZE_BYTES.end()
-        )));
-    }
-    if let Some(records) = request
-        .max_chunk_records
-        .filter(|r| !MAX_CHUNK_RECORDS.contains(r))
-    {
-        return Err(Error::InvalidArgument(format!(
-            "max_chunk_records is {records}; {}..={} is allowed",
-            MAX_CHUNK_RECORDS.start(),
-            MAX_CHUNK_RECORDS.end()
-        )));
-    }
+    within(
+        "filter_size_bytes",
+        request.filter_size_bytes,
+        &FILTER_SIZE_BYTES,
+        " (the broker's Bloom filter sizes)",
+    )?;
+    within(
+        "max_chunk_records",
+        request.max_chunk_records,
+        &MAX_CHUNK_RECORDS,
+        "",
+    )?;
     Ok(StreamSettings {
         max_chunk_records: request.max_chunk_records,
         max_age,
@@ -80,6 +72,24 @@ pub fn stream_settings(request: &proto::CreateStreamRequest) -> Result<StreamSet
         replicas: request.replicas,
         filter_size_bytes: request.filter_size_bytes,
     })
+}
+
+/// An optional setting `field` of a request, refused outside `allowed`;
+/// `why` ends the message.
+fn within(
+    field: &str,
+    value: Option<u32>,
+    allowed: &std::ops::RangeInclusive<u32>,
+    why: &str,
+) -> Result<(), Error> {
+    match value {
+        Some(value) if !allowed.contains(&value) => Err(Error::InvalidArgument(format!(
+            "{field} is {value}; {}..={} is allowed{why}",
+            allowed.start(),
+            allowed.end()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A protobuf duration as a non-negative `Duration`.
@@ -438,6 +448,34 @@ fn partition_description(partition: PartitionDescription) -> proto::PartitionDes
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_settings_out_of_range_are_refused_by_name() {
+        let refused = |request: proto::CreateStreamRequest| {
+            stream_settings(&request).unwrap_err().to_string()
+        };
+        let message = refused(proto::CreateStreamRequest {
+            filter_size_bytes: Some(15),
+            ..Default::default()
+        });
+        assert_eq!(
+            message,
+            "filter_size_bytes is 15; 16..=255 is allowed (the broker's Bloom filter sizes)"
+        );
+        let message = refused(proto::CreateStreamRequest {
+            max_chunk_records: Some(10_001),
+            ..Default::default()
+        });
+        assert_eq!(message, "max_chunk_records is 10001; 1..=10000 is allowed");
+        let fine = proto::CreateStreamRequest {
+            filter_size_bytes: Some(255),
+            max_chunk_records: Some(1),
+            ..Default::default()
+        };
+        let settings = stream_settings(&fine).unwrap();
+        assert_eq!(settings.max_chunk_records, Some(1));
+        assert_eq!(settings.filter_size_bytes, Some(255));
+    }
 
     #[test]
     fn every_error_kind_has_its_own_code() {
