@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 const COMMITTED_TREE: &str = "committed";
 const RESET_TO_START: u64 = u64::MAX;
@@ -210,7 +210,12 @@ impl OffsetStore {
         let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || db.flush())
             .await
-            .map_err(|e| Error::Internal(format!("offset store flush task failed: {e}")))?
+            .map_err(|e| {
+                Error::new(
+                    Reason::OffsetStoreFailed,
+                    format!("offset store flush task failed: {e}"),
+                )
+            })?
             .map_err(storage)?;
         crate::telemetry::offset_store_flushed(started);
         Ok(())
@@ -237,7 +242,10 @@ fn decode_offset(bytes: &[u8]) -> u64 {
 }
 
 fn storage(e: sled::Error) -> Error {
-    Error::Internal(format!("offset store failure: {e}"))
+    Error::new(
+        Reason::OffsetStoreFailed,
+        format!("offset store failure: {e}"),
+    )
 }
 
 #[cfg(test)]

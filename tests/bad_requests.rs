@@ -1,5 +1,7 @@
 //! A table of bad requests over real gRPC, each with the status code it must
-//! get; the service stays healthy and usable afterwards.
+//! get, the `google.rpc` details a program acts on (the ErrorInfo reason, the
+//! BadRequest field, RetryInfo when a retry helps); the service stays
+//! healthy and usable afterwards.
 
 mod common;
 
@@ -14,6 +16,7 @@ use partlog::proto::*;
 use tonic::transport::Channel;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_types::StatusExt;
 
 type Call = Pin<Box<dyn Future<Output = Result<(), tonic::Status>> + Send>>;
 
@@ -650,10 +653,20 @@ async fn bad_requests_get_precise_status_codes() {
                 status.code(),
                 status.message()
             )),
-            Err(status) => assert!(
-                !status.message().is_empty(),
-                "{name}: the status carries a message"
-            ),
+            Err(status) => {
+                assert!(
+                    !status.message().is_empty(),
+                    "{name}: the status carries a message"
+                );
+                let details = details(&status);
+                let wanted = expected_details(name);
+                if details != wanted {
+                    failures.push(format!(
+                        "{name}: details {details:?}, expected {wanted:?} ({})",
+                        status.message()
+                    ));
+                }
+            }
         }
     }
     assert!(
@@ -672,6 +685,108 @@ async fn bad_requests_get_precise_status_codes() {
             .len();
     }
     assert_eq!(total, 1, "only the final good record is stored");
+}
+
+/// What a program reads from a refusal: the ErrorInfo reason (domain
+/// "partlog"), the BadRequest field (INVALID_ARGUMENT only), and whether it
+/// says when to retry (RetryInfo).
+#[derive(Debug, PartialEq)]
+struct Details {
+    reason: String,
+    field: Option<String>,
+    retry: bool,
+}
+
+fn details(status: &tonic::Status) -> Details {
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo on {status:?}"));
+    assert_eq!(info.domain, "partlog", "{status:?}");
+    let violations = status
+        .get_details_bad_request()
+        .map(|b| b.field_violations)
+        .unwrap_or_default();
+    assert!(violations.len() <= 1, "{violations:?}");
+    let field = violations.into_iter().next().map(|v| {
+        assert_eq!(v.description, status.message());
+        assert_eq!(info.metadata.get("field"), Some(&v.field));
+        v.field
+    });
+    Details {
+        reason: info.reason,
+        field,
+        retry: status.get_details_retry_info().is_some(),
+    }
+}
+
+/// The details each case of the table must carry.
+fn expected_details(case: &str) -> Details {
+    let (reason, field) = match case {
+        "create: empty name" | "describe: empty name" | "read: empty stream name" => {
+            ("FIELD_REQUIRED", Some("stream"))
+        }
+        "create: reserved amq. prefix" | "publish: bad stream name" => {
+            ("NAME_RESERVED", Some("stream"))
+        }
+        "create: control character" => ("NAME_INVALID", Some("stream")),
+        "create: name too long" => ("NAME_TOO_LONG", Some("stream")),
+        "create: zero partitions" | "create: 257 partitions" => {
+            ("VALUE_OUT_OF_RANGE", Some("partitions"))
+        }
+        "create: negative max_age" | "create: sub-second max_age" => {
+            ("VALUE_OUT_OF_RANGE", Some("retention.max_age"))
+        }
+        "create: zero replicas" => ("VALUE_OUT_OF_RANGE", Some("replicas")),
+        "create: a Bloom filter of 8 bytes" | "create: a Bloom filter of 256 bytes" => {
+            ("VALUE_OUT_OF_RANGE", Some("filter_size_bytes"))
+        }
+        "create: exists" | "create: exists, other partition count" => {
+            ("STREAM_ALREADY_EXISTS", None)
+        }
+        "describe: unknown"
+        | "delete: unknown"
+        | "publish: unknown stream"
+        | "read: unknown stream"
+        | "subscribe: unknown stream"
+        | "commit: unknown stream"
+        | "get offsets: unknown stream"
+        | "list groups: unknown stream" => ("STREAM_NOT_FOUND", None),
+        "publish: no records" => ("FIELD_REQUIRED", Some("records")),
+        "publish: value over 1 MiB" => ("VALUE_TOO_LARGE", Some("records[1].value")),
+        "publish: 10 001 records" | "publish: batch over 16 MiB" => ("BATCH_TOO_LARGE", None),
+        "publish: reserved header name" | "publish: empty header name" => {
+            ("HEADER_INVALID", Some("records[0].headers"))
+        }
+        "publish: oversized key" => ("KEY_TOO_LARGE", Some("records[0]")),
+        "read: partition out of range"
+        | "read: huge partition"
+        | "subscribe: partition out of range"
+        | "commit: partition out of range" => ("PARTITION_OUT_OF_RANGE", Some("partition")),
+        "read: too many records" => ("VALUE_OUT_OF_RANGE", Some("max_records")),
+        "read: too many bytes" => ("VALUE_OUT_OF_RANGE", Some("max_bytes")),
+        "read: wait too long" | "read: negative wait" => ("VALUE_OUT_OF_RANGE", Some("max_wait")),
+        "subscribe: COMMITTED without a group" => ("GROUP_REQUIRED", Some("group")),
+        "subscribe: partition twice" => ("PARTITION_REPEATED", Some("partitions")),
+        "subscribe: window too large" => ("VALUE_OUT_OF_RANGE", Some("window")),
+        "subscribe: control character in group" => ("NAME_INVALID", Some("group")),
+        "subscribe: start without a position" => ("POSITION_INVALID", Some("start")),
+        "commit: no offsets" => ("FIELD_REQUIRED", Some("offsets")),
+        "commit: empty group" | "get offsets: empty group" => ("FIELD_REQUIRED", Some("group")),
+        "commit: partition without records" => ("PARTITION_EMPTY", None),
+        "reset: to NEXT" => ("POSITION_INVALID", Some("to")),
+        "reset: no target" => ("FIELD_REQUIRED", Some("to")),
+        "publish: sequence without producer" | "publish: producer without sequences" => {
+            ("SEQUENCE_INVALID", Some("records[0].sequence"))
+        }
+        "publish: decreasing sequences" => ("SEQUENCE_INVALID", Some("records[1].sequence")),
+        "publish: producer id too long" => ("NAME_TOO_LONG", Some("producer_id")),
+        other => panic!("no expected details for case {other:?}"),
+    };
+    Details {
+        reason: reason.into(),
+        field: field.map(Into::into),
+        retry: reason == "BATCH_TOO_LARGE",
+    }
 }
 
 /// Bytes sent as they are and received as they come: a client that is not
@@ -743,6 +858,8 @@ async fn a_request_that_is_not_valid_protobuf_is_invalid_argument() {
         "{}",
         status.message()
     );
+    let info = status.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "MALFORMED_REQUEST");
     // A truncated field, on a streaming call's first message.
     let path = "/partlog.v1.PartLog/Consume".parse().unwrap();
     let requests = futures::stream::iter([vec![0x0a, 10, 0x0a]]);

@@ -109,6 +109,7 @@ async fn member_loop(mut member: Member, stop: std::sync::Arc<tokio::sync::Notif
             Event::Commit(ack) => {
                 if let Some(error) = &ack.error {
                     assert_eq!(error.code, Code::FailedPrecondition as i32, "{ack:?}");
+                    assert_eq!(error.reason, "PARTITION_NOT_HELD", "{ack:?}");
                 }
                 open_commits -= 1;
             }

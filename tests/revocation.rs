@@ -11,6 +11,7 @@ use common::principals::{as_principal, everything, grant, new_token, principal, 
 use common::{create_stream, record, trusting, unique_stream, Partlog, TestPki};
 use partlog::proto::{self, PublishRequest, SubscribeRequest};
 use tonic::Code;
+use tonic_types::StatusExt;
 
 /// Sends SIGHUP to `server`: it reloads its security files.
 /// The next message of a Subscribe within 10 s: a record, or the status
@@ -97,6 +98,8 @@ async fn a_reload_ends_the_open_calls_it_no_longer_allows() {
         }
     };
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let info = status.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "CREDENTIALS_REVOKED", "{status:?}");
     // Published after the reload: bob never sees it (his call is over).
     let published = client
         .publish(as_principal(

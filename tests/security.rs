@@ -8,6 +8,7 @@ use partlog::proto::part_log_client::PartLogClient;
 use partlog::proto::{self, PublishRecord};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
 
 /// The hex SHA-256 the principals file holds, computed here rather than
 /// by partlog's own function.
@@ -191,7 +192,23 @@ fn assert_status(result: Result<impl std::fmt::Debug, Status>, code: Code, says:
         "{:?} does not say {says:?}",
         status.message()
     );
+    let reason = reason(&status);
+    let fits = match code {
+        Code::Unauthenticated => reason.starts_with("CREDENTIALS_"),
+        Code::PermissionDenied => reason == "PERMISSION_DENIED",
+        _ => true,
+    };
+    assert!(fits, "{reason} on {status:?}");
     status
+}
+
+/// The ErrorInfo reason of a status partlog answered.
+fn reason(status: &Status) -> String {
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo on {status:?}"));
+    assert_eq!(info.domain, "partlog");
+    info.reason
 }
 
 /// Asserts that partlog refused a client below gRPC: connecting failed, or
@@ -309,11 +326,12 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_change_nothing() {
         partitions: 2,
         ..Default::default()
     };
-    assert_status(
+    let missing = assert_status(
         client.create_stream(with_token(None, create.clone())).await,
         Code::Unauthenticated,
         "missing credentials: send `authorization: Bearer <token>`",
     );
+    assert_eq!(reason(&missing), "CREDENTIALS_MISSING");
     assert_status(
         client
             .describe_stream(with_token(admin, describe(&stream)))
@@ -332,6 +350,7 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_change_nothing() {
         "not valid",
     );
     assert!(!status.message().contains(&wrong));
+    assert_eq!(reason(&status), "CREDENTIALS_INVALID");
     let mut basic = Request::new(describe(&stream));
     basic.metadata_mut().insert(
         "authorization",

@@ -18,6 +18,7 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_types::StatusExt;
 
 #[tokio::test]
 async fn health_is_serving_and_reflection_lists_the_service() {
@@ -88,6 +89,9 @@ async fn unreachable_broker_means_not_serving_and_unavailable() {
         .await
         .expect_err("no broker");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let info = err.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "BROKER_UNAVAILABLE");
+    assert!(err.get_details_retry_info().is_some(), "{err:?}");
     assert!(
         err.message().contains(&port),
         "names the broker: {}",

@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use common::{create_stream, unique_stream, Partlog};
 use partlog::proto::{
@@ -10,6 +11,7 @@ use partlog::proto::{
     ListStreamsRequest, Retention,
 };
 use tonic::Code;
+use tonic_types::StatusExt;
 
 #[tokio::test]
 async fn create_describe_delete() {
@@ -319,6 +321,13 @@ async fn list_streams_says_when_the_management_api_does_not_answer() {
         .await
         .expect_err("no management API");
     assert_eq!(status.code(), Code::Unavailable);
+    let info = status.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "MANAGEMENT_API_UNAVAILABLE");
+    let retry = status.get_details_retry_info().expect("RetryInfo");
+    assert!(
+        retry.retry_delay.is_some_and(|d| d > Duration::ZERO),
+        "{retry:?}"
+    );
     assert!(
         status
             .message()

@@ -7,7 +7,7 @@
 use super::cluster::Broker;
 use super::protocol::{Chunk, ChunkReader, Consumer, ReadFrom};
 use super::super_stream::Partition;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 /// What a partition stream holds right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,8 +104,9 @@ pub async fn first_chunk_at(
     let chunk = reader.next_chunk(broker.connector().deadline()).await;
     reader.close();
     chunk?.ok_or_else(|| {
-        Error::Unavailable(format!(
-            "the broker did not deliver a chunk of {stream:?} within {timeout:?}"
-        ))
+        Error::new(
+            Reason::BrokerUnavailable,
+            format!("the broker did not deliver a chunk of {stream:?} within {timeout:?}"),
+        )
     })
 }

@@ -24,7 +24,7 @@ use super::protocol::ReaderPool;
 use super::publish_connection::SharedPublishConnections;
 use super::super_stream::{Partition, SuperStream, SuperStreams};
 use crate::config::BrokerConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Reason, Result};
 use crate::sync::lock;
 
 /// Retention and placement of a new super stream's partitions.
@@ -162,11 +162,11 @@ impl Broker {
                     self.known().prefer(&node);
                     return Ok(connection);
                 }
-                Err(Error::Unavailable(why)) => failures.push(why),
+                Err(e) if e.kind() == Kind::Unavailable => failures.push(e.message().to_owned()),
                 Err(other) => return Err(other),
             }
         }
-        Err(Error::Unavailable(failures.join("; ")))
+        Err(Error::new(Reason::BrokerUnavailable, failures.join("; ")))
     }
 
     /// True when a node answers a request now. (The client library's
@@ -188,7 +188,7 @@ impl Broker {
         let broker_max = conn.broker_frame_max();
         let max_frame_bytes = self.connector.config().max_frame_bytes;
         if broker_max != 0 && broker_max < max_frame_bytes {
-            return Err(Error::FailedPrecondition(format!(
+            return Err(Error::new(Reason::ConfigurationInvalid, format!(
                 "the broker's stream.frame_max is {broker_max} bytes but broker.max_frame_bytes \
                  is {max_frame_bytes}; raise the broker's stream.frame_max or lower broker.max_frame_bytes \
                  and limits.max_value_bytes"
@@ -250,7 +250,7 @@ impl Broker {
             *slot = Some(connection);
         }
         slot.as_mut()
-            .ok_or_else(|| Error::Internal("the metadata connection is missing".into()))
+            .ok_or_else(|| Error::new(Reason::Internal, "the metadata connection is missing"))
     }
 
     /// Runs one query on the metadata connection, reopening it first if needed
@@ -263,7 +263,7 @@ impl Broker {
         let mut slot = self.metadata.lock().await;
         let conn = self.metadata_connection(&mut slot).await?;
         let result = self.within(what, query(conn)).await.and_then(|r| r);
-        if matches!(result, Err(Error::Unavailable(_) | Error::Internal(_))) {
+        if matches!(&result, Err(e) if matches!(e.kind(), Kind::Unavailable | Kind::Internal)) {
             slot.take();
         }
         result
@@ -296,21 +296,32 @@ impl Broker {
             .await?;
         match response.code() {
             ResponseCode::Ok => Ok(()),
-            ResponseCode::StreamAlreadyExists => Err(Error::AlreadyExists(format!(
-                "stream {name:?} (or a stream named like one of its partitions) already exists"
-            ))),
-            ResponseCode::PreconditionFailed => Err(Error::InvalidArgument(format!(
-                "the broker rejected the settings of stream {name:?}: {:?} \
+            ResponseCode::StreamAlreadyExists => Err(Error::new(
+                Reason::StreamAlreadyExists,
+                format!(
+                    "stream {name:?} (or a stream named like one of its partitions) already exists"
+                ),
+            )),
+            ResponseCode::PreconditionFailed => Err(Error::field(
+                Reason::ValueOutOfRange,
+                "replicas",
+                format!(
+                    "the broker rejected the settings of stream {name:?}: {:?} \
                  (is replicas larger than the cluster?)",
-                settings
-            ))),
-            ResponseCode::AccessRefused => Err(Error::FailedPrecondition(format!(
-                "user {:?} may not create stream {name:?}",
-                self.connector.config().user
-            ))),
-            code => Err(Error::Internal(format!(
-                "the broker answered creating stream {name:?} with {code:?}"
-            ))),
+                    settings
+                ),
+            )),
+            ResponseCode::AccessRefused => Err(Error::new(
+                Reason::BrokerAccessRefused,
+                format!(
+                    "user {:?} may not create stream {name:?}",
+                    self.connector.config().user
+                ),
+            )),
+            code => Err(Error::new(
+                Reason::Internal,
+                format!("the broker answered creating stream {name:?} with {code:?}"),
+            )),
         }
     }
 
@@ -325,16 +336,21 @@ impl Broker {
             .await?;
         match response.code() {
             ResponseCode::Ok => Ok(()),
-            ResponseCode::StreamDoesNotExist => {
-                Err(Error::NotFound(format!("stream {name:?} does not exist")))
-            }
-            ResponseCode::AccessRefused => Err(Error::FailedPrecondition(format!(
-                "user {:?} may not delete stream {name:?}",
-                self.connector.config().user
-            ))),
-            code => Err(Error::Internal(format!(
-                "the broker answered deleting stream {name:?} with {code:?}"
-            ))),
+            ResponseCode::StreamDoesNotExist => Err(Error::new(
+                Reason::StreamNotFound,
+                format!("stream {name:?} does not exist"),
+            )),
+            ResponseCode::AccessRefused => Err(Error::new(
+                Reason::BrokerAccessRefused,
+                format!(
+                    "user {:?} may not delete stream {name:?}",
+                    self.connector.config().user
+                ),
+            )),
+            code => Err(Error::new(
+                Reason::Internal,
+                format!("the broker answered deleting stream {name:?} with {code:?}"),
+            )),
         }
     }
 
@@ -351,7 +367,7 @@ impl Broker {
             })
             .await
             .inspect_err(|e| {
-                if matches!(e, Error::NotFound(_)) {
+                if e.kind() == Kind::NotFound {
                     self.super_streams.forget_name(name);
                 }
             })?;
@@ -378,7 +394,7 @@ impl Broker {
             .into_iter()
             .next()
             .map(|placement| placement.leader)
-            .ok_or_else(|| Error::Internal("the broker's metadata answer was empty".into()))
+            .ok_or_else(|| Error::new(Reason::Internal, "the broker's metadata answer was empty"))
     }
 
     /// Leader and replicas of each stream, in the order given. The nodes
@@ -411,9 +427,10 @@ impl Broker {
         match answer {
             Ok(offset) => Ok(Some(offset)),
             Err(ClientError::RequestError(ResponseCode::OffsetNotFound)) => Ok(None),
-            Err(ClientError::RequestError(ResponseCode::StreamDoesNotExist)) => Err(
-                Error::NotFound(format!("partition stream {stream:?} does not exist")),
-            ),
+            Err(ClientError::RequestError(ResponseCode::StreamDoesNotExist)) => Err(Error::new(
+                Reason::PartitionNotFound,
+                format!("partition stream {stream:?} does not exist"),
+            )),
             Err(e) => {
                 self.admin.lock().await.take();
                 Err(unavailable("querying a stored offset failed", e))
@@ -461,10 +478,13 @@ impl Broker {
                 .await?;
             while self.max_chunk_records(stream).await? != Some(records as usize) {
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(Error::Unavailable(format!(
-                        "the broker did not keep max_chunk_records of {stream:?} within {:?}",
-                        self.connector.timeout()
-                    )));
+                    return Err(Error::new(
+                        Reason::BrokerUnavailable,
+                        format!(
+                            "the broker did not keep max_chunk_records of {stream:?} within {:?}",
+                            self.connector.timeout()
+                        ),
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use tokio::sync::oneshot;
 
 use super::protocol::wire::{CODE_ACCESS_REFUSED, CODE_STREAM_DOES_NOT_EXIST};
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::sync::lock;
 
 /// What happened to a record the broker answered for.
@@ -131,7 +131,12 @@ impl Confirms {
         }
         if pending.remaining == 0 {
             if let Some(pending) = state.batches.remove(&batch) {
-                let unsettled = || Err(Error::Internal("a record's outcome went missing".into()));
+                let unsettled = || {
+                    Err(Error::new(
+                        Reason::Internal,
+                        "a record's outcome went missing",
+                    ))
+                };
                 let outcomes = pending.outcome.into_iter();
                 let _ = pending
                     .done
@@ -196,24 +201,28 @@ impl Confirms {
 /// A record the broker refused to store, by the publish error's code.
 pub fn publish_error(code: u16) -> Error {
     match code {
-        CODE_STREAM_DOES_NOT_EXIST => {
-            Error::NotFound("the partition stream no longer exists".into())
-        }
-        CODE_ACCESS_REFUSED => {
-            Error::FailedPrecondition("the broker refused publishing to the partition".into())
-        }
-        code => Error::Unavailable(format!(
-            "the broker did not store the record (response code {code:#04x})"
-        )),
+        CODE_STREAM_DOES_NOT_EXIST => Error::new(
+            Reason::PartitionNotFound,
+            "the partition stream no longer exists",
+        ),
+        CODE_ACCESS_REFUSED => Error::new(
+            Reason::BrokerAccessRefused,
+            "the broker refused publishing to the partition",
+        ),
+        code => Error::new(
+            Reason::BrokerUnavailable,
+            format!("the broker did not store the record (response code {code:#04x})"),
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Kind;
 
     fn unavailable() -> Error {
-        Error::Unavailable("gone".into())
+        Error::new(Reason::BrokerUnavailable, "gone")
     }
 
     #[tokio::test]
@@ -230,7 +239,7 @@ mod tests {
         let outcome = outcome.await.unwrap();
         assert_eq!(outcome[0], Ok(Stored::Written));
         assert_eq!(outcome[1], Ok(Stored::Duplicate));
-        assert!(matches!(outcome[2], Err(Error::NotFound(_))));
+        assert!(matches!(outcome[2], Err(ref e) if e.kind() == Kind::NotFound));
         assert!(confirms.is_idle());
         confirms.wait_idle().await;
     }
@@ -310,7 +319,7 @@ mod tests {
         confirms.fail_all(&unavailable());
         assert!(matches!(
             outcome.await.unwrap()[..],
-            [Err(Error::Unavailable(_))]
+            [Err(ref e)] if e.kind() == Kind::Unavailable
         ));
         // A producer that never asked numbers from 0: nothing is a duplicate.
         let (done, outcome) = oneshot::channel();
@@ -322,14 +331,12 @@ mod tests {
 
     #[test]
     fn publish_errors_map_to_what_the_client_can_do() {
-        assert!(matches!(
-            publish_error(CODE_STREAM_DOES_NOT_EXIST),
-            Error::NotFound(_)
-        ));
-        assert!(matches!(
-            publish_error(CODE_ACCESS_REFUSED),
-            Error::FailedPrecondition(_)
-        ));
-        assert!(matches!(publish_error(0x0f), Error::Unavailable(_)));
+        let reason = |code| publish_error(code).reason();
+        assert_eq!(
+            reason(CODE_STREAM_DOES_NOT_EXIST),
+            Reason::PartitionNotFound
+        );
+        assert_eq!(reason(CODE_ACCESS_REFUSED), Reason::BrokerAccessRefused);
+        assert_eq!(reason(0x0f), Reason::BrokerUnavailable);
     }
 }

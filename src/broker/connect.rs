@@ -13,7 +13,7 @@ use super::protocol::metadata::MetadataConnection;
 use super::protocol::wire::Credentials;
 use super::tls::{BrokerTls, Transport};
 use crate::config::BrokerConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::telemetry::{self, ConnectionKind};
 
 /// The broker settings, the request timeout and the transport (plain or
@@ -104,10 +104,13 @@ impl Connector {
     /// done in the error.
     pub async fn within<T>(&self, what: &str, fut: impl Future<Output = T>) -> Result<T> {
         tokio::time::timeout(self.timeout, fut).await.map_err(|_| {
-            Error::Unavailable(format!(
-                "the broker did not answer within {:?} while {what}",
-                self.timeout
-            ))
+            Error::new(
+                Reason::BrokerUnavailable,
+                format!(
+                    "the broker did not answer within {:?} while {what}",
+                    self.timeout
+                ),
+            )
         })
     }
 }
@@ -144,5 +147,5 @@ pub fn deadline(wait: Duration) -> tokio::time::Instant {
 /// A client library error as UNAVAILABLE: transport failures are transient
 /// from partlog's point of view.
 pub fn unavailable(context: &str, error: impl std::fmt::Display) -> Error {
-    Error::Unavailable(format!("{context}: {error}"))
+    Error::new(Reason::BrokerUnavailable, format!("{context}: {error}"))
 }

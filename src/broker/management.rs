@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::connect::Connector;
 use super::tls;
 use crate::config::ManagementAddress;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 /// One exchange of the listing: its name and whether it is a super stream.
 #[derive(Deserialize)]
@@ -39,7 +39,9 @@ impl Exchange {
 /// The names of the super streams of the virtual host, in no order.
 pub async fn super_streams(connector: &Connector) -> Result<Vec<String>> {
     let config = connector.config();
-    let address = config.management().map_err(Error::FailedPrecondition)?;
+    let address = config
+        .management()
+        .map_err(|why| Error::new(Reason::ConfigurationInvalid, why))?;
     let vhost = percent_encode(&config.vhost);
     let path = format!("/api/exchanges/{vhost}?columns=name,arguments");
     let body = connector
@@ -49,10 +51,13 @@ pub async fn super_streams(connector: &Connector) -> Result<Vec<String>> {
         )
         .await??;
     let exchanges: Vec<Exchange> = serde_json::from_slice(&body).map_err(|e| {
-        Error::Unavailable(format!(
-            "the management API at {} answered the exchange listing with what is not one: {e}",
-            shown(&address)
-        ))
+        Error::new(
+            Reason::ManagementApiUnavailable,
+            format!(
+                "the management API at {} answered the exchange listing with what is not one: {e}",
+                shown(&address)
+            ),
+        )
     })?;
     Ok(exchanges
         .into_iter()
@@ -68,22 +73,28 @@ async fn get(connector: &Connector, address: &ManagementAddress, path: &str) -> 
         (false, _) => None,
         (true, Some(tls)) => Some(tls),
         (true, None) => {
-            return Err(Error::FailedPrecondition(format!(
-                "broker.management_url is https ({}) but broker.tls is not enabled: partlog \
+            return Err(Error::new(
+                Reason::ConfigurationInvalid,
+                format!(
+                    "broker.management_url is https ({}) but broker.tls is not enabled: partlog \
                  verifies the management API's certificate with broker.tls.ca_file",
-                shown(address)
-            )))
+                    shown(address)
+                ),
+            ))
         }
     };
     let stream = tls::connect(&address.host, address.port, tls.as_deref())
         .await
         .map_err(|e| {
-            Error::Unavailable(format!(
-                "the broker's management API at {} does not answer ({}); is the \
+            Error::new(
+                Reason::ManagementApiUnavailable,
+                format!(
+                    "the broker's management API at {} does not answer ({}); is the \
                  rabbitmq_management plugin enabled? (broker.management_url)",
-                shown(address),
-                e.message()
-            ))
+                    shown(address),
+                    e.message()
+                ),
+            )
         })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -104,7 +115,12 @@ async fn get(connector: &Connector, address: &ManagementAddress, path: &str) -> 
         )
         .header(hyper::header::ACCEPT, "application/json")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| Error::Internal(format!("building a management API request: {e}")))?;
+        .map_err(|e| {
+            Error::new(
+                Reason::Internal,
+                format!("building a management API request: {e}"),
+            )
+        })?;
     let answer = sender
         .send_request(request)
         .await
@@ -118,8 +134,9 @@ async fn get(connector: &Connector, address: &ManagementAddress, path: &str) -> 
         .to_bytes();
     match status {
         StatusCode::OK => Ok(body),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            Err(Error::FailedPrecondition(format!(
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Error::new(
+            Reason::BrokerAccessRefused,
+            format!(
             "the broker's management API at {} refuses user {:?} ({status}): the user needs the \
              management tag (rabbitmqctl set_user_tags {} management) and permissions on \
              virtual host {:?}",
@@ -127,25 +144,34 @@ async fn get(connector: &Connector, address: &ManagementAddress, path: &str) -> 
             config.user,
             config.user,
             config.vhost
-        )))
-        }
-        StatusCode::NOT_FOUND => Err(Error::FailedPrecondition(format!(
-            "the broker's management API at {} does not know virtual host {:?}",
-            shown(address),
-            config.vhost
-        ))),
-        status => Err(Error::Unavailable(format!(
-            "the broker's management API at {} answered {status}",
-            shown(address)
-        ))),
+        ),
+        )),
+        StatusCode::NOT_FOUND => Err(Error::new(
+            Reason::ConfigurationInvalid,
+            format!(
+                "the broker's management API at {} does not know virtual host {:?}",
+                shown(address),
+                config.vhost
+            ),
+        )),
+        status => Err(Error::new(
+            Reason::ManagementApiUnavailable,
+            format!(
+                "the broker's management API at {} answered {status}",
+                shown(address)
+            ),
+        )),
     }
 }
 
 fn unavailable(address: &ManagementAddress, e: &hyper::Error) -> Error {
-    Error::Unavailable(format!(
-        "the broker's management API at {} failed: {e}",
-        shown(address)
-    ))
+    Error::new(
+        Reason::ManagementApiUnavailable,
+        format!(
+            "the broker's management API at {} failed: {e}",
+            shown(address)
+        ),
+    )
 }
 
 /// The address as a URL, for messages.

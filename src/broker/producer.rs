@@ -49,7 +49,7 @@ use super::protocol::link::Link;
 use super::protocol::publisher::{self, PublishFrame, SequenceQuery};
 use super::protocol::wire::{CODE_OK, CODE_PRECONDITION_FAILED, CODE_STREAM_DOES_NOT_EXIST};
 use super::publish_connection::{PublishConnection, Route};
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Reason, Result};
 use crate::record::NewRecord;
 use crate::sync::lock;
 
@@ -84,11 +84,14 @@ impl Submitted {
             None => Err("the connection closed"),
         };
         answered.unwrap_or_else(|why| {
-            let lost = Error::Unavailable(format!(
-                "publishing to {:?} failed: {why}; the records may or may not be stored, \
+            let lost = Error::new(
+                Reason::PublishOutcomeUnknown,
+                format!(
+                    "publishing to {:?} failed: {why}; the records may or may not be stored, \
                  retry them (with a producer id and the same sequences to store them once)",
-                self.stream
-            ));
+                    self.stream
+                ),
+            );
             vec![Err(lost); self.count]
         })
     }
@@ -146,7 +149,7 @@ impl PartitionProducer {
         let numbering = match declared {
             Ok(numbering) => numbering,
             Err(e) => {
-                if matches!(e, Error::Unavailable(_)) {
+                if e.kind() == Kind::Unavailable {
                     connection.retire();
                 }
                 connection.detach(publisher_id);
@@ -198,23 +201,28 @@ impl PartitionProducer {
         match publisher::declare(link, publisher_id, name, stream).await? {
             CODE_OK => {}
             CODE_STREAM_DOES_NOT_EXIST => {
-                return Err(Error::NotFound(format!(
-                    "partition stream {stream:?} does not exist"
-                )));
+                return Err(Error::new(
+                    Reason::PartitionNotFound,
+                    format!("partition stream {stream:?} does not exist"),
+                ));
             }
             // The broker blocks publishers while a resource alarm (disk or
             // memory below its limit) lasts.
             CODE_PRECONDITION_FAILED => {
-                return Err(Error::Unavailable(format!(
-                    "the broker at {leader} refuses publishers to {stream:?} for now \
+                return Err(Error::new(
+                    Reason::BrokerBusy,
+                    format!(
+                        "the broker at {leader} refuses publishers to {stream:?} for now \
                      (precondition failed: a disk or memory alarm blocks publishing; see \
                      `rabbitmq-diagnostics alarms`)"
-                )));
+                    ),
+                ));
             }
             code => {
-                return Err(Error::Unavailable(format!(
-                    "cannot publish to {stream:?} on {leader}: response code {code:#04x}"
-                )));
+                return Err(Error::new(
+                    Reason::BrokerUnavailable,
+                    format!("cannot publish to {stream:?} on {leader}: response code {code:#04x}"),
+                ));
             }
         }
         let Some(name) = name else {

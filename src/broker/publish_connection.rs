@@ -25,7 +25,7 @@ use super::node::Node;
 use super::protocol::link::{Frames, Link};
 use super::protocol::publisher::{self, PublisherEvent};
 use super::protocol::wire::Frame;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::sync::lock;
 use crate::telemetry::ConnectionKind;
 
@@ -113,8 +113,9 @@ impl Frames for Routes {
             Some(PublisherEvent::Moved { stream }) => {
                 // The broker dropped the stream's publishers, whose records
                 // in flight will not be confirmed.
-                let error = Error::Unavailable(
-                    "the partition's leader changed or the stream was deleted".into(),
+                let error = Error::new(
+                    Reason::PartitionMoved,
+                    "the partition's leader changed or the stream was deleted",
                 );
                 let state = self.state();
                 state
@@ -236,7 +237,7 @@ impl SharedPublishConnections {
         let connection = Arc::new(PublishConnection::open(connector, node).await?);
         let id = connection
             .attach(route)
-            .ok_or_else(|| Error::Internal("a new connection refused a publisher".into()))?;
+            .ok_or_else(|| Error::new(Reason::Internal, "a new connection refused a publisher"))?;
         connections.push(connection.clone());
         Ok((connection, id))
     }

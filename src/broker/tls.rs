@@ -16,7 +16,7 @@ use tokio_rustls::rustls::{self, ClientConfig};
 use tokio_rustls::TlsConnector;
 
 use crate::config::BrokerTlsConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::pem::{read_certificates, read_private_key, root_store};
 use crate::tls_stream::MaybeTls;
 
@@ -90,10 +90,13 @@ impl BrokerTls {
     fn server_name(&self, host: &str) -> Result<ServerName<'static>> {
         let name = self.server_name.as_deref().unwrap_or(host);
         ServerName::try_from(name.to_owned()).map_err(|_| {
-            Error::FailedPrecondition(format!(
-                "broker host {name:?} is no TLS server name (a DNS name or IP address); set \
+            Error::new(
+                Reason::ConfigurationInvalid,
+                format!(
+                    "broker host {name:?} is no TLS server name (a DNS name or IP address); set \
                  broker.tls.server_name"
-            ))
+                ),
+            )
         })
     }
 }
@@ -110,7 +113,7 @@ impl Transport {
         Transport(
             BrokerTls::load(config)
                 .map(|tls| Some(Arc::new(tls)))
-                .map_err(Error::FailedPrecondition),
+                .map_err(|why| Error::new(Reason::ConfigurationInvalid, why)),
         )
     }
 
@@ -137,7 +140,10 @@ pub type BrokerStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
 pub async fn connect(host: &str, port: u16, tls: Option<&BrokerTls>) -> Result<BrokerStream> {
     let address = format!("{host}:{port}");
     let tcp = TcpStream::connect(&address).await.map_err(|e| {
-        Error::Unavailable(format!("cannot connect to the broker at {address}: {e}"))
+        Error::new(
+            Reason::BrokerUnavailable,
+            format!("cannot connect to the broker at {address}: {e}"),
+        )
     })?;
     tcp.set_nodelay(true).ok();
     let Some(tls) = tls else {
@@ -155,11 +161,12 @@ pub async fn connect(host: &str, port: u16, tls: Option<&BrokerTls>) -> Result<B
                 .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
             let why = format!("TLS with the broker at {address} failed: {e}");
             if refused {
-                Error::FailedPrecondition(format!(
-                    "{why}; check broker.tls.ca_file and broker.tls.server_name"
-                ))
+                Error::new(
+                    Reason::ConfigurationInvalid,
+                    format!("{why}; check broker.tls.ca_file and broker.tls.server_name"),
+                )
             } else {
-                Error::Unavailable(why)
+                Error::new(Reason::BrokerUnavailable, why)
             }
         })?;
     Ok(MaybeTls::Tls(Box::new(stream)))
@@ -235,10 +242,15 @@ mod tests {
             ),
         ];
         for (config, expected) in cases {
-            let Err(Error::FailedPrecondition(why)) = Transport::new(&config).tls() else {
+            let Err(why) = Transport::new(&config).tls() else {
                 panic!("{config:?} loaded");
             };
-            assert!(why.contains(expected), "{config:?}: {why}");
+            assert_eq!(
+                why.reason(),
+                Reason::ConfigurationInvalid,
+                "{config:?}: {why}"
+            );
+            assert!(why.message().contains(expected), "{config:?}: {why}");
         }
     }
 }

@@ -497,6 +497,7 @@ mod tests {
             error: error.map(|code| proto::RecordError {
                 code,
                 message: "broker gone".into(),
+                reason: "BROKER_UNAVAILABLE".into(),
             }),
         };
         tally.answer(

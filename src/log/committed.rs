@@ -16,7 +16,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::{Broker, Partition, SuperStream};
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::offsets::{Committed, Local, OffsetStore};
 
 /// A group's committed offset in one partition and where it came from.
@@ -134,7 +134,7 @@ impl CommittedOffsets {
             offset,
             answer,
         };
-        let gone = || Error::Unavailable("partlog is shutting down".into());
+        let gone = || Error::new(Reason::ShuttingDown, "partlog is shutting down");
         self.committer.send(order).map_err(|_| gone())?;
         answered.await.map_err(|_| gone())?
     }
@@ -299,10 +299,13 @@ async fn confirm_on_broker(
 ) -> Result<()> {
     match broker.query_offset(group, &partition.stream).await? {
         Some(stored) if stored >= offset => Ok(()),
-        stored => Err(Error::Unavailable(format!(
-            "the broker holds offset {stored:?} for group {group:?} on {:?} right after \
+        stored => Err(Error::new(
+            Reason::BrokerUnavailable,
+            format!(
+                "the broker holds offset {stored:?} for group {group:?} on {:?} right after \
              offset {offset} was stored; retry the commit",
-            partition.stream
-        ))),
+                partition.stream
+            ),
+        )),
     }
 }

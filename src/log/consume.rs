@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use super::groups::Groups;
 use super::subscribe::{AssignmentState, Hold, Subscription, SubscriptionEvent};
 use crate::broker::SuperStream;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::offsets::Committed;
 use crate::record::StoredRecord;
 use crate::telemetry::StreamMetrics;
@@ -273,8 +273,10 @@ where
             }))
         };
         let Some(committer) = &self.committer else {
-            return refused(Error::InvalidArgument(
-                "commits need a group; this call consumes without one".into(),
+            return refused(Error::field(
+                Reason::GroupRequired,
+                "commits",
+                "commits need a group; this call consumes without one",
             ));
         };
         let stream = committer.stream.clone();
@@ -282,11 +284,14 @@ where
             return refused(e);
         }
         let Some(hold) = self.held.get(&partition).cloned() else {
-            return refused(Error::FailedPrecondition(format!(
-                "partition {partition} is not held by this member: the broker did not make it \
+            return refused(Error::new(
+                Reason::PartitionNotHeld,
+                format!(
+                    "partition {partition} is not held by this member: the broker did not make it \
                  active for the partition, or gave the partition to another member, which \
                  commits it from now on"
-            )));
+                ),
+            ));
         };
         let groups = committer.groups.clone();
         let group = committer.group.clone();

@@ -14,7 +14,7 @@ use super::position::{broker_offset, StartPosition};
 use crate::broker::bounds::{first_chunk_at, partition_bounds};
 use crate::broker::{Broker, Partition, SuperStream};
 use crate::config::Fallback;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Reason, Result};
 use crate::offsets::Committed;
 
 /// How many partitions Commit and GetOffsets ask about concurrently.
@@ -106,17 +106,24 @@ impl Groups {
         let index = partition.index;
         let name = &stream.name;
         let Some(bounds) = partition_bounds(&self.broker, partition).await? else {
-            return Err(Error::FailedPrecondition(format!(
-                "partition {index} of stream {name:?} holds no records yet; commit the offset \
+            return Err(Error::new(
+                Reason::PartitionEmpty,
+                format!(
+                    "partition {index} of stream {name:?} holds no records yet; commit the offset \
                  of a record the group processed"
-            )));
+                ),
+            ));
         };
         if offset > bounds.last {
-            return Err(Error::InvalidArgument(format!(
-                "offset {offset} is past the last record of partition {index} of stream \
+            return Err(Error::field(
+                Reason::OffsetPastTail,
+                format!("offsets[{index}]"),
+                format!(
+                    "offset {offset} is past the last record of partition {index} of stream \
                  {name:?} (offset {})",
-                bounds.last
-            )));
+                    bounds.last
+                ),
+            ));
         }
         Ok(())
     }
@@ -132,23 +139,22 @@ impl Groups {
         to: StartPosition,
     ) -> Result<Vec<(u32, Option<u64>)>> {
         if matches!(to, StartPosition::Committed | StartPosition::Next) {
-            return Err(Error::InvalidArgument(
-                "a reset goes to FIRST, LAST, an offset or a timestamp".into(),
+            return Err(Error::field(
+                Reason::PositionInvalid,
+                "to",
+                "a reset goes to FIRST, LAST, an offset or a timestamp",
             ));
         }
         let mut positions = BTreeMap::new();
         for &index in selected {
             let partition = &stream.partitions[index as usize];
-            let next = self
-                .next_offset_at(partition, to)
-                .await
-                .map_err(|e| match e {
-                    Error::InvalidArgument(why) => Error::InvalidArgument(format!(
-                        "partition {index} of stream {:?}: {why}",
-                        stream.name
-                    )),
-                    other => other,
-                })?;
+            let next = self.next_offset_at(partition, to).await.map_err(|e| {
+                if e.kind() != Kind::InvalidArgument {
+                    return e;
+                }
+                let message = format!("partition {index} of stream {:?}: {e}", stream.name);
+                e.with_message(message)
+            })?;
             // The last processed record is the one before `next`.
             positions.insert(index, next.checked_sub(1));
         }
@@ -162,10 +168,14 @@ impl Groups {
     async fn next_offset_at(&self, partition: &Partition, to: StartPosition) -> Result<u64> {
         let Some(bounds) = partition_bounds(&self.broker, partition).await? else {
             return match to {
-                StartPosition::Offset(offset @ 1..) => Err(Error::InvalidArgument(format!(
-                    "offset {offset} is past the end: the partition holds no records yet, so \
+                StartPosition::Offset(offset @ 1..) => Err(Error::field(
+                    Reason::OffsetPastTail,
+                    "to.offset",
+                    format!(
+                        "offset {offset} is past the end: the partition holds no records yet, so \
                      the only offset to reset to is 0 (or FIRST, LAST)"
-                ))),
+                    ),
+                )),
                 _ => Ok(0),
             };
         };
@@ -173,12 +183,16 @@ impl Groups {
         Ok(match to {
             StartPosition::First => bounds.first,
             StartPosition::Offset(offset) if offset > after_tail => {
-                return Err(Error::InvalidArgument(format!(
-                    "offset {offset} is past the end: the last record is at offset {} (the \
+                return Err(Error::field(
+                    Reason::OffsetPastTail,
+                    "to.offset",
+                    format!(
+                        "offset {offset} is past the end: the last record is at offset {} (the \
                      tail), so the furthest reset is to offset {after_tail}, where the next \
                      record will be (LAST goes there too)",
-                    bounds.last
-                )))
+                        bounds.last
+                    ),
+                ))
             }
             StartPosition::Offset(offset) => offset,
             // The broker attaches at the first chunk stored at or after the

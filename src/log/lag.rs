@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use super::PartitionedLog;
-use crate::error::Error;
+use crate::error::Kind;
 use crate::telemetry::{self, GroupPartition, PartitionLag};
 
 /// (stream, group).
@@ -125,7 +125,7 @@ impl Refresher {
                     }
                     *shown = now;
                 }
-                Err(Error::Unavailable(why)) => {
+                Err(why) if why.kind() == Kind::Unavailable => {
                     tracing::debug!(%why, "lag refresh stopped: the broker does not answer");
                     break;
                 }

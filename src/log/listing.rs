@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use crate::broker::Broker;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Reason, Result};
 
 /// Streams per page when the request names no size.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -54,9 +54,11 @@ impl ListStreams {
         let size = match self.page_size {
             0 => DEFAULT_PAGE_SIZE,
             n if n > MAX_PAGE_SIZE => {
-                return Err(Error::InvalidArgument(format!(
-                    "page_size is {n}; at most {MAX_PAGE_SIZE} are allowed"
-                )))
+                return Err(Error::field(
+                    Reason::ValueOutOfRange,
+                    "page_size",
+                    format!("page_size is {n}; at most {MAX_PAGE_SIZE} are allowed"),
+                ))
             }
             n => n,
         };
@@ -64,10 +66,11 @@ impl ListStreams {
             None
         } else {
             let refused = || {
-                Error::InvalidArgument(
+                Error::field(
+                    Reason::PageTokenInvalid,
+                    "page_token",
                     "page_token is not a next_page_token of ListStreams; pass the one the \
-                     previous page returned, or none for the first page"
-                        .into(),
+                     previous page returned, or none for the first page",
                 )
             };
             let bytes = URL_SAFE_NO_PAD
@@ -129,7 +132,7 @@ pub async fn list(
                 stream: name,
             }),
             // Deleted since the broker listed it.
-            Err(Error::NotFound(_)) => {}
+            Err(e) if e.kind() == Kind::NotFound => {}
             Err(e) => return Err(e),
         }
     }
@@ -200,7 +203,7 @@ mod tests {
         assert!(too_many.to_string().contains("page_size is 1001"));
         for bad in ["orders", "!!!", &URL_SAFE_NO_PAD.encode("orders")] {
             let refused = request(0, bad).checked().unwrap_err();
-            assert!(matches!(refused, Error::InvalidArgument(_)), "{bad}");
+            assert!(refused.kind() == Kind::InvalidArgument, "{bad}");
         }
     }
 }

@@ -48,7 +48,7 @@ use tracing::Instrument;
 
 use crate::broker::{Broker, Node, StreamSettings, SuperStream};
 use crate::config::{Fallback, Limits};
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Reason, Result};
 use crate::offsets::{Committed, OffsetStore};
 use crate::record::{NewRecord, RecordFilter};
 use crate::validate;
@@ -175,13 +175,17 @@ impl PartitionedLog {
         validate::partition_count(partitions)?;
         validate::created_stream_name(stream, partitions, &self.broker.connector().config().vhost)?;
         if settings.replicas == Some(0) {
-            return Err(Error::InvalidArgument(
-                "replicas must be at least 1 (the leader) when set".into(),
+            return Err(Error::field(
+                Reason::ValueOutOfRange,
+                "replicas",
+                "replicas must be at least 1 (the leader) when set",
             ));
         }
         if settings.max_age.is_some_and(|age| age.as_secs() == 0) {
-            return Err(Error::InvalidArgument(
-                "retention.max_age must be at least one second when set".into(),
+            return Err(Error::field(
+                Reason::ValueOutOfRange,
+                "retention.max_age",
+                "retention.max_age must be at least one second when set",
             ));
         }
         self.broker
@@ -224,7 +228,9 @@ impl PartitionedLog {
                 if d.partitions.iter().all(|p| p.replicas.len() >= followers));
             if running || tokio::time::Instant::now() >= deadline {
                 return match described {
-                    Err(Error::Unavailable(why)) => Err(self.abandon_create(stream, &why).await),
+                    Err(e) if e.kind() == Kind::Unavailable => {
+                        Err(self.abandon_create(stream, e.message()).await)
+                    }
                     other => other,
                 };
             }
@@ -251,15 +257,21 @@ impl PartitionedLog {
         );
         tracing::warn!(stream, %why, "partitions of a new stream did not start; deleting it");
         match self.broker.delete_super_stream(stream).await {
-            Ok(()) | Err(Error::NotFound(_)) => Error::FailedPrecondition(format!(
-                "{cause}; partlog deleted it again. The broker's log says why (e.g. its file \
-                 system refused the partitions' data directories); retry once that is fixed"
-            )),
-            Err(e) => Error::FailedPrecondition(format!(
-                "{cause}, and deleting it failed ({e}): the super stream and its partition \
-                 streams \"{stream}-0\".. are left on the broker; delete them with DeleteStream \
-                 or `rabbitmq-streams delete_super_stream {stream}`"
-            )),
+            Err(e) if e.kind() != Kind::NotFound => Error::new(
+                Reason::StreamNotStarted,
+                format!(
+                    "{cause}, and deleting it failed ({e}): the super stream and its partition \
+                     streams \"{stream}-0\".. are left on the broker; delete them with \
+                     DeleteStream or `rabbitmq-streams delete_super_stream {stream}`"
+                ),
+            ),
+            _ => Error::new(
+                Reason::StreamNotStarted,
+                format!(
+                    "{cause}; partlog deleted it again. The broker's log says why (e.g. its file \
+                     system refused the partitions' data directories); retry once that is fixed"
+                ),
+            ),
         }
     }
 
@@ -267,7 +279,7 @@ impl PartitionedLog {
         validate::stream_name(stream)?;
         let result = self.broker.delete_super_stream(stream).await;
         self.writers.remove(stream).await;
-        if matches!(result, Ok(()) | Err(Error::NotFound(_))) {
+        if !matches!(&result, Err(e) if e.kind() != Kind::NotFound) {
             crate::telemetry::forget_stream(stream);
         }
         result
@@ -369,8 +381,9 @@ impl PartitionedLog {
         validate::stream_name(stream)?;
         validate::publish_batch(&records, &self.limits)?;
         if outputs.len() != records.len() {
-            return Err(Error::Internal(
-                "a source batch without one output per record".into(),
+            return Err(Error::new(
+                Reason::Internal,
+                "a source batch without one output per record",
             ));
         }
         source.number(&mut records, outputs)?;
@@ -412,7 +425,7 @@ impl PartitionedLog {
         Some(committed.and_then(|all| {
             all.into_iter()
                 .next()
-                .ok_or_else(|| Error::Internal("a commit answered nothing".into()))
+                .ok_or_else(|| Error::new(Reason::Internal, "a commit answered nothing"))
         }))
     }
 
@@ -458,10 +471,11 @@ impl PartitionedLog {
         I: futures::Stream<Item = Result<ClientInput>> + Unpin + Send + 'static,
     {
         if open.credit.records.is_none_or(|records| records == 0) {
-            return Err(Error::InvalidArgument(
+            return Err(Error::field(
+                Reason::RequestOutOfOrder,
+                "credit_records",
                 "the first request grants no credit: set credit_records (and credit_bytes to \
-                 limit bytes too) to how many records the client can take"
-                    .into(),
+                 limit bytes too) to how many records the client can take",
             ));
         }
         // A chunk per partition on the way to the session at most: with the
@@ -545,8 +559,10 @@ impl PartitionedLog {
         let named: Vec<u32> = offsets.keys().copied().collect();
         let stream = self.group_stream(stream, group, &named).await?;
         if offsets.is_empty() {
-            return Err(Error::InvalidArgument(
-                "offsets is empty; name at least one partition".into(),
+            return Err(Error::field(
+                Reason::FieldRequired,
+                "offsets",
+                "offsets is empty; name at least one partition",
             ));
         }
         self.groups.commit(&stream, group, offsets).await

@@ -3,7 +3,7 @@
 
 use crate::broker::ReadFrom;
 use crate::config::Fallback;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 /// Where reading starts in each partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,10 +25,11 @@ impl StartPosition {
     /// Rejects a position that needs a group when there is none.
     pub fn check(self, group: Option<&str>) -> Result<()> {
         if self == StartPosition::Committed && group.is_none() {
-            return Err(Error::InvalidArgument(
+            return Err(Error::field(
+                Reason::GroupRequired,
+                "group",
                 "start position COMMITTED needs a group; name one, or start at FIRST, LAST, \
-                 NEXT, an offset or a timestamp"
-                    .into(),
+                 NEXT, an offset or a timestamp",
             ));
         }
         Ok(())

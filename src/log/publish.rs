@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 
 use crate::broker::producer::{PartitionProducer, Submitted};
 use crate::broker::{Broker, Stored, SuperStream};
-use crate::error::{Error, Result};
+use crate::error::{Kind, Result};
 use crate::record::NewRecord;
 use crate::routing::{partition_for_key, RoundRobin};
 use crate::sync::lock;
@@ -233,7 +233,7 @@ impl SubmittedBatch {
                 );
             }
             for (index, result) in indexes.into_iter().zip(outcome) {
-                stream_gone |= matches!(result, Err(Error::NotFound(_)));
+                stream_gone |= matches!(&result, Err(e) if e.kind() == Kind::NotFound);
                 results[index] = Some(result);
             }
         }

@@ -23,7 +23,7 @@ use super::warm_readers::{Cursor, WarmReaders};
 use crate::broker::bounds::{at_last_chunk, AtLast};
 use crate::broker::{Broker, ChunkReader, Consumer, Partition, ReadFrom};
 use crate::config::Limits;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Reason, Result};
 use crate::record::{RecordFilter, StoredRecord};
 use crate::telemetry;
 use crate::validate;
@@ -84,11 +84,15 @@ impl ReadRequest {
         )?;
         let max_wait_limit = Duration::from_millis(limits.max_read_wait_ms);
         if self.max_wait > max_wait_limit {
-            return Err(Error::InvalidArgument(format!(
-                "max_wait is {:?}; at most {max_wait_limit:?} is allowed \
+            return Err(Error::field(
+                Reason::ValueOutOfRange,
+                "max_wait",
+                format!(
+                    "max_wait is {:?}; at most {max_wait_limit:?} is allowed \
                  (limits.max_read_wait_ms)",
-                self.max_wait
-            )));
+                    self.max_wait
+                ),
+            ));
         }
         Ok(ReadRange {
             from: self.offset,
@@ -118,7 +122,7 @@ pub async fn read(
                 read = Some((records, cursor));
             }
             // The kept reader's connection failed: a new one.
-            Err(Error::Unavailable(why)) => {
+            Err(why) if why.kind() == Kind::Unavailable => {
                 tracing::debug!(%why, "a kept reader failed; reading with a new one");
                 cursor.reader.close();
             }
@@ -230,7 +234,7 @@ async fn scan_filtered(
             Ok(chunk_records) => chunk_records,
             // What came before the damage is answered; the next call,
             // from the damaged chunk, answers the error.
-            Err(Error::DataLoss(_)) if !records.is_empty() => break,
+            Err(e) if e.kind() == Kind::DataLoss && !records.is_empty() => break,
             Err(e) => return Err(e),
         };
         for record in chunk_records {
@@ -353,17 +357,20 @@ async fn read_with(
                     }
                     None if reached_tail => return Ok(records),
                     None => {
-                        return Err(Error::Unavailable(format!(
-                            "the broker sent no records for {chunk_timeout:?} although the \
+                        return Err(Error::new(
+                            Reason::BrokerUnavailable,
+                            format!(
+                                "the broker sent no records for {chunk_timeout:?} although the \
                              partition holds more"
-                        )))
+                            ),
+                        ))
                     }
                 }
             }
         };
         let from = records.last().map_or(range.from, |r| r.offset + 1);
         if let Err(e) = chunk.records(partition, from).map(drop) {
-            if matches!(e, Error::DataLoss(_)) && !records.is_empty() {
+            if e.kind() == Kind::DataLoss && !records.is_empty() {
                 // What came before the damage is answered; the next call,
                 // from there, answers the error (the reader keeps the
                 // chunk for it).

@@ -24,7 +24,7 @@ use std::collections::HashSet;
 use sha2::{Digest, Sha256};
 
 use super::publish::Appended;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Reason, Result};
 use crate::record::NewRecord;
 use crate::validate::{self, SOURCE_PRODUCER_PREFIX};
 
@@ -90,33 +90,49 @@ impl Source {
         let mut previous: Option<Output> = None;
         for (index, (record, output)) in records.iter_mut().zip(outputs).enumerate() {
             if record.sequence.is_some() {
-                return Err(Error::InvalidArgument(format!(
-                    "records[{index}].sequence is set; with a source a record is numbered by \
+                return Err(Error::field(
+                    Reason::SequenceInvalid,
+                    format!("records[{index}].sequence"),
+                    format!(
+                        "records[{index}].sequence is set; with a source a record is numbered by \
                      its source_offset and output_index"
-                )));
+                    ),
+                ));
             }
             if output.source_offset > MAX_SOURCE_OFFSET {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::field(
+                    Reason::ValueOutOfRange,
+                    format!("records[{index}].source_offset"),
+                    format!(
                     "records[{index}].source_offset is {}; at most {MAX_SOURCE_OFFSET} (2^48 - 2) \
                      is allowed",
                     output.source_offset
-                )));
+                ),
+                ));
             }
             if output.index >= MAX_OUTPUTS_PER_INPUT {
-                return Err(Error::InvalidArgument(format!(
-                    "records[{index}].output_index is {}; an input has at most \
+                return Err(Error::field(
+                    Reason::ValueOutOfRange,
+                    format!("records[{index}].output_index"),
+                    format!(
+                        "records[{index}].output_index is {}; an input has at most \
                      {MAX_OUTPUTS_PER_INPUT} outputs (0..={})",
-                    output.index,
-                    MAX_OUTPUTS_PER_INPUT - 1
-                )));
+                        output.index,
+                        MAX_OUTPUTS_PER_INPUT - 1
+                    ),
+                ));
             }
             if let Some(previous) = previous.filter(|p| *output <= *p) {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::field(
+                    Reason::SequenceInvalid,
+                    format!("records[{index}]"),
+                    format!(
                     "records[{index}] is output {} of input {}, not after the previous record's \
                      output {} of input {}; a source's (source_offset, output_index) strictly \
                      increase",
                     output.index, output.source_offset, previous.index, previous.source_offset
-                )));
+                ),
+                ));
             }
             previous = Some(*output);
             record.sequence = Some(output.publishing_id());
@@ -151,17 +167,23 @@ impl SourceCommits {
             .find_map(|(i, appended)| appended.result.as_ref().err().map(|e| (i, e)))
         {
             self.failed.insert(key);
-            return Err(Error::FailedPrecondition(format!(
-                "not committed: records[{index}] was not stored ({failed}); publish the batch \
+            return Err(Error::new(
+                Reason::SourceNotCommitted,
+                format!(
+                    "not committed: records[{index}] was not stored ({failed}); publish the batch \
                  again (what was stored before is reported as duplicates), then commit"
-            )));
+                ),
+            ));
         }
         if self.failed.contains(&key) {
-            return Err(Error::FailedPrecondition(format!(
+            return Err(Error::new(
+                Reason::SourceNotCommitted,
+                format!(
                 "not committed: an earlier batch of group {:?} from partition {} of {:?} in this \
                  call was not stored; publish it again, then commit",
                 source.group, source.partition, source.stream
-            )));
+            ),
+            ));
         }
         Ok(source.commit_offset)
     }
@@ -169,10 +191,11 @@ impl SourceCommits {
 
 /// `error` about the field `field`.
 fn prefixed(field: &str, error: Error) -> Error {
-    match error {
-        Error::InvalidArgument(why) => Error::InvalidArgument(format!("{field}: {why}")),
-        other => other,
+    if error.kind() != Kind::InvalidArgument {
+        return error;
     }
+    let message = format!("{field}: {error}");
+    error.at(field).with_message(message)
 }
 
 #[cfg(test)]
@@ -204,7 +227,10 @@ mod tests {
                 result: if *stored {
                     Ok(crate::broker::Stored::Written)
                 } else {
-                    Err(Error::Unavailable("the connection broke".into()))
+                    Err(Error::new(
+                        Reason::BrokerUnavailable,
+                        "the connection broke",
+                    ))
                 },
             })
             .collect()
@@ -234,7 +260,7 @@ mod tests {
         // A later batch of the same source, all stored, still does not
         // commit past the failed one.
         let why = commits.decide(&committing, &answered(&[true])).unwrap_err();
-        assert!(matches!(why, Error::FailedPrecondition(_)), "{why}");
+        assert!(why.kind() == Kind::FailedPrecondition, "{why}");
         // Another partition of the group is another source.
         let other = Source {
             partition: 3,
@@ -302,7 +328,7 @@ mod tests {
         let refused = |outputs: &[Output], records: &mut [NewRecord]| match source()
             .number(records, outputs)
         {
-            Err(Error::InvalidArgument(why)) => why,
+            Err(e) if e.kind() == Kind::InvalidArgument => e.message().to_owned(),
             other => panic!("{other:?}"),
         };
         let mut two = vec![NewRecord::default(); 2];
@@ -337,7 +363,10 @@ mod tests {
             ..source()
         };
         match bad_stream.number(&mut [], &[]) {
-            Err(Error::InvalidArgument(why)) => assert!(why.starts_with("source.stream"), "{why}"),
+            Err(e) => {
+                assert_eq!(e.field_path(), Some("source.stream"), "{e:?}");
+                assert!(e.message().starts_with("source.stream"), "{e}");
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -56,7 +56,7 @@ use crate::broker::{
     SuperStream,
 };
 use crate::config::Fallback;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Reason, Result};
 use crate::record::{RecordFilter, StoredRecord};
 
 /// What a subscriber receives.
@@ -114,10 +114,13 @@ impl Hold {
     ) -> Result<T> {
         let held = self.0.read().await;
         if !*held {
-            return Err(Error::FailedPrecondition(format!(
-                "partition {partition} is not held by this member any more: the broker may \
+            return Err(Error::new(
+                Reason::PartitionNotHeld,
+                format!(
+                    "partition {partition} is not held by this member any more: the broker may \
                  have given it to another member, which commits it from now on"
-            )));
+                ),
+            ));
         }
         work.await
     }
@@ -287,7 +290,7 @@ impl PartitionTask {
         let mut backoff = Backoff::default();
         let result = loop {
             match self.read(&mut progress).await {
-                Err(Error::Unavailable(why)) if !self.events.is_closed() => {
+                Err(why) if why.kind() == Kind::Unavailable && !self.events.is_closed() => {
                     if !progress.reattaching {
                         // Attached since the last failure: back off anew.
                         backoff.reset();
@@ -403,7 +406,10 @@ impl PartitionTask {
             };
             let delivering = match event {
                 None if reader.is_closed() => {
-                    return Err(Error::Unavailable("the reading connection closed".into()))
+                    return Err(Error::new(
+                        Reason::BrokerUnavailable,
+                        "the reading connection closed",
+                    ))
                 }
                 None => true,
                 Some(ReaderEvent::Chunk(chunk)) => self.deliver(reader, &chunk, progress).await?,

@@ -8,6 +8,9 @@ use tonic::codec::{BufferSettings, DecodeBuf, Decoder};
 use tonic::Status;
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
+use crate::error::{Error, Reason};
+use crate::server::convert::status;
+
 /// Generated services and clients encode and decode with it.
 #[derive(Debug, Clone)]
 pub struct Codec<T, U>(ProstCodec<T, U>);
@@ -46,10 +49,13 @@ impl<U: Message + Default> Decoder for MessageDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        self.0.decode(buf).map_err(|status| {
-            Status::invalid_argument(format!(
-                "the message is not valid protobuf for partlog.v1: {}",
-                status.message()
+        self.0.decode(buf).map_err(|refused| {
+            status(Error::new(
+                Reason::MalformedRequest,
+                format!(
+                    "the message is not valid protobuf for partlog.v1: {}",
+                    refused.message()
+                ),
             ))
         })
     }

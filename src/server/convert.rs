@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::broker::{Stored, StreamSettings};
-use crate::error::Error;
+use crate::error::{Error, Kind, Reason};
 use crate::log::{
     Appended, AssignmentState, ClientInput, ConsumeEvent, ConsumeOpen, Credit, ListStreams,
     OffsetSource, Output, PartitionDescription, PartitionOffsets, Source, StartPosition,
@@ -18,22 +19,42 @@ use crate::proto::start_position::Position;
 use crate::record::{NewRecord, StoredRecord};
 use crate::validate;
 
-/// The status code of each core error kind.
-pub fn code(error: &Error) -> Code {
-    match error {
-        Error::InvalidArgument(_) => Code::InvalidArgument,
-        Error::NotFound(_) => Code::NotFound,
-        Error::AlreadyExists(_) => Code::AlreadyExists,
-        Error::FailedPrecondition(_) => Code::FailedPrecondition,
-        Error::ResourceExhausted(_) => Code::ResourceExhausted,
-        Error::Unavailable(_) => Code::Unavailable,
-        Error::DataLoss(_) => Code::DataLoss,
-        Error::Internal(_) => Code::Internal,
+/// The status code of each error kind.
+pub fn code(kind: Kind) -> Code {
+    match kind {
+        Kind::InvalidArgument => Code::InvalidArgument,
+        Kind::NotFound => Code::NotFound,
+        Kind::AlreadyExists => Code::AlreadyExists,
+        Kind::FailedPrecondition => Code::FailedPrecondition,
+        Kind::ResourceExhausted => Code::ResourceExhausted,
+        Kind::Unavailable => Code::Unavailable,
+        Kind::DataLoss => Code::DataLoss,
+        Kind::Internal => Code::Internal,
+        Kind::Unauthenticated => Code::Unauthenticated,
+        Kind::PermissionDenied => Code::PermissionDenied,
     }
 }
 
+/// `ErrorInfo.domain` of partlog's errors.
+pub const ERROR_DOMAIN: &str = "partlog";
+
+/// The status of `error`: its kind's code, its message, and the details a
+/// program acts on — `ErrorInfo` (domain "partlog", the reason, and the
+/// field in its metadata), `BadRequest` naming the field for
+/// INVALID_ARGUMENT, `RetryInfo` when waiting helps.
 pub fn status(error: Error) -> Status {
-    Status::new(code(&error), error.message())
+    let mut metadata = std::collections::HashMap::new();
+    if let Some(field) = error.field_path() {
+        metadata.insert("field".to_owned(), field.to_owned());
+    }
+    let mut details = ErrorDetails::with_error_info(error.reason().name(), ERROR_DOMAIN, metadata);
+    if let Some(delay) = error.retry_delay() {
+        details.set_retry_info(Some(delay));
+    }
+    if let Some(field) = error.field_path() {
+        details.add_bad_request_violation(field, error.message());
+    }
+    Status::with_error_details(code(error.kind()), error.message(), details)
 }
 
 /// Sizes of a chunk's Bloom filter RabbitMQ takes.
@@ -48,7 +69,13 @@ pub fn stream_settings(request: &proto::CreateStreamRequest) -> Result<StreamSet
     let max_age = retention
         .max_age
         .map(|d| {
-            duration(d).map_err(|why| Error::InvalidArgument(format!("retention.max_age {why}")))
+            duration(d).map_err(|why| {
+                Error::field(
+                    Reason::ValueOutOfRange,
+                    "retention.max_age",
+                    format!("retention.max_age {why}"),
+                )
+            })
         })
         .transpose()?;
     let nonzero = |v: u64| (v > 0).then_some(v);
@@ -83,11 +110,15 @@ fn within(
     why: &str,
 ) -> Result<(), Error> {
     match value {
-        Some(value) if !allowed.contains(&value) => Err(Error::InvalidArgument(format!(
-            "{field} is {value}; {}..={} is allowed{why}",
-            allowed.start(),
-            allowed.end()
-        ))),
+        Some(value) if !allowed.contains(&value) => Err(Error::field(
+            Reason::ValueOutOfRange,
+            field,
+            format!(
+                "{field} is {value}; {}..={} is allowed{why}",
+                allowed.start(),
+                allowed.end()
+            ),
+        )),
         _ => Ok(()),
     }
 }
@@ -147,8 +178,9 @@ pub fn source_commit(commit: crate::error::Result<Committed>) -> proto::SourceCo
 
 fn record_error(e: &Error) -> proto::RecordError {
     proto::RecordError {
-        code: code(e) as i32,
+        code: code(e.kind()) as i32,
         message: e.message().to_owned(),
+        reason: e.reason().name().to_owned(),
     }
 }
 
@@ -184,9 +216,13 @@ pub fn record(record: StoredRecord) -> proto::Record {
 pub fn start_position(position: proto::StartPosition, field: &str) -> Result<StartPosition, Error> {
     Ok(match position.position {
         None => {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::field(
+                Reason::PositionInvalid,
+                field,
+                format!(
                 "{field} names no position; set committed, first, last, next, offset or timestamp"
-            )))
+            ),
+            ))
         }
         Some(Position::Committed(_)) => StartPosition::Committed,
         Some(Position::First(_)) => StartPosition::First,
@@ -195,17 +231,22 @@ pub fn start_position(position: proto::StartPosition, field: &str) -> Result<Sta
         Some(Position::Offset(offset)) => StartPosition::Offset(offset),
         Some(Position::Timestamp(ts)) => {
             if !(0..1_000_000_000).contains(&ts.nanos) {
-                return Err(Error::InvalidArgument(format!(
-                    "{field}.timestamp has nanos {} outside 0..1e9",
-                    ts.nanos
-                )));
+                return Err(Error::field(
+                    Reason::PositionInvalid,
+                    format!("{field}.timestamp"),
+                    format!("{field}.timestamp has nanos {} outside 0..1e9", ts.nanos),
+                ));
             }
             let ms = ts
                 .seconds
                 .checked_mul(1000)
                 .and_then(|ms| ms.checked_add(i64::from(ts.nanos / 1_000_000)))
                 .ok_or_else(|| {
-                    Error::InvalidArgument(format!("{field}.timestamp is out of range"))
+                    Error::field(
+                        Reason::PositionInvalid,
+                        format!("{field}.timestamp"),
+                        format!("{field}.timestamp is out of range"),
+                    )
                 })?;
             StartPosition::Timestamp(ms)
         }
@@ -286,8 +327,9 @@ pub fn consume_responses(event: ConsumeEvent) -> Vec<proto::ConsumeResponse> {
                     committed: None,
                     ignored_lower: false,
                     error: Some(proto::CommitError {
-                        code: code(&e) as i32,
+                        code: code(e.kind()) as i32,
                         message: e.message().to_owned(),
+                        reason: e.reason().name().to_owned(),
                     }),
                 },
             };
@@ -315,15 +357,17 @@ fn assignment(
 /// The first request of a `Consume` call.
 pub fn consume_open(request: proto::ConsumeRequest) -> Result<ConsumeOpen, Error> {
     let Some(open) = request.open else {
-        return Err(Error::InvalidArgument(
-            "the first request of a Consume call sets open (stream, group, partitions, start)"
-                .into(),
+        return Err(Error::field(
+            Reason::RequestOutOfOrder,
+            "open",
+            "the first request of a Consume call sets open (stream, group, partitions, start)",
         ));
     };
     if !request.commits.is_empty() {
-        return Err(Error::InvalidArgument(
-            "the first request of a Consume call carries no commits: nothing was received yet"
-                .into(),
+        return Err(Error::field(
+            Reason::RequestOutOfOrder,
+            "commits",
+            "the first request of a Consume call carries no commits: nothing was received yet",
         ));
     }
     Ok(ConsumeOpen {
@@ -345,9 +389,10 @@ pub fn consume_open(request: proto::ConsumeRequest) -> Result<ConsumeOpen, Error
 /// A later request of a `Consume` call: its credit, then its commits.
 pub fn consume_inputs(request: proto::ConsumeRequest) -> Result<Vec<ClientInput>, Error> {
     if request.open.is_some() {
-        return Err(Error::InvalidArgument(
-            "open is set in a later request; a Consume call opens once, in its first request"
-                .into(),
+        return Err(Error::field(
+            Reason::RequestOutOfOrder,
+            "open",
+            "open is set in a later request; a Consume call opens once, in its first request",
         ));
     }
     let mut inputs = Vec::new();
@@ -398,10 +443,14 @@ pub fn partition_offsets(row: PartitionOffsets) -> proto::PartitionOffsets {
 /// A ListStreams request; a negative page size is refused.
 pub fn list_streams(request: proto::ListStreamsRequest) -> Result<ListStreams, Error> {
     let page_size = u32::try_from(request.page_size).map_err(|_| {
-        Error::InvalidArgument(format!(
-            "page_size is {}; it must not be negative",
-            request.page_size
-        ))
+        Error::field(
+            Reason::ValueOutOfRange,
+            "page_size",
+            format!(
+                "page_size is {}; it must not be negative",
+                request.page_size
+            ),
+        )
     })?;
     Ok(ListStreams {
         prefix: request.prefix,
@@ -479,19 +528,46 @@ mod tests {
 
     #[test]
     fn every_error_kind_has_its_own_code() {
-        let kinds = [
-            Error::InvalidArgument(String::new()),
-            Error::NotFound(String::new()),
-            Error::AlreadyExists(String::new()),
-            Error::FailedPrecondition(String::new()),
-            Error::ResourceExhausted(String::new()),
-            Error::Unavailable(String::new()),
-            Error::Internal(String::new()),
-        ];
-        let mut codes: Vec<i32> = kinds.iter().map(|e| code(e) as i32).collect();
-        codes.sort();
+        let mut pairs: Vec<(Kind, Code)> = Reason::ALL
+            .iter()
+            .map(|r| (r.kind(), code(r.kind())))
+            .collect();
+        pairs.sort_by_key(|(_, code)| *code as i32);
+        pairs.dedup();
+        let mut codes: Vec<Code> = pairs.iter().map(|(_, code)| *code).collect();
         codes.dedup();
-        assert_eq!(codes.len(), kinds.len());
+        assert_eq!(
+            codes.len(),
+            pairs.len(),
+            "two kinds share a code: {pairs:?}"
+        );
+        assert_eq!(pairs.len(), 10, "a kind without a reason: {pairs:?}");
+    }
+
+    #[test]
+    fn a_status_carries_the_reason_the_field_and_when_to_retry() {
+        let refused = status(Error::field(
+            Reason::NameTooLong,
+            "stream",
+            "stream name is 300 bytes long",
+        ));
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert_eq!(refused.message(), "stream name is 300 bytes long");
+        let info = refused.get_details_error_info().unwrap();
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            ("NAME_TOO_LONG", ERROR_DOMAIN)
+        );
+        assert_eq!(info.metadata["field"], "stream");
+        let violations = refused.get_details_bad_request().unwrap().field_violations;
+        assert_eq!(violations[0].field, "stream");
+        assert!(refused.get_details_retry_info().is_none());
+
+        let unavailable = status(Error::new(Reason::BrokerUnavailable, "the broker is down"));
+        assert_eq!(unavailable.code(), Code::Unavailable);
+        assert!(unavailable.get_details_bad_request().is_none());
+        let retry = unavailable.get_details_retry_info().unwrap();
+        assert_eq!(retry.retry_delay, Some(Duration::from_secs(1)));
     }
 
     #[test]

@@ -19,7 +19,7 @@
 mod audit;
 pub(crate) mod auth;
 mod connections;
-mod convert;
+pub(crate) mod convert;
 mod observe;
 mod reload;
 mod security;
@@ -39,7 +39,7 @@ use tonic_health::ServingStatus;
 
 use crate::broker::{Backoff, Broker};
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Error, Kind};
 use crate::log::PartitionedLog;
 use crate::offsets::OffsetStore;
 use crate::proto;
@@ -186,7 +186,9 @@ async fn open_log(config: &Config, local: SocketAddr) -> Result<Arc<PartitionedL
     let broker = Broker::new(config.broker.clone(), config.request_timeout());
     match broker.check().await {
         Ok(()) => tracing::info!(broker = %broker.admin_node(), "broker reachable"),
-        Err(Error::Unavailable(why)) => tracing::warn!(%why, "broker not reachable yet"),
+        Err(why) if why.kind() == Kind::Unavailable => {
+            tracing::warn!(%why, "broker not reachable yet")
+        }
         Err(e) => return Err(ServeError::Broker(e)),
     }
     let store = OffsetStore::open(Path::new(&config.offsets.data_dir))?;

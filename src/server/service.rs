@@ -13,7 +13,7 @@ use super::auth::principals::Resource;
 use super::auth::rpcs::Protected;
 use super::connections::ConnectionInfo;
 use super::convert::{self, status};
-use crate::error::Error;
+use crate::error::{Error, Reason};
 use crate::log::{
     Appended, ConsumeEvent, ConsumeEvents, PartitionedLog, ProducerId, ReadRequest, Source,
     SourceCommits, SubmittedBatch,
@@ -202,7 +202,13 @@ impl PartLog for PartLogService {
             .max_wait
             .map(convert::duration)
             .transpose()
-            .map_err(|why| Status::invalid_argument(format!("max_wait {why}")))?
+            .map_err(|why| {
+                status(Error::field(
+                    Reason::ValueOutOfRange,
+                    "max_wait",
+                    format!("max_wait {why}"),
+                ))
+            })?
             .unwrap_or_default();
         let filter =
             validate::record_filter("filters", request.filters, request.include_unfiltered)
@@ -270,10 +276,13 @@ impl PartLog for PartLogService {
     ) -> Result<Response<Self::ConsumeStream>, Status> {
         let caller = auth::caller(request.extensions())?;
         let mut requests = request.into_inner();
-        let first = requests
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("the Consume call sent no request"))?;
+        let first = requests.message().await?.ok_or_else(|| {
+            status(Error::field(
+                Reason::FieldRequired,
+                "open",
+                "the Consume call sent no request",
+            ))
+        })?;
         // The first request names what the call reads; later ones act on it.
         caller.check(&first)?;
         let needs = first.clone();
@@ -283,10 +292,10 @@ impl PartLog for PartLogService {
         let inputs = requests.flat_map(|request| {
             let inputs = match request {
                 Ok(request) => convert::consume_inputs(request).map_err(|e| vec![Err(e)]),
-                Err(status) => Err(vec![Err(Error::Unavailable(format!(
-                    "the client's request stream failed: {}",
-                    status.message()
-                )))]),
+                Err(status) => Err(vec![Err(Error::new(
+                    Reason::RequestStreamFailed,
+                    format!("the client's request stream failed: {}", status.message()),
+                ))]),
             };
             let inputs = match inputs {
                 Ok(inputs) => inputs.into_iter().map(Ok).collect(),
@@ -337,9 +346,11 @@ impl PartLog for PartLogService {
             let to = request
                 .to
                 .ok_or_else(|| {
-                    Status::invalid_argument(
+                    status(Error::field(
+                        Reason::FieldRequired,
+                        "to",
                         "to is required: FIRST, LAST, an offset or a timestamp",
-                    )
+                    ))
                 })
                 .and_then(|to| convert::start_position(to, "to").map_err(status))?;
             let results = self
@@ -457,9 +468,13 @@ async fn submit(
             .iter()
             .position(|r| r.source_offset > 0 || r.output_index > 0)
         {
-            return Err(Status::invalid_argument(format!(
-                "records[{index}] has a source_offset or output_index but the request has no \
-                 source"
+            return Err(status(Error::field(
+                Reason::FieldRequired,
+                "source",
+                format!(
+                    "records[{index}] has a source_offset or output_index but the request has \
+                     no source"
+                ),
             )));
         }
         let records: Vec<_> = records.into_iter().map(convert::new_record).collect();
@@ -471,10 +486,12 @@ async fn submit(
         return Ok((submitted.map_err(status)?, None));
     };
     if !producer_id.is_empty() {
-        return Err(Status::invalid_argument(
+        return Err(status(Error::field(
+            Reason::SequenceInvalid,
+            "producer_id",
             "source and producer_id exclude each other: a source's outputs are written through \
              a producer of its own",
-        ));
+        )));
     }
     let outputs: Vec<_> = records.iter().map(convert::output).collect();
     let records: Vec<_> = records.into_iter().map(convert::new_record).collect();

@@ -500,6 +500,7 @@ impl IdempotentPublisher {
                                 Err(status) => Some(proto::RecordError {
                                     code: status.code() as i32,
                                     message: status.message().to_owned(),
+                                    reason: String::new(),
                                 }),
                             };
                             *last_failure.lock().unwrap() = why

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use super::compression::Codec;
 use super::wire::Reader;
 use crate::broker::Partition;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::record::StoredRecord;
 use crate::telemetry;
 
@@ -151,19 +151,25 @@ pub fn data_loss(
 ) -> Error {
     telemetry::stream(stream).chunk_unreadable();
     let Some(offsets) = offsets else {
-        return Error::DataLoss(format!(
-            "stream {stream:?} partition {index}: the broker delivered a chunk partlog cannot \
+        return Error::new(
+            Reason::RecordsUnreadable,
+            format!(
+                "stream {stream:?} partition {index}: the broker delivered a chunk partlog cannot \
              read ({why}); see \"Unreadable records\" in partlog's README"
-        ));
+            ),
+        );
     };
     let (first, last) = (offsets.start(), offsets.end());
     let next = last.saturating_add(1);
-    Error::DataLoss(format!(
+    Error::new(
+        Reason::RecordsUnreadable,
+        format!(
         "stream {stream:?} partition {index}: the records at offsets {first} to {last} cannot be \
          read ({why}); read on from offset {next}, or move a consumer group past them with \
          ResetOffsets (partlog reset {stream} --group GROUP --partitions {index} --to \
          offset:{next})"
-    ))
+    ),
+    )
 }
 
 /// The records of a chunk's data: exactly `records` of them.
@@ -235,6 +241,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::broker::protocol::compression;
     use crate::broker::protocol::wire::Body;
+    use crate::error::Kind;
 
     /// A chunk as a delivery carries it: the header (which gives the size of
     /// a Bloom filter of `filter_size` bytes and of a trailer, both left
@@ -305,7 +312,7 @@ pub(crate) mod tests {
 
     fn data_loss_message(result: Result<Vec<(u64, Bytes)>>) -> String {
         match result {
-            Err(Error::DataLoss(message)) => message,
+            Err(e) if e.kind() == Kind::DataLoss => e.message().to_owned(),
             other => panic!("expected DATA_LOSS, got {other:?}"),
         }
     }
@@ -506,7 +513,7 @@ pub(crate) mod tests {
             check(damaged_entries(), |bytes| {
                 let chunk = Chunk::parse(bytes.into()).map_err(TestCaseError::fail)?;
                 if let Err(e) = chunk.records(&partition(), 0) {
-                    prop_assert!(matches!(e, Error::DataLoss(_)), "{e:?}");
+                    prop_assert!(e.kind() == Kind::DataLoss, "{e:?}");
                 }
                 Ok(())
             });
@@ -524,7 +531,7 @@ pub(crate) mod tests {
                                 let count = records.count() as u64;
                                 prop_assert!(count <= chunk.last_offset() - chunk.first_offset + 1);
                             }
-                            Err(e) => prop_assert!(matches!(e, Error::DataLoss(_)), "{e:?}"),
+                            Err(e) => prop_assert!(e.kind() == Kind::DataLoss, "{e:?}"),
                         },
                     }
                     Ok(())

@@ -30,7 +30,7 @@ use super::wire::{
 use crate::broker::connect::Connector;
 use crate::broker::node::Node;
 use crate::broker::tls::{self, BrokerStream};
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Reason, Result};
 use crate::sync::lock;
 use crate::telemetry::{ConnectionKind, OpenConnection};
 
@@ -82,8 +82,11 @@ impl LinkState {
         }
         lock(&self.pending).clear();
         let why = match why {
-            Error::Unavailable(_) => why.clone(),
-            other => Error::Unavailable(format!("the broker connection failed: {other}")),
+            why if why.kind() == Kind::Unavailable => why.clone(),
+            other => Error::new(
+                Reason::BrokerUnavailable,
+                format!("the broker connection failed: {other}"),
+            ),
         };
         self.frames.ended(&why);
     }
@@ -96,8 +99,9 @@ impl LinkState {
             CLOSE => {
                 let correlation = Reader::new(frame.body).u32()?;
                 let answer = Body::default().u32(correlation).u16(CODE_OK);
-                self.fail(&Error::Unavailable(
-                    "the broker closed the connection".into(),
+                self.fail(&Error::new(
+                    Reason::BrokerUnavailable,
+                    "the broker closed the connection",
                 ));
                 return Ok(Some(wire::frame(CLOSE | RESPONSE, &answer.0)));
             }
@@ -124,8 +128,9 @@ struct FailOnExit(Arc<LinkState>);
 
 impl Drop for FailOnExit {
     fn drop(&mut self) {
-        self.0.fail(&Error::Unavailable(
-            "the broker connection's reading task ended".into(),
+        self.0.fail(&Error::new(
+            Reason::BrokerUnavailable,
+            "the broker connection's reading task ended",
         ));
     }
 }
@@ -202,7 +207,10 @@ impl Link {
     /// Writes a frame held in pieces (vectored where the socket takes it).
     pub async fn send_buf(&self, mut frame: impl Buf) -> Result<()> {
         if self.has_failed() {
-            return Err(Error::Unavailable("the broker connection closed".into()));
+            return Err(Error::new(
+                Reason::BrokerUnavailable,
+                "the broker connection closed",
+            ));
         }
         let mut writer = self.writer.lock().await;
         let written = async {
@@ -246,8 +254,10 @@ impl Link {
 
     /// Closes the connection: the broker sees the socket end.
     pub fn close(&self) {
-        self.state
-            .fail(&Error::Unavailable("the broker connection closed".into()));
+        self.state.fail(&Error::new(
+            Reason::BrokerUnavailable,
+            "the broker connection closed",
+        ));
         for task in &self.tasks {
             task.abort();
         }
@@ -269,16 +279,22 @@ impl Asked<'_> {
     pub async fn answer(mut self) -> Result<Reader> {
         match tokio::time::timeout(self.link.timeout, &mut self.answered).await {
             Ok(Ok(answer)) => Ok(Reader::new(answer)),
-            Ok(Err(_)) => Err(Error::Unavailable("the broker connection closed".into())),
+            Ok(Err(_)) => Err(Error::new(
+                Reason::BrokerUnavailable,
+                "the broker connection closed",
+            )),
             Err(_) => Err(self.timed_out()),
         }
     }
 
     fn timed_out(&self) -> Error {
-        Error::Unavailable(format!(
-            "the broker did not answer within {:?} while {}",
-            self.link.timeout, self.what
-        ))
+        Error::new(
+            Reason::BrokerUnavailable,
+            format!(
+                "the broker did not answer within {:?} while {}",
+                self.link.timeout, self.what
+            ),
+        )
     }
 }
 
@@ -317,7 +333,10 @@ async fn read_loop(
             Ok(None) => {}
             Ok(Some(answer)) => {
                 let _ = writer.lock().await.write_all(&answer).await;
-                break Error::Unavailable("the broker closed the connection".into());
+                break Error::new(
+                    Reason::BrokerUnavailable,
+                    "the broker closed the connection",
+                );
             }
             Err(e) => break e,
         }
@@ -340,9 +359,10 @@ async fn heartbeats(interval: Duration, state: Arc<LinkState>, writer: Arc<Write
         }
         let silence = interval.saturating_mul(2);
         if lock(&state.received).elapsed() > silence {
-            state.fail(&Error::Unavailable(format!(
-                "the broker sent nothing for {silence:?} (heartbeats missed)"
-            )));
+            state.fail(&Error::new(
+                Reason::BrokerUnavailable,
+                format!("the broker sent nothing for {silence:?} (heartbeats missed)"),
+            ));
             return;
         }
         let mut writer = writer.lock().await;
@@ -431,7 +451,7 @@ mod tests {
         });
         assert!(task.await.unwrap_err().is_panic());
         assert!(state.has_failed());
-        state.fail(&Error::Unavailable("again".into()));
+        state.fail(&Error::new(Reason::BrokerUnavailable, "again"));
         let ended = lock(&heard.ended).clone();
         assert_eq!(ended.len(), 1, "{ended:?}");
     }

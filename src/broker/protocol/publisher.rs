@@ -13,7 +13,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::link::{Asked, Link};
 use super::wire::{Body, Frame, Reader, CODE_OK, METADATA_UPDATE};
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::record::amqp::Encoded;
 
 pub const DECLARE_PUBLISHER: u16 = 0x0001;
@@ -123,11 +123,14 @@ impl SequenceQuery<'_> {
         let mut answer = self.asked.answer().await?;
         match answer.u16()? {
             CODE_OK => answer.u64(),
-            code => Err(Error::Unavailable(format!(
-                "the broker refused to say the last sequence of {:?} on {:?} (response code \
+            code => Err(Error::new(
+                Reason::BrokerUnavailable,
+                format!(
+                    "the broker refused to say the last sequence of {:?} on {:?} (response code \
                  {code:#04x})",
-                self.name, self.stream
-            ))),
+                    self.name, self.stream
+                ),
+            )),
         }
     }
 }

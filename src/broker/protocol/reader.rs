@@ -46,7 +46,7 @@ use super::wire::{
 use crate::broker::connect::Connector;
 use crate::broker::node::Node;
 use crate::broker::super_stream::Partition;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::record::RecordFilter;
 use crate::sync::lock;
 use crate::telemetry::{ConnectionKind, StreamMetrics};
@@ -246,8 +246,10 @@ impl Frames for Routes {
                 // subscriptions (all of them when it named none).
                 body.u16()?;
                 let stream = body.string()?;
-                let gone =
-                    Error::Unavailable("the partition's leader changed or it was deleted".into());
+                let gone = Error::new(
+                    Reason::PartitionMoved,
+                    "the partition's leader changed or it was deleted",
+                );
                 let state = self.state();
                 for route in state.by_id.values() {
                     if stream.is_empty() || route.stream == stream {
@@ -365,7 +367,7 @@ impl ReaderPool {
     ) -> Result<(Arc<ReaderConnection>, u8, Deliveries)> {
         let mut pool = self.by_node.lock().await;
         if pool.closed {
-            return Err(Error::Unavailable("partlog is shutting down".into()));
+            return Err(Error::new(Reason::ShuttingDown, "partlog is shutting down"));
         }
         let connections = pool.connections.entry(node.clone()).or_default();
         connections.retain(|c| !c.has_failed());
@@ -380,7 +382,10 @@ impl ReaderPool {
             .state()
             .add(stream, consumer)
             .ok_or_else(|| {
-                Error::Internal("a new reader connection refused a subscription".into())
+                Error::new(
+                    Reason::BrokerProtocolError,
+                    "a new reader connection refused a subscription",
+                )
             })?;
         connections.push(connection.clone());
         Ok((connection, id, events))
@@ -445,8 +450,12 @@ fn subscription_properties(
         };
         properties.push(("match-unfiltered".into(), unfiltered));
     }
-    let count = u32::try_from(properties.len())
-        .map_err(|_| Error::Internal("too many subscription properties".into()))?;
+    let count = u32::try_from(properties.len()).map_err(|_| {
+        Error::new(
+            Reason::BrokerProtocolError,
+            "too many subscription properties",
+        )
+    })?;
     let mut body = body.u32(count);
     for (name, value) in properties {
         body = body.string(&name)?.string(value)?;
@@ -559,12 +568,14 @@ impl ChunkReader {
         let what = format!("subscribing to {stream:?}");
         match self.connection.request(SUBSCRIBE, &body.0, &what).await? {
             CODE_OK => Ok(()),
-            CODE_STREAM_DOES_NOT_EXIST => Err(Error::NotFound(format!(
-                "partition stream {stream:?} does not exist"
-            ))),
-            code => Err(Error::Unavailable(format!(
-                "cannot subscribe to {stream:?}: the broker answered {code:#04x}"
-            ))),
+            CODE_STREAM_DOES_NOT_EXIST => Err(Error::new(
+                Reason::PartitionNotFound,
+                format!("partition stream {stream:?} does not exist"),
+            )),
+            code => Err(Error::new(
+                Reason::BrokerUnavailable,
+                format!("cannot subscribe to {stream:?}: the broker answered {code:#04x}"),
+            )),
         }
     }
 
@@ -610,12 +621,14 @@ impl ChunkReader {
             .await?
         {
             CODE_OK => self.arrived_chunk(),
-            CODE_STREAM_DOES_NOT_EXIST => Err(Error::NotFound(format!(
-                "partition stream {stream:?} does not exist"
-            ))),
-            code => Err(Error::Unavailable(format!(
-                "the broker answered {code:#04x} asking for the statistics of {stream:?}"
-            ))),
+            CODE_STREAM_DOES_NOT_EXIST => Err(Error::new(
+                Reason::PartitionNotFound,
+                format!("partition stream {stream:?} does not exist"),
+            )),
+            code => Err(Error::new(
+                Reason::BrokerUnavailable,
+                format!("the broker answered {code:#04x} asking for the statistics of {stream:?}"),
+            )),
         }
     }
 
@@ -661,7 +674,10 @@ impl ChunkReader {
                 Ok(delivered) => delivered?,
                 Err(mpsc::error::TryRecvError::Empty) => return Ok(None),
                 Err(mpsc::error::TryRecvError::Disconnected) => {
-                    return Err(Error::Unavailable("the reading connection closed".into()))
+                    return Err(Error::new(
+                        Reason::BrokerUnavailable,
+                        "the reading connection closed",
+                    ))
                 }
             };
             if let ReaderEvent::Chunk(chunk) = self.event(delivered)? {
@@ -680,7 +696,12 @@ impl ChunkReader {
         loop {
             let delivered = match self.events.recv().await {
                 Some(delivered) => delivered?,
-                None => return Err(Error::Unavailable("the reading connection closed".into())),
+                None => {
+                    return Err(Error::new(
+                        Reason::BrokerUnavailable,
+                        "the reading connection closed",
+                    ))
+                }
             };
             match self.event(delivered)? {
                 ReaderEvent::Chunk(chunk) => self.stash.push_back(chunk),
@@ -709,7 +730,12 @@ impl ChunkReader {
         }
         let delivered = match self.events.recv().await {
             Some(delivered) => delivered?,
-            None => return Err(Error::Unavailable("the reading connection closed".into())),
+            None => {
+                return Err(Error::new(
+                    Reason::BrokerUnavailable,
+                    "the reading connection closed",
+                ))
+            }
         };
         Ok(match self.event(delivered)? {
             ReaderEvent::Chunk(chunk) => ReaderEvent::Chunk(self.hand_out(chunk)),
@@ -783,6 +809,7 @@ impl ChunkReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Kind;
 
     const GROUP: Consumer<'static> = Consumer::Member { group: "billing" };
 
@@ -824,9 +851,9 @@ mod tests {
         let routes = Routes::default();
         let (_, mut a) = routes.state().add("s-0", Consumer::Alone).unwrap();
         let (_, mut b) = routes.state().add("s-1", GROUP).unwrap();
-        routes.ended(&Error::Unavailable("gone".into()));
-        assert!(matches!(a.recv().await, Some(Err(Error::Unavailable(_)))));
-        assert!(matches!(b.recv().await, Some(Err(Error::Unavailable(_)))));
+        routes.ended(&Error::new(Reason::BrokerUnavailable, "gone"));
+        assert!(matches!(a.recv().await, Some(Err(ref e)) if e.kind() == Kind::Unavailable));
+        assert!(matches!(b.recv().await, Some(Err(ref e)) if e.kind() == Kind::Unavailable));
     }
 
     #[test]

@@ -42,6 +42,8 @@ use super::audit;
 use super::connections::ConnectionInfo;
 use super::reload::Reload;
 use crate::config::AuthConfig;
+use crate::error::{Error, Reason};
+use crate::server::convert::status;
 use certificate::CertificateName;
 use principals::{Principal, Principals};
 use rate::Rates;
@@ -118,16 +120,19 @@ impl Caller {
         };
         match principal {
             Some(principal) => {
-                unexpired(&principal, &caller.credential).map_err(Status::unauthenticated)?;
+                unexpired(&principal, &caller.credential).map_err(status)?;
                 Ok(Caller::Principal(Authenticated {
                     principal,
                     ..caller.clone()
                 }))
             }
-            None => Err(Status::unauthenticated(format!(
-                "the credentials of principal {:?} are no longer valid: the principals file \
-                 was changed",
-                caller.principal.name
+            None => Err(status(Error::new(
+                Reason::CredentialsRevoked,
+                format!(
+                    "the credentials of principal {:?} are no longer valid: the principals \
+                     file was changed",
+                    caller.principal.name
+                ),
             ))),
         }
     }
@@ -198,7 +203,7 @@ impl Caller {
                 "principal {:?} lacks {permission} on {}",
                 principal.name, need.resource
             );
-            let denied = Status::permission_denied(why);
+            let denied = status(Error::new(Reason::PermissionDenied, why));
             audit::record(audit::Entry {
                 action: "call denied",
                 principal: Some(&principal.name),
@@ -216,9 +221,10 @@ impl Caller {
 /// is a wiring bug, and refuses the call rather than allowing it.
 pub fn caller(extensions: &tonic::Extensions) -> Result<Caller, Status> {
     extensions.get::<Caller>().cloned().ok_or_else(|| {
-        Status::internal(
+        status(Error::new(
+            Reason::Internal,
             "no caller identity on the call: partlog's authentication layer is missing",
-        )
+        ))
     })
 }
 
@@ -277,7 +283,7 @@ impl Authenticator {
         self: &Arc<Self>,
         headers: &http::HeaderMap,
         connection: Option<&ConnectionInfo>,
-    ) -> Result<Authenticated, String> {
+    ) -> Result<Authenticated, Error> {
         let (principal, credential) = self.principal(headers, connection)?;
         Ok(Authenticated {
             principal,
@@ -291,21 +297,22 @@ impl Authenticator {
         &self,
         headers: &http::HeaderMap,
         connection: Option<&ConnectionInfo>,
-    ) -> Result<(Arc<Principal>, Credential), String> {
+    ) -> Result<(Arc<Principal>, Credential), Error> {
+        let invalid = |why: String| Error::new(Reason::CredentialsInvalid, why);
         let principals = self.principals();
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
-            let token = bearer_token(value)?;
+            let token = bearer_token(value).map_err(invalid)?;
             if token.chars().count() < principals::MIN_TOKEN_LENGTH {
-                return Err(format!(
+                return Err(invalid(format!(
                     "the bearer token is shorter than {} characters, which partlog refuses \
                      (partlog token new makes tokens)",
                     principals::MIN_TOKEN_LENGTH
-                ));
+                )));
             }
             let digest = principals::token_sha256(token);
-            let principal = principals
-                .by_token_sha256(&digest)
-                .ok_or_else(|| "the bearer token is not valid for this partlog".to_owned())?;
+            let principal = principals.by_token_sha256(&digest).ok_or_else(|| {
+                invalid("the bearer token is not valid for this partlog".to_owned())
+            })?;
             let credential = Credential::Token(digest);
             unexpired(&principal, &credential)?;
             return Ok((principal, credential));
@@ -318,25 +325,28 @@ impl Authenticator {
             (true, Some(leaf)) => {
                 let what = self.certificate_name.describe();
                 let name = self.certificate_name.of(leaf).ok_or_else(|| {
-                    format!(
+                    invalid(format!(
                         "the client certificate has no {what} to name a principal by; send \
                          `authorization: Bearer <token>`"
-                    )
+                    ))
                 })?;
                 let principal = principals.by_name(&name).ok_or_else(|| {
-                    format!(
+                    invalid(format!(
                         "the client certificate's {what} {name:?} is not a principal of this \
                          partlog; send `authorization: Bearer <token>`"
-                    )
+                    ))
                 })?;
                 Ok((principal, Credential::Certificate(name)))
             }
-            (true, None) => Err("missing credentials: send `authorization: Bearer <token>` \
-                 metadata, or a client certificate that names a principal"
-                .into()),
-            (false, _) => {
-                Err("missing credentials: send `authorization: Bearer <token>` metadata".into())
-            }
+            (true, None) => Err(Error::new(
+                Reason::CredentialsMissing,
+                "missing credentials: send `authorization: Bearer <token>` metadata, or a \
+                 client certificate that names a principal",
+            )),
+            (false, _) => Err(Error::new(
+                Reason::CredentialsMissing,
+                "missing credentials: send `authorization: Bearer <token>` metadata",
+            )),
         }
     }
 }
@@ -453,17 +463,20 @@ fn check_ways_in(
 }
 
 /// UNAUTHENTICATED for a token whose principal's `not_after` passed.
-fn unexpired(principal: &Principal, credential: &Credential) -> Result<(), String> {
+fn unexpired(principal: &Principal, credential: &Credential) -> Result<(), Error> {
     let expired = matches!(credential, Credential::Token(_))
         && principal
             .not_after()
             .is_some_and(|at| at <= std::time::SystemTime::now());
     if expired {
         let at = principal.not_after().map(humantime::format_rfc3339_seconds);
-        return Err(format!(
-            "the token of principal {:?} expired at {}",
-            principal.name,
-            at.map_or_else(String::new, |at| at.to_string())
+        return Err(Error::new(
+            Reason::CredentialsRevoked,
+            format!(
+                "the token of principal {:?} expired at {}",
+                principal.name,
+                at.map_or_else(String::new, |at| at.to_string())
+            ),
         ));
     }
     Ok(())
@@ -563,7 +576,7 @@ impl AuthLayer {
                 Ok(Some(Caller::Principal(caller)))
             }
             Err(why) => {
-                let refused = Status::unauthenticated(why);
+                let refused = status(why);
                 audit::record(audit::Entry {
                     action: "call refused",
                     principal: None,
@@ -700,8 +713,14 @@ mod tests {
         ];
         for (value, expected) in cases {
             let err = auth.authenticate(&headers(value), None).unwrap_err();
-            assert!(err.contains(expected), "{value:?}: {err}");
-            assert!(!err.contains("s3cret"), "{err}");
+            assert!(err.message().contains(expected), "{value:?}: {err}");
+            assert!(!err.message().contains("s3cret"), "{err}");
+            let reason = if value.is_none() {
+                Reason::CredentialsMissing
+            } else {
+                Reason::CredentialsInvalid
+            };
+            assert_eq!(err.reason(), reason, "{value:?}");
         }
     }
 
@@ -901,9 +920,16 @@ mod tests {
         let with =
             |token: &str| auth.authenticate(&headers(Some(&format!("Bearer {token}"))), None);
         let err = with("short-t0ken").unwrap_err();
-        assert!(err.contains("shorter than 16 characters"), "{err}");
+        assert!(
+            err.message().contains("shorter than 16 characters"),
+            "{err}"
+        );
         let err = with("past-t0ken-0123456789").unwrap_err();
-        assert!(err.contains("expired at 2020-01-01T00:00:00Z"), "{err}");
+        assert!(
+            err.message().contains("expired at 2020-01-01T00:00:00Z"),
+            "{err}"
+        );
+        assert_eq!(err.reason(), Reason::CredentialsRevoked);
         let ok = Caller::Principal(with("ok-t0ken-0123456789").unwrap());
 
         let read = crate::proto::ReadRequest::default();

@@ -10,10 +10,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::Status;
 
 use crate::config::AuthConfig;
+use crate::error::{Error, Reason};
+use crate::server::convert::status;
 use crate::sync::lock;
 
 /// The rates of every principal; one per server.
@@ -131,16 +132,14 @@ impl Rates {
 
 /// RESOURCE_EXHAUSTED with a RetryInfo of `wait`.
 fn exhausted(message: String, wait: Duration) -> Status {
-    Status::with_error_details(
-        Code::ResourceExhausted,
-        message,
-        ErrorDetails::with_retry_info(Some(wait)),
-    )
+    status(Error::new(Reason::RateLimited, message).retry_after(wait))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
+    use tonic_types::StatusExt;
 
     #[test]
     fn a_bucket_holds_a_second_and_says_when_it_has_room() {
