@@ -34,6 +34,8 @@ pub enum Kind {
     Unauthenticated,
     /// The caller's principal lacks a permission the call needs.
     PermissionDenied,
+    /// The call names a method partlog does not serve.
+    Unimplemented,
 }
 
 /// Declares [`Reason`]: each variant with its kind, the name clients see
@@ -204,6 +206,11 @@ reasons! {
     // PERMISSION_DENIED
     /// The principal lacks a permission on the stream or group.
     PermissionDenied = "PERMISSION_DENIED", PermissionDenied, NO_RETRY;
+
+    // UNIMPLEMENTED
+    /// The call names a service or method partlog does not serve (an older
+    /// partlog than the client's stubs, or a wrong path).
+    MethodUnknown = "METHOD_UNKNOWN", Unimplemented, NO_RETRY;
 }
 
 /// A failure: its reason, a message a human can act on, and what a client
@@ -298,6 +305,40 @@ mod tests {
                 name.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
                 "{name}"
             );
+        }
+    }
+
+    /// The README's table of reasons is the list clients code against: it
+    /// names every reason, with its code, and no other.
+    #[test]
+    fn the_readme_lists_every_reason_with_its_code() {
+        let readme = include_str!("../README.md");
+        let listed: Vec<(&str, &str)> = readme
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `"))
+            .filter_map(|row| {
+                let (name, rest) = row.split_once("` | ")?;
+                let code = rest.split(" | ").next()?;
+                name.chars()
+                    .all(|c| c.is_ascii_uppercase() || c == '_')
+                    .then_some((name, code))
+            })
+            .filter(|(_, code)| code.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .collect();
+        let expected: Vec<(&str, String)> = Reason::ALL
+            .iter()
+            .map(|r| (r.name(), format!("{:?}", r.kind())))
+            .collect();
+        let listed_names: Vec<&str> = listed.iter().map(|(name, _)| *name).collect();
+        let expected_names: Vec<&str> = expected.iter().map(|(name, _)| *name).collect();
+        assert_eq!(listed_names, expected_names, "README reasons table");
+        for ((name, code), (_, kind)) in listed.iter().zip(&expected) {
+            let words = code.split('_').map(|w| {
+                let mut w = w.to_ascii_lowercase();
+                w[..1].make_ascii_uppercase();
+                w
+            });
+            assert_eq!(&words.collect::<String>(), kind, "{name}");
         }
     }
 

@@ -28,7 +28,7 @@
 //!   the `/metrics` listener) and the log's set-up; a leaf every layer
 //!   calls.
 //! - Leaves: [`config`] (TOML with `PARTLOG_*` overrides), [`error`] (the
-//!   one core error type), [`routing`] (murmur3 key → partition),
+//!   one error type: a stable reason, a message, the field at fault), [`routing`] (murmur3 key → partition),
 //!   [`record`] (records and their AMQP 1.0 form), [`validate`] (requests
 //!   checked before the broker is asked), [`sync`] (the locking
 //!   convention), [`pem`] (certificate and key files), [`tls_stream`] (a

@@ -873,3 +873,25 @@ async fn a_request_that_is_not_valid_protobuf_is_invalid_argument() {
     };
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 }
+
+/// A method partlog does not serve (stubs newer than the server, a typo in
+/// a path) is UNIMPLEMENTED with a reason, like every other error.
+#[tokio::test]
+async fn an_unknown_method_is_unimplemented_with_a_reason() {
+    let server = Partlog::start().await;
+    let channel = server.channel().await.expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = "/partlog.v1.PartLog/NoSuchMethod".parse().unwrap();
+    let status = grpc
+        .unary(tonic::Request::new(Vec::new()), path, RawCodec)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    let info = status.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("METHOD_UNKNOWN", "partlog")
+    );
+    assert!(status.message().contains("no such method"), "{status:?}");
+}

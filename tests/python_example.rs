@@ -79,6 +79,7 @@ async fn the_python_example_runs_against_partlog() {
         "offsets: partition 1 committed 0 tail 0 lag 0".into(),
         "offsets: partition 2 committed 1 tail 1 lag 0".into(),
         format!("deleted {stream}"),
+        format!("describe {stream}: NOT_FOUND (STREAM_NOT_FOUND)"),
     ];
     assert_eq!(steps, expected_steps, "the example printed:\n{stdout}");
 

@@ -3,7 +3,8 @@
 Generates the stubs of proto/partlog/v1/partlog.proto with grpcio-tools, then
 creates a stream, publishes keyed records, reads them as a member of a
 consumer group (its assignment and its records), commits what it read, shows
-the group's offsets and lag, and deletes the stream.
+the group's offsets and lag, deletes the stream, and branches on the reason
+partlog gives when the stream is asked for again (google.rpc.ErrorInfo).
 
     python partlog_example.py [--server 127.0.0.1:50051] [--stream python-example]
 """
@@ -17,6 +18,8 @@ import sys
 import tempfile
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from grpc_tools import protoc
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -55,6 +58,18 @@ def generate_stubs(out_dir):
         importlib.import_module("partlog.v1.partlog_pb2"),
         importlib.import_module("partlog.v1.partlog_pb2_grpc"),
     )
+
+
+def reason(error):
+    """The stable reason (google.rpc.ErrorInfo) partlog put on a failed call,
+    e.g. "STREAM_NOT_FOUND"; None when the status carries none."""
+    status = rpc_status.from_call(error)
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return None
 
 
 def main():
@@ -133,6 +148,15 @@ def run(pb, pb_grpc, server, stream):
 
         log.DeleteStream(pb.DeleteStreamRequest(stream=stream))
         print(f"deleted {stream}")
+
+        # A program branches on the reason, not on the message's words.
+        try:
+            log.DescribeStream(pb.DescribeStreamRequest(stream=stream))
+            sys.exit(f"{stream} still exists after its deletion")
+        except grpc.RpcError as error:
+            if reason(error) != "STREAM_NOT_FOUND":
+                raise
+            print(f"describe {stream}: {error.code().name} (STREAM_NOT_FOUND)")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ pub fn code(kind: Kind) -> Code {
         Kind::Internal => Code::Internal,
         Kind::Unauthenticated => Code::Unauthenticated,
         Kind::PermissionDenied => Code::PermissionDenied,
+        Kind::Unimplemented => Code::Unimplemented,
     }
 }
 
@@ -541,7 +542,7 @@ mod tests {
             pairs.len(),
             "two kinds share a code: {pairs:?}"
         );
-        assert_eq!(pairs.len(), 10, "a kind without a reason: {pairs:?}");
+        assert_eq!(pairs.len(), 11, "a kind without a reason: {pairs:?}");
     }
 
     #[test]

@@ -34,8 +34,22 @@ use tracing::Instrument;
 use super::auth::principals::Resource;
 use super::auth::rpcs::Need;
 use super::connections::{CallOnConnection, ConnectionInfo};
+use super::convert::status;
+use crate::error::{Error, Reason};
 use crate::proto::code_name;
 use crate::telemetry::{metrics, MethodLabel, RpcLabels};
+
+/// tonic's answer to a path that names no method partlog serves has no
+/// details; every error partlog answers carries an ErrorInfo reason.
+fn explain_unimplemented(headers: &mut http::HeaderMap) {
+    if headers.contains_key("grpc-status-details-bin") {
+        return;
+    }
+    let why = "partlog serves no such method: reflection (`grpcurl list`) or \
+               proto/partlog/v1/partlog.proto name the methods of this partlog";
+    // Only a status that cannot be encoded fails; the plain one stays.
+    let _ = status(Error::new(Reason::MethodUnknown, why)).add_header(headers);
+}
 
 /// The `method` label of a path that names no method partlog serves:
 /// label values stay bounded whatever clients send.
@@ -156,10 +170,13 @@ where
         let answered = span.in_scope(|| inner.call(request));
         Box::pin(
             async move {
-                let (parts, body) = answered.await?.into_parts();
+                let (mut parts, body) = answered.await?.into_parts();
                 // A trailers-only answer (an error before any message) has
                 // its status in the headers.
                 call.status = Status::from_header_map(&parts.headers);
+                if call.status.as_ref().map(Status::code) == Some(Code::Unimplemented) {
+                    explain_unimplemented(&mut parts.headers);
+                }
                 if body.is_end_stream() {
                     call.finish();
                 }
