@@ -40,6 +40,7 @@ use tonic_health::ServingStatus;
 use crate::broker::{Backoff, Broker};
 use crate::config::Config;
 use crate::error::Error;
+use crate::log::lag::Gauges;
 use crate::log::PartitionedLog;
 use crate::offsets::OffsetStore;
 use crate::proto;
@@ -106,7 +107,7 @@ pub async fn run(
     let _lag = metrics.as_ref().map(|_| {
         let every = config.metrics.lag_refresh();
         let max_partitions = config.metrics.lag_max_partitions as usize;
-        crate::log::lag::spawn(log.clone(), every, max_partitions)
+        crate::log::lag::spawn(log.clone(), every, max_partitions, Gauges::default())
     });
     let (reporter, health) = tonic_health::server::health_reporter();
     let health_task = tokio::spawn(report_health(log.clone(), reporter));
