@@ -60,7 +60,9 @@ async fn create_describe_delete() {
     }
 
     // Three records to one partition: its first and tail offsets show them.
-    let records = (0..3).map(|i| common::record("k", format!("v{i}"))).collect();
+    let records = (0..3)
+        .map(|i| common::record("k", format!("v{i}")))
+        .collect();
     let written = common::publish_ok(&mut client, &stream, records).await[0];
     let described = client
         .describe_stream(DescribeStreamRequest {

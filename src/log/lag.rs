@@ -75,9 +75,7 @@ pub fn spawn(
             let partitions = refresher.round().await;
             let took = started.elapsed();
             let skipped = took.as_nanos() / every.as_nanos().max(1);
-            refresher
-                .sink
-                .round_ended(took, partitions, skipped as u64);
+            refresher.sink.round_ended(took, partitions, skipped as u64);
         }
     }))
 }
