@@ -42,6 +42,7 @@
 pub(crate) mod broker;
 pub mod cli;
 pub mod config;
+pub(crate) mod console;
 pub(crate) mod error;
 #[cfg(test)]
 mod generative;
