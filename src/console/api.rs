@@ -11,7 +11,7 @@
 //!
 //! | route | calls |
 //! |---|---|
-//! | `GET /api/streams` | ListStreams (+ records/s from the history) |
+//! | `GET /api/streams[?prefix=P]` | ListStreams (+ records/s from the history) |
 //! | `POST /api/streams` `{"stream", "partitions"}` | CreateStream |
 //! | `GET /api/streams/S` | DescribeStream, ListGroups (+ rates) |
 //! | `DELETE /api/streams/S?confirm=S` | DeleteStream |
@@ -277,7 +277,10 @@ impl Api {
         let query = query(&request)?;
         let mut client = self.client.clone();
         match (request.method().clone(), route) {
-            (Method::GET, Route::Streams) => self.streams(&mut client, &call).await,
+            (Method::GET, Route::Streams) => {
+                let prefix = query.get("prefix").cloned().unwrap_or_default();
+                self.streams(&mut client, &call, prefix).await
+            }
             (Method::POST, Route::Streams) => {
                 let body: CreateBody = json_body(request).await?;
                 let created = client
@@ -338,9 +341,10 @@ impl Api {
         }
     }
 
-    async fn streams(&self, client: &mut InProcessClient, call: &Caller) -> Answer {
+    async fn streams(&self, client: &mut InProcessClient, call: &Caller, prefix: String) -> Answer {
         let page = client
             .list_streams(call.of(proto::ListStreamsRequest {
+                prefix,
                 page_size: STREAMS_PAGE,
                 ..Default::default()
             }))
