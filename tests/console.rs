@@ -321,7 +321,7 @@ async fn the_console_in_a_browser() {
     );
 
     publisher.abort();
-    browser.quit().await;
+    drop(browser);
     client
         .delete_stream(as_principal(
             &admin,

@@ -25,8 +25,9 @@ const POLL: Duration = Duration::from_millis(200);
 /// W3C's key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// A headless Chromium session through its own chromedriver, which is
-/// killed when dropped (call [`Browser::quit`] to end the session first).
+/// A headless Chromium session through its own chromedriver; dropping it
+/// (also when a test fails) ends the session, which closes Chromium, and
+/// kills the driver.
 pub struct Browser {
     driver: Child,
     addr: String,
@@ -287,17 +288,25 @@ impl Browser {
             tokio::time::sleep(POLL).await;
         }
     }
-
-    /// Ends the session (and its Chromium).
-    pub async fn quit(mut self) {
-        let path = format!("/session/{}", self.session);
-        let _ = self.request(Method::DELETE, &path, None).await;
-        self.session.clear();
-    }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Blocking, as a drop must be: killing chromedriver alone would
+        // leave its Chromium running.
+        if !self.session.is_empty() {
+            use std::io::{Read, Write};
+            let request = format!(
+                "DELETE /session/{} HTTP/1.1\r\nhost: {}\r\ncontent-length: 0\r\n\
+                 connection: close\r\n\r\n",
+                self.session, self.addr
+            );
+            if let Ok(mut stream) = std::net::TcpStream::connect(&self.addr) {
+                let _ = stream.set_read_timeout(Some(DRIVER_STARTUP));
+                let _ = stream.write_all(request.as_bytes());
+                let _ = stream.read_to_end(&mut Vec::new());
+            }
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
