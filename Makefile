@@ -21,13 +21,13 @@ DENY_STAMP := $(TOOLS)/cargo-deny-$(DENY_VERSION).installed
 ADVISORY_DB := supply-chain/advisory-db.tar.gz
 ADVISORY_STAMP := $(TOOLS)/advisory-db.unpacked
 
-.PHONY: run test test-patches test-cluster soak soak-cluster bench fuzz broker broker-cluster broker-stop build lint fmt clean-broker tools deny-tools proto-baseline
+.PHONY: run test test-patches test-cluster soak soak-cluster bench fuzz broker broker-cluster broker-stop browser build lint fmt clean-broker tools deny-tools proto-baseline
 
 run: broker
 	$(CARGO) build --release --locked --bin partlog
 	./target/release/partlog serve --config $(CONFIG)
 
-test: broker tools test-patches
+test: broker browser tools test-patches
 	$(CARGO) test --locked --all-targets
 
 # The patched crates' own unit tests, each in its directory (patches/*/PATCHES.md).
@@ -71,6 +71,11 @@ broker:
 
 broker-cluster:
 	scripts/rabbitmq.sh start-cluster
+
+# Headless Chromium and chromedriver for the console's browser test (tests/console.rs),
+# from Debian's packages; does nothing when both are installed.
+browser:
+	scripts/browser.sh install
 
 broker-stop:
 	scripts/rabbitmq.sh stop

@@ -34,6 +34,7 @@ pub struct Config {
     pub offsets: OffsetsConfig,
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
+    pub console: ConsoleConfig,
     pub log: LogConfig,
 }
 
@@ -83,6 +84,47 @@ impl MetricsConfig {
 
     pub fn lag_refresh(&self) -> Duration {
         Duration::from_millis(self.lag_refresh_ms)
+    }
+}
+
+/// `[console]`: the web console on a listener of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Address of the console's HTTP listener (HTTPS with `server.tls`);
+    /// empty: no console (the default).
+    pub listen: String,
+    /// How often the console samples records/s and groups' lag for its
+    /// charts; it keeps the last 360 samples of each.
+    pub sample_interval_ms: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            listen: String::new(),
+            sample_interval_ms: 10_000,
+        }
+    }
+}
+
+impl ConsoleConfig {
+    /// The listen address, `None` when the console is off.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|e| {
+            ConfigError(format!(
+                "console.listen = {:?} is not an address like 127.0.0.1:8080 (or empty for no \
+                 console): {e}",
+                self.listen
+            ))
+        })
+    }
+
+    pub fn sample_interval(&self) -> Duration {
+        Duration::from_millis(self.sample_interval_ms)
     }
 }
 
@@ -537,6 +579,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.metrics.listen_addr()?;
+        self.console.listen_addr()?;
         let l = &self.limits;
         let b = &self.broker;
         let positive = [
@@ -571,6 +614,10 @@ impl Config {
             (
                 "metrics.lag_max_partitions",
                 u64::from(self.metrics.lag_max_partitions),
+            ),
+            (
+                "console.sample_interval_ms",
+                self.console.sample_interval_ms,
             ),
         ];
         for (key, value) in positive {
@@ -1026,6 +1073,32 @@ mod tests {
         let err = Config::load(None, &env(&[("PARTLOG_OFFSETS_FALLBACK", "middle")])).unwrap_err();
         let err = err.to_string();
         assert!(err.contains("fallback") && err.contains("`first`"), "{err}");
+    }
+
+    #[test]
+    fn the_console_is_off_unless_it_has_an_address() {
+        assert_eq!(Config::default().console.listen_addr().unwrap(), None);
+        let config = Config::load(
+            None,
+            &env(&[
+                ("PARTLOG_CONSOLE_LISTEN", "127.0.0.1:8080"),
+                ("PARTLOG_CONSOLE_SAMPLE_INTERVAL_MS", "500"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.console.listen_addr().unwrap(),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(config.console.sample_interval(), Duration::from_millis(500));
+        let err = Config::load(None, &env(&[("PARTLOG_CONSOLE_LISTEN", "8080")])).unwrap_err();
+        assert!(err.to_string().contains("console.listen"), "{err}");
+        let err =
+            Config::load(None, &env(&[("PARTLOG_CONSOLE_SAMPLE_INTERVAL_MS", "0")])).unwrap_err();
+        assert!(
+            err.to_string().contains("console.sample_interval_ms"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -36,12 +36,18 @@
 //! - [`proto`]: generated protobuf types and their codec.
 //! - `generative` (tests only): generative checks of every decoder of
 //!   broker bytes (`make fuzz` runs them longer).
+//! - `console`: the web console (`console.listen`) — its own HTTP/1.1
+//!   listener serving a page built into the binary and a JSON API that
+//!   calls the `server`'s PartLog service in process (so authentication
+//!   is the API's), and the last hour of records/s and lag kept in memory
+//!   for its charts.
 //! - [`cli`]: the client subcommands of the `partlog` binary (`stream`,
 //!   `publish`, `read`, `tail`, `offsets`, ...).
 
 pub(crate) mod broker;
 pub mod cli;
 pub mod config;
+pub(crate) mod console;
 pub(crate) mod error;
 #[cfg(test)]
 mod generative;

@@ -58,6 +58,32 @@ async fn create_describe_delete() {
         let (host, port) = partition.leader.rsplit_once(':').expect("host:port");
         assert!(!host.is_empty());
         port.parse::<u16>().expect("numeric port");
+        assert_eq!((partition.first, partition.tail), (None, None), "empty");
+    }
+
+    // Three records to one partition: its first and tail offsets show them.
+    let records = (0..3)
+        .map(|i| common::record("k", format!("v{i}")))
+        .collect();
+    let written = common::publish_ok(&mut client, &stream, records).await[0];
+    let described = client
+        .describe_stream(DescribeStreamRequest {
+            stream: stream.clone(),
+        })
+        .await
+        .expect("describe")
+        .into_inner()
+        .stream
+        .expect("description");
+    for partition in &described.partitions {
+        let bounds = (partition.first, partition.tail);
+        match partition.index == written {
+            true => assert!(
+                matches!(bounds, (Some(first), Some(tail)) if tail >= first + 2),
+                "{partition:?}"
+            ),
+            false => assert_eq!(bounds, (None, None), "{partition:?}"),
+        }
     }
 
     let again = client

@@ -17,8 +17,9 @@ use crate::config::Fallback;
 use crate::error::{Error, Kind, Reason, Result};
 use crate::offsets::Committed;
 
-/// How many partitions Commit and GetOffsets ask about concurrently.
-const PARTITIONS_ASKED_AT_ONCE: usize = 16;
+/// How many partitions Commit, GetOffsets and DescribeStream ask about
+/// concurrently.
+pub(super) const PARTITIONS_ASKED_AT_ONCE: usize = 16;
 
 /// One partition's row of `GetOffsets`.
 #[derive(Debug, Clone, PartialEq, Eq)]

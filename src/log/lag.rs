@@ -3,6 +3,10 @@
 //! store, or members the broker made active here — exactly as `GetOffsets`
 //! answers them, refreshed every `metrics.lag_refresh_ms`.
 //!
+//! A refresh hands its answers to a [`LagSink`]: the gauges ([`Gauges`]),
+//! or the web console's lag history, which runs a refresh of its own at
+//! its sample interval.
+//!
 //! Bounded cost: rounds run one after the other on one task (a tick that
 //! comes while a round runs is skipped, and counted); a round asks about
 //! `metrics.lag_max_partitions` partitions at most — it starts no further
@@ -20,14 +24,25 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use super::PartitionedLog;
+use super::{PartitionOffsets, PartitionedLog};
 use crate::error::Kind;
 use crate::telemetry::{self, GroupPartition, PartitionLag};
 
 /// (stream, group).
-type Pair = (String, String);
+pub(crate) type Pair = (String, String);
 
-/// Refreshes the gauges until dropped.
+/// Where a refresh's answers go.
+pub(crate) trait LagSink: Send + 'static {
+    /// `rows` are the pair's partitions as `GetOffsets` answers them now.
+    fn offsets(&mut self, pair: &Pair, rows: &[PartitionOffsets]);
+    /// The pair is no longer known here, or its stream is gone.
+    fn forget(&mut self, pair: &Pair);
+    /// A round ended after `took`, having asked about `partitions`
+    /// partitions; `skipped` ticks came while it ran.
+    fn round_ended(&mut self, took: Duration, partitions: usize, skipped: u64);
+}
+
+/// Refreshes until dropped.
 pub struct LagRefresh(JoinHandle<()>);
 
 impl Drop for LagRefresh {
@@ -36,14 +51,20 @@ impl Drop for LagRefresh {
     }
 }
 
-/// Starts refreshing every `every`, asking about `max_partitions`
-/// partitions per round at most.
-pub fn spawn(log: Arc<PartitionedLog>, every: Duration, max_partitions: usize) -> LagRefresh {
+/// Starts refreshing every `every` into `sink`, asking about
+/// `max_partitions` partitions per round at most.
+pub fn spawn(
+    log: Arc<PartitionedLog>,
+    every: Duration,
+    max_partitions: usize,
+    sink: impl LagSink,
+) -> LagRefresh {
     LagRefresh(tokio::spawn(async move {
         let mut refresher = Refresher {
             log,
             max_partitions,
-            shown: BTreeMap::new(),
+            sink,
+            shown: BTreeSet::new(),
             last: None,
         };
         let mut ticks = tokio::time::interval(every);
@@ -54,21 +75,22 @@ pub fn spawn(log: Arc<PartitionedLog>, every: Duration, max_partitions: usize) -
             let partitions = refresher.round().await;
             let took = started.elapsed();
             let skipped = took.as_nanos() / every.as_nanos().max(1);
-            telemetry::lag_refreshed(took, partitions, skipped as u64);
+            refresher.sink.round_ended(took, partitions, skipped as u64);
         }
     }))
 }
 
-struct Refresher {
+struct Refresher<S> {
     log: Arc<PartitionedLog>,
     max_partitions: usize,
-    /// The partitions whose gauges are set, per pair.
-    shown: BTreeMap<Pair, BTreeSet<u32>>,
+    sink: S,
+    /// The pairs handed to the sink.
+    shown: BTreeSet<Pair>,
     /// The pair refreshed last; the next round starts after it.
     last: Option<Pair>,
 }
 
-impl Refresher {
+impl<S: LagSink> Refresher<S> {
     /// One round; returns the partitions asked about.
     async fn round(&mut self) -> usize {
         let known = match self.known() {
@@ -80,7 +102,7 @@ impl Refresher {
         };
         let gone: Vec<Pair> = self
             .shown
-            .keys()
+            .iter()
             .filter(|pair| !known.contains(*pair))
             .cloned()
             .collect();
@@ -110,20 +132,8 @@ impl Refresher {
             match self.log.get_offsets(stream, group).await {
                 Ok(rows) => {
                     asked += rows.len();
-                    let shown = self.shown.entry(pair.clone()).or_default();
-                    let now: BTreeSet<u32> = rows.iter().map(|r| r.partition).collect();
-                    for partition in shown.difference(&now) {
-                        telemetry::metrics().forget_group_offsets(&at(&pair, *partition));
-                    }
-                    for row in &rows {
-                        let lag = PartitionLag {
-                            committed: row.committed.offset,
-                            tail: row.tail,
-                            lag: row.lag,
-                        };
-                        telemetry::metrics().group_offsets(&at(&pair, row.partition), lag);
-                    }
-                    *shown = now;
+                    self.shown.insert(pair.clone());
+                    self.sink.offsets(&pair, &rows);
                 }
                 Err(why) if why.kind() == Kind::Unavailable => {
                     tracing::debug!(%why, "lag refresh stopped: the broker does not answer");
@@ -148,9 +158,42 @@ impl Refresher {
     }
 
     fn forget(&mut self, pair: &Pair) {
-        for partition in self.shown.remove(pair).unwrap_or_default() {
+        if self.shown.remove(pair) {
+            self.sink.forget(pair);
+        }
+    }
+}
+
+/// The gauges: the partitions whose gauges are set, per pair.
+#[derive(Default)]
+pub(crate) struct Gauges(BTreeMap<Pair, BTreeSet<u32>>);
+
+impl LagSink for Gauges {
+    fn offsets(&mut self, pair: &Pair, rows: &[PartitionOffsets]) {
+        let shown = self.0.entry(pair.clone()).or_default();
+        let now: BTreeSet<u32> = rows.iter().map(|r| r.partition).collect();
+        for partition in shown.difference(&now) {
+            telemetry::metrics().forget_group_offsets(&at(pair, *partition));
+        }
+        for row in rows {
+            let lag = PartitionLag {
+                committed: row.committed.offset,
+                tail: row.tail,
+                lag: row.lag,
+            };
+            telemetry::metrics().group_offsets(&at(pair, row.partition), lag);
+        }
+        *shown = now;
+    }
+
+    fn forget(&mut self, pair: &Pair) {
+        for partition in self.0.remove(pair).unwrap_or_default() {
             telemetry::metrics().forget_group_offsets(&at(pair, partition));
         }
+    }
+
+    fn round_ended(&mut self, took: Duration, partitions: usize, skipped: u64) {
+        telemetry::lag_refreshed(took, partitions, skipped);
     }
 }
 

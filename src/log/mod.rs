@@ -43,9 +43,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::broker::bounds::{partition_bounds, Bounds};
 use crate::broker::{Broker, Node, StreamSettings, SuperStream};
 use crate::config::{Fallback, Limits};
 use crate::error::{Error, Kind, Reason, Result};
@@ -54,7 +56,7 @@ use crate::record::{NewRecord, RecordFilter};
 use crate::validate;
 use committed::CommittedOffsets;
 use consume::{Committer, Session};
-use groups::Groups;
+use groups::{Groups, PARTITIONS_ASKED_AT_ONCE};
 use members::ActiveMembers;
 use publish::Writers;
 use shutdown::Shutdown;
@@ -106,6 +108,10 @@ pub struct PartitionDescription {
     pub stream: String,
     pub leader: Node,
     pub replicas: Vec<Node>,
+    /// First retained offset and last record's offset, from the broker;
+    /// `None` while the partition holds no records (and while a new
+    /// stream is awaited: it holds none).
+    pub bounds: Option<Bounds>,
 }
 
 /// How often CreateStream looks whether the new partitions run.
@@ -220,7 +226,7 @@ impl PartitionedLog {
         let followers = replicas.map_or(0, |n| n as usize - 1);
         let deadline = tokio::time::Instant::now() + self.broker.connector().timeout();
         loop {
-            let described = match self.describe_stream(stream).await {
+            let described = match self.describe_placements(stream).await {
                 Ok(d) => self.writers_answer(&d).await.map(|()| d),
                 failed => failed,
             };
@@ -285,7 +291,27 @@ impl PartitionedLog {
         result
     }
 
+    /// The stream's partitions with where they live and their bounds.
     pub async fn describe_stream(&self, stream: &str) -> Result<StreamDescription> {
+        let mut description = self.describe_placements(stream).await?;
+        let super_stream = self.broker.super_stream(stream).await?;
+        // One reader round trip to each partition's leader; many partitions
+        // are asked at once.
+        let partitions = &super_stream.partitions;
+        let bounds: Vec<Option<Bounds>> = futures::stream::iter(0..partitions.len())
+            .map(|index| async move { partition_bounds(&self.broker, &partitions[index]).await })
+            .buffered(PARTITIONS_ASKED_AT_ONCE)
+            .try_collect()
+            .await?;
+        for (partition, bounds) in description.partitions.iter_mut().zip(bounds) {
+            partition.bounds = bounds;
+        }
+        Ok(description)
+    }
+
+    /// The stream's partitions with where they live, without their bounds
+    /// (which take a reader round trip each).
+    async fn describe_placements(&self, stream: &str) -> Result<StreamDescription> {
         validate::stream_name(stream)?;
         let super_stream = self.broker.super_stream(stream).await?;
         let streams: Vec<String> = super_stream
@@ -311,6 +337,7 @@ impl PartitionedLog {
                     stream: partition.stream.clone(),
                     leader: placement.leader,
                     replicas: placement.replicas,
+                    bounds: None,
                 })
                 .collect(),
         })

@@ -117,6 +117,13 @@ impl ConnectionState {
         }
     }
 
+    /// The connection of a console call: the browser's, as the audit log
+    /// names it, without a client certificate (console callers prove who
+    /// they are with a token).
+    pub fn of_browser(remote_addr: SocketAddr) -> ConnectionInfo {
+        Arc::new(ConnectionState::new(Some(remote_addr), None))
+    }
+
     /// A call on it authenticated: it may stay past the unauthenticated
     /// timeout.
     pub fn authenticated(&self) {

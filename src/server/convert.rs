@@ -492,6 +492,8 @@ fn partition_description(partition: PartitionDescription) -> proto::PartitionDes
         partition_stream: partition.stream,
         leader: partition.leader.to_string(),
         replicas: partition.replicas.iter().map(ToString::to_string).collect(),
+        first: partition.bounds.map(|b| b.first),
+        tail: partition.bounds.map(|b| b.last),
     }
 }
 

@@ -14,17 +14,19 @@
 //!
 //! Every call passes [`observe`] first (its span and the RPC metrics);
 //! [`run`] also serves the metrics (`metrics.listen`) and refreshes the lag
-//! gauges while it serves.
+//! gauges while it serves, and the web console (`console.listen`,
+//! [`crate::console`]), whose calls come through the same layers in
+//! process ([`InProcessClient`]).
 
 mod audit;
 pub(crate) mod auth;
 mod connections;
 pub(crate) mod convert;
-mod observe;
+pub(crate) mod observe;
 mod reload;
 mod security;
 mod service;
-mod tls;
+pub(crate) mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,20 +35,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tonic::codegen::http;
 use tonic::server::NamedService;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::broker::{Backoff, Broker};
 use crate::config::Config;
+use crate::console::api::Api;
+use crate::console::history::{self, Sampling};
+use crate::console::Console;
 use crate::error::{Error, Kind};
+use crate::log::lag::Gauges;
 use crate::log::PartitionedLog;
 use crate::offsets::OffsetStore;
 use crate::proto;
+use crate::proto::part_log_client::PartLogClient;
 use crate::proto::part_log_server::PartLogServer;
 use crate::telemetry::exporter::MetricsServer;
 use security::Security;
 use service::PartLogService;
+
+/// partlog's own PartLog service as the console calls it, in process:
+/// behind the layers of the gRPC listener (observe, authentication), so
+/// that its calls are the API's calls.
+pub(crate) type InProcessClient =
+    PartLogClient<observe::Observed<auth::AuthService<PartLogServer<PartLogService>>>>;
 
 /// How often health looks whether the broker still answers.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -106,7 +120,7 @@ pub async fn run(
     let _lag = metrics.as_ref().map(|_| {
         let every = config.metrics.lag_refresh();
         let max_partitions = config.metrics.lag_max_partitions as usize;
-        crate::log::lag::spawn(log.clone(), every, max_partitions)
+        crate::log::lag::spawn(log.clone(), every, max_partitions, Gauges::default())
     });
     let (reporter, health) = tonic_health::server::health_reporter();
     let health_task = tokio::spawn(report_health(log.clone(), reporter));
@@ -114,6 +128,7 @@ pub async fn run(
     let partlog = PartLogServer::new(PartLogService::new(log.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
+    let _console = serve_console(&config, &security, &log, partlog.clone()).await?;
     let server = &config.server;
     let millis = Duration::from_millis;
     let router = tonic::transport::Server::builder()
@@ -163,6 +178,70 @@ async fn serve_metrics(config: &Config) -> Result<Option<MetricsServer>, ServeEr
         tracing::warn!("{why}");
     }
     Ok(Some(server))
+}
+
+/// The web console, when `console.listen` names an address, and the
+/// sampling of its history; both run until dropped.
+async fn serve_console(
+    config: &Config,
+    security: &Security,
+    log: &Arc<PartitionedLog>,
+    partlog: PartLogServer<PartLogService>,
+) -> Result<Option<(Console, Sampling)>, ServeError> {
+    let Some(addr) = config.console.listen_addr()? else {
+        tracing::info!("console off (console.listen is empty)");
+        return Ok(None);
+    };
+    let tls = security.tls();
+    if tls.is_none() && !addr.ip().is_loopback() {
+        let why = format!(
+            "console.listen {addr} serves plain HTTP beyond loopback: the tokens typed into \
+             the console would cross the network in plain text; set server.tls (the console \
+             then serves HTTPS with its certificate) or listen on loopback"
+        );
+        if config.auth.enabled() && !config.auth.allow_plaintext {
+            return Err(ServeError::Security(format!(
+                "{why}, or set auth.allow_plaintext = true"
+            )));
+        }
+        tracing::warn!("{why}");
+    }
+    let bind_error = |e| ServeError::Bind(format!("console.listen {}", config.console.listen), e);
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let max_message = config.max_grpc_message_bytes();
+    use tower_layer::Layer as _;
+    let in_process = observe::ObserveLayer.layer(security.layer().layer(partlog));
+    let client = InProcessClient::new(in_process)
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let history = history::SharedHistory::default();
+    let every = config.console.sample_interval();
+    let max_partitions = config.metrics.lag_max_partitions as usize;
+    let sampling = history::sample(log.clone(), history.clone(), every, max_partitions);
+    let api = Api::new(client, history, every);
+    let console = Console::start(listener, tls, api).map_err(bind_error)?;
+    Ok(Some((console, sampling)))
+}
+
+/// A console call of `message` for the browser at `peer`: with the page's
+/// `authorization` header as the call's metadata, which the
+/// authentication layer checks as any call's, and the browser's address as
+/// the call's peer (in the audit log).
+pub(crate) fn console_call<T>(
+    message: T,
+    authorization: Option<&http::HeaderValue>,
+    peer: SocketAddr,
+) -> tonic::Request<T> {
+    let mut headers = http::HeaderMap::new();
+    if let Some(authorization) = authorization {
+        headers.insert(http::header::AUTHORIZATION, authorization.clone());
+    }
+    let mut request = tonic::Request::new(message);
+    *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
+    request
+        .extensions_mut()
+        .insert(connections::ConnectionState::of_browser(peer));
+    request
 }
 
 /// The broker handle, offset store and log of this process. A broker that

@@ -75,6 +75,11 @@ impl Security {
         })
     }
 
+    /// The listener's TLS, as reloaded; `None` without `server.tls`.
+    pub fn tls(&self) -> Option<Arc<ServerTls>> {
+        self.tls.clone()
+    }
+
     /// The tower layer that authenticates every call.
     pub fn layer(&self) -> AuthLayer {
         self.layer.clone()

@@ -105,6 +105,14 @@ impl ServerTls {
         TlsAcceptor::from(self.current().config.clone())
     }
 
+    /// Runs handshakes with the current certificates for an HTTP/1.1
+    /// listener (the console): ALPN selects http/1.1, not gRPC's h2.
+    pub fn http1_acceptor(&self) -> TlsAcceptor {
+        let mut config = ServerConfig::clone(&self.current().config);
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        TlsAcceptor::from(Arc::new(config))
+    }
+
     /// Whether the current client CAs verify `chain` (leaf first) now;
     /// true without mutual TLS.
     pub fn verifies(&self, chain: &[CertificateDer<'static>]) -> bool {

@@ -390,6 +390,20 @@ impl Metrics {
         handles
     }
 
+    /// `partlog_records_published_total` and
+    /// `partlog_records_delivered_total` of every stream with series here:
+    /// the records that went through this instance.
+    pub fn record_totals(&self) -> Vec<RecordTotals> {
+        lock(&self.streams)
+            .values()
+            .map(|handles| RecordTotals {
+                stream: handles.name.clone(),
+                published: handles.published.get(),
+                delivered: handles.delivered.get(),
+            })
+            .collect()
+    }
+
     /// Removes a deleted stream's series. (Its subscriptions gauge goes
     /// when its last subscription ends.)
     pub fn forget_stream(&self, stream: &str) {
@@ -565,6 +579,15 @@ pub(crate) struct PartitionLag {
     pub committed: Option<u64>,
     pub tail: Option<u64>,
     pub lag: u64,
+}
+
+/// A stream's record counters: stored through this instance, and sent
+/// from it to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecordTotals {
+    pub stream: String,
+    pub published: u64,
+    pub delivered: u64,
 }
 
 /// What a batch's records came to, per outcome.

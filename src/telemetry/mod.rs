@@ -18,7 +18,8 @@ pub mod logging;
 mod metrics;
 
 pub(crate) use metrics::{
-    metrics, GroupPartition, MethodLabel, PartitionLag, Published, RpcLabels, StreamMetrics,
+    metrics, GroupPartition, MethodLabel, PartitionLag, Published, RecordTotals, RpcLabels,
+    StreamMetrics,
 };
 
 use std::sync::Arc;
@@ -28,6 +29,12 @@ use std::time::{Duration, Instant};
 /// the handle where a stream is used per batch.
 pub(crate) fn stream(stream: &str) -> Arc<StreamMetrics> {
     metrics().stream(stream)
+}
+
+/// Each stream's records stored and delivered through this instance so
+/// far (the console's records/s in and out).
+pub(crate) fn record_totals() -> Vec<RecordTotals> {
+    metrics().record_totals()
 }
 
 /// The stream was deleted: its series go.

@@ -9,6 +9,7 @@
 
 pub mod principals;
 pub mod python;
+pub mod webdriver;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
@@ -44,6 +45,9 @@ pub struct Partlog {
     /// Where it serves `/metrics`, as it logged it (empty until then, and
     /// when metrics are off).
     pub metrics_addr: String,
+    /// Where it serves the web console, as it logged it (empty until then,
+    /// and when the console is off).
+    pub console_addr: String,
     log_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
     /// How the harness reaches a partlog with TLS (health checks included).
@@ -98,6 +102,7 @@ impl Partlog {
             child,
             addr: String::new(),
             metrics_addr: String::new(),
+            console_addr: String::new(),
             log_path,
             _dir: dir,
             tls: None,
@@ -181,6 +186,7 @@ impl Partlog {
             if self.addr.is_empty() {
                 self.addr = self.logged_address("partlog listening").unwrap_or_default();
                 self.metrics_addr = self.logged_address("metrics listening").unwrap_or_default();
+                self.console_addr = self.logged_address("console listening").unwrap_or_default();
             }
             let status = match self.addr.is_empty() {
                 true => None,
