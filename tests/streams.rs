@@ -6,12 +6,27 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{create_stream, unique_stream, Partlog};
+use partlog::proto::part_log_client::PartLogClient;
 use partlog::proto::{
     CommitRequest, CreateStreamRequest, DeleteStreamRequest, DescribeStreamRequest,
-    ListStreamsRequest, Retention,
+    ListStreamsRequest, Retention, StreamDescription,
 };
+use tonic::transport::Channel;
 use tonic::Code;
 use tonic_types::StatusExt;
+
+/// The stream's description, as DescribeStream answers it now.
+async fn describe(client: &mut PartLogClient<Channel>, stream: &str) -> StreamDescription {
+    client
+        .describe_stream(DescribeStreamRequest {
+            stream: stream.into(),
+        })
+        .await
+        .expect("describe")
+        .into_inner()
+        .stream
+        .expect("description")
+}
 
 #[tokio::test]
 async fn create_describe_delete() {
@@ -41,15 +56,7 @@ async fn create_describe_delete() {
         .expect("description");
     assert_eq!(created.stream, stream);
 
-    let described = client
-        .describe_stream(DescribeStreamRequest {
-            stream: stream.clone(),
-        })
-        .await
-        .expect("describe")
-        .into_inner()
-        .stream
-        .expect("description");
+    let described = describe(&mut client, &stream).await;
     assert_eq!(described, created);
     assert_eq!(described.partitions.len(), 3);
     for (i, partition) in described.partitions.iter().enumerate() {
@@ -66,15 +73,7 @@ async fn create_describe_delete() {
         .map(|i| common::record("k", format!("v{i}")))
         .collect();
     let written = common::publish_ok(&mut client, &stream, records).await[0];
-    let described = client
-        .describe_stream(DescribeStreamRequest {
-            stream: stream.clone(),
-        })
-        .await
-        .expect("describe")
-        .into_inner()
-        .stream
-        .expect("description");
+    let described = describe(&mut client, &stream).await;
     for partition in &described.partitions {
         let bounds = (partition.first, partition.tail);
         match partition.index == written {
