@@ -338,3 +338,86 @@ async fn the_console_in_a_browser() {
     // Console calls are the API's: the refused one is in the audit log.
     assert!(log.contains("call refused"), "{log}");
 }
+
+/// With `server.tls` the console is HTTPS with the server's certificate (a
+/// client that trusts the CA gets the page and the API over HTTP/1.1), and
+/// it answers nothing in clear.
+#[tokio::test]
+async fn the_console_serves_https_with_the_servers_certificate() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+
+    let pki = common::TestPki::new("partlog console CA");
+    let issued = pki.server();
+    let (cert, key) = (
+        issued.cert.display().to_string(),
+        issued.key.display().to_string(),
+    );
+    let client_tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(pki.ca_pem()))
+        .domain_name("localhost");
+    let server = Partlog::start_tls(
+        &[
+            ("PARTLOG_SERVER_TLS_CERT_FILE", cert.as_str()),
+            ("PARTLOG_SERVER_TLS_KEY_FILE", key.as_str()),
+            ("PARTLOG_CONSOLE_LISTEN", "127.0.0.1:0"),
+        ],
+        client_tls,
+    )
+    .await;
+    assert!(!server.console_addr.is_empty(), "{}", server.log());
+
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = CertificateDer::from_pem_slice(pki.ca_pem().as_bytes()).expect("CA PEM");
+    roots.add(ca).expect("CA");
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let get = |path: &'static str| {
+        let connector = connector.clone();
+        let addr = server.console_addr.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect");
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+            let request =
+                format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+            tls.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            // A server that closes without close_notify ends the read with an
+            // error after the whole answer; the answer is what counts.
+            let _ = tls.read_to_end(&mut answer).await;
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+    let page = get("/").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("console.js"), "{page}");
+    let streams = get("/api/streams").await;
+    assert!(streams.starts_with("HTTP/1.1 200"), "{streams}");
+    assert!(streams.contains("\"streams\""), "{streams}");
+
+    // In clear the listener answers no HTTP: a TLS server reads the request
+    // as a broken handshake and closes.
+    let mut clear = tokio::net::TcpStream::connect(&server.console_addr)
+        .await
+        .expect("connect");
+    clear
+        .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), clear.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the console keeps a clear connection open");
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::client::{self, Result};
-use super::output::{Printer, Row};
+use super::output::{cell, Printer, Row};
 use super::{Common, StreamArgs, StreamCommand};
 use crate::proto;
 
@@ -15,10 +15,14 @@ struct PartitionRow {
     partition_stream: String,
     leader: String,
     replicas: Vec<String>,
+    /// First and last offset held; unset (`-`) while the partition is empty.
+    first: Option<u64>,
+    tail: Option<u64>,
 }
 
 impl Row for PartitionRow {
-    const HEADER: &'static [&'static str] = &["PARTITION", "STREAM", "LEADER", "REPLICAS"];
+    const HEADER: &'static [&'static str] =
+        &["PARTITION", "STREAM", "LEADER", "REPLICAS", "FIRST", "TAIL"];
 
     fn cells(&self) -> Vec<String> {
         vec![
@@ -30,6 +34,8 @@ impl Row for PartitionRow {
             } else {
                 self.replicas.join(",")
             },
+            cell(self.first),
+            cell(self.tail),
         ]
     }
 }
@@ -45,6 +51,8 @@ fn partition_rows(description: Option<proto::StreamDescription>) -> Vec<Partitio
             partition_stream: p.partition_stream,
             leader: p.leader,
             replicas: p.replicas,
+            first: p.first,
+            tail: p.tail,
         })
         .collect()
 }
