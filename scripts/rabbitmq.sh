@@ -303,7 +303,8 @@ write_node_files() {
   local stream amqp dist
   stream=$(stream_port "$n") amqp=$(amqp_port "$n") dist=$(dist_port "$n")
   mkdir -p "$dir/mnesia" "$dir/log"
-  has_mgmt && plugins="rabbitmq_stream,rabbitmq_management"
+  # The stream management plugin lists stream consumers (DescribeGroup).
+  has_mgmt && plugins="rabbitmq_stream,rabbitmq_management,rabbitmq_stream_management"
   printf '[%s].\n' "$plugins" >"$dir/enabled_plugins"
   {
     echo "# Written by scripts/rabbitmq.sh on every start of $n@localhost; edits are lost."

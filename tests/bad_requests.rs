@@ -556,6 +556,34 @@ async fn bad_requests_get_precise_status_codes() {
                 .map(drop)
             })
         }),
+        ("describe group: unknown stream", Code::NotFound, {
+            let mut c = c.clone();
+            let missing = missing.clone();
+            Box::pin(async move {
+                c.describe_group(DescribeGroupRequest {
+                    group: "g".into(),
+                    stream: missing,
+                })
+                .await
+                .map(drop)
+            })
+        }),
+        (
+            "describe group: control character in group",
+            Code::InvalidArgument,
+            {
+                let mut c = c.clone();
+                let stream = stream.clone();
+                Box::pin(async move {
+                    c.describe_group(DescribeGroupRequest {
+                        group: "a\u{1}b".into(),
+                        stream,
+                    })
+                    .await
+                    .map(drop)
+                })
+            },
+        ),
         (
             "reset: to NEXT",
             Code::InvalidArgument,
@@ -750,6 +778,7 @@ fn expected_details(case: &str) -> Details {
         | "subscribe: unknown stream"
         | "commit: unknown stream"
         | "get offsets: unknown stream"
+        | "describe group: unknown stream"
         | "list groups: unknown stream" => ("STREAM_NOT_FOUND", None),
         "publish: no records" => ("FIELD_REQUIRED", Some("records")),
         "publish: value over 1 MiB" => ("VALUE_TOO_LARGE", Some("records[1].value")),
@@ -768,7 +797,9 @@ fn expected_details(case: &str) -> Details {
         "subscribe: COMMITTED without a group" => ("GROUP_REQUIRED", Some("group")),
         "subscribe: partition twice" => ("PARTITION_REPEATED", Some("partitions")),
         "subscribe: window too large" => ("VALUE_OUT_OF_RANGE", Some("window")),
-        "subscribe: control character in group" => ("NAME_INVALID", Some("group")),
+        "subscribe: control character in group" | "describe group: control character in group" => {
+            ("NAME_INVALID", Some("group"))
+        }
         "subscribe: start without a position" => ("POSITION_INVALID", Some("start")),
         "commit: no offsets" => ("FIELD_REQUIRED", Some("offsets")),
         "commit: empty group" | "get offsets: empty group" => ("FIELD_REQUIRED", Some("group")),

@@ -286,6 +286,39 @@ async fn the_console_in_a_browser() {
     let after = offsets(&mut client, &admin, &stream, group).await;
     assert!(after.iter().all(|p| p.committed.is_none()), "{after:?}");
 
+    // A member of the group joins: the group page names it, active, on
+    // every partition (DescribeGroup: the broker's view of all instances).
+    let subscription = client
+        .subscribe(as_principal(
+            &admin,
+            proto::SubscribeRequest {
+                stream: stream.clone(),
+                group: group.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("Subscribe")
+        .into_inner();
+    browser
+        .goto(&format!("{console}#/streams/{stream}/groups/{group}"))
+        .await;
+    let member = format!("● {}#", server.addr);
+    browser
+        .wait_for("the member, active, on every partition", || async {
+            let shown = browser
+                .script(
+                    "return [...document.querySelectorAll('#offsets-table td.member')]\
+                     .map((td) => td.textContent)",
+                    json!([]),
+                )
+                .await;
+            let cells: Vec<String> = serde_json::from_value(shown).unwrap_or_default();
+            (cells.len() == 3 && cells.iter().all(|c| c.starts_with(&member))).then_some(())
+        })
+        .await;
+    drop(subscription);
+
     // The records page: a page of a partition's records, values as
     // pretty-printed JSON, and a live tail that pauses.
     browser

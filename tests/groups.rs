@@ -16,9 +16,9 @@ use partlog::proto::part_log_client::PartLogClient;
 use partlog::proto::start_position::{self, Position};
 use partlog::proto::subscribe_response::Event;
 use partlog::proto::{
-    AssignmentState, CommitRequest, GetOffsetsRequest, ListGroupsRequest, OffsetSource,
-    PartitionOffsets, PublishRecord, Record, ResetOffsetsRequest, StartPosition, SubscribeRequest,
-    SubscribeResponse,
+    AssignmentState, CommitRequest, DescribeGroupRequest, GetOffsetsRequest, GroupMember,
+    ListGroupsRequest, OffsetSource, PartitionMembers, PartitionOffsets, PublishRecord, Record,
+    ResetOffsetsRequest, StartPosition, SubscribeRequest, SubscribeResponse,
 };
 use rabbitmq_stream_client::types::OffsetSpecification;
 use tokio::task::JoinHandle;
@@ -243,6 +243,37 @@ impl Member {
 }
 
 /// Waits until `done` holds, checking every 100 ms.
+/// DescribeGroup's answer once `done` holds for it. The management API
+/// serves the broker's statistics, which lag the subscriptions by up to
+/// their interval (5 s by default).
+async fn describe_group_until(
+    client: &mut PartLogClient<Channel>,
+    stream: &str,
+    group: &str,
+    done: impl Fn(&[PartitionMembers]) -> bool,
+) -> Vec<PartitionMembers> {
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let rows = client
+            .describe_group(DescribeGroupRequest {
+                stream: stream.into(),
+                group: group.into(),
+            })
+            .await
+            .expect("DescribeGroup")
+            .into_inner()
+            .partitions;
+        if done(&rows) {
+            return rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "DescribeGroup of {group:?} still answers {rows:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
     while !done() {
@@ -325,6 +356,34 @@ async fn group_members_share_partitions_across_processes_and_fail_over() {
         !x.is_empty() && !y.is_empty() && x.is_disjoint(&y) && x.len() + y.len() == 3
     })
     .await;
+    // Either instance describes both members: per partition one
+    // subscription of each instance, the holder's active (once the broker's
+    // statistics, which the management API serves, caught up).
+    let holder = |p: u32| if first.active().contains(&p) { &a } else { &b };
+    let named =
+        |m: &GroupMember, server: &Partlog| m.member.starts_with(&format!("{}#", server.addr));
+    let rows = describe_group_until(&mut admin, &stream, group, |rows| {
+        rows.iter().all(|row| {
+            row.members.len() == 2
+                && row.members[0].active
+                && !row.members[1].active
+                && named(&row.members[0], holder(row.partition))
+                && row.members.iter().all(|m| m.connection.contains(':'))
+        })
+    })
+    .await;
+    for row in rows {
+        assert_eq!(
+            row.members.iter().filter(|m| named(m, &a)).count(),
+            1,
+            "{row:?}"
+        );
+        assert_eq!(
+            row.members.iter().filter(|m| named(m, &b)).count(),
+            1,
+            "{row:?}"
+        );
+    }
 
     publish_ok(&mut admin, &stream, keyed_batch("two", 60)).await;
     let tails: Vec<u64> = offsets(&mut admin, &stream, group)
@@ -449,6 +508,17 @@ async fn a_native_consumer_is_a_member_of_the_group() {
     })
     .await;
     let given_up = (0..3u32).find(|p| !member.active().contains(p)).unwrap();
+    // DescribeGroup shows the native member, with no partlog name, active
+    // on the partition it took.
+    describe_group_until(&mut client, &stream, "mixed", |rows| {
+        rows.iter().all(|row| {
+            let natives: Vec<_> = row.members.iter().filter(|m| m.member.is_empty()).collect();
+            row.members.len() == 2
+                && natives.len() == 1
+                && natives[0].active == (row.partition == given_up)
+        })
+    })
+    .await;
 
     // Records of every partition: the given-up one goes to the native
     // member only (Member asserts it gets no record of an inactive one).

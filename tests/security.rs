@@ -745,6 +745,17 @@ async fn every_rpc_checks_permissions() {
             .await
             .map(drop),
     );
+    let members = proto::DescribeGroupRequest {
+        stream: stream.clone(),
+        group: "g".into(),
+    };
+    denied(
+        "DescribeGroup",
+        client
+            .describe_group(with_token(nobody, members))
+            .await
+            .map(drop),
+    );
     let groups = proto::ListGroupsRequest {
         stream: stream.clone(),
     };

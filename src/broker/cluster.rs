@@ -455,6 +455,17 @@ impl Broker {
         super::management::super_streams(&self.connector).await
     }
 
+    /// The consumers of `group` on `stream`'s partitions on every
+    /// connection, from the management API (the stream protocol cannot
+    /// list subscriptions).
+    pub async fn group_consumers(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> Result<Vec<super::GroupConsumer>> {
+        super::management::group_consumers(&self.connector, stream, group).await
+    }
+
     /// The `max_chunk_records` setting of a partition stream: publishers
     /// send its records in frames of at most this many, one frame at a time,
     /// so that each frame reaches the broker's writer alone and no chunk

@@ -1,9 +1,13 @@
 //! The broker's management HTTP API, for what the stream protocol cannot
-//! do: list the super streams of the virtual host.
+//! do: list the super streams of the virtual host, and the consumers of a
+//! group on every connection.
 //!
 //! RabbitMQ's management plugin answers `GET /api/exchanges/{vhost}` with
 //! every exchange and its arguments; a super stream is an exchange with
-//! the argument `x-super-stream`. partlog asks with the broker user's
+//! the argument `x-super-stream`. The stream management plugin
+//! (`rabbitmq_stream_management`) answers `GET /api/stream/consumers/{vhost}`
+//! with every stream subscription, its properties (a single active
+//! consumer's group) and whether it is active. partlog asks with the broker user's
 //! credentials (HTTP basic authentication; the user needs the
 //! `management` tag or a higher one), over TLS verified with
 //! `broker.tls.ca_file` for an `https` address. One connection per
@@ -16,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
 use super::connect::Connector;
+use super::protocol::reader::MEMBER_PROPERTY;
 use super::tls;
 use crate::config::ManagementAddress;
 use crate::error::{Error, Reason, Result};
@@ -44,10 +49,11 @@ pub async fn super_streams(connector: &Connector) -> Result<Vec<String>> {
         .map_err(|why| Error::new(Reason::ConfigurationInvalid, why))?;
     let vhost = percent_encode(&config.vhost);
     let path = format!("/api/exchanges/{vhost}?columns=name,arguments");
+    let not_found = format!("does not know virtual host {:?}", config.vhost);
     let body = connector
         .within(
             "asking the management API for the streams",
-            get(connector, &address, &path),
+            get(connector, &address, &path, &not_found),
         )
         .await??;
     let exchanges: Vec<Exchange> = serde_json::from_slice(&body).map_err(|e| {
@@ -66,8 +72,107 @@ pub async fn super_streams(connector: &Connector) -> Result<Vec<String>> {
         .collect())
 }
 
-/// `GET path` on the management API; the body of a 200 answer.
-async fn get(connector: &Connector, address: &ManagementAddress, path: &str) -> Result<Bytes> {
+/// A stream subscription as the stream management plugin lists it.
+#[derive(Deserialize)]
+struct Subscription {
+    queue: QueueName,
+    #[serde(default)]
+    properties: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    active: bool,
+    #[serde(default)]
+    connection_details: ConnectionDetails,
+}
+
+#[derive(Deserialize)]
+struct QueueName {
+    name: String,
+}
+
+/// Empty while the broker has no statistics of the connection yet.
+#[derive(Deserialize, Default)]
+struct ConnectionDetails {
+    peer_host: Option<String>,
+    peer_port: Option<u16>,
+}
+
+/// A consumer of a group on one partition stream, on any connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConsumer {
+    pub partition_stream: String,
+    /// partlog's name of the member (`host:port#n`); `None` for a consumer
+    /// partlog did not make (a native client).
+    pub member: Option<String>,
+    /// The consumer's end of its broker connection, `host:port`; empty
+    /// while the broker has no statistics of the connection yet.
+    pub connection: String,
+    /// Whether the broker made it the partition's active consumer.
+    pub active: bool,
+}
+
+/// The consumers of `group` on the partitions of `super_stream`, on every
+/// connection of the virtual host (other partlog instances' and native
+/// clients' included), in no order.
+pub async fn group_consumers(
+    connector: &Connector,
+    super_stream: &str,
+    group: &str,
+) -> Result<Vec<GroupConsumer>> {
+    let config = connector.config();
+    let address = config
+        .management()
+        .map_err(|why| Error::new(Reason::ConfigurationInvalid, why))?;
+    let path = format!("/api/stream/consumers/{}", percent_encode(&config.vhost));
+    let not_found = format!(
+        "does not list stream consumers of virtual host {:?}: is the \
+         rabbitmq_stream_management plugin enabled?",
+        config.vhost
+    );
+    let body = connector
+        .within(
+            "asking the management API for a group's consumers",
+            get(connector, &address, &path, &not_found),
+        )
+        .await??;
+    let subscriptions: Vec<Subscription> = serde_json::from_slice(&body).map_err(|e| {
+        Error::new(
+            Reason::ManagementApiUnavailable,
+            format!(
+                "the management API at {} answered the stream consumer listing with what is \
+                 not one: {e}",
+                shown(&address)
+            ),
+        )
+    })?;
+    Ok(subscriptions
+        .into_iter()
+        .filter(|s| {
+            s.properties.get("super-stream").map(String::as_str) == Some(super_stream)
+                && s.properties.get("name").map(String::as_str) == Some(group)
+        })
+        .map(|mut s| GroupConsumer {
+            partition_stream: s.queue.name,
+            member: s.properties.remove(MEMBER_PROPERTY),
+            connection: match s.connection_details {
+                ConnectionDetails {
+                    peer_host: Some(host),
+                    peer_port: Some(port),
+                } => format!("{host}:{port}"),
+                _ => String::new(),
+            },
+            active: s.active,
+        })
+        .collect())
+}
+
+/// `GET path` on the management API; the body of a 200 answer. A 404
+/// is told as the API `not_found` (what it lacks).
+async fn get(
+    connector: &Connector,
+    address: &ManagementAddress,
+    path: &str,
+    not_found: &str,
+) -> Result<Bytes> {
     let config = connector.config();
     let tls = match (address.https, connector.tls()?) {
         (false, _) => None,
@@ -149,9 +254,8 @@ async fn get(connector: &Connector, address: &ManagementAddress, path: &str) -> 
         StatusCode::NOT_FOUND => Err(Error::new(
             Reason::ConfigurationInvalid,
             format!(
-                "the broker's management API at {} does not know virtual host {:?}",
-                shown(address),
-                config.vhost
+                "the broker's management API at {} {not_found}",
+                shown(address)
             ),
         )),
         status => Err(Error::new(

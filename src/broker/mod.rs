@@ -60,6 +60,7 @@ pub(crate) const LIBRARY_LOG_DIRECTIVES: &str = "rabbitmq_stream_client::client:
 pub(crate) use backoff::Backoff;
 pub(crate) use cluster::{Broker, StreamSettings, RESERVED_REFERENCE_PREFIX};
 pub(crate) use confirms::Stored;
+pub(crate) use management::GroupConsumer;
 pub(crate) use node::Node;
 pub(crate) use protocol::{Chunk, ChunkReader, Consumer, ReadFrom, ReaderEvent};
 pub(crate) use super_stream::{Partition, SuperStream};

@@ -15,7 +15,7 @@
 //! | `POST /api/streams` `{"stream", "partitions"}` | CreateStream |
 //! | `GET /api/streams/S` | DescribeStream, ListGroups (+ rates) |
 //! | `DELETE /api/streams/S?confirm=S` | DeleteStream |
-//! | `GET /api/streams/S/groups/G` | GetOffsets (+ the lag history) |
+//! | `GET /api/streams/S/groups/G` | GetOffsets, DescribeGroup (+ the lag history) |
 //! | `POST /api/streams/S/groups/G/reset` `{"to", "value", "partitions"}` | ResetOffsets |
 //! | `GET /api/streams/S/partitions/P/records?offset=N` or `?time=MS` | Read (Subscribe at the time finds its offset) |
 //! | `GET /api/streams/S/partitions/P/tail[?offset=N]` | Subscribe, as newline-delimited JSON |
@@ -421,6 +421,28 @@ impl Api {
             }))
             .await?
             .into_inner();
+        // Members on every instance, from the broker's management API; the
+        // page shows offsets without them when that cannot answer.
+        let described = client
+            .describe_group(call.of(proto::DescribeGroupRequest {
+                group: group.clone(),
+                stream: stream.clone(),
+            }))
+            .await
+            .map(|answer| answer.into_inner().partitions);
+        let members = |partition: u32| -> Value {
+            let Ok(described) = &described else {
+                return Value::Null;
+            };
+            described
+                .iter()
+                .filter(|row| row.partition == partition)
+                .flat_map(|row| &row.members)
+                .map(
+                    |m| json!({"member": m.member, "connection": m.connection, "active": m.active}),
+                )
+                .collect()
+        };
         let partitions: Vec<Value> = offsets
             .partitions
             .iter()
@@ -436,6 +458,7 @@ impl Api {
                     "tail": p.tail,
                     "lag": p.lag,
                     "active_member": p.active_member,
+                    "members": members(p.partition),
                 })
             })
             .collect();
@@ -449,6 +472,7 @@ impl Api {
             .collect();
         ok(json!({
             "partitions": partitions,
+            "members_error": described.err().map(|status| status.message().to_owned()),
             "lag_history": lag,
             "sample_interval_ms": self.sample_interval.as_millis() as u64,
         }))

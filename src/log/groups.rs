@@ -21,6 +21,14 @@ use crate::offsets::Committed;
 /// concurrently.
 pub(super) const PARTITIONS_ASKED_AT_ONCE: usize = 16;
 
+/// The subscriptions of a group to one partition, on any connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMembers {
+    pub partition: u32,
+    /// The active one first, then by connection.
+    pub members: Vec<crate::broker::GroupConsumer>,
+}
+
 /// One partition's row of `GetOffsets`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionOffsets {

@@ -65,7 +65,7 @@ use warm_readers::WarmReaders;
 
 pub(crate) use committed::OffsetSource;
 pub(crate) use consume::{ClientInput, ConsumeEvent, Credit};
-pub(crate) use groups::PartitionOffsets;
+pub(crate) use groups::{PartitionMembers, PartitionOffsets};
 pub(crate) use listing::{ListStreams, StreamPage};
 pub(crate) use position::StartPosition;
 pub(crate) use publish::{Appended, ProducerId, SubmittedBatch};
@@ -613,6 +613,26 @@ impl PartitionedLog {
     pub async fn get_offsets(&self, stream: &str, group: &str) -> Result<Vec<PartitionOffsets>> {
         let stream = self.group_stream(stream, group, &[]).await?;
         self.groups.offsets(&stream, group).await
+    }
+
+    /// The group's members on every partition of `stream`, wherever they
+    /// are connected (the broker's management API lists them).
+    pub async fn describe_group(&self, stream: &str, group: &str) -> Result<Vec<PartitionMembers>> {
+        let stream = self.group_stream(stream, group, &[]).await?;
+        let mut consumers = self.broker.group_consumers(&stream.name, group).await?;
+        consumers.sort_by(|a, b| (!a.active, &a.connection).cmp(&(!b.active, &b.connection)));
+        Ok(stream
+            .partitions
+            .iter()
+            .map(|partition| PartitionMembers {
+                partition: partition.index,
+                members: consumers
+                    .iter()
+                    .filter(|c| c.partition_stream == partition.stream)
+                    .cloned()
+                    .collect(),
+            })
+            .collect())
     }
 
     /// Groups with offsets in this instance's store or active subscribers

@@ -382,7 +382,10 @@ impl PartitionTask {
     async fn join_group(&self, group: &str, leader: &Node) -> Result<ChunkReader> {
         // The offset is ignored by the broker until it makes this consumer
         // active; the answer to that update decides.
-        let member = Consumer::Member { group };
+        let member = Consumer::Member {
+            group,
+            member: &self.member,
+        };
         self.subscribers
             .broker
             .readers()

@@ -10,8 +10,8 @@ use crate::broker::{Stored, StreamSettings};
 use crate::error::{Error, Kind, Reason};
 use crate::log::{
     Appended, AssignmentState, ClientInput, ConsumeEvent, ConsumeOpen, Credit, ListStreams,
-    OffsetSource, Output, PartitionDescription, PartitionOffsets, Source, StartPosition,
-    StreamDescription, StreamPage,
+    OffsetSource, Output, PartitionDescription, PartitionMembers, PartitionOffsets, Source,
+    StartPosition, StreamDescription, StreamPage,
 };
 use crate::offsets::Committed;
 use crate::proto;
@@ -56,6 +56,21 @@ pub fn status(error: Error) -> Status {
         details.add_bad_request_violation(field, error.message());
     }
     Status::with_error_details(code(error.kind()), error.message(), details)
+}
+
+pub fn partition_members(row: PartitionMembers) -> proto::PartitionMembers {
+    proto::PartitionMembers {
+        partition: row.partition,
+        members: row
+            .members
+            .into_iter()
+            .map(|m| proto::GroupMember {
+                member: m.member.unwrap_or_default(),
+                connection: m.connection,
+                active: m.active,
+            })
+            .collect(),
+    }
 }
 
 /// Sizes of a chunk's Bloom filter RabbitMQ takes.

@@ -385,6 +385,25 @@ impl PartLog for PartLogService {
         }))
     }
 
+    async fn describe_group(
+        &self,
+        request: Request<proto::DescribeGroupRequest>,
+    ) -> Result<Response<proto::DescribeGroupResponse>, Status> {
+        auth::authorize(&request)?;
+        let request = request.into_inner();
+        let partitions = self
+            .log
+            .describe_group(&request.stream, &request.group)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::DescribeGroupResponse {
+            partitions: partitions
+                .into_iter()
+                .map(convert::partition_members)
+                .collect(),
+        }))
+    }
+
     async fn list_groups(
         &self,
         request: Request<proto::ListGroupsRequest>,

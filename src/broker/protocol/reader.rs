@@ -85,8 +85,10 @@ pub enum Consumer<'a> {
     /// A single active consumer of `group` in super stream mode: the broker
     /// activates one member per partition (with a consumer update, answered
     /// with where to start) and spreads a group's partitions over its
-    /// members.
-    Member { group: &'a str },
+    /// members. `member` is partlog's name of it (`host:port#n`), which
+    /// the broker keeps with the subscription (property `partlog.member`)
+    /// so that any instance can tell whose it is (`DescribeGroup`).
+    Member { group: &'a str, member: &'a str },
 }
 
 /// What a subscription hears from the broker.
@@ -180,7 +182,7 @@ impl RouteState {
     fn add(&mut self, stream: &str, consumer: Consumer<'_>) -> Option<(u8, Deliveries)> {
         let group = match consumer {
             Consumer::Alone => None,
-            Consumer::Member { group } => Some(group),
+            Consumer::Member { group, .. } => Some(group),
         };
         let same_group = |route: &Route| route.stream == stream && route.group.as_deref() == group;
         if self.given >= IDS_PER_CONNECTION
@@ -427,6 +429,9 @@ impl ReaderPool {
 /// stream mode for a group member, and the filter values
 /// (`filter.0`, `filter.1`, …, with `match-unfiltered`; RabbitMQ 3.13+,
 /// older brokers ignore them and send every chunk).
+/// The subscription property that names a group member partlog made.
+pub const MEMBER_PROPERTY: &str = "partlog.member";
+
 fn subscription_properties(
     body: Body,
     consumer: Consumer<'_>,
@@ -434,10 +439,11 @@ fn subscription_properties(
     filter: Option<&RecordFilter>,
 ) -> Result<Body> {
     let mut properties: Vec<(String, &str)> = Vec::new();
-    if let Consumer::Member { group } = consumer {
+    if let Consumer::Member { group, member } = consumer {
         properties.push(("single-active-consumer".into(), "true"));
         properties.push(("name".into(), group));
         properties.push(("super-stream".into(), super_stream));
+        properties.push((MEMBER_PROPERTY.into(), member));
     }
     if let Some(filter) = filter {
         for (index, value) in filter.values().enumerate() {
@@ -811,7 +817,10 @@ mod tests {
     use super::*;
     use crate::error::Kind;
 
-    const GROUP: Consumer<'static> = Consumer::Member { group: "billing" };
+    const GROUP: Consumer<'static> = Consumer::Member {
+        group: "billing",
+        member: "localhost:50051#7",
+    };
 
     #[test]
     fn ids_are_given_once_and_a_spent_connection_is_closed() {
@@ -837,7 +846,10 @@ mod tests {
         let mut state = RouteState::default();
         let (member, _a) = state.add("s-0", GROUP).unwrap();
         assert!(state.add("s-0", GROUP).is_none(), "the same group's member");
-        let other = Consumer::Member { group: "audit" };
+        let other = Consumer::Member {
+            group: "audit",
+            member: "localhost:50051#8",
+        };
         let (_, _b) = state.add("s-0", other).unwrap();
         let (_, _c) = state.add("s-1", GROUP).unwrap();
         let (_, _d) = state.add("s-0", Consumer::Alone).unwrap();
@@ -921,6 +933,7 @@ mod tests {
                 pair("single-active-consumer", "true"),
                 pair("name", "billing"),
                 pair("super-stream", "orders"),
+                pair("partlog.member", "localhost:50051#7"),
                 pair("filter.0", "eu"),
                 pair("filter.1", "us"),
                 pair("match-unfiltered", "true"),

@@ -258,18 +258,26 @@ function groupPage(stream, group) {
   $("#page").replaceChildren(el("h1", {}, "Group " + group), region, reset);
   const refresh = () => guarded(region, async () => {
     const answer = await api("GET", "/api/streams/" + path(stream) + "/groups/" + path(group));
-    const rows = answer.partitions.map((p) => el("tr", { "data-partition": p.partition, class: p.lag > 0 && !p.active_member ? "stuck" : null },
+    // Members from DescribeGroup (every instance and native client); only
+    // this instance's active member when the broker cannot list them.
+    const held = (p) => p.members ? p.members.some((m) => m.active) : !!p.active_member;
+    const members = (p) => !p.members ? (p.active_member || "–")
+      : p.members.length === 0 ? "–"
+      : p.members.map((m) => el("div", { class: m.active ? "active-member" : "waiting-member" },
+          (m.active ? "● " : "○ ") + (m.member || "native client") + (m.connection ? " (" + m.connection + ")" : "")));
+    const rows = answer.partitions.map((p) => el("tr", { "data-partition": p.partition, class: p.lag > 0 && !held(p) ? "stuck" : null },
       el("td", { class: "num" }, p.partition),
       el("td", { class: "committed num" }, show(p.committed)),
       el("td", {}, p.committed_source.toLowerCase()),
       el("td", { class: "tail num" }, show(p.tail)),
       el("td", { class: "lag num" }, p.lag),
-      el("td", { class: "member" }, p.active_member || "–")));
+      el("td", { class: "member" }, members(p))));
     const legend = answer.partitions.map((p) => el("span", { class: "key" },
       el("svg", { viewBox: "0 0 10 10", width: 10, height: 10 }, el("line", { x1: 0, y1: 5, x2: 10, y2: 5, stroke: COLOURS[p.partition % COLOURS.length], "stroke-width": 4 })),
       " partition " + p.partition));
     region.replaceChildren(
-      table("offsets-table", ["Partition", "Committed", "Source", "Tail", "Lag", "Active member here"], rows),
+      table("offsets-table", ["Partition", "Committed", "Source", "Tail", "Lag", "Members (● active)"], rows),
+      answer.members_error ? el("p", { class: "note" }, "Members of other instances unknown: " + answer.members_error) : "",
       el("h2", {}, "Lag over the last hour"),
       el("div", { class: "chart" }, lagChart(answer.lag_history)),
       el("p", { class: "legend" }, legend),

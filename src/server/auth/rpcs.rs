@@ -161,6 +161,18 @@ impl Protected for proto::GetOffsetsRequest {
     }
 }
 
+impl Protected for proto::DescribeGroupRequest {
+    fn needs(&self) -> Vec<Need<'_>> {
+        vec![Need {
+            any_of: DESCRIBE,
+            resource: Resource::Group {
+                stream: &self.stream,
+                group: &self.group,
+            },
+        }]
+    }
+}
+
 /// Listing needs nothing: the answer holds only the streams the caller
 /// may describe.
 impl Protected for proto::ListStreamsRequest {
