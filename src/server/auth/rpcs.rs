@@ -56,6 +56,14 @@ fn on_group<'a>(stream: &'a str, group: &'a str) -> Need<'a> {
     }
 }
 
+/// Looking at a group (its offsets, its members) without acting on it.
+fn describing_group<'a>(stream: &'a str, group: &'a str) -> Need<'a> {
+    Need {
+        any_of: DESCRIBE,
+        resource: Resource::Group { stream, group },
+    }
+}
+
 const ADMIN: &[Permission] = &[Permission::Admin];
 const WRITE: &[Permission] = &[Permission::Write];
 const READ: &[Permission] = &[Permission::Read];
@@ -151,25 +159,13 @@ impl Protected for proto::ResetOffsetsRequest {
 
 impl Protected for proto::GetOffsetsRequest {
     fn needs(&self) -> Vec<Need<'_>> {
-        vec![Need {
-            any_of: DESCRIBE,
-            resource: Resource::Group {
-                stream: &self.stream,
-                group: &self.group,
-            },
-        }]
+        vec![describing_group(&self.stream, &self.group)]
     }
 }
 
 impl Protected for proto::DescribeGroupRequest {
     fn needs(&self) -> Vec<Need<'_>> {
-        vec![Need {
-            any_of: DESCRIBE,
-            resource: Resource::Group {
-                stream: &self.stream,
-                group: &self.group,
-            },
-        }]
+        vec![describing_group(&self.stream, &self.group)]
     }
 }
 
