@@ -324,6 +324,12 @@ pub struct BrokerConfig {
     /// How long published records may wait for the broker's confirms before
     /// they fail with UNAVAILABLE (stored or not: retry idempotently).
     pub confirm_timeout_ms: u64,
+    /// How long an instance routes records over a stream's partition list
+    /// it read from the broker before it reads it again: the write fence
+    /// of ResizeStream waits this long (and a quarter more) so that no
+    /// instance still routes over the old count. The same on every
+    /// instance of a cluster.
+    pub routing_lease_ms: u64,
     /// TLS to the broker's stream TLS port, for every connection.
     pub tls: BrokerTlsConfig,
     /// The management HTTP API (RabbitMQ's management plugin), which
@@ -519,6 +525,7 @@ impl Default for BrokerConfig {
             heartbeat_secs: 60,
             request_timeout_ms: 10_000,
             confirm_timeout_ms: 30_000,
+            routing_lease_ms: 2_000,
             tls: BrokerTlsConfig::default(),
             management_url: String::new(),
         }
@@ -608,6 +615,7 @@ impl Config {
             ("limits.max_read_bytes", u64::from(l.max_read_bytes)),
             ("broker.request_timeout_ms", b.request_timeout_ms),
             ("broker.confirm_timeout_ms", b.confirm_timeout_ms),
+            ("broker.routing_lease_ms", b.routing_lease_ms),
             ("limits.default_window", u64::from(l.default_window)),
             ("limits.max_window", u64::from(l.max_window)),
             ("metrics.lag_refresh_ms", self.metrics.lag_refresh_ms),

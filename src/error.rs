@@ -124,6 +124,9 @@ reasons! {
     /// The requests of a streaming call in an order the call does not take
     /// (a Consume call opens once, in its first request, which grants credit).
     RequestOutOfOrder = "REQUEST_OUT_OF_ORDER", InvalidArgument, NO_RETRY;
+    /// A ResizeStream to no more partitions than the stream has (streams
+    /// only grow).
+    ResizeNotGrowing = "RESIZE_NOT_GROWING", InvalidArgument, NO_RETRY;
 
     // NOT_FOUND
     /// The stream does not exist.
@@ -152,6 +155,9 @@ reasons! {
     /// partlog's configuration does not fit the broker (TLS, frame size,
     /// management API).
     ConfigurationInvalid = "CONFIGURATION_INVALID", FailedPrecondition, NO_RETRY;
+    /// A resize of the stream to another partition count has not finished
+    /// (repeat that one to finish it).
+    ResizeInProgress = "RESIZE_IN_PROGRESS", FailedPrecondition, NO_RETRY;
 
     // RESOURCE_EXHAUSTED: a configured limit.
     /// A Publish over limits.max_batch_records or limits.max_batch_bytes;
@@ -180,6 +186,9 @@ reasons! {
     ManagementApiUnavailable = "MANAGEMENT_API_UNAVAILABLE", Unavailable, Some(1_000);
     /// The client's own request stream failed mid-call.
     RequestStreamFailed = "REQUEST_STREAM_FAILED", Unavailable, Some(0);
+    /// The stream is being resized and routes no records until its new
+    /// partitions are in use (about two routing leases).
+    StreamResizing = "STREAM_RESIZING", Unavailable, Some(500);
 
     // DATA_LOSS
     /// Records the broker delivered cannot be read: a chunk that fails its

@@ -7,7 +7,7 @@
 use crate::broker::RESERVED_REFERENCE_PREFIX;
 use crate::config::{Limits, MAX_PARTITIONS};
 use crate::error::{Error, Reason, Result};
-use crate::record::{NewRecord, RecordFilter, FILTER_PROPERTY, KEY_PROPERTY};
+use crate::record::{NewRecord, RecordFilter, EPOCH_PROPERTY, FILTER_PROPERTY, KEY_PROPERTY};
 
 /// RabbitMQ's limit on queue and stream names, in bytes.
 const RABBITMQ_NAME_MAX_BYTES: usize = 255;
@@ -377,6 +377,15 @@ fn publish_record(index: usize, record: &NewRecord, limits: &Limits) -> Result<(
                 Reason::HeaderInvalid,
                 format!("records[{index}].headers"),
                 format!("records[{index}].headers has an empty header name"),
+            ));
+        }
+        if name == EPOCH_PROPERTY {
+            return Err(Error::field(
+                Reason::HeaderInvalid,
+                format!("records[{index}].headers"),
+                format!(
+                    "records[{index}].headers uses {name:?}, which partlog reserves for the epoch                      markers of resized streams"
+                ),
             ));
         }
         if name == KEY_PROPERTY || name == FILTER_PROPERTY {

@@ -63,6 +63,7 @@ async fn partlog_recovers_from_a_broker_restart() {
                     }
                     Event::Assignment(_) => {}
                     Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
+                    Event::EpochMarker(m) => panic!("the stream never grew: {m:?}"),
                 }
             }
             panic!("the subscription ended");

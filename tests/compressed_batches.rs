@@ -145,6 +145,7 @@ async fn batches_of_every_codec_are_read_by_read_subscribe_and_consume() {
             Event::Assignment(_) => {}
             Event::Commit(ack) => panic!("no commit sent: {ack:?}"),
             Event::Skipped(skipped) => panic!("skipped without a filter: {skipped:?}"),
+            Event::EpochMarker(m) => panic!("the stream never grew: {m:?}"),
         }
     }
     assert_eq!(consumed, expected());

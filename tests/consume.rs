@@ -118,6 +118,7 @@ async fn member_loop(mut member: Member, stop: std::sync::Arc<tokio::sync::Notif
             }
             Event::Assignment(_) => {}
             Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
+            Event::EpochMarker(m) => panic!("the stream never grew: {m:?}"),
         }
     }
 }
@@ -257,6 +258,7 @@ async fn byte_credit_brings_the_records_it_covers() {
                 Event::Assignment(a) => assert_eq!(a.state(), AssignmentState::Active),
                 Event::Commit(ack) => panic!("no commit sent: {ack:?}"),
                 Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
+                Event::EpochMarker(m) => panic!("the stream never grew: {m:?}"),
             }
         }
         // And no more: partlog keeps the next record until the next grant.
@@ -288,6 +290,7 @@ async fn commits_are_answered_in_order_with_their_errors() {
             Event::Record(_) => records += 1,
             Event::Commit(ack) => panic!("no commit yet: {ack:?}"),
             Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
+            Event::EpochMarker(m) => panic!("the stream never grew: {m:?}"),
         }
     }
     member.commit(BTreeMap::from([(0, 9), (1, 19)])).await;
@@ -545,6 +548,7 @@ async fn a_handoff_with_commits_in_flight_keeps_every_answered_commit() {
             }
             Event::Assignment(_) => {}
             Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
+            Event::EpochMarker(m) => panic!("the stream never grew: {m:?}"),
         }
     }
     assert!(!lost.is_empty(), "B took no partition from A");
@@ -667,6 +671,7 @@ async fn a_kill_9_under_load_keeps_every_answered_commit() {
             }
             Event::Assignment(_) => {}
             Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
+            Event::EpochMarker(m) => panic!("the stream never grew: {m:?}"),
         }
     }
     one.kill();
@@ -734,6 +739,7 @@ async fn a_step_down_is_handled_whatever_the_members_credit() {
             Event::Record(_) => records += 1,
             Event::Commit(ack) => panic!("no commit sent: {ack:?}"),
             Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
+            Event::EpochMarker(m) => panic!("the stream never grew: {m:?}"),
         }
     }
     // A grants nothing more. B joins and is given a partition.

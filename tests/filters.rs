@@ -377,6 +377,7 @@ async fn subscribe_filtered(
                 skipped_to = skipped.next_offset;
             }
             Event::Assignment(_) => {}
+            Event::EpochMarker(marker) => panic!("the stream never grew: {marker:?}"),
         }
     }
     records
@@ -525,6 +526,7 @@ async fn filtered_reads_return_exactly_what_a_scan_keeps_and_the_broker_skips_th
             ConsumeEvent::Skipped(skipped) => skipped_to = skipped.next_offset,
             ConsumeEvent::Assignment(_) => {}
             ConsumeEvent::Commit(ack) => panic!("no commit sent: {ack:?}"),
+            ConsumeEvent::EpochMarker(marker) => panic!("the stream never grew: {marker:?}"),
         }
     }
     member.commit([(0, end - 1)].into()).await;

@@ -227,6 +227,7 @@ impl Member {
                             .insert(r.partition, r.offset);
                     }
                     Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
+                    Event::EpochMarker(m) => panic!("the stream never grew: {m:?}"),
                 }
             }
         });

@@ -171,6 +171,7 @@ async fn a_session_shows_in_the_metrics_with_the_groups_committed_offsets_tail_a
             }
             Event::Assignment(_) => {}
             Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
+            Event::EpochMarker(m) => panic!("the stream never grew: {m:?}"),
         }
     }
     // One more record in partition 0, delivered but not committed: the

@@ -79,6 +79,7 @@ async fn consume(
             }
             Event::Commit(_) | Event::Assignment(_) => {}
             Event::Skipped(s) => panic!("skipped without a filter: {s:?}"),
+            Event::EpochMarker(m) => panic!("the stream never grew: {m:?}"),
         }
     }
 }

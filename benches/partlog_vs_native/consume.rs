@@ -184,7 +184,7 @@ async fn subscribe(
                     tally.record(r.partition, r.offset, &r.value);
                     received += 1;
                 }
-                Some(Event::Assignment(_) | Event::Skipped(_)) => {}
+                Some(Event::Assignment(_) | Event::Skipped(_) | Event::EpochMarker(_)) => {}
                 None => return Err("Subscribe ended".into()),
             }
         }

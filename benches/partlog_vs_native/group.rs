@@ -417,7 +417,7 @@ impl GroupMember for PartlogMember {
                         AssignmentState::Inactive => MemberEvent::Inactive(a.partition),
                         _ => continue,
                     },
-                    Some(Event::Skipped(_)) | None => continue,
+                    Some(Event::Skipped(_) | Event::EpochMarker(_)) | None => continue,
                 };
                 return Ok(Some(event));
             }
@@ -582,7 +582,7 @@ impl ConsumeMember {
                 }
                 return Ok(Taken::Nothing);
             }
-            Some(Event::Skipped(_)) | None => return Ok(Taken::Nothing),
+            Some(Event::Skipped(_) | Event::EpochMarker(_)) | None => return Ok(Taken::Nothing),
         };
         Ok(Taken::Event(event))
     }

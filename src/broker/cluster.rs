@@ -217,7 +217,7 @@ impl Broker {
 
     /// Runs `op` on the admin connection, dropping the connection when the
     /// request failed at the transport so the next call reconnects.
-    async fn with_admin<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    pub(super) async fn with_admin<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, ClientError>>,
@@ -357,10 +357,16 @@ impl Broker {
     /// The super stream `name` with its partitions in routing order, from
     /// the cache when it was looked up lately (see [`SuperStreams`]).
     pub async fn super_stream(&self, name: &str) -> Result<Arc<SuperStream>> {
-        let cached = self.super_streams.get(name);
-        if let Some(cached) = cached.as_ref().filter(|c| c.is_fresh()) {
-            return Ok(cached.clone());
+        match self.super_streams.get(name) {
+            Some(cached) if cached.is_fresh() => Ok(cached),
+            _ => self.super_stream_now(name).await,
         }
+    }
+
+    /// The super stream `name` as the broker lists its partitions now (the
+    /// cached entry when they are the same).
+    pub async fn super_stream_now(&self, name: &str) -> Result<Arc<SuperStream>> {
+        let cached = self.super_streams.get(name);
         let partitions = self
             .metadata_query(&format!("listing partitions of {name:?}"), async |c| {
                 c.partitions(name).await
@@ -482,23 +488,9 @@ impl Broker {
     /// `streams`, and returns once the broker reads it back (a stored
     /// offset is written asynchronously).
     pub async fn set_max_chunk_records(&self, streams: &[String], records: u32) -> Result<()> {
-        let deadline = self.connector.deadline();
         for stream in streams {
-            let reference = MAX_CHUNK_RECORDS_REFERENCE;
-            self.store_offset(reference, stream, u64::from(records))
+            self.store_and_confirm(MAX_CHUNK_RECORDS_REFERENCE, stream, u64::from(records))
                 .await?;
-            while self.max_chunk_records(stream).await? != Some(records as usize) {
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(Error::new(
-                        Reason::BrokerUnavailable,
-                        format!(
-                            "the broker did not keep max_chunk_records of {stream:?} within {:?}",
-                            self.connector.timeout()
-                        ),
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! The broker's management HTTP API, for what the stream protocol cannot
-//! do: list the super streams of the virtual host, and the consumers of a
-//! group on every connection.
+//! do: list the super streams of the virtual host, the consumers of a
+//! group on every connection, read a stream's arguments and bind a new
+//! partition to a super stream's exchange.
 //!
 //! RabbitMQ's management plugin answers `GET /api/exchanges/{vhost}` with
 //! every exchange and its arguments; a super stream is an exchange with
@@ -11,11 +12,18 @@
 //! credentials (HTTP basic authentication; the user needs the
 //! `management` tag or a higher one), over TLS verified with
 //! `broker.tls.ca_file` for an `https` address. One connection per
-//! question: listing is an operator's call, not a hot path.
+//! question: these are operators' calls, not a hot path.
+//!
+//! Why HTTP for bindings: the stream protocol has no command that adds a
+//! binding to an existing exchange, and an AMQP 0-9-1 client (lapin) would
+//! be a second broker protocol stack and connection for one call, while
+//! partlog already speaks to this API (ListStreams, DescribeGroup).
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
@@ -44,16 +52,14 @@ impl Exchange {
 /// The names of the super streams of the virtual host, in no order.
 pub async fn super_streams(connector: &Connector) -> Result<Vec<String>> {
     let config = connector.config();
-    let address = config
-        .management()
-        .map_err(|why| Error::new(Reason::ConfigurationInvalid, why))?;
+    let address = management_address(connector)?;
     let vhost = percent_encode(&config.vhost);
     let path = format!("/api/exchanges/{vhost}?columns=name,arguments");
     let not_found = format!("does not know virtual host {:?}", config.vhost);
     let body = connector
         .within(
             "asking the management API for the streams",
-            get(connector, &address, &path, &not_found),
+            request(connector, &address, Method::GET, &path, None, &not_found),
         )
         .await??;
     let exchanges: Vec<Exchange> = serde_json::from_slice(&body).map_err(|e| {
@@ -119,9 +125,7 @@ pub async fn group_consumers(
     group: &str,
 ) -> Result<Vec<GroupConsumer>> {
     let config = connector.config();
-    let address = config
-        .management()
-        .map_err(|why| Error::new(Reason::ConfigurationInvalid, why))?;
+    let address = management_address(connector)?;
     let path = format!("/api/stream/consumers/{}", percent_encode(&config.vhost));
     let not_found = format!(
         "does not list stream consumers of virtual host {:?}: is the \
@@ -131,7 +135,7 @@ pub async fn group_consumers(
     let body = connector
         .within(
             "asking the management API for a group's consumers",
-            get(connector, &address, &path, &not_found),
+            request(connector, &address, Method::GET, &path, None, &not_found),
         )
         .await??;
     let subscriptions: Vec<Subscription> = serde_json::from_slice(&body).map_err(|e| {
@@ -165,12 +169,115 @@ pub async fn group_consumers(
         .collect())
 }
 
-/// `GET path` on the management API; the body of a 200 answer. A 404
-/// is told as the API `not_found` (what it lacks).
-async fn get(
+/// A stream's arguments as the stream protocol's create command takes
+/// them (`max-age`, `max-length-bytes`, ..., without the queue type).
+pub async fn stream_arguments(
+    connector: &Connector,
+    stream: &str,
+) -> Result<HashMap<String, String>> {
+    #[derive(Deserialize)]
+    struct Queue {
+        #[serde(default)]
+        arguments: serde_json::Map<String, serde_json::Value>,
+    }
+    let config = connector.config();
+    let address = management_address(connector)?;
+    let path = format!(
+        "/api/queues/{}/{}?columns=arguments",
+        percent_encode(&config.vhost),
+        percent_encode(stream)
+    );
+    let not_found = format!("does not know stream {stream:?}");
+    let body = connector
+        .within(
+            &format!("asking the management API for the arguments of {stream:?}"),
+            request(connector, &address, Method::GET, &path, None, &not_found),
+        )
+        .await??;
+    let queue: Queue = serde_json::from_slice(&body).map_err(|e| {
+        Error::new(
+            Reason::ManagementApiUnavailable,
+            format!(
+                "the management API at {} answered the stream {stream:?} with what is not one: {e}",
+                shown(&address)
+            ),
+        )
+    })?;
+    Ok(create_arguments(queue.arguments))
+}
+
+/// Queue arguments (`x-max-age`, ...) as stream create arguments.
+fn create_arguments(
+    arguments: serde_json::Map<String, serde_json::Value>,
+) -> HashMap<String, String> {
+    arguments
+        .into_iter()
+        .filter(|(name, _)| name != "x-queue-type")
+        .map(|(name, value)| {
+            let name = name.strip_prefix("x-").unwrap_or(&name).to_owned();
+            let value = match value {
+                serde_json::Value::String(text) => text,
+                other => other.to_string(),
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+/// Binds partition stream `partition` to super stream `super_stream`'s
+/// exchange in place `index` (binding key and `x-stream-partition-order`
+/// `index`, as the broker binds the partitions it creates). Binding again
+/// what is bound changes nothing.
+pub async fn bind_partition(
+    connector: &Connector,
+    super_stream: &str,
+    partition: &str,
+    index: u32,
+) -> Result<()> {
+    let config = connector.config();
+    let address = management_address(connector)?;
+    let path = format!(
+        "/api/bindings/{}/e/{}/q/{}",
+        percent_encode(&config.vhost),
+        percent_encode(super_stream),
+        percent_encode(partition)
+    );
+    let body = serde_json::json!({
+        "routing_key": index.to_string(),
+        "arguments": { "x-stream-partition-order": index },
+    });
+    let not_found = format!("does not know stream {super_stream:?} or {partition:?}");
+    connector
+        .within(
+            &format!("binding {partition:?} to {super_stream:?}"),
+            request(
+                connector,
+                &address,
+                Method::POST,
+                &path,
+                Some(Bytes::from(body.to_string())),
+                &not_found,
+            ),
+        )
+        .await??;
+    Ok(())
+}
+
+fn management_address(connector: &Connector) -> Result<ManagementAddress> {
+    connector
+        .config()
+        .management()
+        .map_err(|why| Error::new(Reason::ConfigurationInvalid, why))
+}
+
+/// `method path` (with a JSON `body`) on the management API; the body of
+/// a 2xx answer. A 404 is told as the API `not_found` (what it lacks).
+async fn request(
     connector: &Connector,
     address: &ManagementAddress,
+    method: Method,
     path: &str,
+    body: Option<Bytes>,
     not_found: &str,
 ) -> Result<Bytes> {
     let config = connector.config();
@@ -209,7 +316,10 @@ async fn get(
         let _ = connection.await;
     });
     let credentials = format!("{}:{}", config.user, config.password.expose());
-    let request = Request::get(path)
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(
             hyper::header::HOST,
             format!("{}:{}", address.host, address.port),
@@ -219,7 +329,7 @@ async fn get(
             format!("Basic {}", base64_encode(credentials.as_bytes())),
         )
         .header(hyper::header::ACCEPT, "application/json")
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(body.unwrap_or_default()))
         .map_err(|e| {
             Error::new(
                 Reason::Internal,
@@ -238,7 +348,7 @@ async fn get(
         .map_err(|e| unavailable(address, &e))?
         .to_bytes();
     match status {
-        StatusCode::OK => Ok(body),
+        status if status.is_success() => Ok(body),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Error::new(
             Reason::BrokerAccessRefused,
             format!(
@@ -312,6 +422,21 @@ mod tests {
         assert_eq!(percent_encode("/"), "%2F");
         assert_eq!(percent_encode("team a/b"), "team%20a%2Fb");
         assert_eq!(percent_encode("prod-1.x_y~"), "prod-1.x_y~");
+    }
+
+    #[test]
+    fn queue_arguments_become_create_arguments() {
+        let listed = r#"{"x-queue-type":"stream","x-max-age":"7D",
+            "x-max-length-bytes":1000000,"x-queue-leader-locator":"balanced"}"#;
+        let arguments = create_arguments(serde_json::from_str(listed).unwrap());
+        assert_eq!(
+            arguments,
+            HashMap::from([
+                ("max-age".to_string(), "7D".to_string()),
+                ("max-length-bytes".to_string(), "1000000".to_string()),
+                ("queue-leader-locator".to_string(), "balanced".to_string()),
+            ])
+        );
     }
 
     #[test]

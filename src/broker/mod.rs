@@ -20,7 +20,9 @@
 //! - [`bounds`]: where a partition's records begin and end, learnt by
 //!   reading.
 //! - [`management`]: the management HTTP API, which lists the super
-//!   streams.
+//!   streams and a group's consumers, and binds new partitions.
+//! - [`epochs`]: a stream's routing state and epoch history, kept on the
+//!   broker as offset tracking references, and growing a super stream.
 //! - [`backoff`]: capped exponential backoff for reconnecting.
 //! - [`tls`]: every connection is plain or TLS as `[broker.tls]` says.
 //!
@@ -42,6 +44,7 @@ pub(crate) mod bounds;
 mod cluster;
 mod confirms;
 mod connect;
+mod epochs;
 mod management;
 #[cfg(test)]
 mod message;
@@ -60,6 +63,7 @@ pub(crate) const LIBRARY_LOG_DIRECTIVES: &str = "rabbitmq_stream_client::client:
 pub(crate) use backoff::Backoff;
 pub(crate) use cluster::{Broker, StreamSettings, RESERVED_REFERENCE_PREFIX};
 pub(crate) use confirms::Stored;
+pub(crate) use epochs::{Epoch, Routing};
 pub(crate) use management::GroupConsumer;
 pub(crate) use node::Node;
 pub(crate) use protocol::{Chunk, ChunkReader, Consumer, ReadFrom, ReaderEvent};

@@ -168,8 +168,10 @@ pub async fn run(args: MirrorArgs, common: &Common) -> Result<()> {
                             );
                         }
                     }
-                    // The mirror reads without filters.
-                    Some(Event::Skipped(_)) | None => {}
+                    // The mirror reads without filters; the target routes
+                    // the records over its own partitions, so a growth of
+                    // the source needs nothing of it.
+                    Some(Event::Skipped(_)) | Some(Event::EpochMarker(_)) | None => {}
                 },
                 Some(Err(status)) => return Err(status.into()),
                 None => return Err(Failure::Other("the source ended the Consume call".into())),

@@ -185,10 +185,19 @@ pub enum StreamCommand {
         #[arg(long, default_value = "")]
         prefix: String,
     },
-    /// Print a stream's partitions in routing order with leader and replicas.
+    /// Print a stream's partitions in routing order with leader and replicas, and its growths.
     Describe {
         /// The stream's name.
         name: String,
+    },
+    /// Grow a stream to more partitions, keeping every key's order; prints its partitions
+    /// and growths. Publishing pauses for about two routing leases (broker.routing_lease_ms).
+    Resize {
+        /// The stream's name.
+        name: String,
+        /// The partition count after the resize: more than the stream has, at most 256.
+        #[arg(long)]
+        partitions: u32,
     },
     /// Delete a stream and all of its partitions.
     Delete {

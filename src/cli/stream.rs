@@ -1,4 +1,4 @@
-//! `partlog stream create|list|describe|delete`.
+//! `partlog stream create|list|describe|resize|delete`.
 
 use serde::Serialize;
 
@@ -55,6 +55,55 @@ fn partition_rows(description: Option<proto::StreamDescription>) -> Vec<Partitio
             tail: p.tail,
         })
         .collect()
+}
+
+/// One growth of a stream (see ResizeStream).
+#[derive(Debug, Serialize)]
+struct EpochRow {
+    stream: String,
+    from_partitions: u32,
+    to_partitions: u32,
+    /// RFC 3339, UTC.
+    resized_at: String,
+    /// Offset of each old partition's epoch marker.
+    marker_offsets: Vec<u64>,
+}
+
+impl Row for EpochRow {
+    const HEADER: &'static [&'static str] = &["GREW", "RESIZED_AT", "MARKERS"];
+
+    fn cells(&self) -> Vec<String> {
+        let markers: Vec<String> = self.marker_offsets.iter().map(u64::to_string).collect();
+        vec![
+            format!("{} -> {}", self.from_partitions, self.to_partitions),
+            self.resized_at.clone(),
+            markers.join(","),
+        ]
+    }
+}
+
+/// The stream's partitions, then its growths when it has any.
+fn print_description(
+    printer: &mut Printer,
+    description: Option<proto::StreamDescription>,
+) -> Result<()> {
+    let epochs: Vec<EpochRow> = description
+        .iter()
+        .flat_map(|d| {
+            d.epochs.iter().map(|epoch| EpochRow {
+                stream: d.stream.clone(),
+                from_partitions: epoch.from_partitions,
+                to_partitions: epoch.to_partitions,
+                resized_at: super::output::timestamp(epoch.resized_at).unwrap_or_default(),
+                marker_offsets: epoch.marker_offsets.clone(),
+            })
+        })
+        .collect();
+    printer.rows(&partition_rows(description))?;
+    if !epochs.is_empty() {
+        printer.rows(&epochs)?;
+    }
+    Ok(())
 }
 
 /// One stream of a listing.
@@ -114,7 +163,7 @@ pub async fn run(args: StreamArgs, common: &Common) -> Result<()> {
                 })
                 .await?
                 .into_inner();
-            printer.rows(&partition_rows(created.stream))?;
+            print_description(&mut printer, created.stream)?;
         }
         StreamCommand::List { prefix } => {
             let mut rows = Vec::new();
@@ -144,7 +193,17 @@ pub async fn run(args: StreamArgs, common: &Common) -> Result<()> {
                 .describe_stream(proto::DescribeStreamRequest { stream: name })
                 .await?
                 .into_inner();
-            printer.rows(&partition_rows(described.stream))?;
+            print_description(&mut printer, described.stream)?;
+        }
+        StreamCommand::Resize { name, partitions } => {
+            let resized = client
+                .resize_stream(proto::ResizeStreamRequest {
+                    stream: name,
+                    partitions,
+                })
+                .await?
+                .into_inner();
+            print_description(&mut printer, resized.stream)?;
         }
         StreamCommand::Delete { name } => {
             client

@@ -31,6 +31,7 @@ use futures::stream::FuturesOrdered;
 use futures::{Future, Stream, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
+use super::epochs::EpochMarker;
 use super::groups::Groups;
 use super::subscribe::{AssignmentState, Hold, Subscription, SubscriptionEvent};
 use crate::broker::SuperStream;
@@ -105,6 +106,8 @@ pub enum ConsumeEvent {
     /// With a filter: every record of `partition` below `next_offset`
     /// was delivered or did not match.
     Skipped { partition: u32, next_offset: u64 },
+    /// An epoch marker was passed; it takes no credit.
+    EpochMarker(EpochMarker),
     /// The answer to one commit: the committed offset, or why it was
     /// refused.
     CommitAck {
@@ -128,10 +131,15 @@ type PendingAck = Pin<Box<dyn Future<Output = ConsumeEvent> + Send>>;
 struct Queued {
     partition: u32,
     records: VecDeque<StoredRecord>,
-    /// With a filter: the client is told it once the records went out.
+    /// An epoch marker after the records; the client is told of it once
+    /// they went out.
+    marker: Option<EpochMarker>,
+    /// With a filter: the client is told it once the records (and the
+    /// marker) went out.
     skipped_to: Option<u64>,
-    /// Released once every record went out or was dropped.
-    _budget: OwnedSemaphorePermit,
+    /// Released once every record went out or was dropped; none for a
+    /// marker.
+    _budget: Option<OwnedSemaphorePermit>,
 }
 
 /// One session; see the module docs.
@@ -225,7 +233,11 @@ where
             if front.records.is_empty() {
                 let partition = front.partition;
                 let skipped_to = front.skipped_to;
+                let marker = front.marker;
                 self.queue.pop_front();
+                if let Some(marker) = marker {
+                    emit(&self.output, ConsumeEvent::EpochMarker(marker)).await?;
+                }
                 if let Some(next_offset) = skipped_to {
                     let skipped = ConsumeEvent::Skipped {
                         partition,
@@ -341,9 +353,27 @@ where
                 self.queue.push_back(Queued {
                     partition,
                     records: records.into(),
+                    marker: None,
                     skipped_to,
-                    _budget: budget,
+                    _budget: Some(budget),
                 });
+                Ok(())
+            }
+            SubscriptionEvent::Marker(marker) => {
+                // After the partition's records queued before it.
+                self.queue.push_back(Queued {
+                    partition: marker.partition,
+                    records: VecDeque::new(),
+                    marker: Some(marker),
+                    skipped_to: None,
+                    _budget: None,
+                });
+                Ok(())
+            }
+            SubscriptionEvent::Grown(stream) => {
+                if let Some(committer) = &mut self.committer {
+                    committer.stream = stream;
+                }
                 Ok(())
             }
             SubscriptionEvent::Assignment {

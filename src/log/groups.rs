@@ -42,6 +42,8 @@ pub struct PartitionOffsets {
     pub lag: u64,
     /// The subscriber of this instance that is active for the partition.
     pub active_member: Option<String>,
+    /// Offsets of the partition's epoch markers, oldest first.
+    pub epoch_markers: Vec<u64>,
 }
 
 /// The group operations over the broker, the committed offsets and the
@@ -244,6 +246,7 @@ impl Groups {
                     tail: bounds.map(|b| b.last),
                     lag,
                     active_member: self.members.get(&stream.name, group, partition.index),
+                    epoch_markers: Vec::new(),
                 })
             })
             .buffered(PARTITIONS_ASKED_AT_ONCE)

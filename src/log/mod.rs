@@ -6,9 +6,12 @@
 //!
 //! - [`read`]: `Read`, a bounded read of one partition, with readers kept
 //!   between the calls of a read loop ([`warm_readers`]);
-//! - [`publish`]: the write path — routing, per-partition producers,
-//!   submitted batches; [`source`]: outputs of a group's inputs written
-//!   exactly once, and their commits;
+//! - [`publish`]: the write path — routing under [`lease`]s, per-partition
+//!   producers, submitted batches; [`source`]: outputs of a group's inputs
+//!   written exactly once, and their commits;
+//! - [`resize`]: ResizeStream, growing a stream behind a write fence, and
+//!   [`epochs`]: the epoch markers it leaves, which readers are told of
+//!   and groups cross in order;
 //! - [`subscribe`]: tailing partitions, alone or as a single active
 //!   consumer of a group, with [`position`] turning start positions into
 //!   broker offsets; [`consume`] hands a subscription to one call within
@@ -26,13 +29,16 @@
 
 mod committed;
 mod consume;
+mod epochs;
 mod groups;
 pub(crate) mod lag;
+mod lease;
 mod listing;
 mod members;
 mod position;
 mod publish;
 mod read;
+mod resize;
 mod shutdown;
 mod source;
 mod subscribe;
@@ -48,7 +54,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::broker::bounds::{partition_bounds, Bounds};
-use crate::broker::{Broker, Node, StreamSettings, SuperStream};
+use crate::broker::{Broker, Epoch, Node, StreamSettings, SuperStream};
 use crate::config::{Fallback, Limits};
 use crate::error::{Error, Kind, Reason, Result};
 use crate::offsets::{Committed, OffsetStore};
@@ -56,15 +62,19 @@ use crate::record::{NewRecord, RecordFilter};
 use crate::validate;
 use committed::CommittedOffsets;
 use consume::{Committer, Session};
+use epochs::History;
 use groups::{Groups, PARTITIONS_ASKED_AT_ONCE};
+use lease::RoutingLeases;
 use members::ActiveMembers;
 use publish::Writers;
+use resize::Resize;
 use shutdown::Shutdown;
 use subscribe::{Budget, SubscribeRequest, Subscribers};
 use warm_readers::WarmReaders;
 
 pub(crate) use committed::OffsetSource;
 pub(crate) use consume::{ClientInput, ConsumeEvent, Credit};
+pub(crate) use epochs::EpochMarker;
 pub(crate) use groups::{PartitionMembers, PartitionOffsets};
 pub(crate) use listing::{ListStreams, StreamPage};
 pub(crate) use position::StartPosition;
@@ -100,6 +110,8 @@ pub struct StreamDescription {
     pub partitions: Vec<PartitionDescription>,
     /// The stream's `max_chunk_records` setting.
     pub max_chunk_records: Option<u32>,
+    /// The stream's growths, oldest first.
+    pub epochs: Vec<Epoch>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +153,8 @@ impl PartitionedLog {
         instance: String,
     ) -> Self {
         let broker = Arc::new(broker);
+        let lease = Duration::from_millis(broker.connector().config().routing_lease_ms);
+        let leases = Arc::new(RoutingLeases::new(broker.clone(), lease));
         let committed = Arc::new(CommittedOffsets::new(store, broker.clone()));
         let members = Arc::new(ActiveMembers::default());
         let shutdown = Shutdown::default();
@@ -157,7 +171,7 @@ impl PartitionedLog {
                 shutdown: shutdown.clone(),
                 fallback,
             }),
-            writers: Writers::default(),
+            writers: Writers::new(leases),
             warm_readers: WarmReaders::new(),
             broker,
             limits,
@@ -291,10 +305,24 @@ impl PartitionedLog {
         result
     }
 
-    /// The stream's partitions with where they live and their bounds.
+    /// Grows `stream` to `partitions` partitions, keeping every key's
+    /// order (see [`resize`]); the grown stream's description.
+    pub async fn resize_stream(&self, stream: &str, partitions: u32) -> Result<StreamDescription> {
+        let resize = Resize {
+            broker: &self.broker,
+            warm_readers: &self.warm_readers,
+            leases: self.writers.leases(),
+        };
+        resize.run(stream, partitions).await?;
+        self.describe_stream(stream).await
+    }
+
+    /// The stream's partitions with where they live, their bounds and the
+    /// stream's growths.
     pub async fn describe_stream(&self, stream: &str) -> Result<StreamDescription> {
         let mut description = self.describe_placements(stream).await?;
         let super_stream = self.broker.super_stream(stream).await?;
+        description.epochs = History::load(&self.broker, &super_stream).await?.epochs;
         // One reader round trip to each partition's leader; many partitions
         // are asked at once.
         let partitions = &super_stream.partitions;
@@ -313,7 +341,7 @@ impl PartitionedLog {
     /// (which take a reader round trip each).
     async fn describe_placements(&self, stream: &str) -> Result<StreamDescription> {
         validate::stream_name(stream)?;
-        let super_stream = self.broker.super_stream(stream).await?;
+        let super_stream = self.broker.super_stream_now(stream).await?;
         let streams: Vec<String> = super_stream
             .partitions
             .iter()
@@ -328,6 +356,7 @@ impl PartitionedLog {
         Ok(StreamDescription {
             stream: stream.to_owned(),
             max_chunk_records: max_chunk_records.map(|n| n as u32),
+            epochs: Vec::new(),
             partitions: super_stream
                 .partitions
                 .iter()
@@ -356,7 +385,9 @@ impl PartitionedLog {
     pub async fn read(&self, request: ReadRequest) -> Result<ReadRecords> {
         validate::stream_name(&request.stream)?;
         let range = request.range(&self.limits)?;
-        let stream = self.broker.super_stream(&request.stream).await?;
+        let stream = self
+            .stream_with(&request.stream, &[request.partition])
+            .await?;
         let index = validate::partition(request.partition, stream.partitions.len(), &stream.name)?;
         let partition = &stream.partitions[index];
         let read = match request.filter {
@@ -533,7 +564,7 @@ impl PartitionedLog {
             StartPosition::Next
         });
         start.check(open.group.as_deref())?;
-        let stream = self.broker.super_stream(&open.stream).await?;
+        let stream = self.stream_with(&open.stream, &open.partitions).await?;
         let partitions =
             validate::partition_selection(&open.partitions, stream.partitions.len(), &stream.name)?;
         let budget = match budget {
@@ -552,6 +583,7 @@ impl PartitionedLog {
             start,
             budget,
             filter: open.filter.map(Arc::new),
+            grows: open.partitions.is_empty(),
         };
         let subscription = self.subscribers.start(stream.clone(), request, member);
         let metrics = crate::telemetry::stream(&stream.name);
@@ -609,10 +641,16 @@ impl PartitionedLog {
         self.groups.reset(&stream, group, &selected, to).await
     }
 
-    /// Committed, first, tail, lag and active member per partition.
+    /// Committed, first, tail, lag, active member and epoch markers per
+    /// partition.
     pub async fn get_offsets(&self, stream: &str, group: &str) -> Result<Vec<PartitionOffsets>> {
         let stream = self.group_stream(stream, group, &[]).await?;
-        self.groups.offsets(&stream, group).await
+        let mut offsets = self.groups.offsets(&stream, group).await?;
+        let history = History::load(&self.broker, &stream).await?;
+        for partition in &mut offsets {
+            partition.epoch_markers = history.markers_of(partition.partition);
+        }
+        Ok(offsets)
     }
 
     /// The group's members on every partition of `stream`, wherever they
@@ -653,9 +691,19 @@ impl PartitionedLog {
     ) -> Result<Arc<SuperStream>> {
         validate::stream_name(stream)?;
         validate::group_name(group)?;
-        let stream = self.broker.super_stream(stream).await?;
+        let stream = self.stream_with(stream, named).await?;
         validate::partition_selection(named, stream.partitions.len(), &stream.name)?;
         Ok(stream)
+    }
+
+    /// The stream, asked of the broker again when the cached one lacks a
+    /// partition of `named` (it may have grown since).
+    async fn stream_with(&self, name: &str, named: &[u32]) -> Result<Arc<SuperStream>> {
+        let stream = self.broker.super_stream(name).await?;
+        if named.iter().all(|&p| p < stream.partition_count()) {
+            return Ok(stream);
+        }
+        self.broker.super_stream_now(name).await
     }
 
     /// Ends every subscription (their calls complete normally) so that a

@@ -3,10 +3,13 @@
 //!
 //! [`Writers`] keeps, per stream published to, a [`StreamWriter`]: the
 //! stream's partitions (the broker's cached [`SuperStream`]), the
-//! round-robin cursor for unkeyed records and the partitions' producers. A
-//! writer lives while its partition list is the broker's: it is replaced
-//! when the list changed, and dropped when the stream was deleted through
-//! this process or the broker reports it gone.
+//! round-robin cursor for unkeyed records and the partitions' producers.
+//! Records are routed over the partition count of the stream's routing
+//! lease ([`RoutingLeases`]), which a resize fences. A writer lives while
+//! its partition list is the broker's: it is replaced when the list changed
+//! (the producers of partitions it keeps carry over, so that a key's
+//! records stay on one producer and in order), and dropped when the stream
+//! was deleted through this process or the broker reports it gone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use tokio::sync::Mutex;
 
+use super::lease::RoutingLeases;
 use crate::broker::producer::{PartitionProducer, Submitted};
 use crate::broker::{Broker, Stored, SuperStream};
 use crate::error::{Kind, Result};
@@ -65,8 +69,8 @@ pub fn producer_name(producer: ProducerId<'_>) -> String {
 }
 
 /// The writers of every stream this process published to.
-#[derive(Default)]
 pub struct Writers {
+    leases: Arc<RoutingLeases>,
     by_stream: std::sync::Mutex<HashMap<String, Arc<StreamWriter>>>,
 }
 
@@ -105,6 +109,13 @@ pub struct StreamWriter {
 }
 
 impl Writers {
+    pub fn new(leases: Arc<RoutingLeases>) -> Writers {
+        Writers {
+            leases,
+            by_stream: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Routes `records` (already validated) and queues them on their
     /// partitions' producers; `producer_id` is the broker's name of their
     /// deduplicating producer ([`producer_name`]). Batches submitted one after the other are
@@ -116,8 +127,9 @@ impl Writers {
         producer_id: Option<&str>,
         records: Vec<NewRecord>,
     ) -> Result<SubmittedBatch> {
-        let writer = self.writer(broker, stream).await?;
-        let count = writer.stream.partition_count();
+        let route = self.leases.route(stream).await?;
+        let count = route.count;
+        let writer = self.writer(route.stream);
 
         // Group by partition, keeping request order within each group.
         let mut groups: Vec<(Vec<usize>, Vec<NewRecord>)> =
@@ -157,23 +169,24 @@ impl Writers {
         })
     }
 
-    /// The stream's writer; a new one when the broker's partition list is
-    /// not the one the cached writer routes by.
-    async fn writer(&self, broker: &Broker, name: &str) -> Result<Arc<StreamWriter>> {
-        // Looked up outside the lock: a slow broker must not stall
-        // publishers of other streams.
-        let stream = broker.super_stream(name).await?;
+    /// The stream's writer; a new one when `stream` (the broker's
+    /// partition list) is not the one the cached writer has.
+    fn writer(&self, stream: Arc<SuperStream>) -> Arc<StreamWriter> {
         let mut writers = lock(&self.by_stream);
-        if let Some(writer) = writers.get(name) {
-            if Arc::ptr_eq(&writer.stream, &stream) {
-                return Ok(writer.clone());
-            }
+        let previous = writers.get(&stream.name);
+        if let Some(writer) = previous.filter(|w| Arc::ptr_eq(&w.stream, &stream)) {
+            return writer.clone();
         }
-        let writer = Arc::new(StreamWriter::new(stream));
-        if let Some(replaced) = writers.insert(name.to_owned(), writer.clone()) {
+        let writer = Arc::new(StreamWriter::new(stream, previous.map(|w| &**w)));
+        if let Some(replaced) = writers.insert(writer.stream.name.clone(), writer.clone()) {
             tokio::spawn(async move { replaced.close().await });
         }
-        Ok(writer)
+        writer
+    }
+
+    /// The routing leases the writers route under.
+    pub fn leases(&self) -> &RoutingLeases {
+        &self.leases
     }
 
     /// Closes the writer of a stream being deleted, after its queued
@@ -269,13 +282,43 @@ impl SubmittedBatch {
 }
 
 impl StreamWriter {
-    fn new(stream: Arc<SuperStream>) -> StreamWriter {
+    /// The writer of `stream`, taking over `previous`'s producers of the
+    /// partitions both have (the same partition streams, in the same
+    /// places).
+    fn new(stream: Arc<SuperStream>, previous: Option<&StreamWriter>) -> StreamWriter {
+        let kept = |index: usize| {
+            previous.filter(|p| {
+                p.stream
+                    .partitions
+                    .get(index)
+                    .is_some_and(|old| old.stream == stream.partitions[index].stream)
+            })
+        };
+        let producers = (0..stream.partitions.len())
+            .map(|index| {
+                let producer = kept(index).and_then(|p| p.producers[index].try_lock().ok()?.take());
+                Mutex::new(producer)
+            })
+            .collect();
+        let named = previous
+            .and_then(|p| p.named.try_lock().ok())
+            .map(|mut named| {
+                let keys: Vec<_> = named
+                    .keys()
+                    .filter(|(_, index)| kept(*index).is_some())
+                    .cloned()
+                    .collect();
+                keys.into_iter()
+                    .filter_map(|key| named.remove(&key).map(|p| (key, p)))
+                    .collect()
+            })
+            .unwrap_or_default();
         StreamWriter {
             metrics: telemetry::stream(&stream.name),
-            producers: stream.partitions.iter().map(|_| Mutex::new(None)).collect(),
+            producers,
             stream,
             round_robin: RoundRobin::default(),
-            named: Mutex::new(HashMap::new()),
+            named: Mutex::new(named),
         }
     }
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::epochs::{split_markers, EpochMarker};
 use super::warm_readers::{Cursor, WarmReaders};
 use crate::broker::bounds::{at_last_chunk, AtLast};
 use crate::broker::{Broker, ChunkReader, Consumer, Partition, ReadFrom};
@@ -53,6 +54,19 @@ pub struct ReadRecords {
     /// Where the next read goes on: after the last record returned, or
     /// with a filter after the records it skipped.
     pub next_offset: u64,
+    /// The epoch markers passed, which are not records.
+    pub markers: Vec<EpochMarker>,
+}
+
+impl ReadRecords {
+    fn new(mut records: Vec<StoredRecord>, next_offset: u64) -> ReadRecords {
+        let markers = split_markers(&mut records);
+        ReadRecords {
+            records,
+            next_offset,
+            markers,
+        }
+    }
 }
 
 /// What a bounded read reads, within the limits.
@@ -154,18 +168,12 @@ pub async fn read(
         if let Err(e) = cursor.reader.ask_next().await {
             tracing::debug!(%e, "a reader is not kept for the next Read");
             cursor.reader.close();
-            return Ok(ReadRecords {
-                records,
-                next_offset: next,
-            });
+            return Ok(ReadRecords::new(records, next));
         }
     }
     cursor.tail_is_current = false;
     warm.park(&partition.stream, next, cursor);
-    Ok(ReadRecords {
-        records,
-        next_offset: next,
-    })
+    Ok(ReadRecords::new(records, next))
 }
 
 /// Reads `range` of `partition`, keeping the records `filter` keeps. The
@@ -241,18 +249,12 @@ async fn scan_filtered(
             if filter.keeps(&record) {
                 bytes += record.payload_bytes();
                 if bytes > range.max_bytes && !records.is_empty() {
-                    return Ok(ReadRecords {
-                        records,
-                        next_offset: passed,
-                    });
+                    return Ok(ReadRecords::new(records, passed));
                 }
                 passed = record.offset + 1;
                 records.push(record);
                 if records.len() == range.max_records {
-                    return Ok(ReadRecords {
-                        records,
-                        next_offset: passed,
-                    });
+                    return Ok(ReadRecords::new(records, passed));
                 }
             } else {
                 passed = record.offset + 1;
@@ -260,10 +262,7 @@ async fn scan_filtered(
         }
         passed = passed.max(chunk.last_offset() + 1);
     }
-    Ok(ReadRecords {
-        records,
-        next_offset: passed,
-    })
+    Ok(ReadRecords::new(records, passed))
 }
 
 /// A new reader for a read from `from`: attached at `Last` to learn where

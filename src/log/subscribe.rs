@@ -35,11 +35,23 @@
 //! the partition to another member — a commit either finished before the
 //! handoff, and the next member starts after it, or is refused.
 //!
+//! Epochs: a task never delivers an epoch marker as a record; it tells the
+//! subscriber where it was ([`SubscriptionEvent::Marker`]). A group member
+//! at its partition's marker waits until the group committed the records
+//! it delivered before it, then commits the marker itself; and it delivers
+//! a record only once the group crossed every growth the record comes
+//! after ([`History::after`]), reading the group's committed offsets of
+//! the old partitions from the broker, so members on every instance hold
+//! to it. A subscription of all partitions grows with the stream: it looks
+//! for new partitions every routing lease (and at once when it passes a
+//! marker) and reads each from its first record.
+//!
 //! Lifetime: the subscription ends when the receiver is dropped (the client
 //! went away) or partlog shuts down: every task notices, unsubscribes and
 //! closes its connection, and the broker hands its partitions to the
 //! group's next member.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +60,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::committed::CommittedOffsets;
+use super::epochs::{crossed, split_markers, EpochMarker, History};
 use super::members::ActiveMembers;
 use super::position::{broker_offset, StartPosition};
 use super::shutdown::Shutdown;
@@ -73,6 +86,10 @@ pub enum SubscriptionEvent {
         /// Their share of the subscription's budget, given back on drop.
         budget: OwnedSemaphorePermit,
     },
+    /// An epoch marker was passed (it is no record).
+    Marker(EpochMarker),
+    /// The subscription reads the partitions of `0` now, which grew.
+    Grown(Arc<SuperStream>),
     Assignment {
         partition: u32,
         state: AssignmentState,
@@ -154,6 +171,9 @@ pub struct SubscribeRequest {
     pub budget: Budget,
     /// Only the records it keeps; `None`: every record.
     pub filter: Option<Arc<RecordFilter>>,
+    /// The request named no partitions: it reads partitions the stream
+    /// grows by too.
+    pub grows: bool,
 }
 
 /// The unit and size of a subscription's buffer.
@@ -206,7 +226,8 @@ impl Subscription {
 
 impl Subscribers {
     /// Starts one task per partition of `request` in `stream`, reading as
-    /// `member`.
+    /// `member`, and for a request of all partitions the watch for new
+    /// ones.
     pub fn start(
         self: &Arc<Self>,
         stream: Arc<SuperStream>,
@@ -215,29 +236,106 @@ impl Subscribers {
     ) -> Subscription {
         // Events are few per chunk: the budget bounds what is buffered.
         let (events, receiver) = mpsc::unbounded_channel();
-        let budget = Arc::new(Semaphore::new(request.budget.permits()));
-        for &index in &request.partitions {
-            let span = tracing::info_span!(
-                "partition",
-                stream = %stream.name,
-                partition = index,
-                member = %member
-            );
-            let task = PartitionTask {
-                subscribers: self.clone(),
-                stream: stream.clone(),
-                index: index as usize,
-                group: request.group.clone(),
-                start: request.start,
-                filter: request.filter.clone(),
-                member: member.clone(),
-                events: events.clone(),
-                budget: budget.clone(),
-                unit: request.budget,
-            };
-            tokio::spawn(task.run().instrument(span));
+        let spawner = Arc::new(Spawner {
+            subscribers: self.clone(),
+            budget: Arc::new(Semaphore::new(request.budget.permits())),
+            known: AtomicU32::new(stream.partition_count()),
+            grown: tokio::sync::Notify::new(),
+            request,
+            member,
+            events,
+        });
+        for &index in &spawner.request.partitions {
+            spawner.spawn(&stream, index, spawner.request.start, self.fallback);
+        }
+        if spawner.request.grows {
+            tokio::spawn(spawner.clone().watch_growth(stream.name.clone()));
         }
         Subscription { events: receiver }
+    }
+}
+
+/// What starts a subscription's partition tasks, also those of partitions
+/// the stream grows by.
+struct Spawner {
+    subscribers: Arc<Subscribers>,
+    request: SubscribeRequest,
+    member: String,
+    events: mpsc::UnboundedSender<Result<SubscriptionEvent>>,
+    budget: Arc<Semaphore>,
+    /// Partitions read (all of the stream's when the subscription grows).
+    known: AtomicU32,
+    /// A task passed a marker: look for new partitions now.
+    grown: tokio::sync::Notify,
+}
+
+impl Spawner {
+    fn spawn(
+        self: &Arc<Self>,
+        stream: &Arc<SuperStream>,
+        index: u32,
+        start: StartPosition,
+        fallback: Fallback,
+    ) {
+        let span = tracing::info_span!(
+            "partition",
+            stream = %stream.name,
+            partition = index,
+            member = %self.member
+        );
+        let task = PartitionTask {
+            subscribers: self.subscribers.clone(),
+            spawner: self.clone(),
+            stream: stream.clone(),
+            index: index as usize,
+            group: self.request.group.clone(),
+            start,
+            fallback,
+            filter: self.request.filter.clone(),
+            member: self.member.clone(),
+            events: self.events.clone(),
+            budget: self.budget.clone(),
+            unit: self.request.budget,
+        };
+        tokio::spawn(task.run().instrument(span));
+    }
+
+    /// Reads the partitions the stream grows by, each from its first record
+    /// (a group's committed offset), until the subscriber leaves.
+    async fn watch_growth(self: Arc<Self>, name: String) {
+        let broker = &self.subscribers.broker;
+        let every = Duration::from_millis(broker.connector().config().routing_lease_ms);
+        loop {
+            tokio::select! {
+                () = self.events.closed() => return,
+                () = self.subscribers.shutdown.wait() => return,
+                () = tokio::time::sleep(every) => {}
+                () = self.grown.notified() => {}
+            }
+            let Ok(stream) = broker.super_stream_now(&name).await else {
+                continue;
+            };
+            let known = self.known.load(Ordering::Acquire);
+            let count = stream.partition_count();
+            if count <= known {
+                continue;
+            }
+            self.known.store(count, Ordering::Release);
+            if self
+                .events
+                .send(Ok(SubscriptionEvent::Grown(stream.clone())))
+                .is_err()
+            {
+                return;
+            }
+            let start = match self.request.start {
+                StartPosition::Committed => StartPosition::Committed,
+                _ => StartPosition::First,
+            };
+            for index in known..count {
+                self.spawn(&stream, index, start, Fallback::First);
+            }
+        }
     }
 }
 
@@ -245,13 +343,20 @@ impl Subscribers {
 /// connection is still open.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 
+/// How often a group member waiting at an epoch barrier looks at the
+/// group's committed offsets again.
+const BARRIER_POLL: Duration = Duration::from_millis(100);
+
 /// One partition of a subscription.
 struct PartitionTask {
     subscribers: Arc<Subscribers>,
+    spawner: Arc<Spawner>,
     stream: Arc<SuperStream>,
     index: usize,
     group: Option<String>,
     start: StartPosition,
+    /// Where `Committed` starts without a commit.
+    fallback: Fallback,
     filter: Option<Arc<RecordFilter>>,
     member: String,
     events: mpsc::UnboundedSender<Result<SubscriptionEvent>>,
@@ -274,6 +379,39 @@ struct Progress {
     held: Option<Hold>,
     /// Offsets below this were delivered already or lie before the start.
     next_offset: u64,
+    /// In a group: the stream's growths as last read from the broker, and
+    /// how many of them the group is known to have crossed.
+    epochs: Option<(Arc<SuperStream>, History)>,
+    crossed: usize,
+}
+
+/// A run of a chunk's records, or the epoch marker after it.
+enum Part {
+    /// Records in offset order, and the offset of the last one read
+    /// (filtered out or not).
+    Records(Vec<StoredRecord>, u64),
+    Marker(EpochMarker),
+}
+
+/// A chunk's records cut at its epoch markers.
+fn parts(mut records: Vec<StoredRecord>) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut markers = split_markers(&mut records).into_iter().peekable();
+    let mut records = records.into_iter().peekable();
+    loop {
+        let before = markers.peek().map_or(u64::MAX, |m| m.offset);
+        let mut run = Vec::new();
+        while let Some(record) = records.next_if(|r| r.offset < before) {
+            run.push(record);
+        }
+        if let Some(last) = run.last().map(|r| r.offset) {
+            parts.push(Part::Records(run, last));
+        }
+        match markers.next() {
+            Some(marker) => parts.push(Part::Marker(marker)),
+            None => return parts,
+        }
+    }
 }
 
 impl PartitionTask {
@@ -352,7 +490,7 @@ impl PartitionTask {
                 let next = last.saturating_add(1);
                 (ReadFrom::Offset(next), Some(next))
             }
-            None => broker_offset(self.start, None, self.subscribers.fallback),
+            None => broker_offset(self.start, None, self.fallback),
         };
         let reader = self
             .subscribers
@@ -430,10 +568,10 @@ impl PartitionTask {
         }
     }
 
-    /// Hands a chunk's records to the subscriber, within the budget.
-    /// False when it is gone. A group member waiting for room reads the
-    /// broker's consumer updates meanwhile: stepped down, it drops the
-    /// chunk.
+    /// Hands a chunk's records to the subscriber, within the budget, and
+    /// passes its epoch markers. False when the subscriber is gone. A group
+    /// member waiting for room or at an epoch barrier reads the broker's
+    /// consumer updates meanwhile: stepped down, it drops the chunk.
     async fn deliver(
         &self,
         reader: &mut ChunkReader,
@@ -447,11 +585,44 @@ impl PartitionTask {
         }
         let partition = self.partition();
         partition.saw_record(chunk.last_offset());
-        let mut records: Vec<StoredRecord> =
-            chunk.records(partition, progress.next_offset)?.collect();
-        let Some(last_read) = records.last().map(|r| r.offset) else {
+        let records: Vec<StoredRecord> = chunk.records(partition, progress.next_offset)?.collect();
+        for part in parts(records) {
+            let delivering = match part {
+                Part::Records(records, last_read) => {
+                    self.deliver_records(reader, records, last_read, progress)
+                        .await?
+                }
+                Part::Marker(marker) => self.pass_marker(reader, marker, progress).await?,
+            };
+            if !delivering {
+                return Ok(false);
+            }
+            if self.group.is_some() && progress.held.is_none() {
+                return Ok(true);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Hands a run of records (up to `last_read`) to the subscriber.
+    async fn deliver_records(
+        &self,
+        reader: &mut ChunkReader,
+        mut records: Vec<StoredRecord>,
+        last_read: u64,
+        progress: &mut Progress,
+    ) -> Result<bool> {
+        let Some(first) = records.first().map(|r| r.offset) else {
             return Ok(true);
         };
+        if self.group.is_some() {
+            if !self.cross_epochs(reader, first, progress).await? {
+                return Ok(false);
+            }
+            if progress.held.is_none() {
+                return Ok(true);
+            }
+        }
         if let Some(filter) = &self.filter {
             records.retain(|record| filter.keeps(record));
         }
@@ -483,7 +654,7 @@ impl PartitionTask {
             }
         };
         let event = SubscriptionEvent::Records {
-            partition: partition.index,
+            partition: self.partition().index,
             records,
             skipped_to,
             budget,
@@ -494,6 +665,166 @@ impl PartitionTask {
         progress.next_offset = last_read.saturating_add(1);
         progress.delivered = Some(last_read);
         Ok(true)
+    }
+
+    /// Tells the subscriber of an epoch marker and makes the subscription
+    /// look for the partitions it added. A group member then waits until
+    /// the group committed what it delivered before the marker, and
+    /// commits the marker.
+    async fn pass_marker(
+        &self,
+        reader: &mut ChunkReader,
+        marker: EpochMarker,
+        progress: &mut Progress,
+    ) -> Result<bool> {
+        self.spawner.grown.notify_one();
+        if !self.send(SubscriptionEvent::Marker(marker)).await {
+            return Ok(false);
+        }
+        let delivered_before = progress.delivered;
+        progress.next_offset = marker.offset.saturating_add(1);
+        progress.delivered = Some(marker.offset);
+        let Some(group) = &self.group else {
+            return Ok(true);
+        };
+        let _waiting = EpochWait::new(&self.stream.name, group);
+        // The group's commits of what was delivered before the marker.
+        if let Some(delivered) = delivered_before {
+            while self.committed(self.partition()).await? < Some(delivered) {
+                if !self.pause(reader, progress).await? {
+                    return Ok(false);
+                }
+                if progress.held.is_none() {
+                    return Ok(true);
+                }
+            }
+        }
+        // The marker as recorded (a resize repeated may have appended two).
+        let recorded = loop {
+            let (_, history) = self.epochs(progress, true).await?;
+            let recorded = history
+                .growth_to(marker.change.to)
+                .and_then(|epoch| epoch.markers.get(self.index).copied());
+            if let Some(recorded) = recorded {
+                break recorded;
+            }
+            if !self.pause(reader, progress).await? {
+                return Ok(false);
+            }
+            if progress.held.is_none() {
+                return Ok(true);
+            }
+        };
+        self.commit_marker(recorded.max(marker.offset), progress)
+            .await?;
+        Ok(true)
+    }
+
+    /// Waits until the group crossed every growth a record of this
+    /// partition at `offset` comes after. False when the subscriber is
+    /// gone; a step-down leaves `progress.held` empty.
+    async fn cross_epochs(
+        &self,
+        reader: &mut ChunkReader,
+        offset: u64,
+        progress: &mut Progress,
+    ) -> Result<bool> {
+        let index = self.partition().index;
+        let mut reload = false;
+        let mut waiting = None;
+        loop {
+            let (stream, history) = self.epochs(progress, reload).await?;
+            if history.covers(index) {
+                let need = history.after(index, offset);
+                if progress.crossed >= need {
+                    return Ok(true);
+                }
+                let epoch = history.epochs[progress.crossed].clone();
+                if index < epoch.from {
+                    // Read past the partition's marker without passing it:
+                    // the member started after it.
+                    let marker = epoch.markers[self.index];
+                    if self.committed(self.partition()).await? < Some(marker) {
+                        self.commit_marker(marker, progress).await?;
+                    }
+                }
+                let mut committed = Vec::with_capacity(epoch.markers.len());
+                for partition in stream.partitions.iter().take(epoch.from as usize) {
+                    committed.push(self.committed(partition).await?);
+                }
+                if crossed(&epoch, &committed) {
+                    progress.crossed += 1;
+                    continue;
+                }
+            }
+            // Not there yet: a partition being added, or a group still
+            // committing old records.
+            if waiting.is_none() {
+                let group = self.group.as_deref().unwrap_or_default();
+                waiting = Some(EpochWait::new(&self.stream.name, group));
+            }
+            if !self.pause(reader, progress).await? {
+                return Ok(false);
+            }
+            if progress.held.is_none() {
+                return Ok(true);
+            }
+            reload = true;
+        }
+    }
+
+    /// The stream's growths, read from the broker when `reload` or never
+    /// read before.
+    async fn epochs(
+        &self,
+        progress: &mut Progress,
+        reload: bool,
+    ) -> Result<(Arc<SuperStream>, History)> {
+        if reload || progress.epochs.is_none() {
+            let broker = &self.subscribers.broker;
+            let stream = broker.super_stream_now(&self.stream.name).await?;
+            let history = History::load(broker, &stream).await?;
+            progress.epochs = Some((stream, history));
+        }
+        progress
+            .epochs
+            .clone()
+            .ok_or_else(|| Error::new(Reason::Internal, "the epochs were not read"))
+    }
+
+    /// The group's committed offset in `partition`.
+    async fn committed(&self, partition: &Partition) -> Result<Option<u64>> {
+        let group = self.group.as_deref().unwrap_or_default();
+        let committed = &self.subscribers.committed;
+        Ok(committed
+            .get(&self.stream.name, group, partition)
+            .await?
+            .offset)
+    }
+
+    /// Commits this partition's epoch marker at `offset` for the group.
+    async fn commit_marker(&self, offset: u64, progress: &Progress) -> Result<()> {
+        let (Some(group), Some(hold)) = (&self.group, &progress.held) else {
+            return Ok(());
+        };
+        let index = self.partition().index;
+        let committed = &self.subscribers.committed;
+        hold.run(index, committed.commit(&self.stream, group, index, offset))
+            .await
+            .map(drop)
+    }
+
+    /// Waits a moment at an epoch barrier, reading the broker's consumer
+    /// updates meanwhile. False when the subscriber is gone.
+    async fn pause(&self, reader: &mut ChunkReader, progress: &mut Progress) -> Result<bool> {
+        tokio::select! {
+            () = tokio::time::sleep(BARRIER_POLL) => Ok(true),
+            () = self.ended() => Ok(false),
+            update = reader.next_held() => {
+                let (active, correlation_id) = update?;
+                self.consumer_update(reader, active, correlation_id, progress).await
+            }
+        }
     }
 
     /// The broker made this group member active (it answers where to
@@ -533,10 +864,11 @@ impl PartitionTask {
             }
             _ => None,
         };
-        let (spec, start) = broker_offset(self.start, committed, self.subscribers.fallback);
+        let (spec, start) = broker_offset(self.start, committed, self.fallback);
         reader.answer_update(correlation_id, spec).await?;
         tracing::debug!(?start, "active");
         progress.next_offset = start.unwrap_or(0);
+        progress.delivered = None;
         let hold = Hold::new();
         progress.held = Some(hold.clone());
         self.set_active_member(true);
@@ -606,5 +938,28 @@ impl PartitionTask {
             () = self.events.closed() => {}
             () = self.subscribers.shutdown.wait() => {}
         }
+    }
+}
+
+/// A group member waiting at an epoch barrier, counted in
+/// `partlog_group_epoch_waits` while it lives.
+struct EpochWait {
+    stream: String,
+    group: String,
+}
+
+impl EpochWait {
+    fn new(stream: &str, group: &str) -> EpochWait {
+        crate::telemetry::group_epoch_wait(stream, group, 1);
+        EpochWait {
+            stream: stream.to_owned(),
+            group: group.to_owned(),
+        }
+    }
+}
+
+impl Drop for EpochWait {
+    fn drop(&mut self) {
+        crate::telemetry::group_epoch_wait(&self.stream, &self.group, -1);
     }
 }

@@ -40,9 +40,12 @@ impl RecordFilter {
         self.include_unfiltered
     }
 
-    /// Whether the reader wants `record`.
+    /// Whether the reader wants `record`. Epoch markers are kept: every
+    /// reader is told where they are.
     pub fn keeps(&self, record: &StoredRecord) -> bool {
-        if record.filter.is_empty() {
+        if record.filter == super::EPOCH_PROPERTY {
+            record.epoch_marker().is_some()
+        } else if record.filter.is_empty() {
             self.include_unfiltered
         } else {
             self.values.contains(&record.filter)

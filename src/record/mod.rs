@@ -10,6 +10,11 @@
 //! | headers     | application properties, string values             |
 //! | filter      | application property `partlog.filter` (string), and the message's filter value in the publish frame, only when set |
 //!
+//! An *epoch marker* (see [`crate::log`]'s resizing) is a message with an
+//! empty body, the application property `partlog.epoch` = `"N>M"` (the
+//! partition counts before and after a growth) and the filter value
+//! `partlog.epoch`, so that filtered readers receive its chunk too.
+//!
 //! Reading a message that a native producer wrote, the value is its `data`
 //! section (or an `amqp-value` body holding a string or binary), the key is
 //! its `partlog.key` property if present, the filter its `partlog.filter`
@@ -36,6 +41,27 @@ use bytes::Bytes;
 pub const KEY_PROPERTY: &str = "partlog.key";
 /// Application property that carries the record's filter value.
 pub const FILTER_PROPERTY: &str = "partlog.filter";
+/// Application property of an epoch marker, `"N>M"`; also its filter
+/// value, which every filtered reader asks the broker for.
+pub const EPOCH_PROPERTY: &str = "partlog.epoch";
+
+/// A growth of a stream from `from` to `to` partitions, as an epoch
+/// marker names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochChange {
+    pub from: u32,
+    pub to: u32,
+}
+
+impl EpochChange {
+    fn parse(text: &str) -> Option<EpochChange> {
+        let (from, to) = text.split_once('>')?;
+        Some(EpochChange {
+            from: from.parse().ok()?,
+            to: to.parse().ok()?,
+        })
+    }
+}
 
 /// Bytes of a record's key, value, filter and header names and values:
 /// what partlog's size limits count, written and read alike.
@@ -68,6 +94,18 @@ pub struct NewRecord {
 }
 
 impl NewRecord {
+    /// The epoch marker of a growth (see [`EPOCH_PROPERTY`]).
+    pub fn epoch_marker(change: EpochChange) -> NewRecord {
+        NewRecord {
+            headers: BTreeMap::from([(
+                EPOCH_PROPERTY.to_owned(),
+                format!("{}>{}", change.from, change.to),
+            )]),
+            filter: Some(EPOCH_PROPERTY.to_owned()),
+            ..NewRecord::default()
+        }
+    }
+
     /// Bytes the record contributes to a batch's size limit.
     pub fn size(&self) -> u64 {
         let filter = self.filter.as_deref().unwrap_or_default();
@@ -112,6 +150,16 @@ pub struct StoredRecord {
 }
 
 impl StoredRecord {
+    /// The growth this record marks, when it is an epoch marker.
+    pub fn epoch_marker(&self) -> Option<EpochChange> {
+        if self.filter != EPOCH_PROPERTY {
+            return None;
+        }
+        self.headers
+            .get(EPOCH_PROPERTY)
+            .and_then(|text| EpochChange::parse(text))
+    }
+
     /// Bytes of key, value and headers: what a Read's size limit counts.
     pub fn payload_bytes(&self) -> usize {
         payload_size(&self.key, &self.value, &self.filter, &self.headers)
@@ -162,6 +210,20 @@ mod tests {
             assert_eq!(stored.value, bytes);
             assert!(stored.key.is_empty() && stored.headers.is_empty());
         }
+    }
+
+    #[test]
+    fn an_epoch_marker_reads_back_as_one() {
+        let change = EpochChange { from: 3, to: 5 };
+        let encoded = NewRecord::epoch_marker(change).encode();
+        let mut message = encoded.head;
+        message.extend_from_slice(&encoded.value);
+        let stored = StoredRecord::decode(message.into(), 1, 7, 0);
+        assert_eq!(stored.epoch_marker(), Some(change));
+        // A record that merely names the property is none.
+        let mut plain = stored.clone();
+        plain.filter = String::new();
+        assert_eq!(plain.epoch_marker(), None);
     }
 
     #[test]

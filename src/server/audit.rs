@@ -1,5 +1,5 @@
 //! The audit log: one line per administrative or data-changing call —
-//! CreateStream, DeleteStream, Commit, ResetOffsets, whatever their
+//! CreateStream, DeleteStream, ResizeStream, Commit, ResetOffsets, whatever their
 //! outcome — and per security event: a call refused (UNAUTHENTICATED,
 //! PERMISSION_DENIED), an open call revoked, a reload of the principals
 //! file or the certificates. Each line names the action, the principal

@@ -9,9 +9,9 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::broker::{Stored, StreamSettings};
 use crate::error::{Error, Kind, Reason};
 use crate::log::{
-    Appended, AssignmentState, ClientInput, ConsumeEvent, ConsumeOpen, Credit, ListStreams,
-    OffsetSource, Output, PartitionDescription, PartitionMembers, PartitionOffsets, Source,
-    StartPosition, StreamDescription, StreamPage,
+    Appended, AssignmentState, ClientInput, ConsumeEvent, ConsumeOpen, Credit, EpochMarker,
+    ListStreams, OffsetSource, Output, PartitionDescription, PartitionMembers, PartitionOffsets,
+    Source, StartPosition, StreamDescription, StreamPage,
 };
 use crate::offsets::Committed;
 use crate::proto;
@@ -221,10 +221,16 @@ pub fn record(record: StoredRecord) -> proto::Record {
         value: record.value,
         headers: record.headers.into_iter().collect(),
         filter: record.filter,
-        timestamp: Some(prost_types::Timestamp {
-            seconds: record.timestamp_ms.div_euclid(1000),
-            nanos: (record.timestamp_ms.rem_euclid(1000) * 1_000_000) as i32,
-        }),
+        timestamp: Some(timestamp(record.timestamp_ms)),
+    }
+}
+
+/// Milliseconds since the Unix epoch as a protobuf timestamp.
+fn timestamp(ms: impl Into<i128>) -> prost_types::Timestamp {
+    let ms: i128 = ms.into();
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000) as i64,
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
     }
 }
 
@@ -294,6 +300,7 @@ pub fn subscribe_responses(event: ConsumeEvent) -> Vec<proto::SubscribeResponse>
             partition,
             next_offset,
         }))],
+        ConsumeEvent::EpochMarker(marker) => vec![wrap(Event::EpochMarker(epoch_marker(marker)))],
         // A Subscribe session takes no commits.
         ConsumeEvent::CommitAck { .. } => Vec::new(),
     }
@@ -324,6 +331,7 @@ pub fn consume_responses(event: ConsumeEvent) -> Vec<proto::ConsumeResponse> {
             partition,
             next_offset,
         }))],
+        ConsumeEvent::EpochMarker(marker) => vec![wrap(Event::EpochMarker(epoch_marker(marker)))],
         ConsumeEvent::CommitAck {
             partition,
             offset,
@@ -453,6 +461,16 @@ pub fn partition_offsets(row: PartitionOffsets) -> proto::PartitionOffsets {
         tail: row.tail,
         lag: row.lag,
         active_member: row.active_member.unwrap_or_default(),
+        epoch_markers: row.epoch_markers,
+    }
+}
+
+pub fn epoch_marker(marker: EpochMarker) -> proto::EpochMarker {
+    proto::EpochMarker {
+        partition: marker.partition,
+        offset: marker.offset,
+        from_partitions: marker.change.from,
+        to_partitions: marker.change.to,
     }
 }
 
@@ -498,6 +516,16 @@ pub fn stream_description(description: StreamDescription) -> proto::StreamDescri
             .map(partition_description)
             .collect(),
         max_chunk_records: description.max_chunk_records,
+        epochs: description
+            .epochs
+            .into_iter()
+            .map(|epoch| proto::Epoch {
+                from_partitions: epoch.from,
+                to_partitions: epoch.to,
+                resized_at: Some(timestamp(epoch.at_ms)),
+                marker_offsets: epoch.markers,
+            })
+            .collect(),
     }
 }
 

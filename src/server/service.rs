@@ -69,6 +69,25 @@ impl PartLog for PartLogService {
         audit.record(Resource::Stream(&stream), deleted)
     }
 
+    async fn resize_stream(
+        &self,
+        request: Request<proto::ResizeStreamRequest>,
+    ) -> Result<Response<proto::ResizeStreamResponse>, Status> {
+        let audit = Audit::of("ResizeStream", &request)?;
+        let request = request.into_inner();
+        let resized = self
+            .log
+            .resize_stream(&request.stream, request.partitions)
+            .await
+            .map_err(status)
+            .map(|description| {
+                Response::new(proto::ResizeStreamResponse {
+                    stream: Some(convert::stream_description(description)),
+                })
+            });
+        audit.record(Resource::Stream(&request.stream), resized)
+    }
+
     async fn describe_stream(
         &self,
         request: Request<proto::DescribeStreamRequest>,
@@ -229,6 +248,11 @@ impl PartLog for PartLogService {
         Ok(Response::new(proto::ReadResponse {
             records: read.records.into_iter().map(convert::record).collect(),
             next_offset: read.next_offset,
+            markers: read
+                .markers
+                .into_iter()
+                .map(convert::epoch_marker)
+                .collect(),
         }))
     }
 

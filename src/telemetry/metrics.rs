@@ -104,6 +104,8 @@ pub(crate) struct Metrics {
     subscription_reconnects: Family<StreamLabel, Counter>,
     chunks_unreadable: Family<StreamLabel, Counter>,
     producer_recreations: Family<StreamLabel, Counter>,
+    stream_resizes: Family<StreamLabel, Counter>,
+    group_epoch_waits: Family<GroupLabels, Gauge>,
     reads_resumed: Family<StreamLabel, Counter>,
     chunks_received: Family<StreamLabel, Counter>,
     chunk_bytes_received: Family<StreamLabel, Counter>,
@@ -156,6 +158,8 @@ impl Metrics {
             subscription_reconnects: Family::default(),
             chunks_unreadable: Family::default(),
             producer_recreations: Family::default(),
+            stream_resizes: Family::default(),
+            group_epoch_waits: Family::default(),
             reads_resumed: Family::default(),
             chunks_received: Family::default(),
             chunk_bytes_received: Family::default(),
@@ -259,6 +263,17 @@ impl Metrics {
             "producer_recreations",
             "Partition producers opened again after theirs broke",
             m.producer_recreations.clone(),
+        );
+        r.register(
+            "stream_resizes",
+            "Resizes of the stream this instance finished (ResizeStream)",
+            m.stream_resizes.clone(),
+        );
+        r.register(
+            "group_epoch_waits",
+            "Partitions whose group member on this instance waits for the group to cross an \
+             epoch (commit every old partition up to its marker)",
+            m.group_epoch_waits.clone(),
         );
         r.register(
             "reads_resumed",
@@ -381,6 +396,7 @@ impl Metrics {
             reconnects: self.subscription_reconnects.get_or_create_owned(&label),
             unreadable: self.chunks_unreadable.get_or_create_owned(&label),
             recreations: self.producer_recreations.get_or_create_owned(&label),
+            resizes: self.stream_resizes.get_or_create_owned(&label),
             resumed: self.reads_resumed.get_or_create_owned(&label),
             chunks_received: self.chunks_received.get_or_create_owned(&label),
             chunk_bytes_received: self.chunk_bytes_received.get_or_create_owned(&label),
@@ -422,6 +438,7 @@ impl Metrics {
             &self.subscription_reconnects,
             &self.chunks_unreadable,
             &self.producer_recreations,
+            &self.stream_resizes,
             &self.reads_resumed,
             &self.chunks_received,
             &self.chunk_bytes_received,
@@ -478,6 +495,19 @@ impl Metrics {
             } else {
                 family.get_or_create(&label).set(value as i64);
             }
+        }
+    }
+
+    /// A member of `group` here began (`delta` 1) or ended (-1) waiting
+    /// for the group to cross an epoch; the series goes at 0.
+    pub fn group_epoch_wait(&self, stream: &str, group: &str, delta: i64) {
+        let label = GroupLabels {
+            stream: stream.to_owned(),
+            group: group.to_owned(),
+        };
+        let waiting = self.group_epoch_waits.get_or_create(&label).inc_by(delta) + delta;
+        if waiting <= 0 {
+            self.group_epoch_waits.remove(&label);
         }
     }
 
@@ -612,6 +642,7 @@ pub(crate) struct StreamMetrics {
     reconnects: Counter,
     unreadable: Counter,
     recreations: Counter,
+    resizes: Counter,
     resumed: Counter,
     chunks_received: Counter,
     chunk_bytes_received: Counter,
@@ -650,6 +681,11 @@ impl StreamMetrics {
 
     pub fn producer_recreated(&self) {
         self.recreations.inc();
+    }
+
+    /// A resize of the stream finished here.
+    pub fn resized(&self) {
+        self.resizes.inc();
     }
 
     /// A Read went on with the reader kept from the call before.

@@ -114,6 +114,12 @@ pub(crate) fn group_members(stream: &str, group: &str, members: usize, partition
     metrics().group_members(stream, group, members, partitions);
 }
 
+/// A member of `group` on `stream` began (`delta` 1) or ended (-1)
+/// waiting at an epoch barrier.
+pub(crate) fn group_epoch_wait(stream: &str, group: &str, delta: i64) {
+    metrics().group_epoch_wait(stream, group, delta);
+}
+
 /// Times an offset store flush.
 pub(crate) fn offset_store_flushed(started: Instant) {
     metrics().offset_store_flushed(started.elapsed());

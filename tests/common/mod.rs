@@ -9,6 +9,7 @@
 
 pub mod principals;
 pub mod python;
+pub mod resize;
 pub mod webdriver;
 
 use std::collections::{BTreeSet, HashMap};
@@ -641,7 +642,7 @@ impl MemberEvents {
             .into_iter()
             .filter_map(|e| match e {
                 Event::Record(r) => Some(r.value.to_vec()),
-                Event::Assignment(_) | Event::Skipped(_) => None,
+                Event::Assignment(_) | Event::Skipped(_) | Event::EpochMarker(_) => None,
             })
             .collect()
     }
@@ -675,6 +676,20 @@ pub async fn stop_task<T>(task: tokio::task::JoinHandle<T>) -> Option<T> {
         Ok(output) => Some(output),
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => None,
+    }
+}
+
+/// Waits up to `within` for a task the test told to stop, then stops it
+/// (see [`stop_task`]).
+pub async fn stop_task_after<T>(
+    mut task: tokio::task::JoinHandle<T>,
+    within: Duration,
+) -> Option<T> {
+    match tokio::time::timeout(within, &mut task).await {
+        Ok(Ok(output)) => Some(output),
+        Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Ok(Err(_)) => None,
+        Err(_) => stop_task(task).await,
     }
 }
 
@@ -730,6 +745,14 @@ pub fn assignment_view(
                 "#{i}: skipped {}@{} without a filter",
                 skipped.partition, skipped.next_offset
             )),
+            Event::EpochMarker(marker) => {
+                if !held.contains(&marker.partition) {
+                    problems.push(format!(
+                        "#{i}: epoch marker {}@{} of a partition not held",
+                        marker.partition, marker.offset
+                    ));
+                }
+            }
         }
     }
     (held, problems)

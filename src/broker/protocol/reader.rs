@@ -446,7 +446,10 @@ fn subscription_properties(
         properties.push((MEMBER_PROPERTY.into(), member));
     }
     if let Some(filter) = filter {
-        for (index, value) in filter.values().enumerate() {
+        // Epoch markers carry their own filter value: every filtered
+        // reader gets the chunks that hold one.
+        let values = filter.values().chain([crate::record::EPOCH_PROPERTY]);
+        for (index, value) in values.enumerate() {
             properties.push((format!("filter.{index}"), value));
         }
         let unfiltered = if filter.include_unfiltered() {
@@ -936,13 +939,18 @@ mod tests {
                 pair("partlog.member", "localhost:50051#7"),
                 pair("filter.0", "eu"),
                 pair("filter.1", "us"),
+                pair("filter.2", "partlog.epoch"),
                 pair("match-unfiltered", "true"),
             ]
         );
         let strict = RecordFilter::new(["eu".to_string()].into(), false);
         assert_eq!(
             properties(Consumer::Alone, Some(&strict)),
-            [pair("filter.0", "eu"), pair("match-unfiltered", "false")]
+            [
+                pair("filter.0", "eu"),
+                pair("filter.1", "partlog.epoch"),
+                pair("match-unfiltered", "false")
+            ]
         );
     }
 

@@ -38,7 +38,7 @@ use subtle::ConstantTimeEq;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Permission {
-    /// CreateStream, DeleteStream.
+    /// CreateStream, DeleteStream, ResizeStream.
     Admin,
     /// Publish, PublishStream.
     Write,

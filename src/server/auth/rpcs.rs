@@ -3,7 +3,7 @@
 //!
 //! | RPC | needs |
 //! |---|---|
-//! | CreateStream, DeleteStream | `admin` on the stream |
+//! | CreateStream, DeleteStream, ResizeStream | `admin` on the stream |
 //! | DescribeStream | `read`, `write` or `admin` on the stream |
 //! | ListStreams | nothing; it lists the streams the caller has `read`, `write` or `admin` on |
 //! | Publish, PublishStream (each message) | `write` on the stream; with a source's commit_offset also `group` on the source's group |
@@ -79,6 +79,12 @@ impl Protected for proto::CreateStreamRequest {
 }
 
 impl Protected for proto::DeleteStreamRequest {
+    fn needs(&self) -> Vec<Need<'_>> {
+        vec![on_stream(ADMIN, &self.stream)]
+    }
+}
+
+impl Protected for proto::ResizeStreamRequest {
     fn needs(&self) -> Vec<Need<'_>> {
         vec![on_stream(ADMIN, &self.stream)]
     }
