@@ -189,6 +189,10 @@ reasons! {
     /// The stream is being resized and routes no records until its new
     /// partitions are in use (about two routing leases).
     StreamResizing = "STREAM_RESIZING", Unavailable, Some(500);
+    /// Records were routed under a routing lease that ran out before they
+    /// reached their partition's producer (a slow broker); nothing was
+    /// written: retry at once.
+    RoutingLeaseLapsed = "ROUTING_LEASE_LAPSED", Unavailable, Some(0);
 
     // DATA_LOSS
     /// Records the broker delivered cannot be read: a chunk that fails its

@@ -232,6 +232,29 @@ impl Printer {
         self.write_line(&format_line(cells, &stream_widths::<R>()))
     }
 
+    /// Where an epoch marker sits among a partition's records (a note in
+    /// the records' table, or a JSON line of its own).
+    pub fn epoch_marker(&mut self, marker: &proto::EpochMarker) -> io::Result<()> {
+        #[derive(Serialize)]
+        struct EpochMarkerLine {
+            partition: u32,
+            epoch_marker: u64,
+            from_partitions: u32,
+            to_partitions: u32,
+        }
+        let line = EpochMarkerLine {
+            partition: marker.partition,
+            epoch_marker: marker.offset,
+            from_partitions: marker.from_partitions,
+            to_partitions: marker.to_partitions,
+        };
+        let text = format!(
+            "epoch marker at offset {}: {} -> {} partitions",
+            marker.offset, marker.from_partitions, marker.to_partitions
+        );
+        self.note::<RecordRow, _>(&[marker.partition.to_string(), text], &line)
+    }
+
     /// A one-line message, or its JSON form.
     pub fn message<J: Serialize>(&mut self, human: &str, json: &J) -> io::Result<()> {
         if self.json {

@@ -40,13 +40,21 @@ pub async fn run(args: ReadArgs, common: &Common) -> Result<()> {
             })
             .await?
             .into_inner();
-        if answer.records.is_empty() {
+        if answer.records.is_empty() && answer.markers.is_empty() {
             break;
         }
         remaining = remaining.saturating_sub(answer.records.len() as u64);
         offset = answer.next_offset;
+        // Markers where they sit among the records.
+        let mut markers = answer.markers.into_iter().peekable();
         for record in answer.records {
+            while let Some(marker) = markers.next_if(|m| m.offset < record.offset) {
+                printer.epoch_marker(&marker)?;
+            }
             printer.row(&RecordRow::new(record, args.values.values))?;
+        }
+        for marker in markers {
+            printer.epoch_marker(&marker)?;
         }
     }
     Ok(())

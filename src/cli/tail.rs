@@ -25,15 +25,6 @@ struct AssignmentLine {
     next_offset: Option<u64>,
 }
 
-/// An epoch marker as `--json` prints it.
-#[derive(Serialize)]
-struct EpochMarkerLine {
-    partition: u32,
-    epoch_marker: u64,
-    from_partitions: u32,
-    to_partitions: u32,
-}
-
 fn assignment_line(assignment: &proto::Assignment) -> AssignmentLine {
     let state = match AssignmentState::try_from(assignment.state) {
         Ok(AssignmentState::Active) => "ACTIVE",
@@ -117,19 +108,7 @@ pub async fn run(args: TailArgs, common: &Common) -> Result<()> {
                         committer.processed(skipped.partition, last);
                     }
                 }
-                Some(Event::EpochMarker(marker)) => {
-                    let line = EpochMarkerLine {
-                        partition: marker.partition,
-                        epoch_marker: marker.offset,
-                        from_partitions: marker.from_partitions,
-                        to_partitions: marker.to_partitions,
-                    };
-                    let text = format!(
-                        "epoch marker at offset {}: {} -> {} partitions",
-                        marker.offset, marker.from_partitions, marker.to_partitions
-                    );
-                    printer.note::<RecordRow, _>(&[marker.partition.to_string(), text], &line)?;
-                }
+                Some(Event::EpochMarker(marker)) => printer.epoch_marker(&marker)?,
                 Some(Event::Assignment(assignment)) => {
                     let line = assignment_line(&assignment);
                     let state = match line.next_offset {

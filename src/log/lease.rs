@@ -67,6 +67,27 @@ pub struct Route {
     /// The partitions records are routed over: the first `count` of
     /// `stream`'s.
     pub count: u32,
+    /// Records routed so must be handed to their producers before this.
+    pub usable_until: Instant,
+}
+
+impl Route {
+    /// UNAVAILABLE once the lease the records were routed under ran out
+    /// (their producer took that long to open): a resize may have fenced
+    /// the count since; retrying routes them again.
+    pub fn check(&self) -> Result<()> {
+        if Instant::now() < self.usable_until {
+            return Ok(());
+        }
+        Err(Error::new(
+            Reason::RoutingLeaseLapsed,
+            format!(
+                "the routing lease of stream {:?} ran out before the records reached their \
+                 partition's producer (the broker was slow to open it); retry",
+                self.stream.name
+            ),
+        ))
+    }
 }
 
 impl RoutingLeases {
@@ -97,6 +118,7 @@ impl RoutingLeases {
                 }
                 if let Some(count) = lease.count {
                     return Ok(Route {
+                        usable_until: lease.usable_until(self.lease),
                         stream: lease.stream,
                         count,
                     });

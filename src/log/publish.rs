@@ -129,7 +129,7 @@ impl Writers {
     ) -> Result<SubmittedBatch> {
         let route = self.leases.route(stream).await?;
         let count = route.count;
-        let writer = self.writer(route.stream);
+        let writer = self.writer(route.stream.clone());
 
         // Group by partition, keeping request order within each group.
         let mut groups: Vec<(Vec<usize>, Vec<NewRecord>)> =
@@ -156,7 +156,8 @@ impl Writers {
             if indexes.is_empty() {
                 continue;
             }
-            let part = match writer.producer(broker, partition, producer_id).await {
+            let producer = writer.producer(broker, partition, producer_id).await;
+            let part = match producer.and_then(|p| route.check().map(|()| p)) {
                 Ok(producer) => Ok((Instant::now(), producer.submit(records).await)),
                 Err(e) => Err(e),
             };
