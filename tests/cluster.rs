@@ -5,19 +5,21 @@
 //! resume within 15 s without losing an acknowledged record, and a group of
 //! two members on two partlog instances carries on: each member is told
 //! INACTIVE and ACTIVE as the broker moves partitions, and in the end each
-//! partition has exactly one member that knows it holds it.
+//! partition has exactly one member that knows it holds it. A stream grows
+//! while a node is killed, keeping every key's order.
 
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use common::resize::{native_routing_agrees, Workload};
 use common::{
     assert_one_holder_each, broker_script, read_all, unique_stream, IdempotentPublisher,
     MemberEvents, Partlog,
 };
 use partlog::proto::subscribe_response::Event;
-use partlog::proto::{AssignmentState, CreateStreamRequest};
+use partlog::proto::{AssignmentState, CreateStreamRequest, ResizeStreamRequest};
 use partlog::routing::partition_for_key;
 
 /// Stream ports of the cluster's nodes.
@@ -387,3 +389,113 @@ async fn a_killed_leader_node_leaves_a_bounded_double_active_window() {
 /// connection to the dead leader breaks; what remains is the broker's
 /// activation of the next member before the first heard anything.
 const DOUBLE_ACTIVE_BOUND: Duration = Duration::from_secs(1);
+
+/// The stream grows from 3 to 5 partitions while the node leading
+/// partition 0 is killed (SIGKILL) in the middle of the resize's fence,
+/// under publishers and a group on two partlog instances (the workload of
+/// `tests/resize.rs`). The resize that the node loss cut short is repeated
+/// until it finishes, as a client would; every key's records reach the
+/// group in order, none acknowledged is lost, native routing agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resize_during_a_node_kill_keeps_each_keys_order() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let stream = unique_stream("grow-kill");
+    let description = Partlog::start()
+        .await
+        .client()
+        .await
+        .create_stream(CreateStreamRequest {
+            stream: stream.clone(),
+            partitions: 3,
+            replicas: Some(3),
+            ..Default::default()
+        })
+        .await
+        .expect("create with 3 replicas")
+        .into_inner()
+        .stream
+        .unwrap();
+    let victim = &description.partitions[0];
+    let (_, victim_port) = victim.leader.rsplit_once(':').unwrap();
+    let survivor = NODE_PORTS
+        .iter()
+        .copied()
+        .find(|port| *port != victim_port)
+        .unwrap();
+    let all = NODE_PORTS.map(|port| format!("localhost:{port}")).join(",");
+    let settings = [
+        ("PARTLOG_BROKER_PORT", survivor),
+        ("PARTLOG_BROKER_OTHER_NODES", all.as_str()),
+    ];
+    let a = Partlog::start_with(&settings).await;
+    let b = Partlog::start_with(&settings).await;
+    let mut workload = Workload::new(&stream);
+    for (name, server) in [("a1", &a), ("a2", &a), ("b1", &b), ("b2", &b)] {
+        workload.join(name, &server.url()).await;
+    }
+    workload.publish("pa", vec![a.url(), b.url()]);
+    workload.publish("pb", vec![b.url(), a.url()]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    workload.pause();
+    let resizing = tokio::spawn({
+        let (mut via_a, stream) = (a.client().await, stream.clone());
+        async move {
+            via_a
+                .resize_stream(ResizeStreamRequest {
+                    stream,
+                    partitions: 5,
+                })
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let victim_node = node_of(&victim.leader);
+    broker_script(&["kill", victim_node.trim_end_matches("@localhost")], None);
+    let _start_again = StartAgain;
+    let mut outcome = resizing.await.expect("resize task").map(drop);
+    let mut via_b = b.client().await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut attempts = 1;
+    while let Err(status) = &outcome {
+        attempts += 1;
+        assert!(
+            Instant::now() < deadline,
+            "the resize did not finish: {status:?}\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        outcome = via_b
+            .resize_stream(ResizeStreamRequest {
+                stream: stream.clone(),
+                partitions: 5,
+            })
+            .await
+            .map(drop);
+    }
+    workload.resume();
+    native_routing_agrees(&mut via_b, &stream, 5_000, survivor.parse().unwrap()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    workload.finish(Duration::from_secs(180)).await;
+    let (problems, summary) = workload.problems();
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}\n{summary}",
+        problems.len(),
+        problems
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        workload.partitions_handed(),
+        (0..5).collect::<Vec<u32>>(),
+        "the group read every partition: {summary}"
+    );
+    println!(
+        "{victim_node} killed during a resize 3 -> 5 (finished at attempt {attempts}): {summary}"
+    );
+}

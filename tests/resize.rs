@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::resize::{native_routing_agrees, Workload};
-use common::{create_stream, publish_ok, record, unique_stream, Partlog};
+use common::{broker_port, create_stream, publish_ok, record, unique_stream, Partlog};
 use partlog::proto::part_log_client::PartLogClient;
 use partlog::proto::{self, subscribe_response::Event};
 use tonic::transport::Channel;
@@ -70,7 +70,7 @@ async fn grows_3_to_5_to_8_under_load_keeping_each_keys_order_across_instances()
     workload.resume();
     assert_eq!(grown.partitions.len(), 5);
     assert_eq!(growths(&grown), [(3, 5, 3)]);
-    native_routing_agrees(&mut via_b, &stream, 5_000).await;
+    native_routing_agrees(&mut via_b, &stream, 5_000, broker_port()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The second resize runs on A, which is killed while it fences: the
@@ -91,7 +91,7 @@ async fn grows_3_to_5_to_8_under_load_keeping_each_keys_order_across_instances()
         .await
         .expect("5 -> 8, finished through B");
     assert_eq!(growths(&grown), [(3, 5, 3), (5, 8, 5)]);
-    native_routing_agrees(&mut via_b, &stream, 5_000).await;
+    native_routing_agrees(&mut via_b, &stream, 5_000, broker_port()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     workload.finish(Duration::from_secs(60)).await;

@@ -72,7 +72,7 @@ async fn run(options: Options) -> Result<()> {
             let metrics = options.partlog_metrics.clone();
             Partlog::existing(url, options.partlog_pid, metrics).await?
         }
-        None => Partlog::start(&broker).await?,
+        None => Partlog::start(&broker, options.routing_lease_ms).await?,
     };
     let environment = broker.environment().await?;
     let streams = Streams::new(partlog.client().await?);

@@ -93,6 +93,16 @@ pub struct Options {
     #[arg(long, default_value_t = 20_000)]
     pub delivery_rate: u64,
 
+    /// The routing lease (broker.routing_lease_ms) of the partlog the bench
+    /// starts (an existing one must have it too): the resize line's goal
+    /// for the publish outage is twice it.
+    #[arg(long, default_value_t = 2_000)]
+    pub routing_lease_ms: u64,
+
+    /// Publish rate (records/s) while the resize line grows a stream.
+    #[arg(long, default_value_t = 2_000)]
+    pub resize_rate: u64,
+
     /// Records per publish → delivery latency measurement.
     #[arg(long, default_value_t = 60_000)]
     pub delivery_records: u64,
@@ -193,6 +203,9 @@ impl Options {
         if self.records == 0 || self.latency_records == 0 || self.delivery_records == 0 {
             return Err("record counts must be at least 1".into());
         }
+        if self.routing_lease_ms == 0 || self.resize_rate == 0 {
+            return Err("--routing-lease-ms and --resize-rate must be positive".into());
+        }
         if self.max_mb == 0 || self.delivery_rate == 0 || self.commits_in_flight == 0 {
             return Err(
                 "--max-mb, --delivery-rate and --commits-in-flight must be at least 1".into(),
@@ -263,6 +276,10 @@ pub enum LineGroup {
     /// unfiltered, at the default batching and with max_chunk_records; and
     /// what publishing with max_chunk_records costs.
     Filter,
+    /// Growing a stream under load (ResizeStream): time to the first
+    /// new-epoch delivery and the publish outage, against two routing
+    /// leases.
+    Resize,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]

@@ -91,6 +91,8 @@ pub enum Metric {
     /// Megabytes (10^6) of chunks the broker sent partlog's readers
     /// (`broker_mb` of the sample).
     BrokerMegabytes,
+    /// Seconds the sample's `extra` names (e.g. a resize's publish outage).
+    ExtraSeconds(&'static str),
 }
 
 impl Metric {
@@ -111,6 +113,7 @@ impl Metric {
             },
             Metric::Seconds => Some(sample.seconds),
             Metric::BrokerMegabytes => sample.extra.get("broker_mb")?.as_f64(),
+            Metric::ExtraSeconds(key) => sample.extra.get(key)?.as_f64(),
         }
     }
 
@@ -120,7 +123,7 @@ impl Metric {
             Metric::Latency(_) => "ms",
             Metric::BrokerCpu | Metric::OutsideBrokerCpu => "CPU-s/M rec",
             Metric::Connections => "connections",
-            Metric::Seconds => "s",
+            Metric::Seconds | Metric::ExtraSeconds(_) => "s",
             Metric::BrokerMegabytes => "MB",
         }
     }
@@ -130,8 +133,11 @@ impl Metric {
     }
 }
 
+/// The `native_variant` of a line against a goal ([`Report::against_goal`]).
+pub const GOAL: &str = "goal";
+
 /// One row of the table: a metric of a partlog variant against a native
-/// variant, medians over rounds.
+/// variant (or a goal), medians over rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Line {
     pub section: String,
@@ -197,6 +203,39 @@ impl Report {
         });
     }
 
+    /// Adds a line of a partlog variant that no native client can match
+    /// (e.g. growing a stream), against `goal` when there is one: the
+    /// native column holds the goal and the ratio is partlog / goal.
+    pub fn against_goal(
+        &mut self,
+        section: &str,
+        title: impl Into<String>,
+        partlog_variant: &str,
+        metric: Metric,
+        goal: Option<f64>,
+    ) {
+        let partlog = self.median(section, partlog_variant, metric);
+        let ratio = match (partlog, goal) {
+            (Some(p), Some(g)) if g > 0.0 => Some(p / g),
+            _ => None,
+        };
+        self.lines.push(Line {
+            section: section.to_owned(),
+            title: title.into(),
+            partlog_variant: partlog_variant.to_owned(),
+            native_variant: GOAL.to_owned(),
+            unit: metric.unit(),
+            better: if metric.higher_is_better() {
+                "higher"
+            } else {
+                "lower"
+            },
+            partlog,
+            native: goal,
+            ratio,
+        });
+    }
+
     /// The human table: lines grouped by section.
     pub fn table(&self) -> String {
         let rows: Vec<[String; 5]> = self
@@ -206,7 +245,10 @@ impl Report {
                 [
                     format!("  {}", l.title),
                     format_value(l.partlog, l.unit),
-                    format_value(l.native, l.unit),
+                    match (l.native_variant.as_str(), l.native) {
+                        (GOAL, Some(_)) => format!("{} (goal)", format_value(l.native, l.unit)),
+                        _ => format_value(l.native, l.unit),
+                    },
                     l.ratio.map_or("—".into(), |r| format!("{r:.2}")),
                     l.better.to_owned(),
                 ]

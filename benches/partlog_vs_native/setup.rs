@@ -144,7 +144,9 @@ pub struct Partlog {
 }
 
 impl Partlog {
-    pub async fn start(broker: &Broker) -> Result<Partlog> {
+    /// Starts partlog against `broker` with the routing lease
+    /// `routing_lease_ms`.
+    pub async fn start(broker: &Broker, routing_lease_ms: u64) -> Result<Partlog> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let metrics_addr = format!(
             "127.0.0.1:{}",
@@ -159,6 +161,10 @@ impl Partlog {
             .env("PARTLOG_OFFSETS_DATA_DIR", dir.path().join("offsets"))
             .env("PARTLOG_BROKER_HOST", &broker.host)
             .env("PARTLOG_BROKER_PORT", broker.port.to_string())
+            .env(
+                "PARTLOG_BROKER_ROUTING_LEASE_MS",
+                routing_lease_ms.to_string(),
+            )
             // A plain log, so that warnings can be picked out of it.
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())

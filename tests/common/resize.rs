@@ -14,7 +14,7 @@ use partlog::proto::{self, consume_response::Event, PublishRecord};
 use rabbitmq_stream_client::{Client, ClientOptions};
 use tonic::transport::Channel;
 
-use super::{broker_host, broker_port, publish_ok};
+use super::{broker_host, publish_ok};
 
 /// Keys each publisher writes, one record per key per batch.
 const KEYS_PER_PUBLISHER: usize = 16;
@@ -375,16 +375,18 @@ impl Workload {
 
 /// Publishes `count` keys through partlog and checks that each went to the
 /// partition a native client picks: murmur3 (seed 104729) of the key modulo
-/// the length of the broker's partition list, as a native client reads it.
+/// the length of the broker's partition list, as a native client connected
+/// to the node at stream port `port` reads it.
 pub async fn native_routing_agrees(
     client: &mut PartLogClient<Channel>,
     stream: &str,
     count: usize,
+    port: u16,
 ) {
     let native = Client::connect(
         ClientOptions::builder()
             .host(&broker_host())
-            .port(broker_port())
+            .port(port)
             .build(),
     )
     .await

@@ -7,6 +7,7 @@ mod filter;
 mod group;
 mod pipeline;
 mod publish;
+mod resize;
 mod scale;
 
 use std::future::Future;
@@ -56,6 +57,9 @@ pub async fn run_all(bench: &Bench) -> Result<()> {
     }
     if o.runs(LineGroup::Filter) {
         filter::read_one_value(bench).await?;
+    }
+    if o.runs(LineGroup::Resize) {
+        resize::grow(bench).await?;
     }
     Ok(())
 }

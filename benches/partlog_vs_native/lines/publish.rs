@@ -155,7 +155,7 @@ fn compare(
         Metric::BrokerCpu => "broker CPU, ".into(),
         Metric::OutsideBrokerCpu => "CPU outside the broker, ".into(),
         Metric::Connections => "broker connections, ".into(),
-        Metric::Seconds => "seconds, ".into(),
+        Metric::Seconds | Metric::ExtraSeconds(_) => "seconds, ".into(),
         Metric::BrokerMegabytes => "bytes the broker sent, ".into(),
     };
     let title = format!("{what}{} vs {}", partlog.label(), native.label());
