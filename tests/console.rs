@@ -319,6 +319,65 @@ async fn the_console_in_a_browser() {
         .await;
     drop(subscription);
 
+    // Growing the stream through its page, confirmed, while records keep
+    // coming: the partitions table and the growths show it, and the
+    // records page shows partition 0's epoch marker where it is.
+    browser.goto(&format!("{console}#/streams/{stream}")).await;
+    browser.type_into("#grow-partitions", "4").await;
+    browser.click("#grow-submit").await;
+    browser
+        .wait_for("the growth's confirmation", || async {
+            browser
+                .text("#confirm-text")
+                .await
+                .filter(|t| t.contains("4 partitions"))
+        })
+        .await;
+    browser.click("#confirm-ok").await;
+    browser
+        .wait_for("the growth's result", || async {
+            browser
+                .text("#grow-done")
+                .await
+                .filter(|t| t == "Grown to 4 partitions.")
+        })
+        .await;
+    browser
+        .wait_for("the growth in the stream's page", || async {
+            let rows = browser
+                .script(
+                    "return document.querySelectorAll('#partitions-table tr[data-partition]').length",
+                    json!([]),
+                )
+                .await;
+            let grew = browser.text("#epochs-table td.grew").await;
+            (rows == json!(4) && grew.as_deref() == Some("3 → 4")).then_some(())
+        })
+        .await;
+    let described = client
+        .describe_stream(as_principal(
+            &admin,
+            proto::DescribeStreamRequest {
+                stream: stream.clone(),
+            },
+        ))
+        .await
+        .expect("describe")
+        .into_inner()
+        .stream
+        .unwrap();
+    let marker = described.epochs[0].marker_offsets[0];
+    browser
+        .goto(&format!("{console}#/streams/{stream}/records/0"))
+        .await;
+    browser
+        .type_into("#records-at", &marker.saturating_sub(2).to_string())
+        .await;
+    browser.click("#records-read").await;
+    browser
+        .element(&format!("#records-table tr[data-marker='{marker}']"))
+        .await;
+
     // The records page: a page of a partition's records, values as
     // pretty-printed JSON, and a live tail that pauses.
     browser

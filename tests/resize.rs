@@ -95,23 +95,7 @@ async fn grows_3_to_5_to_8_under_load_keeping_each_keys_order_across_instances()
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     workload.finish(Duration::from_secs(60)).await;
-    let (problems, summary) = workload.problems();
-    assert!(
-        problems.is_empty(),
-        "{} problems:\n{}\n{summary}",
-        problems.len(),
-        problems
-            .iter()
-            .take(20)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    assert_eq!(
-        workload.partitions_handed(),
-        (0..8).collect::<Vec<u32>>(),
-        "the group read every partition: {summary}"
-    );
+    let summary = workload.assert_kept_order(8);
     assert!(
         !workload.markers().is_empty(),
         "members were told of the markers: {summary}"
@@ -188,7 +172,11 @@ async fn two_instances_resizing_at_once_make_one_growth() {
     );
     let (first, second) = (first.expect("through A"), second.expect("through B"));
     assert_eq!(growths(&first), [(2, 4, 2)]);
-    assert_eq!(second.epochs, first.epochs);
+    assert_eq!(
+        growths(&second),
+        growths(&first),
+        "one growth, whichever answered"
+    );
     assert_eq!(first.partitions.len(), 4);
     // Both instances route over the four partitions.
     for client in [&mut via_a, &mut via_b] {

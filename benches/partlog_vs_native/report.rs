@@ -152,6 +152,38 @@ pub struct Line {
     pub ratio: Option<f64>,
 }
 
+impl Line {
+    /// The line of `metric`'s medians, partlog's against the native
+    /// variant's (or the goal).
+    fn new(
+        section: &str,
+        title: impl Into<String>,
+        (partlog_variant, partlog): (&str, Option<f64>),
+        (native_variant, native): (&str, Option<f64>),
+        metric: Metric,
+    ) -> Line {
+        let ratio = match (partlog, native) {
+            (Some(p), Some(n)) if n > 0.0 => Some(p / n),
+            _ => None,
+        };
+        Line {
+            section: section.to_owned(),
+            title: title.into(),
+            partlog_variant: partlog_variant.to_owned(),
+            native_variant: native_variant.to_owned(),
+            unit: metric.unit(),
+            better: if metric.higher_is_better() {
+                "higher"
+            } else {
+                "lower"
+            },
+            partlog,
+            native,
+            ratio,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Report {
     pub samples: Vec<Sample>,
@@ -182,25 +214,14 @@ impl Report {
     ) {
         let partlog = self.median(section, partlog_variant, metric);
         let native = self.median(section, native_variant, metric);
-        let ratio = match (partlog, native) {
-            (Some(p), Some(n)) if n > 0.0 => Some(p / n),
-            _ => None,
-        };
-        self.lines.push(Line {
-            section: section.to_owned(),
-            title: title.into(),
-            partlog_variant: partlog_variant.to_owned(),
-            native_variant: native_variant.to_owned(),
-            unit: metric.unit(),
-            better: if metric.higher_is_better() {
-                "higher"
-            } else {
-                "lower"
-            },
-            partlog,
-            native,
-            ratio,
-        });
+        let line = Line::new(
+            section,
+            title,
+            (partlog_variant, partlog),
+            (native_variant, native),
+            metric,
+        );
+        self.lines.push(line);
     }
 
     /// Adds a line of a partlog variant that no native client can match
@@ -215,25 +236,14 @@ impl Report {
         goal: Option<f64>,
     ) {
         let partlog = self.median(section, partlog_variant, metric);
-        let ratio = match (partlog, goal) {
-            (Some(p), Some(g)) if g > 0.0 => Some(p / g),
-            _ => None,
-        };
-        self.lines.push(Line {
-            section: section.to_owned(),
-            title: title.into(),
-            partlog_variant: partlog_variant.to_owned(),
-            native_variant: GOAL.to_owned(),
-            unit: metric.unit(),
-            better: if metric.higher_is_better() {
-                "higher"
-            } else {
-                "lower"
-            },
-            partlog,
-            native: goal,
-            ratio,
-        });
+        let line = Line::new(
+            section,
+            title,
+            (partlog_variant, partlog),
+            (GOAL, goal),
+            metric,
+        );
+        self.lines.push(line);
     }
 
     /// The human table: lines grouped by section.

@@ -54,6 +54,19 @@ pub enum Routing {
 const FENCED: u64 = 1 << 63;
 
 impl Routing {
+    /// The partition count this state routes over, or grows to.
+    fn target(self) -> u32 {
+        match self {
+            Routing::Over(n) | Routing::Fenced { to: n, .. } => n,
+        }
+    }
+
+    /// Whether this state comes after `earlier` in one resize: "over M"
+    /// after "fenced from N to M".
+    fn follows(self, earlier: Routing) -> bool {
+        matches!((earlier, self), (Routing::Fenced { to, .. }, Routing::Over(n)) if n == to)
+    }
+
     fn encode(self) -> u64 {
         match self {
             Routing::Over(n) => u64::from(n),
@@ -106,11 +119,41 @@ impl Broker {
     }
 
     /// Makes `routing` the stream's routing state; returns once the broker
-    /// reads it back.
+    /// reads it back, or a state that follows it (another instance ran the
+    /// same resize further). RESIZE_IN_PROGRESS when it reads a fence of
+    /// another resize.
     pub async fn set_routing(&self, stream: &SuperStream, routing: Routing) -> Result<()> {
         let first = first_partition(stream)?;
-        self.store_and_confirm(ROUTING_REFERENCE, first, routing.encode())
-            .await
+        let deadline = self.connector().deadline();
+        self.store_offset(ROUTING_REFERENCE, first, routing.encode())
+            .await?;
+        loop {
+            match self.routing(stream).await? {
+                Some(now) if now == routing || now.follows(routing) => return Ok(()),
+                Some(Routing::Fenced { from, to }) if routing.target() != to => {
+                    return Err(Error::new(
+                        Reason::ResizeInProgress,
+                        format!(
+                            "stream {:?} is being resized from {from} to {to} partitions by \
+                             another call; repeat that resize to finish it before another",
+                            stream.name
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::new(
+                    Reason::BrokerUnavailable,
+                    format!(
+                        "the broker did not keep the routing state of {:?} within {:?}",
+                        stream.name,
+                        self.connector().timeout()
+                    ),
+                ));
+            }
+            tokio::time::sleep(CONFIRM_POLL).await;
+        }
     }
 
     /// The stream's growths, oldest first, up to the count `current`.
@@ -152,14 +195,17 @@ impl Broker {
         self.query_offset(&marker_reference(to), partition).await
     }
 
-    /// Records partition stream `partition`'s marker of the growth to `to`.
+    /// Records partition stream `partition`'s marker of the growth to `to`;
+    /// returns once the broker holds a marker offset (this one, or that of
+    /// a concurrent run of the same resize, whose marker is as good).
     pub async fn record_marker(&self, partition: &str, to: u32, offset: u64) -> Result<()> {
-        self.store_and_confirm(&marker_reference(to), partition, offset)
+        self.store_until(&marker_reference(to), partition, offset, |_| true)
             .await
     }
 
     /// Records that the stream grew from `from` to `to` partitions at
-    /// `at_ms`: the last step of a growth before routing over `to`.
+    /// `at_ms` (or at the time a concurrent run of the same resize
+    /// recorded): the last step of a growth before routing over `to`.
     pub async fn record_epoch(
         &self,
         stream: &SuperStream,
@@ -168,7 +214,7 @@ impl Broker {
         at_ms: u64,
     ) -> Result<()> {
         let first = first_partition(stream)?;
-        self.store_and_confirm(&at_reference(to), first, at_ms)
+        self.store_until(&at_reference(to), first, at_ms, |_| true)
             .await?;
         self.store_and_confirm(&from_reference(to), first, u64::from(from))
             .await
@@ -231,9 +277,27 @@ impl Broker {
     /// Stores `value` under `reference` on `stream` and returns once the
     /// broker reads it back (a stored offset is written asynchronously).
     pub async fn store_and_confirm(&self, reference: &str, stream: &str, value: u64) -> Result<()> {
+        self.store_until(reference, stream, value, |kept| kept == value)
+            .await
+    }
+
+    /// Stores `value` under `reference` on `stream` and returns once the
+    /// broker holds `value` or another value that `accept`s (one a
+    /// concurrent run of the same resize stored: the last write wins).
+    async fn store_until(
+        &self,
+        reference: &str,
+        stream: &str,
+        value: u64,
+        accept: impl Fn(u64) -> bool,
+    ) -> Result<()> {
         let deadline = self.connector().deadline();
         self.store_offset(reference, stream, value).await?;
-        while self.query_offset(reference, stream).await? != Some(value) {
+        while !self
+            .query_offset(reference, stream)
+            .await?
+            .is_some_and(&accept)
+        {
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::new(
                     Reason::BrokerUnavailable,
@@ -280,6 +344,9 @@ mod tests {
             assert_eq!(Routing::decode(routing.encode()), Some(routing));
         }
         assert_eq!(Routing::Over(3).encode(), 3, "readable on the broker");
+        let fenced = Routing::Fenced { from: 3, to: 5 };
+        assert!(Routing::Over(5).follows(fenced));
+        assert!(!Routing::Over(6).follows(fenced) && !fenced.follows(Routing::Over(5)));
         // Values partlog does not write.
         assert_eq!(Routing::decode(1 << 40), None);
     }

@@ -15,6 +15,7 @@
 //! | `POST /api/streams` `{"stream", "partitions"}` | CreateStream |
 //! | `GET /api/streams/S` | DescribeStream, ListGroups (+ rates) |
 //! | `DELETE /api/streams/S?confirm=S` | DeleteStream |
+//! | `POST /api/streams/S/resize` `{"partitions"}` | ResizeStream |
 //! | `GET /api/streams/S/groups/G` | GetOffsets, DescribeGroup (+ the lag history) |
 //! | `POST /api/streams/S/groups/G/reset` `{"to", "value", "partitions"}` | ResetOffsets |
 //! | `GET /api/streams/S/partitions/P/records?offset=N` or `?time=MS` | Read (Subscribe at the time finds its offset) |
@@ -137,6 +138,7 @@ fn ok(value: Value) -> Answer {
 enum Route {
     Streams,
     Stream(String),
+    Resize(String),
     Group(String, String),
     Reset(String, String),
     Records(String, u32),
@@ -156,6 +158,7 @@ impl Route {
         Some(match names.as_slice() {
             ["streams"] => Route::Streams,
             ["streams", s] => Route::Stream(s.to_string()),
+            ["streams", s, "resize"] => Route::Resize(s.to_string()),
             ["streams", s, "groups", g] => Route::Group(s.to_string(), g.to_string()),
             ["streams", s, "groups", g, "reset"] => Route::Reset(s.to_string(), g.to_string()),
             ["streams", s, "partitions", p, "records"] => {
@@ -218,6 +221,11 @@ fn number<T: std::str::FromStr>(
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     stream: String,
+    partitions: u32,
+}
+
+#[derive(Deserialize)]
+struct ResizeBody {
     partitions: u32,
 }
 
@@ -304,6 +312,17 @@ impl Api {
                     .delete_stream(call.of(proto::DeleteStreamRequest { stream }))
                     .await?;
                 ok(json!({}))
+            }
+            (Method::POST, Route::Resize(stream)) => {
+                let body: ResizeBody = json_body(request).await?;
+                let resized = client
+                    .resize_stream(call.of(proto::ResizeStreamRequest {
+                        stream,
+                        partitions: body.partitions,
+                    }))
+                    .await?
+                    .into_inner();
+                ok(json!({"stream": resized.stream.map(description)}))
             }
             (Method::GET, Route::Group(stream, group)) => {
                 self.group(&mut client, &call, stream, group).await
@@ -562,10 +581,26 @@ fn description(stream: proto::StreamDescription) -> Value {
             })
         })
         .collect();
+    let epochs: Vec<Value> = stream
+        .epochs
+        .iter()
+        .map(|e| {
+            let at_ms = e
+                .resized_at
+                .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000));
+            json!({
+                "from_partitions": e.from_partitions,
+                "to_partitions": e.to_partitions,
+                "resized_at_ms": at_ms,
+                "marker_offsets": e.marker_offsets,
+            })
+        })
+        .collect();
     json!({
         "stream": stream.stream,
         "partitions": partitions,
         "max_chunk_records": stream.max_chunk_records,
+        "epochs": epochs,
     })
 }
 
@@ -591,7 +626,7 @@ async fn records(
             let start = Position::Timestamp(timestamp(time));
             match first_offset_from(client, call, &stream, partition, start).await? {
                 Some(offset) => offset,
-                None => return ok(json!({"records": [], "next_offset": null})),
+                None => return ok(json!({"records": [], "markers": [], "next_offset": null})),
             }
         }
         _ => return Err(bad_request("name either offset or time")),
@@ -608,7 +643,8 @@ async fn records(
         .await?
         .into_inner();
     let records: Vec<Value> = read.records.into_iter().map(record).collect();
-    ok(json!({"records": records, "next_offset": read.next_offset}))
+    let markers: Vec<Value> = read.markers.iter().map(marker).collect();
+    ok(json!({"records": records, "markers": markers, "next_offset": read.next_offset}))
 }
 
 /// The offset of the first record a subscription of `partition` at `start`
@@ -646,8 +682,9 @@ async fn first_offset_from(
 
 /// A live tail of one partition from `offset` (or from the next record
 /// written): a line of JSON per event, `{"tailing": true}` once the
-/// subscription runs, then `{"record": …}` per record, and `{"error": …}`
-/// last if the subscription fails. It ends when the page stops reading.
+/// subscription runs, then `{"record": …}` per record and `{"marker": …}`
+/// per epoch marker, and `{"error": …}` last if the subscription fails. It
+/// ends when the page stops reading.
 async fn tail(
     client: &mut InProcessClient,
     call: &Caller,
@@ -675,6 +712,9 @@ async fn tail(
             Ok(proto::SubscribeResponse {
                 event: Some(proto::subscribe_response::Event::Record(r)),
             }) => Some(json!({"record": record(r)})),
+            Ok(proto::SubscribeResponse {
+                event: Some(proto::subscribe_response::Event::EpochMarker(m)),
+            }) => Some(json!({"marker": marker(&m)})),
             Ok(_) => None,
             Err(status) => Some(json!({"error": Refusal::from(status).json()})),
         };
@@ -692,6 +732,14 @@ async fn tail(
         HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(response)
+}
+
+fn marker(marker: &proto::EpochMarker) -> Value {
+    json!({
+        "offset": marker.offset,
+        "from_partitions": marker.from_partitions,
+        "to_partitions": marker.to_partitions,
+    })
 }
 
 fn record(record: proto::Record) -> Value {

@@ -193,6 +193,7 @@ impl Writers {
     /// Closes the writer of a stream being deleted, after its queued
     /// records were answered.
     pub async fn remove(&self, stream: &str) {
+        self.leases.forget(stream);
         let writer = lock(&self.by_stream).remove(stream);
         if let Some(writer) = writer {
             writer.close().await;

@@ -4,25 +4,28 @@
 //! The steps, each safe to repeat (a resize cut short is finished by
 //! repeating it, on any instance) and each kept on the broker:
 //!
-//! 1. A stream that never grew gets the routing state "over N" (see
-//!    [`crate::broker::Routing`]), so that partitions bound next change
-//!    nothing for partlog's routing.
+//! 1. **Fence**: the stream's routing state (see
+//!    [`crate::broker::Routing`]) becomes "fenced from N to M" and is read
+//!    back. Every instance that routed over N did so under a lease it asked
+//!    for before the fence was stored; all those leases end (three quarters
+//!    of L after asking) no later than three quarters of L after the fence,
+//!    and every instance that asks since is told to route nothing
+//!    ([`super::lease`]).
 //! 2. The partitions N..M are created with partition 0's settings and bound
 //!    to the super stream in places N..M: the broker's partition list (and
 //!    so native clients' routing) has M partitions.
-//! 3. **Fence**: the routing state becomes "fenced from N to M" and is read
-//!    back; then the resize waits the routing lease and a quarter more
-//!    ([`super::lease`]). Every instance that routed over N did so under a
-//!    lease it asked for before the fence was stored; all those leases end
-//!    (three quarters of L after asking) a half lease before the wait does,
-//!    and every instance that asked since was told to route nothing.
+//! 3. The resize waits until the routing lease and a quarter more passed
+//!    since the fence was read back.
 //! 4. **Markers**: an epoch marker is appended to each old partition and
 //!    its offset recorded on the broker. Every record routed over N was
-//!    stored before the fence's wait ended, so it precedes its partition's
-//!    marker.
+//!    stored before the wait ended, so it precedes its partition's marker.
 //! 5. The growth (N, M, when) is recorded, and the routing state becomes
 //!    "over M": records routed over M are appended only from now on, after
 //!    every marker.
+//!
+//! The routing state only moves forward (over N, fenced from N to M, over
+//! M): concurrent resizes to the same count write the same states, and one
+//! to another count finds the fence and answers RESIZE_IN_PROGRESS.
 //!
 //! So no record routed over N is stored after one routed over M, which is
 //! what consumer groups build on ([`super::epochs`]). The argument assumes
@@ -64,20 +67,12 @@ impl Resize<'_> {
         let stream = self.broker.super_stream_now(name).await?;
         let from = match self.broker.routing(&stream).await? {
             None => {
-                let from = stream.partition_count();
-                not_growing(name, from, to)?;
-                self.broker
-                    .set_routing(&stream, Routing::Over(from))
-                    .await?;
-                from
+                let listed = stream.partition_count();
+                not_growing(name, listed, to)?;
+                listed
             }
             Some(Routing::Over(count)) => {
-                if count == to
-                    && History::load(self.broker, &stream)
-                        .await?
-                        .growth_to(to)
-                        .is_some()
-                {
+                if count == to && self.finished(&stream, to).await? {
                     return Ok(());
                 }
                 not_growing(name, count, to)?;
@@ -85,29 +80,36 @@ impl Resize<'_> {
             }
             Some(Routing::Fenced { from, to: running }) if running == to => from,
             Some(Routing::Fenced { from, to: running }) => {
-                return Err(Error::new(
-                    Reason::ResizeInProgress,
-                    format!(
-                        "stream {name:?} is being resized from {from} to {running} partitions; \
-                         repeat that resize to finish it before another"
-                    ),
-                ))
+                return Err(in_progress(name, from, running));
             }
         };
         let change = EpochChange { from, to };
         tracing::info!(stream = name, from, to, "resizing");
+        let fenced = Routing::Fenced { from, to };
+        self.broker.set_routing(&stream, fenced).await?;
+        let fenced_at = tokio::time::Instant::now();
         self.broker.add_partitions(&stream, to).await?;
         let grown = self.await_partitions(name, to).await?;
-        let fenced = Routing::Fenced { from, to };
-        self.broker.set_routing(&grown, fenced).await?;
-        tokio::time::sleep(self.leases.lease() * 5 / 4).await;
-        if self.broker.routing(&grown).await? != Some(fenced) {
-            return Err(Error::new(
-                Reason::ResizeInProgress,
-                format!(
-                    "another resize of stream {name:?} replaced this one's fence while it waited"
-                ),
-            ));
+        tokio::time::sleep_until(fenced_at + self.leases.lease() * 5 / 4).await;
+        match self.broker.routing(&grown).await? {
+            Some(routing) if routing == fenced => {}
+            // Finished meanwhile by the same resize on another instance.
+            Some(Routing::Over(count)) if count == to && self.finished(&grown, to).await? => {
+                return Ok(());
+            }
+            Some(Routing::Fenced { from, to: running }) => {
+                return Err(in_progress(name, from, running))
+            }
+            other => {
+                return Err(Error::new(
+                    Reason::ResizeInProgress,
+                    format!(
+                        "the routing state of stream {name:?} changed to {other:?} while this \
+                         resize to {to} partitions fenced it; describe the stream and repeat \
+                         the resize"
+                    ),
+                ))
+            }
         }
         for partition in grown.partitions.iter().take(from as usize) {
             self.mark(partition, change).await?;
@@ -115,12 +117,21 @@ impl Resize<'_> {
         let at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        self.broker.record_epoch(&grown, from, to, at_ms).await?;
+        // Once: a resize repeated keeps the first one's time.
+        if !self.finished(&grown, to).await? {
+            self.broker.record_epoch(&grown, from, to, at_ms).await?;
+        }
         self.broker.set_routing(&grown, Routing::Over(to)).await?;
         self.leases.forget(name);
         crate::telemetry::stream(name).resized();
         tracing::info!(stream = name, from, to, "resized");
         Ok(())
+    }
+
+    /// Whether the stream's growth to `to` partitions was recorded.
+    async fn finished(&self, stream: &SuperStream, to: u32) -> Result<bool> {
+        let history = History::load(self.broker, stream).await?;
+        Ok(history.growth_to(to).is_some())
     }
 
     /// The stream once the broker lists `to` partitions and each answers.
@@ -216,6 +227,17 @@ impl Resize<'_> {
             }
         }
     }
+}
+
+/// RESIZE_IN_PROGRESS: the stream is fenced for another resize.
+fn in_progress(name: &str, from: u32, to: u32) -> Error {
+    Error::new(
+        Reason::ResizeInProgress,
+        format!(
+            "stream {name:?} is being resized from {from} to {to} partitions; repeat that resize \
+             to finish it before another"
+        ),
+    )
 }
 
 /// RESIZE_NOT_GROWING unless `to` is more than the stream's `count`.

@@ -869,6 +869,10 @@ impl PartitionTask {
         tracing::debug!(?start, "active");
         progress.next_offset = start.unwrap_or(0);
         progress.delivered = None;
+        // The stream may have grown while another member held the
+        // partition: its growths are read again before the first record.
+        progress.epochs = None;
+        progress.crossed = 0;
         let hold = Hold::new();
         progress.held = Some(hold.clone());
         self.set_active_member(true);

@@ -291,7 +291,7 @@ impl Workload {
     /// record handed before its predecessor was; an acknowledged record
     /// never handed; a record handed again after a commit covering it
     /// was acknowledged. Also the counts the test reports.
-    pub fn problems(&self) -> (Vec<String>, String) {
+    fn problems(&self) -> (Vec<String>, String) {
         let seen = self.seen.lock().unwrap();
         let mut problems = Vec::new();
         let mut deliveries = seen.deliveries.clone();
@@ -358,8 +358,32 @@ impl Workload {
         (problems, summary)
     }
 
+    /// Fails the test on any of [`Workload::problems`], or when the group
+    /// was not handed records of each of the stream's `partitions`;
+    /// returns the summary.
+    pub fn assert_kept_order(&self, partitions: u32) -> String {
+        let (problems, summary) = self.problems();
+        assert!(
+            problems.is_empty(),
+            "{} problems:\n{}\n{summary}",
+            problems.len(),
+            problems
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        assert_eq!(
+            self.partitions_handed(),
+            (0..partitions).collect::<Vec<u32>>(),
+            "the group read every partition: {summary}"
+        );
+        summary
+    }
+
     /// Partitions the group was handed records of.
-    pub fn partitions_handed(&self) -> Vec<u32> {
+    fn partitions_handed(&self) -> Vec<u32> {
         let seen = self.seen.lock().unwrap();
         let mut partitions: Vec<u32> = seen.deliveries.iter().map(|d| d.partition).collect();
         partitions.sort();

@@ -183,8 +183,21 @@ function streamPage(stream) {
       });
     },
   }, "Delete stream…");
+  const grown = el("input", { id: "grow-partitions", type: "number", min: 2, max: 256, required: true, "aria-label": "Partitions after growing" });
+  const grow = el("form", {
+    id: "grow-form", class: "actions",
+    onsubmit: async (event) => {
+      event.preventDefault();
+      const count = Number(grown.value);
+      if (!(await confirmAction("Grow stream " + stream + " to " + count + " partitions? Publishing pauses for a few seconds; every key keeps its order; streams cannot shrink."))) return;
+      await guarded(null, async () => {
+        const answer = await api("POST", "/api/streams/" + path(stream) + "/resize", { partitions: count });
+        $("#grow-done").textContent = "Grown to " + answer.stream.partitions.length + " partitions.";
+      });
+    },
+  }, el("strong", {}, "Grow the stream"), grown, el("button", { id: "grow-submit", type: "submit" }, "Grow…"), el("span", { id: "grow-done", class: "note" }));
   $("#page").replaceChildren(el("h1", {}, stream), region,
-    el("p", { class: "actions" }, el("a", { href: "#/streams/" + path(stream) + "/records", id: "records-link" }, "Records"), remove));
+    el("p", { class: "actions" }, el("a", { href: "#/streams/" + path(stream) + "/records", id: "records-link" }, "Records"), remove), grow);
   every(REFRESH_MS, () => guarded(region, async () => {
     const answer = await api("GET", "/api/streams/" + path(stream));
     const last = answer.rates[answer.rates.length - 1];
@@ -197,6 +210,10 @@ function streamPage(stream) {
       el("p", { class: "rates" }, "Records/s in ", el("strong", { id: "rate-in" }, rate(last && last.records_in)),
         " · out ", el("strong", { id: "rate-out" }, rate(last && last.records_out)), " (through this instance)"),
       table("partitions-table", ["#", "Partition stream", "Leader", "Replicas", "First", "Tail"], partitions),
+      ...(answer.stream.epochs.length ? [el("h2", {}, "Growths"),
+        table("epochs-table", ["Grew", "When", "Epoch markers (per old partition)"], answer.stream.epochs.map((e) =>
+          el("tr", {}, el("td", { class: "grew" }, e.from_partitions + " → " + e.to_partitions), el("td", {}, time(e.resized_at_ms)),
+            el("td", {}, e.marker_offsets.join(", ")))))] : []),
       el("h2", {}, "Consumer groups"),
       groups.length ? el("ul", { id: "groups-list" }, groups)
         : el("p", { class: "note", id: "groups-list" }, "No group has offsets or members on this instance."));
@@ -294,6 +311,21 @@ function recordRow(r) {
     el("td", { class: "value " + r.value.kind }, el("span", { class: "kind" }, r.value.kind), el("pre", {}, r.value.text)));
 }
 
+// An epoch marker where it sits among the records (it is no record).
+function markerRow(m) {
+  return el("tr", { "data-marker": m.offset, class: "marker" },
+    el("td", { class: "num" }, m.offset),
+    el("td", { colspan: 4 }, "epoch marker: records before it were routed over " + m.from_partitions +
+      " partitions, records after it over " + m.to_partitions));
+}
+
+// Records and markers of one answer, in offset order.
+function recordRows(answer) {
+  const rows = answer.records.map((r) => [r.offset, recordRow(r)])
+    .concat((answer.markers || []).map((m) => [m.offset, markerRow(m)]));
+  return rows.sort((a, b) => a[0] - b[0]).map(([, row]) => row);
+}
+
 const RECORD_HEADINGS = ["Offset", "Stored", "Key", "Headers", "Value"];
 
 function recordsPage(stream, partition) {
@@ -308,7 +340,7 @@ function recordsPage(stream, partition) {
   const read = (query, append) => guarded(append ? null : region, async () => {
     const params = new URLSearchParams(query);
     const answer = await api("GET", "/api/streams/" + path(stream) + "/partitions/" + Number(which.value) + "/records?" + params);
-    const rows = answer.records.map(recordRow);
+    const rows = recordRows(answer);
     if (append && $("#records-table")) $("#records-table tbody").append(...rows);
     else region.replaceChildren(rows.length ? table("records-table", RECORD_HEADINGS, rows)
       : el("p", { class: "note", id: "records-table" }, "No records there (yet)."));
@@ -357,9 +389,10 @@ function recordsPage(stream, partition) {
           const event = JSON.parse(line);
           if (event.tailing) { tailState.textContent = "tailing"; showError(null); }
           if (event.error) throw new Refused(event.error);
-          if (event.record) {
-            lastOffset = event.record.offset;
-            tailRows.prepend(recordRow(event.record));
+          const row = event.record ? recordRow(event.record) : event.marker ? markerRow(event.marker) : null;
+          if (row) {
+            lastOffset = (event.record || event.marker).offset;
+            tailRows.prepend(row);
             while (tailRows.children.length > TAIL_ROWS) tailRows.lastChild.remove();
           }
         }
