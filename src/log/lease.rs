@@ -133,6 +133,9 @@ impl RoutingLeases {
                     )
                     .retry_after(self.lease));
                 }
+                // Fenced: ask again soon, not when the lease runs out, so
+                // that records go on as soon as the resize routes over the
+                // new count.
                 tokio::time::sleep(FENCE_POLL).await;
             }
             self.renew(name, &entry, now).await?;
