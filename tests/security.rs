@@ -652,6 +652,17 @@ async fn every_rpc_checks_permissions() {
             .await
             .map(drop),
     );
+    let resize = proto::ResizeStreamRequest {
+        stream: stream.clone(),
+        partitions: 2,
+    };
+    denied(
+        "ResizeStream",
+        client
+            .resize_stream(with_token(nobody, resize))
+            .await
+            .map(drop),
+    );
     denied(
         "DescribeStream",
         client
