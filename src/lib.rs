@@ -16,10 +16,12 @@
 //!   graceful shutdown, and security at the edge: TLS, authentication and
 //!   authorization.
 //! - [`log`]: [`log::PartitionedLog`], the core operations — streams, Read,
-//!   the write path, subscriptions and consumer groups.
+//!   the write path under routing leases, growing a stream behind a write
+//!   fence (its epoch markers), subscriptions and consumer groups.
 //! - [`broker`]: the RabbitMQ adapter, the only code that knows the client
 //!   library — the cluster handle (administration through any node,
-//!   metadata, offsets, the super stream cache), producers with pipelined
+//!   metadata, offsets, the super stream cache, a stream's routing state
+//!   and epochs, the management API), producers with pipelined
 //!   confirms, and partlog's own protocol code (`broker::protocol`): chunk
 //!   readers with credit flow, compressed batches, the metadata
 //!   connection; TLS for every broker connection.

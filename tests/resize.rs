@@ -257,6 +257,29 @@ async fn readers_are_told_where_the_markers_are_and_never_get_them_as_records() 
             .all(|r| r.offset > marker));
     }
 
+    // A filtered Read of a grown stream is told of the marker too (the
+    // broker sends the marker's chunk for its filter value).
+    let filtered = client
+        .read(proto::ReadRequest {
+            stream: stream.clone(),
+            partition: 0,
+            max_records: 1000,
+            filters: vec!["no-record-has-this".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("filtered read")
+        .into_inner();
+    assert!(filtered.records.is_empty(), "{:?}", filtered.records);
+    assert_eq!(
+        filtered
+            .markers
+            .iter()
+            .map(|m| m.offset)
+            .collect::<Vec<_>>(),
+        [markers[0]]
+    );
+
     // Without a group, Subscribe passes the markers as events and reads
     // the new partition too.
     let mut told = Vec::new();

@@ -393,6 +393,8 @@ impl PartitionedLog {
         let read = match request.filter {
             None => read::read(&self.broker, &self.warm_readers, partition, range).await?,
             Some(filter) => {
+                let filter =
+                    filter.with_epoch_markers(self.broker.routing(&stream).await?.is_some());
                 read::read_filtered(&self.broker, partition, range, Arc::new(filter)).await?
             }
         };
@@ -582,7 +584,16 @@ impl PartitionedLog {
             partitions,
             start,
             budget,
-            filter: open.filter.map(Arc::new),
+            filter: match open.filter {
+                // Group members cross epochs at the markers; other readers
+                // are told of them once the stream grew (or grows now).
+                Some(filter) => {
+                    let markers =
+                        open.group.is_some() || self.broker.routing(&stream).await?.is_some();
+                    Some(Arc::new(filter.with_epoch_markers(markers)))
+                }
+                None => None,
+            },
             grows: open.partitions.is_empty(),
         };
         let subscription = self.subscribers.start(stream.clone(), request, member);

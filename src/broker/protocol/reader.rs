@@ -446,10 +446,7 @@ fn subscription_properties(
         properties.push((MEMBER_PROPERTY.into(), member));
     }
     if let Some(filter) = filter {
-        // Epoch markers carry their own filter value: every filtered
-        // reader gets the chunks that hold one.
-        let values = filter.values().chain([crate::record::EPOCH_PROPERTY]);
-        for (index, value) in values.enumerate() {
+        for (index, value) in filter.broker_values().enumerate() {
             properties.push((format!("filter.{index}"), value));
         }
         let unfiltered = if filter.include_unfiltered() {
@@ -929,7 +926,7 @@ mod tests {
         let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
         assert_eq!(properties(Consumer::Alone, None), []);
         let values = ["us".to_string(), "eu".to_string()].into();
-        let filter = RecordFilter::new(values, true);
+        let filter = RecordFilter::new(values, true).with_epoch_markers(true);
         assert_eq!(
             properties(GROUP, Some(&filter)),
             [
@@ -946,11 +943,7 @@ mod tests {
         let strict = RecordFilter::new(["eu".to_string()].into(), false);
         assert_eq!(
             properties(Consumer::Alone, Some(&strict)),
-            [
-                pair("filter.0", "eu"),
-                pair("filter.1", "partlog.epoch"),
-                pair("match-unfiltered", "false")
-            ]
+            [pair("filter.0", "eu"), pair("match-unfiltered", "false")]
         );
     }
 
