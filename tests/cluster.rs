@@ -61,10 +61,10 @@ async fn replicated_stream(stream: &str) -> StreamDescription {
         .unwrap()
 }
 
-/// Where partlog administers through when the node at `victim`
-/// (`host:port`) will die: the stream port of another node, and every
-/// node as `broker.other_nodes`.
-fn through_another_node(victim: &str) -> (&'static str, String) {
+/// Two partlog instances that administer through a node other than the one
+/// at `victim` (`host:port`), which will die, and know every node as
+/// `broker.other_nodes`; with that node's stream port.
+async fn two_instances_through_another_node(victim: &str) -> (Partlog, Partlog, &'static str) {
     let (_, victim_port) = victim.rsplit_once(':').unwrap();
     let survivor = NODE_PORTS
         .iter()
@@ -72,7 +72,13 @@ fn through_another_node(victim: &str) -> (&'static str, String) {
         .find(|port| *port != victim_port)
         .unwrap();
     let all = NODE_PORTS.map(|port| format!("localhost:{port}")).join(",");
-    (survivor, all)
+    let settings = [
+        ("PARTLOG_BROKER_PORT", survivor),
+        ("PARTLOG_BROKER_OTHER_NODES", all.as_str()),
+    ];
+    let first = Partlog::start_with(&settings).await;
+    let second = Partlog::start_with(&settings).await;
+    (first, second, survivor)
 }
 
 /// Starts the node's broker again even when the test fails.
@@ -305,13 +311,7 @@ async fn a_killed_leader_node_leaves_a_bounded_double_active_window() {
     let stream = unique_stream("sigkill");
     let description = replicated_stream(&stream).await;
     let victim = &description.partitions[0];
-    let (survivor, all) = through_another_node(&victim.leader);
-    let settings = [
-        ("PARTLOG_BROKER_PORT", survivor),
-        ("PARTLOG_BROKER_OTHER_NODES", all.as_str()),
-    ];
-    let server = Partlog::start_with(&settings).await;
-    let second = Partlog::start_with(&settings).await;
+    let (server, second, _) = two_instances_through_another_node(&victim.leader).await;
     let mut client = server.client().await;
     let group = "sigkill-readers";
     let member_a = MemberEvents::join(&mut client, "a", &stream, group).await;
@@ -404,13 +404,7 @@ async fn a_resize_during_a_node_kill_keeps_each_keys_order() {
     let stream = unique_stream("grow-kill");
     let description = replicated_stream(&stream).await;
     let victim = &description.partitions[0];
-    let (survivor, all) = through_another_node(&victim.leader);
-    let settings = [
-        ("PARTLOG_BROKER_PORT", survivor),
-        ("PARTLOG_BROKER_OTHER_NODES", all.as_str()),
-    ];
-    let a = Partlog::start_with(&settings).await;
-    let b = Partlog::start_with(&settings).await;
+    let (a, b, survivor) = two_instances_through_another_node(&victim.leader).await;
     let mut workload = Workload::new(&stream);
     for (name, server) in [("a1", &a), ("a2", &a), ("b1", &b), ("b2", &b)] {
         workload.join(name, &server.url()).await;
