@@ -52,25 +52,11 @@ impl Exchange {
 /// The names of the super streams of the virtual host, in no order.
 pub async fn super_streams(connector: &Connector) -> Result<Vec<String>> {
     let config = connector.config();
-    let address = management_address(connector)?;
     let vhost = percent_encode(&config.vhost);
     let path = format!("/api/exchanges/{vhost}?columns=name,arguments");
     let not_found = format!("does not know virtual host {:?}", config.vhost);
-    let body = connector
-        .within(
-            "asking the management API for the streams",
-            request(connector, &address, Method::GET, &path, None, &not_found),
-        )
-        .await??;
-    let exchanges: Vec<Exchange> = serde_json::from_slice(&body).map_err(|e| {
-        Error::new(
-            Reason::ManagementApiUnavailable,
-            format!(
-                "the management API at {} answered the exchange listing with what is not one: {e}",
-                shown(&address)
-            ),
-        )
-    })?;
+    let exchanges: Vec<Exchange> =
+        get_json(connector, &path, "the exchange listing", &not_found).await?;
     Ok(exchanges
         .into_iter()
         .filter(Exchange::is_super_stream)
@@ -125,29 +111,14 @@ pub async fn group_consumers(
     group: &str,
 ) -> Result<Vec<GroupConsumer>> {
     let config = connector.config();
-    let address = management_address(connector)?;
     let path = format!("/api/stream/consumers/{}", percent_encode(&config.vhost));
     let not_found = format!(
         "does not list stream consumers of virtual host {:?}: is the \
          rabbitmq_stream_management plugin enabled?",
         config.vhost
     );
-    let body = connector
-        .within(
-            "asking the management API for a group's consumers",
-            request(connector, &address, Method::GET, &path, None, &not_found),
-        )
-        .await??;
-    let subscriptions: Vec<Subscription> = serde_json::from_slice(&body).map_err(|e| {
-        Error::new(
-            Reason::ManagementApiUnavailable,
-            format!(
-                "the management API at {} answered the stream consumer listing with what is \
-                 not one: {e}",
-                shown(&address)
-            ),
-        )
-    })?;
+    let subscriptions: Vec<Subscription> =
+        get_json(connector, &path, "the stream consumer listing", &not_found).await?;
     Ok(subscriptions
         .into_iter()
         .filter(|s| {
@@ -181,28 +152,14 @@ pub async fn stream_arguments(
         arguments: serde_json::Map<String, serde_json::Value>,
     }
     let config = connector.config();
-    let address = management_address(connector)?;
     let path = format!(
         "/api/queues/{}/{}?columns=arguments",
         percent_encode(&config.vhost),
         percent_encode(stream)
     );
     let not_found = format!("does not know stream {stream:?}");
-    let body = connector
-        .within(
-            &format!("asking the management API for the arguments of {stream:?}"),
-            request(connector, &address, Method::GET, &path, None, &not_found),
-        )
-        .await??;
-    let queue: Queue = serde_json::from_slice(&body).map_err(|e| {
-        Error::new(
-            Reason::ManagementApiUnavailable,
-            format!(
-                "the management API at {} answered the stream {stream:?} with what is not one: {e}",
-                shown(&address)
-            ),
-        )
-    })?;
+    let what = format!("the arguments of stream {stream:?}");
+    let queue: Queue = get_json(connector, &path, &what, &not_found).await?;
     Ok(create_arguments(queue.arguments))
 }
 
@@ -261,6 +218,32 @@ pub async fn bind_partition(
         )
         .await??;
     Ok(())
+}
+
+/// `GET path` on the management API, its JSON answer read as a `T`;
+/// `what` names the answer in messages, `not_found` what a 404 means.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    connector: &Connector,
+    path: &str,
+    what: &str,
+    not_found: &str,
+) -> Result<T> {
+    let address = management_address(connector)?;
+    let body = connector
+        .within(
+            &format!("asking the management API for {what}"),
+            request(connector, &address, Method::GET, path, None, not_found),
+        )
+        .await??;
+    serde_json::from_slice(&body).map_err(|e| {
+        Error::new(
+            Reason::ManagementApiUnavailable,
+            format!(
+                "the management API at {} answered {what} with what is not one: {e}",
+                shown(&address)
+            ),
+        )
+    })
 }
 
 fn management_address(connector: &Connector) -> Result<ManagementAddress> {
